@@ -1,0 +1,69 @@
+package backend
+
+import (
+	"context"
+
+	"github.com/contextd-go/contextd/broadcaster"
+	"github.com/contextd-go/contextd/locker"
+)
+
+// Backend is the storage, locking and broadcasting a Context runs on.
+type Backend interface {
+	Store
+	locker.Locker
+	broadcaster.Broadcaster
+}
+
+// Capabilities lists the optional capabilities described in the package
+// documentation.
+type Capabilities struct {
+	AtomicPublish   bool
+	LockAwareCommit bool
+	ChangeLog       bool
+	ReleaseNotify   bool
+}
+
+// Capable is implemented by a Backend that offers optional capabilities.
+// Only the capabilities it reports are used, so one type can implement the
+// methods and still switch a capability off (for tests of the generic path).
+type Capable interface {
+	Capabilities() Capabilities
+}
+
+// AtomicPublisher is a Store that can commit and publish in one atomic step.
+type AtomicPublisher interface {
+	// CommitAndPublish commits like Store.Commit and, in the same atomic
+	// step, publishes the commit's event (EncodeEvent of EventFromBatch)
+	// on channel of the backend's own Broadcaster. Events of one context
+	// are published in revision order.
+	CommitAndPublish(ctx context.Context, name string, b Batch, channel string) (Head, error)
+}
+
+// ChangeLog is a Store that keeps the recent events of a context.
+type ChangeLog interface {
+	// ChangesSince returns the events of the context with revisions above
+	// after, in revision order, up to the current head. It returns an error
+	// matching ErrLogTruncated if the log no longer holds revision after+1
+	// or the context's epoch is not epoch.
+	ChangesSince(ctx context.Context, name, epoch string, after uint64) ([]Event, error)
+}
+
+// CapabilitiesOf reports the capabilities b offers and can back with the
+// methods they need; a capability reported without its methods is not
+// offered.
+func CapabilitiesOf(b Backend) Capabilities {
+	var c Capabilities
+	if cb, ok := b.(Capable); ok {
+		c = cb.Capabilities()
+	}
+	if _, ok := b.(AtomicPublisher); !ok {
+		c.AtomicPublish = false
+	}
+	if _, ok := b.(ChangeLog); !ok {
+		c.ChangeLog = false
+	}
+	if _, ok := b.(locker.ReleaseWatcher); !ok {
+		c.ReleaseNotify = false
+	}
+	return c
+}

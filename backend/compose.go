@@ -1,0 +1,132 @@
+package backend
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"reflect"
+	"time"
+
+	"github.com/contextd-go/contextd/broadcaster"
+	"github.com/contextd-go/contextd/locker"
+)
+
+// Compose makes a Backend of parts that may come from different backends,
+// for example a Redis store and locker with another broadcaster.
+//
+// The composed backend offers ChangeLog if the store does and ReleaseNotify
+// if the locker does. AtomicPublish and LockAwareCommit span two parts, so
+// they are offered only when the store is also the broadcaster, or the
+// locker, respectively (the same value) and offers them.
+//
+// Compose returns an error if a part is nil.
+func Compose(s Store, l locker.Locker, b broadcaster.Broadcaster) (Backend, error) {
+	if s == nil || l == nil || b == nil {
+		return nil, errors.New("backend: Compose needs a store, a locker and a broadcaster")
+	}
+	c := &composed{store: s, locker: l, bcast: b}
+	sc := partCapabilities(s)
+	if _, ok := s.(ChangeLog); ok && sc.ChangeLog {
+		c.caps.ChangeLog = true
+	}
+	if _, ok := l.(locker.ReleaseWatcher); ok && partCapabilities(l).ReleaseNotify {
+		c.caps.ReleaseNotify = true
+	}
+	if _, ok := s.(AtomicPublisher); ok && sc.AtomicPublish && same(s, b) {
+		c.caps.AtomicPublish = true
+	}
+	if sc.LockAwareCommit && same(s, l) {
+		c.caps.LockAwareCommit = true
+	}
+	return c, nil
+}
+
+// partCapabilities reports what a part declares; a part that is not Capable
+// is taken at its method set.
+func partCapabilities(part any) Capabilities {
+	if cb, ok := part.(Capable); ok {
+		return cb.Capabilities()
+	}
+	return Capabilities{AtomicPublish: true, ChangeLog: true, ReleaseNotify: true}
+}
+
+// same reports whether a and b are the same value, without panicking on
+// types that cannot be compared.
+func same(a, b any) bool {
+	ta, tb := reflect.TypeOf(a), reflect.TypeOf(b)
+	return ta == tb && ta != nil && ta.Comparable() && a == b
+}
+
+type composed struct {
+	store  Store
+	locker locker.Locker
+	bcast  broadcaster.Broadcaster
+	caps   Capabilities
+}
+
+var (
+	_ Backend               = (*composed)(nil)
+	_ Capable               = (*composed)(nil)
+	_ AtomicPublisher       = (*composed)(nil)
+	_ ChangeLog             = (*composed)(nil)
+	_ locker.ReleaseWatcher = (*composed)(nil)
+)
+
+func (c *composed) Capabilities() Capabilities { return c.caps }
+
+func (c *composed) Load(ctx context.Context, name string) (Snapshot, error) {
+	return c.store.Load(ctx, name)
+}
+
+func (c *composed) Get(ctx context.Context, name, key string) (Entry, error) {
+	return c.store.Get(ctx, name, key)
+}
+
+func (c *composed) Commit(ctx context.Context, name string, b Batch) (Head, error) {
+	return c.store.Commit(ctx, name, b)
+}
+
+func (c *composed) Revision(ctx context.Context, name string) (Head, error) {
+	return c.store.Revision(ctx, name)
+}
+
+func (c *composed) CommitAndPublish(ctx context.Context, name string, b Batch, channel string) (Head, error) {
+	if !c.caps.AtomicPublish {
+		return Head{}, fmt.Errorf("backend: composed store cannot publish atomically: %w", errors.ErrUnsupported)
+	}
+	return c.store.(AtomicPublisher).CommitAndPublish(ctx, name, b, channel)
+}
+
+func (c *composed) ChangesSince(ctx context.Context, name, epoch string, after uint64) ([]Event, error) {
+	if !c.caps.ChangeLog {
+		return nil, fmt.Errorf("backend: composed store has no change log: %w", errors.ErrUnsupported)
+	}
+	return c.store.(ChangeLog).ChangesSince(ctx, name, epoch, after)
+}
+
+func (c *composed) TryAcquire(ctx context.Context, name, key string, ttl time.Duration) (locker.Lease, error) {
+	return c.locker.TryAcquire(ctx, name, key, ttl)
+}
+
+func (c *composed) Release(ctx context.Context, l locker.Lease) error {
+	return c.locker.Release(ctx, l)
+}
+
+func (c *composed) Extend(ctx context.Context, l locker.Lease, ttl time.Duration) error {
+	return c.locker.Extend(ctx, l, ttl)
+}
+
+func (c *composed) WatchRelease(ctx context.Context, name string, keys ...string) (<-chan struct{}, func(), error) {
+	if !c.caps.ReleaseNotify {
+		return nil, nil, fmt.Errorf("backend: composed locker cannot notify releases: %w", errors.ErrUnsupported)
+	}
+	return c.locker.(locker.ReleaseWatcher).WatchRelease(ctx, name, keys...)
+}
+
+func (c *composed) Publish(ctx context.Context, channel string, payload []byte) error {
+	return c.bcast.Publish(ctx, channel, payload)
+}
+
+func (c *composed) Subscribe(ctx context.Context, channel string) (broadcaster.Subscription, error) {
+	return c.bcast.Subscribe(ctx, channel)
+}

@@ -1,0 +1,98 @@
+package backend
+
+import (
+	"context"
+
+	"github.com/contextd-go/contextd/locker"
+)
+
+// Store keeps the entries of named contexts. Every commit to a context
+// increments its revision by one and stamps the entries it writes with the
+// new revision.
+//
+// Implementations must be safe for concurrent use and must not retry.
+type Store interface {
+	// Load returns a consistent snapshot of context name: its entries
+	// exactly as of the returned revision. A context that was never written
+	// has an empty Epoch and revision 0.
+	Load(ctx context.Context, name string) (Snapshot, error)
+
+	// Get returns one entry, or an error matching ErrNotFound.
+	Get(ctx context.Context, name, key string) (Entry, error)
+
+	// Commit applies the batch atomically if every condition holds, and
+	// returns the context's new head. It fails with ErrConflict if a
+	// condition does not hold and with ErrCodecMismatch if the batch's
+	// codec differs from the one recorded with the context; then nothing is
+	// written. A lock-aware store (Capabilities.LockAwareCommit) also fails
+	// with ErrLocked or locker.ErrNotHeld, see Batch.Leases.
+	//
+	// The first commit to a context that has no epoch (never written, or
+	// its data was lost) creates a new random epoch.
+	Commit(ctx context.Context, name string, b Batch) (Head, error)
+
+	// Revision returns the context's current head.
+	Revision(ctx context.Context, name string) (Head, error)
+}
+
+// Head identifies a state of a context: the epoch (a random id that changes
+// when the stored data is lost and recreated, so revisions of different
+// epochs are never compared) and the revision within that epoch.
+type Head struct {
+	Epoch    string
+	Revision uint64
+}
+
+// Entry is one stored key with its value and the revision that last wrote it.
+type Entry struct {
+	Key      string
+	Value    []byte
+	Revision uint64
+}
+
+// Snapshot is the state of a context at one head.
+type Snapshot struct {
+	Head
+	// Codec is the codec name recorded with the context, empty if none.
+	Codec string
+	// Entries holds every live key, in no particular order.
+	Entries []Entry
+}
+
+// Op is one write of a Batch: a put of Value, or a delete.
+type Op struct {
+	Key    string
+	Value  []byte
+	Delete bool
+}
+
+// Condition requires a key's revision to equal Revision when the batch
+// commits; Revision 0 requires the key to be absent.
+type Condition struct {
+	Key      string
+	Revision uint64
+}
+
+// Batch is what one Commit writes.
+type Batch struct {
+	// Ops are applied in order; a key appears at most once.
+	Ops []Op
+	// Conditions must all hold, or Commit fails with ErrConflict.
+	Conditions []Condition
+	// Codec is the writer's codec name. The first commit records it with
+	// the context; a later batch with another codec fails with
+	// ErrCodecMismatch.
+	Codec string
+	// Origin identifies the writing instance; it is carried in the event.
+	Origin string
+	// Leases are locks the writer holds. A lock-aware store refuses the
+	// whole batch with locker.ErrNotHeld if any of them is no longer held,
+	// and with ErrLocked if an op's key is locked by a holder whose lease
+	// is not in the batch. Other stores ignore Leases.
+	Leases []locker.Lease
+	// EventValueLimit bounds the value bytes an event carries: values are
+	// included in op order while their running total stays within the
+	// limit; the others are marked Omitted, and receivers fetch them.
+	// Zero or less carries keys only.
+	EventValueLimit int
+}

@@ -1,0 +1,103 @@
+package locker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"time"
+)
+
+// Policy bounds how long a caller waits for locks.
+type Policy struct {
+	// RetryDelay is the mean pause between attempts. Each pause is drawn
+	// uniformly from [RetryDelay/2, 3*RetryDelay/2), so contenders do not
+	// retry in lockstep while the total wait stays near
+	// RetryDelay*MaxRetries, as in the original library. Zero or less
+	// retries at once.
+	RetryDelay time.Duration
+	// MaxRetries is how many attempts follow the first; zero or less means
+	// one attempt only.
+	MaxRetries int
+	// Watcher, if not nil, ends a pause early when a lock of interest is
+	// released.
+	Watcher ReleaseWatcher
+}
+
+// Retry calls try until it returns nil or an error for which retryable is
+// false (Retry returns that result), the retries of p are exhausted (Retry
+// returns the last error, wrapped), or ctx is done (Retry returns the last
+// error joined with ctx.Err()).
+//
+// The first attempt is made before any notification is armed, so an
+// uncontended caller pays nothing extra. After a failed first attempt Retry
+// arms the release notification for keys and tries again at once: a release
+// that happened between the attempt and the arming is not missed, and every
+// later release wakes the pause early.
+func Retry(ctx context.Context, name string, keys []string, p Policy, try func(context.Context) error, retryable func(error) bool) error {
+	err := try(ctx)
+	if err == nil || !retryable(err) {
+		return err
+	}
+	var notify <-chan struct{}
+	if p.Watcher != nil {
+		ch, stop, werr := p.Watcher.WatchRelease(ctx, name, keys...)
+		if werr == nil {
+			defer stop()
+			notify = ch
+			if err = try(ctx); err == nil || !retryable(err) {
+				return err
+			}
+		} else if ctx.Err() != nil {
+			return errors.Join(err, ctx.Err())
+		}
+		// Without a notification the pauses below still bound the wait.
+	}
+	var timer *time.Timer
+	defer func() {
+		if timer != nil {
+			timer.Stop()
+		}
+	}()
+	for retry := 1; retry <= p.MaxRetries; retry++ {
+		pause := jitter(p.RetryDelay)
+		if timer == nil {
+			timer = time.NewTimer(pause)
+		} else {
+			timer.Reset(pause)
+		}
+		select {
+		case <-ctx.Done():
+			return errors.Join(err, ctx.Err())
+		case <-timer.C:
+		case <-notify:
+		}
+		if err = try(ctx); err == nil || !retryable(err) {
+			return err
+		}
+	}
+	return fmt.Errorf("gave up after %d retries: %w", max(p.MaxRetries, 0), err)
+}
+
+func jitter(d time.Duration) time.Duration {
+	if d <= 0 {
+		return 0
+	}
+	return d/2 + rand.N(d)
+}
+
+// Acquire takes the lock on key of context name, waiting as p allows. It
+// returns an error matching ErrNotAcquired when the retries are exhausted,
+// also joined with ctx.Err() when ctx ended the wait.
+func Acquire(ctx context.Context, l Locker, name, key string, ttl time.Duration, p Policy) (Lease, error) {
+	var lease Lease
+	err := Retry(ctx, name, []string{key}, p, func(ctx context.Context) error {
+		var err error
+		lease, err = l.TryAcquire(ctx, name, key, ttl)
+		return err
+	}, func(err error) bool { return errors.Is(err, ErrNotAcquired) })
+	if err != nil {
+		return Lease{}, err
+	}
+	return lease, nil
+}
