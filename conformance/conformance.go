@@ -1,0 +1,73 @@
+// Package conformance is the test suite every contextd backend passes.
+//
+// A backend's test calls Run with a Harness that makes backends over one
+// shared storage. The suite drives the raw interfaces (Store, Locker,
+// Broadcaster and the optional capabilities the harness declares, checking
+// that undeclared ones are really absent) and then contextd.Context
+// instances built over them, several at a time, as separate processes would
+// run.
+//
+//	func TestConformance(t *testing.T) {
+//		conformance.Run(t, conformance.Harness{
+//			Capabilities: backend.Capabilities{AtomicPublish: true, ...},
+//			NewBackend: func(t *testing.T) backend.Backend { ... },
+//		})
+//	}
+package conformance
+
+import (
+	"fmt"
+	"strings"
+	"sync/atomic"
+	"testing"
+
+	"github.com/contextd-go/contextd/backend"
+)
+
+// Harness tells the suite how to make backends.
+type Harness struct {
+	// Capabilities are the optional capabilities the backend declares.
+	// The suite checks that backend.CapabilitiesOf reports exactly these,
+	// then tests each of them.
+	Capabilities backend.Capabilities
+
+	// NewBackend returns a backend for test t. Every call returns a
+	// backend over the same storage as every other call of this harness,
+	// as two processes connected to one Redis share it; the suite keeps
+	// tests apart by giving each its own context names, and runs tests in
+	// parallel. NewBackend registers any cleanup with t.Cleanup.
+	NewBackend func(t *testing.T) backend.Backend
+
+	// BreakSubscriptions, if not nil, makes every live subscription of the
+	// storage lose messages or its connection (for Redis: CLIENT KILL TYPE
+	// pubsub), so the suite can check the loss signal. When nil, the
+	// suite checks the loss signal by overflowing a subscriber only if
+	// OverflowAfter is set.
+	BreakSubscriptions func(t *testing.T)
+
+	// OverflowAfter, if above zero, is a number of unread messages after
+	// which a subscription is guaranteed to have overflowed and must
+	// report a loss.
+	OverflowAfter int
+}
+
+// Run runs the whole suite.
+func Run(t *testing.T, h Harness) {
+	if h.NewBackend == nil {
+		t.Fatal("conformance: Harness.NewBackend is nil")
+	}
+	t.Run("Capabilities", func(t *testing.T) { testCapabilities(t, h) })
+	t.Run("Store", func(t *testing.T) { testStore(t, h) })
+	t.Run("Locker", func(t *testing.T) { testLocker(t, h) })
+	t.Run("Broadcaster", func(t *testing.T) { testBroadcaster(t, h) })
+	t.Run("Context", func(t *testing.T) { testContext(t, h) })
+}
+
+var nameSeq atomic.Uint64
+
+// uniqueName returns a context (or channel) name no other test uses.
+func uniqueName(t *testing.T) string {
+	n := nameSeq.Add(1)
+	base := strings.NewReplacer("/", ".", " ", "_").Replace(t.Name())
+	return fmt.Sprintf("conf.%s.%d", base, n)
+}
