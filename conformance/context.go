@@ -1,7 +1,385 @@
 package conformance
 
-import "testing"
+import (
+	"context"
+	"errors"
+	"fmt"
+	"maps"
+	"sync"
+	"testing"
+	"time"
 
+	"github.com/contextd-go/contextd/contextd"
+)
+
+// testContext runs multi-instance scenarios of contextd.Context over the
+// harness's backends, each instance on its own backend as a separate
+// process would be.
 func testContext(t *testing.T, h Harness) {
-	t.Skip("Context scenarios: being written")
+	t.Run("Converge", func(t *testing.T) { t.Parallel(); testConverge(t, h) })
+	t.Run("UpdateSeenByOthers", func(t *testing.T) { t.Parallel(); testUpdateSeen(t, h) })
+	t.Run("TransactionalUpdateIsAtomic", func(t *testing.T) { t.Parallel(); testNoHalfTransaction(t, h) })
+	t.Run("ModifyLosesNoIncrement", func(t *testing.T) { t.Parallel(); testModifyCounter(t, h) })
+	t.Run("HeldLockBlocksUpdate", func(t *testing.T) { t.Parallel(); testLockBlocks(t, h) })
+	t.Run("ExpiredLockFreesKey", func(t *testing.T) { t.Parallel(); testLockExpiry(t, h) })
+	t.Run("LostLockWriteRefused", func(t *testing.T) { t.Parallel(); testLostLockRefused(t, h) })
+	t.Run("WatchInRevisionOrder", func(t *testing.T) { t.Parallel(); testWatchOrder(t, h) })
+}
+
+// waitTimeout bounds every wait for propagation; propagation normally takes
+// microseconds, so hitting it means a lost change.
+const waitTimeout = 15 * time.Second
+
+// instances opens n initialized Contexts of one context, each on a backend
+// of its own; they are closed when the test ends.
+func instances[T any](t *testing.T, h Harness, name string, n int, opts *contextd.Options) []*contextd.Context[T] {
+	t.Helper()
+	out := make([]*contextd.Context[T], n)
+	for i := range out {
+		c, err := contextd.New[T](h.NewBackend(t), name, opts)
+		if err != nil {
+			t.Fatalf("New: %v", err)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
+		err = c.Initialize(ctx)
+		cancel()
+		if err != nil {
+			t.Fatalf("Initialize instance %d: %v", i, err)
+		}
+		t.Cleanup(func() {
+			if err := c.Close(); err != nil {
+				t.Errorf("Close instance %d: %v", i, err)
+			}
+		})
+		out[i] = c
+	}
+	return out
+}
+
+// waitRevision waits until every instance has applied revision rev.
+func waitRevision[T any](t *testing.T, rev uint64, cs ...*contextd.Context[T]) {
+	t.Helper()
+	deadline := time.Now().Add(waitTimeout)
+	for i, c := range cs {
+		for c.Revision() < rev {
+			if time.Now().After(deadline) {
+				t.Fatalf("instance %d stuck at revision %d, want %d (stats %+v)", i, c.Revision(), rev, c.Stats())
+			}
+			time.Sleep(time.Millisecond) // polling a condition, with a deadline
+		}
+	}
+}
+
+// storeState reads the context's state straight from the store.
+func storeState[T any](t *testing.T, h Harness, name string) (map[string]T, uint64) {
+	t.Helper()
+	c := instances[T](t, h, name, 1, nil)[0]
+	m, err := c.GetContext(context.Background())
+	if err != nil {
+		t.Fatalf("GetContext of a fresh instance: %v", err)
+	}
+	return m, c.Revision()
+}
+
+func testConverge(t *testing.T, h Harness) {
+	name := uniqueName(t)
+	cs := instances[int](t, h, name, 3, nil)
+	ctx := context.Background()
+	var wg sync.WaitGroup
+	for i, c := range cs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for j := range 20 {
+				key := fmt.Sprintf("k%d", j%7)
+				var err error
+				switch j % 4 {
+				case 0, 1:
+					err = c.UpdateContext(ctx, key, i*100+j)
+				case 2:
+					err = c.TransactionalUpdate(ctx, map[string]int{key: j, fmt.Sprintf("t%d", i): j})
+				case 3:
+					err = c.Delete(ctx, key)
+				}
+				if err != nil {
+					t.Errorf("instance %d write %d: %v", i, j, err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	want, rev := storeState[int](t, h, name)
+	waitRevision(t, rev, cs...)
+	for i, c := range cs {
+		got, err := c.GetContext(ctx)
+		if err != nil {
+			t.Fatalf("instance %d GetContext: %v", i, err)
+		}
+		if !maps.Equal(got, want) {
+			t.Errorf("instance %d converged to %v, store has %v", i, got, want)
+		}
+	}
+}
+
+type user struct {
+	Name  string `json:"name"`
+	Email string `json:"email"`
+}
+
+func testUpdateSeen(t *testing.T, h Harness) {
+	name := uniqueName(t)
+	cs := instances[user](t, h, name, 3, nil)
+	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
+	defer cancel()
+	w1, w2 := cs[1].Watch(ctx), cs[2].Watch(ctx)
+	want := user{Name: "John Doe", Email: "john@example.com"}
+	if err := cs[0].UpdateContext(ctx, "user", want); err != nil {
+		t.Fatalf("UpdateContext: %v", err)
+	}
+	for i, w := range []<-chan contextd.Change[user]{w1, w2} {
+		select {
+		case ch := <-w:
+			if ch.Key != "user" || ch.Value != want || ch.Origin != cs[0].ID() {
+				t.Errorf("instance %d saw %+v, want key user = %+v from %s", i+1, ch, want, cs[0].ID())
+			}
+		case <-ctx.Done():
+			t.Fatalf("instance %d never saw the update", i+1)
+		}
+		got, ok, err := cs[i+1].Get(ctx, "user")
+		if err != nil || !ok || got != want {
+			t.Errorf("instance %d Get = %+v, %v, %v after the change arrived; want %+v", i+1, got, ok, err, want)
+		}
+	}
+}
+
+func testNoHalfTransaction(t *testing.T, h Harness) {
+	name := uniqueName(t)
+	cs := instances[int](t, h, name, 3, nil)
+	ctx := context.Background()
+	const rounds = 100
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	for i, c := range cs[1:] {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				m, err := c.GetContext(ctx)
+				if err != nil {
+					t.Errorf("reader %d: %v", i, err)
+					return
+				}
+				if m["a"] != m["b"] || m["b"] != m["c"] {
+					t.Errorf("reader %d saw half a transaction: %v", i, m)
+					return
+				}
+				select {
+				case <-done:
+					return
+				default:
+				}
+			}
+		}()
+	}
+	for j := 1; j <= rounds; j++ {
+		if err := cs[0].TransactionalUpdate(ctx, map[string]int{"a": j, "b": j, "c": j}); err != nil {
+			t.Fatalf("TransactionalUpdate %d: %v", j, err)
+		}
+	}
+	waitRevision(t, rounds, cs...)
+	close(done)
+	wg.Wait()
+	for i, c := range cs {
+		m, _ := c.GetContext(ctx)
+		if m["a"] != rounds {
+			t.Errorf("instance %d ended with %v, want every key %d", i, m, rounds)
+		}
+	}
+}
+
+func testModifyCounter(t *testing.T, h Harness) {
+	name := uniqueName(t)
+	cs := instances[int](t, h, name, 3, nil)
+	ctx := context.Background()
+	const goroutines, increments = 8, 25
+	var wg sync.WaitGroup
+	for i, c := range cs {
+		for g := range goroutines {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for range increments {
+					_, err := c.Modify(ctx, "counter", func(cur int, _ bool) (int, error) { return cur + 1, nil })
+					if err != nil {
+						t.Errorf("instance %d goroutine %d: Modify: %v", i, g, err)
+						return
+					}
+				}
+			}()
+		}
+	}
+	wg.Wait()
+	want := len(cs) * goroutines * increments
+	got, _, err := cs[0].Get(ctx, "counter", contextd.Fresh())
+	if err != nil || got != want {
+		t.Fatalf("counter = %d (%v), want %d: increments were lost", got, err, want)
+	}
+	rev := cs[0].Revision()
+	waitRevision(t, rev, cs...)
+	for i, c := range cs {
+		if v, _, _ := c.Get(ctx, "counter"); v != want {
+			t.Errorf("instance %d has counter %d, want %d", i, v, want)
+		}
+	}
+}
+
+func testLockBlocks(t *testing.T, h Harness) {
+	name := uniqueName(t)
+	cs := instances[string](t, h, name, 2, &contextd.Options{RetryDelay: 5 * time.Millisecond, MaxRetries: 2})
+	patient := instances[string](t, h, name, 1, &contextd.Options{RetryDelay: 5 * time.Millisecond, MaxRetries: 2000})[0]
+	ctx := context.Background()
+	l, err := cs[0].AcquireLock(ctx, contextd.LockOptions{Key: "k", LockTimeout: time.Minute})
+	if err != nil {
+		t.Fatalf("AcquireLock: %v", err)
+	}
+	// A writer with little patience gives up while the lock is held...
+	err = cs[1].UpdateContext(ctx, "k", "impatient")
+	if !errors.Is(err, contextd.ErrLockNotAcquired) {
+		t.Fatalf("UpdateContext of a locked key = %v, want ErrLockNotAcquired", err)
+	}
+	// ...an unrelated key is free...
+	if err := cs[1].UpdateContext(ctx, "other", "x"); err != nil {
+		t.Fatalf("UpdateContext of an unlocked key: %v", err)
+	}
+	// ...a patient one waits, and the holder writes first.
+	done := make(chan error, 1)
+	go func() { done <- patient.UpdateContext(ctx, "k", "after") }()
+	if err := cs[0].UpdateContext(ctx, "k", "holder", contextd.WithLock(l)); err != nil {
+		t.Fatalf("UpdateContext WithLock by the holder: %v", err)
+	}
+	if v, _, _ := cs[0].Get(ctx, "k", contextd.Fresh()); v != "holder" {
+		t.Fatalf("while the lock is held the value is %q, want the holder's", v)
+	}
+	select {
+	case err := <-done:
+		t.Fatalf("a write to a locked key finished while the lock was held: %v", err)
+	default:
+	}
+	if err := l.Release(ctx); err != nil {
+		t.Fatalf("Release: %v", err)
+	}
+	if err := <-done; err != nil {
+		t.Fatalf("waiting UpdateContext after release: %v", err)
+	}
+	if v, _, _ := cs[0].Get(ctx, "k", contextd.Fresh()); v != "after" {
+		t.Fatalf("after release the value is %q, want the waiting writer's", v)
+	}
+}
+
+func testLockExpiry(t *testing.T, h Harness) {
+	name := uniqueName(t)
+	cs := instances[string](t, h, name, 2, &contextd.Options{RetryDelay: 5 * time.Millisecond, MaxRetries: 2000})
+	ctx := context.Background()
+	const ttl = 100 * time.Millisecond
+	start := time.Now()
+	if _, err := cs[0].AcquireLock(ctx, contextd.LockOptions{Key: "k", LockTimeout: ttl}); err != nil {
+		t.Fatalf("AcquireLock: %v", err)
+	}
+	if err := cs[1].UpdateContext(ctx, "k", "v"); err != nil {
+		t.Fatalf("UpdateContext after the holder's lock expired: %v", err)
+	}
+	if waited := time.Since(start); waited < ttl/2 {
+		t.Fatalf("UpdateContext of a locked key returned after %v, before the %v lock could expire", waited, ttl)
+	}
+}
+
+func testLostLockRefused(t *testing.T, h Harness) {
+	name := uniqueName(t)
+	cs := instances[string](t, h, name, 2, nil)
+	ctx := context.Background()
+	l, err := cs[0].AcquireLock(ctx, contextd.LockOptions{Key: "k", LockTimeout: 50 * time.Millisecond})
+	if err != nil {
+		t.Fatalf("AcquireLock: %v", err)
+	}
+	select {
+	case <-l.Lost():
+	case <-time.After(waitTimeout):
+		t.Fatal("Lost() not closed after the lock's TTL")
+	}
+	l2, err := cs[1].AcquireLock(ctx, contextd.LockOptions{Key: "k", LockTimeout: time.Minute})
+	if err != nil {
+		t.Fatalf("AcquireLock after expiry: %v", err)
+	}
+	if l2.Token() <= l.Token() {
+		t.Errorf("fencing token %d after %d: want strictly larger", l2.Token(), l.Token())
+	}
+	err = cs[0].UpdateContext(ctx, "k", "stale holder", contextd.WithLock(l))
+	if !errors.Is(err, contextd.ErrLockLost) {
+		t.Fatalf("write with a lost lock = %v, want ErrLockLost", err)
+	}
+	if err := cs[1].UpdateContext(ctx, "k", "new holder", contextd.WithLock(l2)); err != nil {
+		t.Fatalf("write by the new holder: %v", err)
+	}
+	if v, _, _ := cs[0].Get(ctx, "k", contextd.Fresh()); v != "new holder" {
+		t.Fatalf("value %q, want the new holder's", v)
+	}
+	if err := l.Extend(ctx, time.Second); !errors.Is(err, contextd.ErrLockLost) {
+		t.Errorf("Extend of a lost lock = %v, want ErrLockLost", err)
+	}
+}
+
+func testWatchOrder(t *testing.T, h Harness) {
+	name := uniqueName(t)
+	cs := instances[int](t, h, name, 3, &contextd.Options{WatchBuffer: 100000})
+	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
+	defer cancel()
+	watch := cs[2].Watch(ctx)
+	const writes = 50
+	var wg sync.WaitGroup
+	for i, c := range cs[:2] {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for j := range writes {
+				var err error
+				if j%5 == 0 {
+					err = c.TransactionalUpdate(ctx, map[string]int{"x": j, "y": j})
+				} else {
+					err = c.UpdateContext(ctx, fmt.Sprintf("k%d", j%3), j)
+				}
+				if err != nil {
+					t.Errorf("writer %d: %v", i, err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	// Every revision from 1 to 2*writes, in order, transactions whole.
+	perRev := map[uint64]int{}
+	var last uint64
+	for last < 2*writes {
+		select {
+		case ch, ok := <-watch:
+			if !ok {
+				t.Fatalf("watch closed at revision %d", last)
+			}
+			if ch.Reset {
+				t.Fatalf("unexpected Reset at revision %d (buffer large enough)", last)
+			}
+			if ch.Revision < last || ch.Revision > last+1 {
+				t.Fatalf("change at revision %d after %d: out of order or skipped", ch.Revision, last)
+			}
+			last = ch.Revision
+			perRev[ch.Revision]++
+		case <-ctx.Done():
+			t.Fatalf("watch stopped at revision %d of %d", last, 2*writes)
+		}
+	}
+	for rev, n := range perRev {
+		if n != 1 && n != 2 {
+			t.Errorf("revision %d delivered %d changes", rev, n)
+		}
+	}
 }

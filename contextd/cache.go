@@ -1,0 +1,314 @@
+package contextd
+
+import (
+	"slices"
+	"sync"
+)
+
+// entry is one key of the local copy.
+type entry[T any] struct {
+	value T
+	// rev is the revision that last wrote the key; for a tombstone, the
+	// revision that deleted it. Changes older than rev are ignored, so late
+	// or duplicate events never move a key backwards.
+	rev     uint64
+	deleted bool
+	// err is set when the stored value did not decode.
+	err error
+}
+
+// update is one decoded change, prepared outside the cache lock.
+type update[T any] struct {
+	key     string
+	value   T
+	deleted bool
+	err     error
+}
+
+// verdict is what applying an event or commit to the cache found.
+type verdict int
+
+const (
+	applied   verdict = iota // applied (or held until earlier revisions arrive)
+	duplicate                // already reflected; nothing to do
+	gap                      // earlier revisions are missing: catch up first
+	resync                   // another epoch, or the store went back in time
+)
+
+// cache is the local copy of a context and the bookkeeping that keeps it
+// exact: it knows the last revision up to which it has every change
+// (applied), holds this instance's own commits that got ahead of that point,
+// and feeds watchers in revision order.
+type cache[T any] struct {
+	mu sync.RWMutex
+
+	epoch string
+	// applied is the revision up to which every change is reflected.
+	applied uint64
+	// ahead holds this instance's own commits, applied to entries for
+	// read-your-writes but not yet contiguous with applied; their changes
+	// are delivered to watchers once the revisions before them arrive.
+	ahead map[uint64][]Change[T]
+	// known is the newest revision heard of, for Lag.
+	known uint64
+	// lastEvent is the revision of the last event read from an ordered
+	// subscription; a later event at or below it means the store went back
+	// in time.
+	lastEvent uint64
+
+	entries map[string]entry[T]
+	live    int // entries that are not tombstones
+
+	// stale is nil while the copy is believed current, else why not.
+	stale error
+
+	watchers []*watcher[T]
+}
+
+func newCache[T any]() *cache[T] {
+	return &cache[T]{entries: make(map[string]entry[T]), ahead: make(map[uint64][]Change[T])}
+}
+
+// adoptable reports whether the cache has never seen data, so a first epoch
+// can be taken without a resync. Callers hold mu.
+func (c *cache[T]) adoptable() bool {
+	return c.epoch == "" && c.applied == 0 && len(c.ahead) == 0 && len(c.entries) == 0
+}
+
+// applyEvent applies a change event received from the broadcast or the
+// change log.
+func (c *cache[T]) applyEvent(epoch string, rev uint64, origin string, ups []update[T]) verdict {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if epoch != c.epoch {
+		if !c.adoptable() {
+			return resync
+		}
+		c.epoch = epoch
+	}
+	c.known = max(c.known, rev)
+	if _, ok := c.ahead[rev]; ok || rev <= c.applied {
+		return duplicate
+	}
+	if rev != c.applied+1 {
+		return gap
+	}
+	c.emit(c.set(rev, origin, ups))
+	c.applied = rev
+	c.advance()
+	return applied
+}
+
+// applyOwn applies a commit this instance made, at once, for
+// read-your-writes, even if earlier revisions have not arrived yet.
+func (c *cache[T]) applyOwn(epoch string, rev uint64, origin string, ups []update[T]) verdict {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if epoch != c.epoch {
+		if !c.adoptable() {
+			return resync
+		}
+		c.epoch = epoch
+	}
+	c.known = max(c.known, rev)
+	if _, ok := c.ahead[rev]; ok || rev <= c.applied {
+		return duplicate // its event was faster than the commit's reply
+	}
+	changes := c.set(rev, origin, ups)
+	if rev == c.applied+1 {
+		c.emit(changes)
+		c.applied = rev
+		c.advance()
+	} else {
+		c.ahead[rev] = changes
+	}
+	return applied
+}
+
+// set writes ups at rev into entries where they are newer, and returns the
+// changes for watchers: all of them, since watchers follow the history, not
+// the cache. Callers hold mu.
+func (c *cache[T]) set(rev uint64, origin string, ups []update[T]) []Change[T] {
+	changes := make([]Change[T], 0, len(ups))
+	for _, u := range ups {
+		changes = append(changes, Change[T]{Key: u.key, Value: u.value, Deleted: u.deleted, Revision: rev, Origin: origin, Err: u.err})
+		cur, ok := c.entries[u.key]
+		if ok && cur.rev >= rev {
+			continue
+		}
+		c.put(u.key, entry[T]{value: u.value, rev: rev, deleted: u.deleted, err: u.err}, cur, ok)
+	}
+	return changes
+}
+
+// put replaces a key's entry and keeps live counted. Callers hold mu.
+func (c *cache[T]) put(key string, e entry[T], old entry[T], existed bool) {
+	if existed && !old.deleted {
+		c.live--
+	}
+	if !e.deleted {
+		c.live++
+	}
+	c.entries[key] = e
+}
+
+// advance moves applied over own commits that are now contiguous. Callers
+// hold mu.
+func (c *cache[T]) advance() {
+	for {
+		changes, ok := c.ahead[c.applied+1]
+		if !ok {
+			return
+		}
+		delete(c.ahead, c.applied+1)
+		c.applied++
+		c.emit(changes)
+	}
+}
+
+// snapshotEntry is one decoded entry of a snapshot.
+type snapshotEntry[T any] struct {
+	update[T]
+	rev uint64
+}
+
+// applySnapshot brings the cache to a snapshot taken at (epoch, rev) by a
+// load that started when the cache had applied appliedBefore. It merges when
+// the snapshot continues the cache's history, and replaces the cache when
+// the epoch changed or the store went back in time (rev below what the
+// store had already acknowledged before the load).
+func (c *cache[T]) applySnapshot(epoch string, rev, appliedBefore uint64, ents []snapshotEntry[T]) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if epoch != c.epoch && c.adoptable() {
+		c.epoch = epoch
+	}
+	c.known = max(c.known, rev)
+	if epoch != c.epoch || rev < appliedBefore {
+		c.replace(epoch, rev, ents)
+		return
+	}
+	if rev <= c.applied {
+		return // events applied meanwhile already cover it
+	}
+	var changes []Change[T]
+	inSnapshot := make(map[string]struct{}, len(ents))
+	for _, se := range ents {
+		inSnapshot[se.key] = struct{}{}
+		cur, ok := c.entries[se.key]
+		if ok && cur.rev >= se.rev {
+			continue
+		}
+		c.put(se.key, entry[T]{value: se.value, rev: se.rev, err: se.err}, cur, ok)
+		if se.rev > c.applied {
+			changes = append(changes, Change[T]{Key: se.key, Value: se.value, Revision: se.rev, Err: se.err})
+		}
+	}
+	for key, cur := range c.entries {
+		if _, ok := inSnapshot[key]; ok || cur.rev > rev {
+			continue // in the snapshot, or written after it by this instance
+		}
+		// Gone from the store at or before rev: a tombstone that the
+		// snapshot now covers, or a delete this instance missed.
+		delete(c.entries, key)
+		if !cur.deleted {
+			c.live--
+			changes = append(changes, Change[T]{Key: key, Deleted: true, Revision: rev})
+		}
+	}
+	for r, own := range c.ahead {
+		if r <= rev {
+			changes = append(changes, own...)
+			delete(c.ahead, r)
+		}
+	}
+	slices.SortStableFunc(changes, func(a, b Change[T]) int {
+		switch {
+		case a.Revision < b.Revision:
+			return -1
+		case a.Revision > b.Revision:
+			return 1
+		}
+		return 0
+	})
+	c.emit(changes)
+	c.applied = rev
+	c.advance()
+}
+
+// replace discards the cache for a snapshot of another history. Callers
+// hold mu.
+func (c *cache[T]) replace(epoch string, rev uint64, ents []snapshotEntry[T]) {
+	c.epoch = epoch
+	c.applied = rev
+	c.known = rev
+	c.lastEvent = 0
+	clear(c.ahead)
+	c.entries = make(map[string]entry[T], len(ents))
+	c.live = 0
+	for _, se := range ents {
+		c.put(se.key, entry[T]{value: se.value, rev: se.rev, err: se.err}, entry[T]{}, false)
+	}
+	for _, w := range c.watchers {
+		w.reset()
+	}
+}
+
+// emit hands changes to every watcher. Callers hold mu, which is what keeps
+// each watcher's changes in revision order.
+func (c *cache[T]) emit(changes []Change[T]) {
+	if len(changes) == 0 {
+		return
+	}
+	for _, w := range c.watchers {
+		w.push(changes)
+	}
+}
+
+// head reports the epoch and applied revision.
+func (c *cache[T]) head() (string, uint64) {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	return c.epoch, c.applied
+}
+
+// setStale records why the copy may be out of date (nil: it is current).
+func (c *cache[T]) setStale(err error) {
+	c.mu.Lock()
+	c.stale = err
+	c.mu.Unlock()
+}
+
+// heard records a revision seen in the store, for Lag.
+func (c *cache[T]) heard(rev uint64) {
+	c.mu.Lock()
+	c.known = max(c.known, rev)
+	c.mu.Unlock()
+}
+
+// classify tells what an event from the subscription would do, before its
+// values are decoded, so duplicates (such as the echo of this instance's own
+// commits) cost nothing. ordered says the subscription delivers in revision
+// order: then a revision at or below the last one means the store went back
+// in time.
+func (c *cache[T]) classify(epoch string, rev uint64, ordered bool) verdict {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if epoch != c.epoch && !c.adoptable() {
+		return resync
+	}
+	if ordered && epoch == c.epoch {
+		if rev <= c.lastEvent {
+			return resync
+		}
+		c.lastEvent = rev
+	}
+	c.known = max(c.known, rev)
+	if _, ok := c.ahead[rev]; ok || (epoch == c.epoch && rev <= c.applied) {
+		return duplicate
+	}
+	if epoch == c.epoch && rev != c.applied+1 {
+		return gap
+	}
+	return applied
+}

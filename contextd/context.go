@@ -1,0 +1,279 @@
+package contextd
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"reflect"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/contextd-go/contextd/backend"
+	"github.com/contextd-go/contextd/broadcaster"
+	"github.com/contextd-go/contextd/locker"
+)
+
+// Context is one process's handle on a shared, named key→value map whose
+// values are of type T. It keeps a local copy in sync with the backend; see
+// the package documentation for the guarantees.
+//
+// Build it with New, then call Initialize before anything else, and Close
+// when done. All methods are safe for concurrent use.
+type Context[T any] struct {
+	name  string
+	id    string
+	opts  Options
+	store backend.Store
+	lock  locker.Locker
+	bcast broadcaster.Broadcaster
+	caps  backend.Capabilities
+	// Optional capabilities, nil unless offered.
+	atomicPub backend.AtomicPublisher
+	changeLog backend.ChangeLog
+	notifier  locker.ReleaseWatcher
+
+	cache *cache[T]
+
+	// lifeMu orders Initialize, Close, Watch registration and the lock
+	// registry; nothing slow happens under it except in Initialize.
+	lifeMu      sync.Mutex
+	initialized atomic.Bool
+	closed      atomic.Bool
+	done        chan struct{} // closed by Close
+	cancel      context.CancelFunc
+	sub         broadcaster.Subscription
+	locks       map[*Lock]struct{}
+	wg          sync.WaitGroup
+
+	// syncMu lets one catch-up run at a time.
+	syncMu sync.Mutex
+
+	stats stats
+}
+
+// New returns a Context for the context named contextKey on backend b (the
+// original's contextKey). opts may be nil for defaults. The Context does
+// nothing until Initialize; it never closes b.
+func New[T any](b backend.Backend, contextKey string, opts *Options) (*Context[T], error) {
+	if isNil(b) {
+		return nil, errors.New("contextd: New needs a backend, got nil")
+	}
+	if contextKey == "" {
+		return nil, errors.New("contextd: New needs a non-empty contextKey")
+	}
+	o, err := opts.resolved(contextKey)
+	if err != nil {
+		return nil, err
+	}
+	c := &Context[T]{
+		name:  contextKey,
+		id:    randomID(),
+		opts:  o,
+		store: b,
+		lock:  b,
+		bcast: b,
+		caps:  backend.CapabilitiesOf(b),
+		cache: newCache[T](),
+		done:  make(chan struct{}),
+		locks: make(map[*Lock]struct{}),
+	}
+	if c.caps.AtomicPublish {
+		c.atomicPub = b.(backend.AtomicPublisher)
+	}
+	if c.caps.ChangeLog {
+		c.changeLog = b.(backend.ChangeLog)
+	}
+	if c.caps.ReleaseNotify {
+		c.notifier = b.(locker.ReleaseWatcher)
+	}
+	return c, nil
+}
+
+func isNil(v any) bool {
+	if v == nil {
+		return true
+	}
+	rv := reflect.ValueOf(v)
+	switch rv.Kind() {
+	case reflect.Pointer, reflect.Map, reflect.Slice, reflect.Func, reflect.Chan, reflect.Interface:
+		return rv.IsNil()
+	}
+	return false
+}
+
+func randomID() string {
+	var b [8]byte
+	_, _ = rand.Read(b[:]) // crypto/rand.Read never fails on supported platforms
+	return hex.EncodeToString(b[:])
+}
+
+// Name returns the context's name (its contextKey).
+func (c *Context[T]) Name() string { return c.name }
+
+// ID returns this instance's random identity, the Origin of its changes.
+func (c *Context[T]) ID() string { return c.id }
+
+// Capabilities reports the optional backend capabilities this Context uses.
+func (c *Context[T]) Capabilities() backend.Capabilities { return c.caps }
+
+// Initialize subscribes to the context's change events, then loads a
+// snapshot of the context, then starts applying events in the background.
+// Subscribing first means no change can fall between the two.
+//
+// It fails with ErrCodecMismatch if the context was written with another
+// codec. Calling it again after it succeeded does nothing.
+func (c *Context[T]) Initialize(ctx context.Context) error {
+	c.lifeMu.Lock()
+	defer c.lifeMu.Unlock()
+	if c.closed.Load() {
+		return c.errorf("initialize", ErrClosed)
+	}
+	if c.initialized.Load() {
+		return nil
+	}
+	sub, err := c.bcast.Subscribe(ctx, c.opts.Channel)
+	if err != nil {
+		return c.errorf("initialize: subscribe to %q", err, c.opts.Channel)
+	}
+	if err := c.load(ctx, 0); err != nil {
+		_ = sub.Close()
+		return c.errorf("initialize", err)
+	}
+	run, cancel := context.WithCancel(context.Background())
+	c.cancel = cancel
+	c.sub = sub
+	c.wg.Add(1)
+	go func() {
+		defer c.wg.Done()
+		c.readLoop(run)
+	}()
+	if c.opts.ResyncInterval > 0 {
+		c.wg.Add(1)
+		go func() {
+			defer c.wg.Done()
+			c.checkLoop(run)
+		}()
+	}
+	c.initialized.Store(true)
+	return nil
+}
+
+// Ready reports whether Initialize has loaded the first snapshot and the
+// Context is not closed.
+func (c *Context[T]) Ready() bool { return c.initialized.Load() && !c.closed.Load() }
+
+// Revision returns the revision up to which this instance has applied every
+// change of the context.
+func (c *Context[T]) Revision() uint64 {
+	_, rev := c.cache.head()
+	return rev
+}
+
+// Lag returns how many revisions this instance knows the store to be ahead
+// of its copy: zero when it is up to date as far as it has heard.
+func (c *Context[T]) Lag() uint64 {
+	c.cache.mu.RLock()
+	defer c.cache.mu.RUnlock()
+	if c.cache.known < c.cache.applied {
+		return 0
+	}
+	return c.cache.known - c.cache.applied
+}
+
+// Close stops the background work and waits for it, closes Watch channels,
+// and releases the locks taken through this Context that are still held. It
+// does not close the backend. Close is idempotent; afterwards every
+// operation returns ErrClosed.
+func (c *Context[T]) Close() error {
+	c.lifeMu.Lock()
+	if c.closed.Load() {
+		c.lifeMu.Unlock()
+		return nil
+	}
+	c.closed.Store(true)
+	close(c.done)
+	var errs []error
+	if c.cancel != nil {
+		c.cancel()
+	}
+	if c.sub != nil {
+		if err := c.sub.Close(); err != nil {
+			errs = append(errs, fmt.Errorf("close subscription: %w", err))
+		}
+	}
+	held := make([]*Lock, 0, len(c.locks))
+	for l := range c.locks {
+		held = append(held, l)
+	}
+	c.lifeMu.Unlock()
+	c.wg.Wait()
+	for _, l := range held {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		if err := l.Release(ctx); err != nil && !errors.Is(err, ErrLockLost) {
+			errs = append(errs, err)
+		}
+		cancel()
+	}
+	if err := errors.Join(errs...); err != nil {
+		return c.errorf("close", err)
+	}
+	return nil
+}
+
+// usable reports why the Context cannot be used now, if it cannot.
+func (c *Context[T]) usable() error {
+	if c.closed.Load() {
+		return ErrClosed
+	}
+	if !c.initialized.Load() {
+		return ErrNotInitialized
+	}
+	return nil
+}
+
+// errorf wraps err as "contextd: <name>: <what>: err".
+func (c *Context[T]) errorf(what string, err error, args ...any) error {
+	if len(args) > 0 {
+		what = fmt.Sprintf(what, args...)
+	}
+	return fmt.Errorf("contextd: %s: %s: %w", c.name, what, err)
+}
+
+// Stats are counters of a Context's background work, for monitoring and
+// tests.
+type Stats struct {
+	// Snapshots counts snapshots loaded, the first one included.
+	Snapshots uint64
+	// LogCatchUps counts catch-ups served by the backend's change log.
+	LogCatchUps uint64
+	// Losses counts loss signals from the subscription.
+	Losses uint64
+	// Gaps counts events that arrived with earlier revisions missing.
+	Gaps uint64
+	// InvalidEvents counts messages on the channel that were not valid
+	// events; they are ignored and trigger a catch-up.
+	InvalidEvents uint64
+	// PublishErrors counts events that could not be published after their
+	// commit succeeded (only without atomic publishing); other instances
+	// catch up on their next check.
+	PublishErrors uint64
+}
+
+type stats struct {
+	snapshots, logCatchUps, losses, gaps, invalidEvents, publishErrors atomic.Uint64
+}
+
+// Stats returns the current counters.
+func (c *Context[T]) Stats() Stats {
+	return Stats{
+		Snapshots:     c.stats.snapshots.Load(),
+		LogCatchUps:   c.stats.logCatchUps.Load(),
+		Losses:        c.stats.losses.Load(),
+		Gaps:          c.stats.gaps.Load(),
+		InvalidEvents: c.stats.invalidEvents.Load(),
+		PublishErrors: c.stats.publishErrors.Load(),
+	}
+}

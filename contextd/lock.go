@@ -1,0 +1,211 @@
+package contextd
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/contextd-go/contextd/locker"
+)
+
+// Lock is a held lock on one key of a context, taken with AcquireLock.
+//
+// While it is held, writes to its key by others wait (or fail with
+// ErrLockNotAcquired after their retries); writes made WithLock(l) go
+// through and are refused once the lock is lost. A Lock is safe for
+// concurrent use.
+type Lock struct {
+	owner  any // the *Context[T] that took it
+	name   string
+	locker locker.Locker
+	forget func(*Lock) // unregisters it from its Context
+
+	mu       sync.Mutex
+	lease    locker.Lease
+	released bool
+	expiry   *time.Timer // closes lost when the TTL passes, unless auto-extended
+	stopKeep func()
+
+	lost     chan struct{}
+	lostOnce sync.Once
+}
+
+// AcquireLock takes the lock on opts.Key (the original's acquireLock),
+// retrying while someone else holds it: opts.MaxRetries pauses of about
+// opts.RetryDelay, ended early when the backend notifies a release. It
+// returns an error matching ErrLockNotAcquired when the retries run out.
+//
+// The lock lives opts.LockTimeout unless extended; with opts.AutoExtend it
+// is renewed until Release. Release it when done; Close releases the locks
+// still held.
+func (c *Context[T]) AcquireLock(ctx context.Context, opts LockOptions) (*Lock, error) {
+	l, err := c.acquireLock(ctx, opts)
+	if err != nil {
+		return nil, c.errorf("acquire lock %q", err, opts.Key)
+	}
+	return l, nil
+}
+
+func (c *Context[T]) acquireLock(ctx context.Context, opts LockOptions) (*Lock, error) {
+	if err := c.usable(); err != nil {
+		return nil, err
+	}
+	if opts.Key == "" {
+		return nil, errEmptyKey
+	}
+	if opts.LockTimeout < 0 || opts.RetryDelay < 0 {
+		return nil, fmt.Errorf("negative LockTimeout (%v) or RetryDelay (%v)", opts.LockTimeout, opts.RetryDelay)
+	}
+	if opts.LockTimeout == 0 {
+		opts.LockTimeout = DefaultLockTimeout
+	}
+	if opts.RetryDelay == 0 {
+		opts.RetryDelay = DefaultRetryDelay
+	}
+	switch {
+	case opts.MaxRetries == 0:
+		opts.MaxRetries = DefaultMaxRetries
+	case opts.MaxRetries < 0:
+		opts.MaxRetries = 0
+	}
+	policy := locker.Policy{RetryDelay: opts.RetryDelay, MaxRetries: opts.MaxRetries, Watcher: c.notifier}
+	lease, err := locker.Acquire(ctx, c.lock, c.name, opts.Key, opts.LockTimeout, policy)
+	if err != nil {
+		return nil, err
+	}
+	l := &Lock{owner: c, name: c.name, locker: c.lock, lease: lease, lost: make(chan struct{})}
+	l.forget = func(l *Lock) {
+		c.lifeMu.Lock()
+		delete(c.locks, l)
+		c.lifeMu.Unlock()
+	}
+	c.lifeMu.Lock()
+	if c.closed.Load() {
+		c.lifeMu.Unlock()
+		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		_ = c.lock.Release(rctx, lease)
+		return nil, ErrClosed
+	}
+	c.locks[l] = struct{}{}
+	c.lifeMu.Unlock()
+
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if opts.AutoExtend {
+		l.stopKeep = locker.KeepAlive(c.lock, lease, func(err error) {
+			c.opts.Logger.Warn("contextd: lock lost", "context", c.name, "key", opts.Key, "error", err)
+			l.markLost()
+		})
+	} else {
+		l.expiry = time.AfterFunc(opts.LockTimeout, l.markLost)
+	}
+	return l, nil
+}
+
+// Key returns the locked key.
+func (l *Lock) Key() string { return l.lease.Key }
+
+// Token returns the lock's fencing token: it is larger than the token of
+// every earlier acquisition of a lock of the same context, so a system
+// outside contextd can refuse work from a holder that has since been
+// superseded.
+func (l *Lock) Token() uint64 { return l.lease.Fence }
+
+// Lost returns a channel that is closed once the lock is no longer held:
+// released, expired without extension, found taken over, or renewal failed.
+func (l *Lock) Lost() <-chan struct{} { return l.lost }
+
+func (l *Lock) isLost() bool {
+	select {
+	case <-l.lost:
+		return true
+	default:
+		return false
+	}
+}
+
+func (l *Lock) markLost() {
+	l.lostOnce.Do(func() { close(l.lost) })
+}
+
+// checkLost is called after a write with this lock was refused as not held:
+// the refusal may have been about another lock of the write, so ask.
+func (l *Lock) checkLost(ctx context.Context) {
+	lease := l.currentLease()
+	if err := l.locker.Extend(ctx, lease, lease.TTL); errors.Is(err, locker.ErrNotHeld) {
+		l.markLost()
+	}
+}
+
+// Extend renews the lock for ttl (zero: its current time to live). It
+// returns an error matching ErrLockLost if the lock is no longer held.
+func (l *Lock) Extend(ctx context.Context, ttl time.Duration) error {
+	if err := l.extend(ctx, ttl); err != nil {
+		return fmt.Errorf("contextd: %s: extend lock %q: %w", l.name, l.lease.Key, err)
+	}
+	return nil
+}
+
+func (l *Lock) extend(ctx context.Context, ttl time.Duration) error {
+	if ttl < 0 {
+		return fmt.Errorf("negative ttl %v", ttl)
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.released || l.isLost() {
+		return ErrLockLost
+	}
+	if ttl == 0 {
+		ttl = l.lease.TTL
+	}
+	if err := l.locker.Extend(ctx, l.lease, ttl); err != nil {
+		if errors.Is(err, locker.ErrNotHeld) {
+			l.markLost()
+		}
+		return err
+	}
+	l.lease.TTL = ttl
+	if l.expiry != nil {
+		l.expiry.Reset(ttl)
+	}
+	return nil
+}
+
+// currentLease returns the lease as last extended.
+func (l *Lock) currentLease() locker.Lease {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.lease
+}
+
+// Release gives the lock back. Releasing a lock twice is fine; releasing a
+// lock that expired or was taken over returns an error matching
+// ErrLockLost.
+func (l *Lock) Release(ctx context.Context) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.released {
+		return nil
+	}
+	if l.stopKeep != nil {
+		l.stopKeep()
+		l.stopKeep = nil
+	}
+	if l.expiry != nil {
+		l.expiry.Stop()
+	}
+	err := l.locker.Release(ctx, l.lease)
+	if err != nil && !errors.Is(err, locker.ErrNotHeld) {
+		return fmt.Errorf("contextd: %s: release lock %q: %w", l.name, l.lease.Key, err)
+	}
+	l.released = true
+	l.markLost()
+	l.forget(l)
+	if err != nil {
+		return fmt.Errorf("contextd: %s: release lock %q: %w", l.name, l.lease.Key, err)
+	}
+	return nil
+}

@@ -1,0 +1,185 @@
+package contextd
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/contextd-go/contextd/backend"
+	"github.com/contextd-go/contextd/codec"
+)
+
+// Defaults of the original library, kept so its users' tuning still holds.
+const (
+	// DefaultLockTimeout is the time to live of a lock (lockTimeout).
+	DefaultLockTimeout = 10 * time.Second
+	// DefaultRetryDelay is the mean pause between lock attempts (retryDelay).
+	DefaultRetryDelay = 100 * time.Millisecond
+	// DefaultMaxRetries is how many attempts follow the first (maxRetries).
+	DefaultMaxRetries = 50
+)
+
+// Other defaults of Options.
+const (
+	// DefaultResyncInterval is how often an instance compares its revision
+	// with the store's.
+	DefaultResyncInterval = 5 * time.Second
+	// DefaultEventValueLimit is how many value bytes one event carries.
+	DefaultEventValueLimit = 64 << 10
+	// DefaultWatchBuffer is how many changes a Watch channel holds for a
+	// slow reader before it is reset.
+	DefaultWatchBuffer = 256
+)
+
+// Options configure a Context. The zero value (or nil) means defaults; New
+// copies the options, so changing them afterwards has no effect.
+type Options struct {
+	// Channel is the broadcast channel of the context's change events (the
+	// original's pubsubChannel). Every instance of a context must use the
+	// same one. Default: backend.DefaultChannel(contextKey), which is
+	// "{contextd:<contextKey>}:events".
+	Channel string
+
+	// Codec encodes values. Every instance of a context must use the same
+	// one; the first write records its name. Default: codec.JSON.
+	Codec codec.Codec
+
+	// ResyncInterval is how often the instance checks the store's revision
+	// and catches up if events went missing without a loss signal. Zero
+	// means DefaultResyncInterval (5 s); a negative value turns the check
+	// off.
+	ResyncInterval time.Duration
+
+	// EventValueLimit is how many bytes of values one change event
+	// carries; values beyond it are fetched by the receivers. Zero means
+	// DefaultEventValueLimit (64 KiB); a negative value sends keys only.
+	EventValueLimit int
+
+	// LockTimeout is the time to live of the locks that writes take
+	// themselves on a backend without lock-aware commits. Zero means
+	// DefaultLockTimeout (10 s).
+	LockTimeout time.Duration
+
+	// RetryDelay and MaxRetries bound how long a write waits for a key
+	// that another holder has locked: pauses of RetryDelay on average
+	// (jittered), at most MaxRetries of them, ended early by a release
+	// where the backend notifies releases. Zero means DefaultRetryDelay
+	// (100 ms) and DefaultMaxRetries (50); a negative MaxRetries means
+	// no waiting.
+	RetryDelay time.Duration
+	MaxRetries int
+
+	// WatchBuffer is how many changes each Watch channel holds for a reader
+	// that falls behind; past it the reader gets a Reset change instead.
+	// Zero means DefaultWatchBuffer (256).
+	WatchBuffer int
+
+	// FailClosed makes reads (Get, GetContext) return ErrStale while the
+	// instance knows its copy may be out of date, instead of serving the
+	// last known state (the default).
+	FailClosed bool
+
+	// Logger receives background problems (resync failures, undecodable
+	// events). Default: none.
+	Logger *slog.Logger
+}
+
+// resolved returns o with defaults filled in, or an error for bad values.
+func (o *Options) resolved(name string) (Options, error) {
+	var r Options
+	if o != nil {
+		r = *o
+	}
+	if r.Channel == "" {
+		r.Channel = backend.DefaultChannel(name)
+	}
+	if r.Codec == nil {
+		r.Codec = codec.JSON
+	}
+	if r.Codec.Name() == "" {
+		return r, errors.New("contextd: Options.Codec has an empty Name")
+	}
+	if r.ResyncInterval == 0 {
+		r.ResyncInterval = DefaultResyncInterval
+	}
+	switch {
+	case r.EventValueLimit == 0:
+		r.EventValueLimit = DefaultEventValueLimit
+	case r.EventValueLimit < 0:
+		r.EventValueLimit = 0
+	}
+	if r.LockTimeout < 0 || r.RetryDelay < 0 {
+		return r, fmt.Errorf("contextd: negative LockTimeout (%v) or RetryDelay (%v)", r.LockTimeout, r.RetryDelay)
+	}
+	if r.LockTimeout == 0 {
+		r.LockTimeout = DefaultLockTimeout
+	}
+	if r.RetryDelay == 0 {
+		r.RetryDelay = DefaultRetryDelay
+	}
+	switch {
+	case r.MaxRetries == 0:
+		r.MaxRetries = DefaultMaxRetries
+	case r.MaxRetries < 0:
+		r.MaxRetries = 0
+	}
+	if r.WatchBuffer <= 0 {
+		r.WatchBuffer = DefaultWatchBuffer
+	}
+	if r.Logger == nil {
+		r.Logger = slog.New(slog.DiscardHandler)
+	}
+	return r, nil
+}
+
+// WriteOption changes one write.
+type WriteOption func(*writeOptions)
+
+type writeOptions struct {
+	locks []*Lock
+}
+
+// WithLock makes the write under a lock the caller holds: the write does not
+// wait for that lock, and it is refused with ErrLockLost if the lock is no
+// longer held. On a backend with lock-aware commits the store checks the
+// lock in the same atomic step as the write (a fenced write); on others the
+// lock is renewed just before the write to prove it is still held.
+//
+// WithLock may be given several times. A lock of another Context, or a nil
+// lock, makes the write fail.
+func WithLock(l *Lock) WriteOption {
+	return func(o *writeOptions) { o.locks = append(o.locks, l) }
+}
+
+// ReadOption changes one read.
+type ReadOption func(*readOptions)
+
+type readOptions struct {
+	fresh bool
+}
+
+// Fresh makes Get read the store instead of the local copy: a linearizable
+// read that costs a round trip.
+func Fresh() ReadOption {
+	return func(o *readOptions) { o.fresh = true }
+}
+
+// LockOptions are the arguments of AcquireLock, named as in the original
+// library's acquireLock({key, lockTimeout, retryDelay, maxRetries}).
+type LockOptions struct {
+	// Key is the context key to lock. Required.
+	Key string
+	// LockTimeout is the lock's time to live. Zero means
+	// DefaultLockTimeout (10 s).
+	LockTimeout time.Duration
+	// RetryDelay is the mean pause between attempts while another holder
+	// has the lock. Zero means DefaultRetryDelay (100 ms).
+	RetryDelay time.Duration
+	// MaxRetries is how many attempts follow the first. Zero means
+	// DefaultMaxRetries (50); a negative value means one attempt only.
+	MaxRetries int
+	// AutoExtend renews the lock every LockTimeout/3 until it is released;
+	// if renewal fails, Lost is closed. Default: off.
+	AutoExtend bool
+}

@@ -1,0 +1,141 @@
+package contextd
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/contextd-go/contextd/backend"
+)
+
+// Get returns the value of key from the local copy, and whether the key
+// exists. It costs no round trip and, for a T without pointers, no
+// allocation.
+//
+// With Fresh() it reads the store instead: a linearizable read. A value that
+// cannot be decoded gives an error matching ErrDecode that names the key.
+// With Options.FailClosed it returns ErrStale while the copy may be out of
+// date.
+func (c *Context[T]) Get(ctx context.Context, key string, opts ...ReadOption) (T, bool, error) {
+	var zero T
+	if err := c.usable(); err != nil {
+		return zero, false, c.errorf("get %q", err, key)
+	}
+	if err := ctx.Err(); err != nil {
+		return zero, false, c.errorf("get %q", err, key)
+	}
+	if key == "" {
+		return zero, false, c.errorf("get", errEmptyKey)
+	}
+	var ro readOptions
+	for _, o := range opts {
+		o(&ro)
+	}
+	if ro.fresh {
+		return c.getFresh(ctx, key)
+	}
+	c.cache.mu.RLock()
+	e, ok := c.cache.entries[key]
+	stale := c.cache.stale
+	c.cache.mu.RUnlock()
+	if stale != nil && c.opts.FailClosed {
+		return zero, false, c.errorf("get %q", staleError(stale), key)
+	}
+	if !ok || e.deleted {
+		return zero, false, nil
+	}
+	if e.err != nil {
+		return zero, false, c.errorf("get %q", e.err, key)
+	}
+	return e.value, true, nil
+}
+
+func (c *Context[T]) getFresh(ctx context.Context, key string) (T, bool, error) {
+	var zero T
+	e, err := c.store.Get(ctx, c.name, key)
+	if errors.Is(err, backend.ErrNotFound) {
+		return zero, false, nil
+	}
+	if err != nil {
+		return zero, false, c.errorf("get %q", err, key)
+	}
+	v, err := c.decode(key, e.Value)
+	if err != nil {
+		return zero, false, c.errorf("get %q", err, key)
+	}
+	return v, true, nil
+}
+
+func staleError(cause error) error {
+	return fmt.Errorf("%w: %w", ErrStale, cause)
+}
+
+// GetContext returns a copy of the whole context from the local copy (the
+// original's getContext). The map is new, but values that hold maps, slices
+// or pointers share memory with the copy: treat them as read-only.
+//
+// If some values cannot be decoded, GetContext returns the others together
+// with an error matching ErrDecode that names those keys.
+func (c *Context[T]) GetContext(ctx context.Context) (map[string]T, error) {
+	if err := c.usable(); err != nil {
+		return nil, c.errorf("get context", err)
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, c.errorf("get context", err)
+	}
+	c.cache.mu.RLock()
+	defer c.cache.mu.RUnlock()
+	if c.cache.stale != nil && c.opts.FailClosed {
+		return nil, c.errorf("get context", staleError(c.cache.stale))
+	}
+	out := make(map[string]T, c.cache.live)
+	var errs []error
+	for k, e := range c.cache.entries {
+		switch {
+		case e.deleted:
+		case e.err != nil:
+			errs = append(errs, e.err)
+		default:
+			out[k] = e.value
+		}
+	}
+	if len(errs) > 0 {
+		return out, c.errorf("get context", errors.Join(errs...))
+	}
+	return out, nil
+}
+
+// Sync loads a fresh snapshot of the store into the local copy. Reads after
+// Sync returns see at least every write that completed before Sync was
+// called (a linearizable read point).
+func (c *Context[T]) Sync(ctx context.Context) error {
+	if err := c.usable(); err != nil {
+		return c.errorf("sync", err)
+	}
+	if err := c.catchUp(ctx, true); err != nil {
+		return c.errorf("sync", err)
+	}
+	return nil
+}
+
+var errEmptyKey = errors.New("empty key")
+
+// decode turns stored bytes into a T; its error names the key and matches
+// ErrDecode.
+func (c *Context[T]) decode(key string, b []byte) (T, error) {
+	var v T
+	if err := c.opts.Codec.Unmarshal(b, &v); err != nil {
+		var zero T
+		return zero, fmt.Errorf("key %q: %w: %s: %w", key, ErrDecode, c.opts.Codec.Name(), err)
+	}
+	return v, nil
+}
+
+// encode turns a T into bytes; its error names the key.
+func (c *Context[T]) encode(key string, v T) ([]byte, error) {
+	b, err := c.opts.Codec.Marshal(v)
+	if err != nil {
+		return nil, fmt.Errorf("encode %q with %s: %w", key, c.opts.Codec.Name(), err)
+	}
+	return b, nil
+}

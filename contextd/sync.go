@@ -1,0 +1,258 @@
+package contextd
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/contextd-go/contextd/backend"
+	"github.com/contextd-go/contextd/broadcaster"
+)
+
+var errLoss = errors.New("subscription reported lost messages")
+
+// readLoop applies the subscription's events until ctx ends. It is the one
+// goroutine that reads the subscription.
+func (c *Context[T]) readLoop(ctx context.Context) {
+	sub := c.sub
+	for {
+		msg, err := sub.Next(ctx)
+		if err != nil {
+			if ctx.Err() != nil {
+				return
+			}
+			c.cache.setStale(err)
+			c.opts.Logger.Warn("contextd: subscription failed; subscribing again", "context", c.name, "error", err)
+			if sub = c.resubscribe(ctx, sub); sub == nil {
+				return
+			}
+			c.catchUp(ctx, false)
+			continue
+		}
+		if msg.Loss {
+			c.stats.losses.Add(1)
+			c.cache.setStale(errLoss)
+			c.catchUp(ctx, false)
+			continue
+		}
+		ev, err := backend.DecodeEvent(msg.Payload)
+		if err != nil {
+			c.stats.invalidEvents.Add(1)
+			c.opts.Logger.Warn("contextd: ignoring an invalid event; catching up", "context", c.name, "error", err)
+			c.catchUp(ctx, false)
+			continue
+		}
+		c.handleEvent(ctx, ev)
+	}
+}
+
+// resubscribe replaces a failed subscription, retrying with backoff until it
+// succeeds or ctx ends (then it returns nil).
+func (c *Context[T]) resubscribe(ctx context.Context, old broadcaster.Subscription) broadcaster.Subscription {
+	_ = old.Close()
+	delay := 50 * time.Millisecond
+	for {
+		sub, err := c.bcast.Subscribe(ctx, c.opts.Channel)
+		if err == nil {
+			c.lifeMu.Lock()
+			defer c.lifeMu.Unlock()
+			if c.closed.Load() {
+				_ = sub.Close()
+				return nil
+			}
+			c.sub = sub
+			return sub
+		}
+		c.cache.setStale(err)
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(delay):
+		}
+		delay = min(2*delay, 2*time.Second)
+	}
+}
+
+// handleEvent applies one event from the subscription, catching up first
+// when it shows that changes were missed.
+func (c *Context[T]) handleEvent(ctx context.Context, ev backend.Event) {
+	switch c.cache.classify(ev.Epoch, ev.Revision, c.caps.AtomicPublish) {
+	case duplicate:
+		return
+	case gap:
+		c.stats.gaps.Add(1)
+		c.catchUp(ctx, false)
+		return
+	case resync:
+		c.catchUp(ctx, true)
+		return
+	}
+	ups, err := c.prepare(ctx, ev)
+	if err != nil {
+		c.cache.setStale(err)
+		c.catchUp(ctx, true)
+		return
+	}
+	switch c.cache.applyEvent(ev.Epoch, ev.Revision, ev.Origin, ups) {
+	case gap:
+		c.stats.gaps.Add(1)
+		c.catchUp(ctx, false)
+	case resync:
+		c.catchUp(ctx, true)
+	}
+}
+
+// prepare decodes an event's values, fetching those the event omitted. A
+// value that was overwritten again before the fetch is left out: a later
+// event carries it.
+func (c *Context[T]) prepare(ctx context.Context, ev backend.Event) ([]update[T], error) {
+	ups := make([]update[T], 0, len(ev.Changes))
+	for _, ch := range ev.Changes {
+		u := update[T]{key: ch.Key, deleted: ch.Deleted}
+		switch {
+		case ch.Deleted:
+		case ch.Omitted:
+			e, err := c.store.Get(ctx, c.name, ch.Key)
+			if errors.Is(err, backend.ErrNotFound) {
+				continue
+			}
+			if err != nil {
+				return nil, fmt.Errorf("fetch %q: %w", ch.Key, err)
+			}
+			if e.Revision != ev.Revision {
+				continue
+			}
+			u.value, u.err = c.decode(ch.Key, e.Value)
+		default:
+			u.value, u.err = c.decode(ch.Key, ch.Value)
+		}
+		ups = append(ups, u)
+	}
+	return ups, nil
+}
+
+// catchUp brings the copy up to the store: from the change log when the
+// backend has one and snapshot is false, else (or when the log does not
+// reach back) from a snapshot. Failures are recorded as staleness and
+// logged; the periodic check retries.
+func (c *Context[T]) catchUp(ctx context.Context, snapshot bool) error {
+	c.syncMu.Lock()
+	defer c.syncMu.Unlock()
+	epoch, before := c.cache.head()
+	if !snapshot && c.changeLog != nil && epoch != "" {
+		done, err := c.catchUpFromLog(ctx, epoch, before)
+		if done {
+			c.stats.logCatchUps.Add(1)
+			c.cache.setStale(nil)
+			return nil
+		}
+		if err != nil {
+			c.cache.setStale(err)
+			c.opts.Logger.Warn("contextd: catching up from the change log failed", "context", c.name, "error", err)
+			return err
+		}
+	}
+	if err := c.load(ctx, before); err != nil {
+		c.cache.setStale(err)
+		c.opts.Logger.Warn("contextd: loading a snapshot failed", "context", c.name, "error", err)
+		return err
+	}
+	c.cache.setStale(nil)
+	return nil
+}
+
+// catchUpFromLog applies the logged events after revision before. It
+// reports done when the copy is contiguous again; false with a nil error
+// means the log cannot help and a snapshot is needed.
+func (c *Context[T]) catchUpFromLog(ctx context.Context, epoch string, before uint64) (bool, error) {
+	evs, err := c.changeLog.ChangesSince(ctx, c.name, epoch, before)
+	if errors.Is(err, backend.ErrLogTruncated) {
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	for _, ev := range evs {
+		ups, err := c.prepare(ctx, ev)
+		if err != nil {
+			return false, err
+		}
+		if v := c.cache.applyEvent(ev.Epoch, ev.Revision, ev.Origin, ups); v == gap || v == resync {
+			return false, nil
+		}
+	}
+	return true, nil
+}
+
+// load applies a fresh snapshot; before is the applied revision when the
+// catch-up started.
+func (c *Context[T]) load(ctx context.Context, before uint64) error {
+	snap, err := c.store.Load(ctx, c.name)
+	if err != nil {
+		return fmt.Errorf("load: %w", err)
+	}
+	if snap.Codec != "" && snap.Codec != c.opts.Codec.Name() {
+		return fmt.Errorf("context is encoded with %q, this instance uses %q: %w", snap.Codec, c.opts.Codec.Name(), ErrCodecMismatch)
+	}
+	ents := make([]snapshotEntry[T], len(snap.Entries))
+	for i, e := range snap.Entries {
+		ents[i].key, ents[i].rev = e.Key, e.Revision
+		ents[i].value, ents[i].err = c.decode(e.Key, e.Value)
+	}
+	c.cache.applySnapshot(snap.Epoch, snap.Revision, before, ents)
+	c.stats.snapshots.Add(1)
+	return nil
+}
+
+// checkLoop compares the copy with the store every ResyncInterval, to catch
+// losses no signal reported (an event never published because its writer
+// died between commit and publish), a store that went back in time or lost
+// its data, and to retry after failures.
+func (c *Context[T]) checkLoop(ctx context.Context) {
+	ticker := time.NewTicker(c.opts.ResyncInterval)
+	defer ticker.Stop()
+	var behindAt uint64 // store revision seen ahead of the copy last time
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-ticker.C:
+		}
+		behindAt = c.check(ctx, behindAt)
+	}
+}
+
+// check runs one comparison; it returns the store revision to look for at
+// the next check, if the copy is behind it now.
+func (c *Context[T]) check(ctx context.Context, behindAt uint64) uint64 {
+	c.cache.mu.RLock()
+	epoch, before, stale := c.cache.epoch, c.cache.applied, c.cache.stale
+	c.cache.mu.RUnlock()
+	h, err := c.store.Revision(ctx, c.name)
+	if err != nil {
+		if ctx.Err() == nil {
+			c.cache.setStale(err)
+		}
+		return 0
+	}
+	switch {
+	case h.Epoch != epoch || h.Revision < before:
+		// Data lost or rolled back: only a snapshot tells what is left.
+		c.catchUp(ctx, true)
+		return 0
+	case stale != nil:
+		c.catchUp(ctx, false)
+		return 0
+	case h.Revision > before:
+		c.cache.heard(h.Revision)
+		// Events are normally in flight; only if the copy is still behind
+		// what the store had a whole interval ago is something lost.
+		if behindAt != 0 && before < behindAt {
+			c.catchUp(ctx, false)
+			return 0
+		}
+		return h.Revision
+	}
+	return 0
+}
