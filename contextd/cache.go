@@ -49,6 +49,11 @@ type cache[T any] struct {
 	// read-your-writes but not yet contiguous with applied; their changes
 	// are delivered to watchers once the revisions before them arrive.
 	ahead map[uint64][]Change[T]
+	// echoed holds revisions of this instance's commits whose events were
+	// applied before the commit returned.
+	echoed map[uint64]struct{}
+	// self is this instance's ID, the origin of its events.
+	self string
 	// known is the newest revision heard of, for Lag.
 	known uint64
 	// lastEvent is the revision of the last event read from an ordered
@@ -65,8 +70,13 @@ type cache[T any] struct {
 	watchers []*watcher[T]
 }
 
-func newCache[T any]() *cache[T] {
-	return &cache[T]{entries: make(map[string]entry[T]), ahead: make(map[uint64][]Change[T])}
+func newCache[T any](self string) *cache[T] {
+	return &cache[T]{
+		self:    self,
+		entries: make(map[string]entry[T]),
+		ahead:   make(map[uint64][]Change[T]),
+		echoed:  make(map[uint64]struct{}),
+	}
 }
 
 // adoptable reports whether the cache has never seen data, so a first epoch
@@ -96,7 +106,26 @@ func (c *cache[T]) applyEvent(epoch string, rev uint64, origin string, ups []upd
 	c.emit(c.set(rev, origin, ups))
 	c.applied = rev
 	c.advance()
+	if origin == c.self {
+		c.noteEcho(rev)
+	}
 	return applied
+}
+
+// noteEcho remembers that this instance's own commit at rev arrived as an
+// event before the commit's reply, so applyOwn can tell it from a reused
+// revision. Entries whose reply never came (the caller gave up) are pruned.
+// Callers hold mu.
+func (c *cache[T]) noteEcho(rev uint64) {
+	const keep = 1024
+	if len(c.echoed) >= keep {
+		for r := range c.echoed {
+			if r+keep < c.applied {
+				delete(c.echoed, r)
+			}
+		}
+	}
+	c.echoed[rev] = struct{}{}
 }
 
 // applyOwn applies a commit this instance made, at once, for
@@ -112,7 +141,14 @@ func (c *cache[T]) applyOwn(epoch string, rev uint64, origin string, ups []updat
 	}
 	c.known = max(c.known, rev)
 	if _, ok := c.ahead[rev]; ok || rev <= c.applied {
-		return duplicate // its event was faster than the commit's reply
+		// Normally its event was faster than the commit's reply. If not,
+		// this revision was applied from another writer's history, which
+		// the store has since lost (it went back in time).
+		if _, ok := c.echoed[rev]; ok {
+			delete(c.echoed, rev)
+			return duplicate
+		}
+		return resync
 	}
 	changes := c.set(rev, origin, ups)
 	if rev == c.applied+1 {
@@ -244,6 +280,7 @@ func (c *cache[T]) replace(epoch string, rev uint64, ents []snapshotEntry[T]) {
 	c.known = rev
 	c.lastEvent = 0
 	clear(c.ahead)
+	clear(c.echoed)
 	c.entries = make(map[string]entry[T], len(ents))
 	c.live = 0
 	for _, se := range ents {

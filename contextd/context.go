@@ -68,15 +68,16 @@ func New[T any](b backend.Backend, contextKey string, opts *Options) (*Context[T
 	if err != nil {
 		return nil, err
 	}
+	id := randomID()
 	c := &Context[T]{
 		name:  contextKey,
-		id:    randomID(),
+		id:    id,
 		opts:  o,
 		store: b,
 		lock:  b,
 		bcast: b,
 		caps:  backend.CapabilitiesOf(b),
-		cache: newCache[T](),
+		cache: newCache[T](id),
 		done:  make(chan struct{}),
 		locks: make(map[*Lock]struct{}),
 	}

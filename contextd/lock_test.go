@@ -1,0 +1,238 @@
+package contextd_test
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/contextd-go/contextd/backend/memory"
+	"github.com/contextd-go/contextd/contextd"
+)
+
+// Every lock test runs on the fast path (lock-aware commits) and the generic
+// one (acquire, commit, release).
+func lockBackends(t *testing.T, run func(t *testing.T, b *memory.Backend)) {
+	t.Run("lock-aware", func(t *testing.T) { run(t, newMemory(t, nil)) })
+	t.Run("generic", func(t *testing.T) {
+		run(t, newMemory(t, &memory.Options{DisableLockAwareCommit: true, DisableAtomicPublish: true, DisableReleaseNotify: true, DisableChangeLog: true}))
+	})
+}
+
+func TestLockDefaults(t *testing.T) {
+	if contextd.DefaultLockTimeout != 10*time.Second || contextd.DefaultRetryDelay != 100*time.Millisecond || contextd.DefaultMaxRetries != 50 {
+		t.Fatal("defaults differ from the original library's (10 s, 100 ms, 50)")
+	}
+}
+
+func TestAcquireLockContention(t *testing.T) {
+	lockBackends(t, func(t *testing.T, b *memory.Backend) {
+		a := open[int](t, b, "ctx", nil)
+		o := open[int](t, b, "ctx", nil)
+		ctx := context.Background()
+		l, err := a.AcquireLock(ctx, contextd.LockOptions{Key: "k"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = o.AcquireLock(ctx, contextd.LockOptions{Key: "k", RetryDelay: time.Millisecond, MaxRetries: 3})
+		if !errors.Is(err, contextd.ErrLockNotAcquired) {
+			t.Fatalf("AcquireLock of a held lock = %v, want ErrLockNotAcquired", err)
+		}
+		if _, err := o.AcquireLock(ctx, contextd.LockOptions{Key: "k", MaxRetries: -1}); !errors.Is(err, contextd.ErrLockNotAcquired) {
+			t.Fatalf("single-attempt AcquireLock = %v, want ErrLockNotAcquired", err)
+		}
+		got := make(chan *contextd.Lock, 1)
+		go func() {
+			l2, err := o.AcquireLock(ctx, contextd.LockOptions{Key: "k", RetryDelay: time.Millisecond, MaxRetries: 100000})
+			if err != nil {
+				t.Error(err)
+			}
+			got <- l2
+		}()
+		if err := l.Release(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if err := l.Release(ctx); err != nil {
+			t.Fatalf("second Release = %v, want nil", err)
+		}
+		select {
+		case <-l.Lost():
+		default:
+			t.Error("Lost not closed after Release")
+		}
+		l2 := <-got
+		if l2 == nil {
+			return
+		}
+		if l2.Token() <= l.Token() {
+			t.Errorf("fencing token %d not above %d", l2.Token(), l.Token())
+		}
+		if l2.Key() != "k" {
+			t.Errorf("Key = %q", l2.Key())
+		}
+	})
+}
+
+func TestWaitingForLockHonoursContext(t *testing.T) {
+	lockBackends(t, func(t *testing.T, b *memory.Backend) {
+		a := open[int](t, b, "ctx", nil)
+		o := open[int](t, b, "ctx", &contextd.Options{RetryDelay: time.Hour})
+		if _, err := a.AcquireLock(context.Background(), contextd.LockOptions{Key: "k"}); err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
+		defer cancel()
+		if err := o.UpdateContext(ctx, "k", 1); !errors.Is(err, context.DeadlineExceeded) {
+			t.Fatalf("UpdateContext waiting past its deadline = %v, want DeadlineExceeded", err)
+		}
+		ctx2, cancel2 := context.WithTimeout(context.Background(), 20*time.Millisecond)
+		defer cancel2()
+		if _, err := o.AcquireLock(ctx2, contextd.LockOptions{Key: "k", RetryDelay: time.Hour}); !errors.Is(err, context.DeadlineExceeded) {
+			t.Fatalf("AcquireLock waiting past its deadline = %v, want DeadlineExceeded", err)
+		}
+	})
+}
+
+func TestAutoExtendOutlivesTTL(t *testing.T) {
+	lockBackends(t, func(t *testing.T, b *memory.Backend) {
+		a := open[int](t, b, "ctx", nil)
+		o := open[int](t, b, "ctx", nil)
+		ctx := context.Background()
+		const ttl = 60 * time.Millisecond
+		l, err := a.AcquireLock(ctx, contextd.LockOptions{Key: "k", LockTimeout: ttl, AutoExtend: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		// Several TTLs later the lock is still held, and writes with it pass.
+		deadline := time.Now().Add(5 * ttl)
+		for time.Now().Before(deadline) {
+			if _, err := o.AcquireLock(ctx, contextd.LockOptions{Key: "k", MaxRetries: -1}); !errors.Is(err, contextd.ErrLockNotAcquired) {
+				t.Fatalf("auto-extended lock was taken after %v: %v", time.Since(deadline.Add(-5*ttl)), err)
+			}
+			time.Sleep(ttl / 4)
+		}
+		if err := a.UpdateContext(ctx, "k", 1, contextd.WithLock(l)); err != nil {
+			t.Fatalf("write WithLock an auto-extended lock: %v", err)
+		}
+		select {
+		case <-l.Lost():
+			t.Fatal("Lost closed while the lock was renewed")
+		default:
+		}
+		if err := l.Release(ctx); err != nil {
+			t.Fatal(err)
+		}
+	})
+}
+
+func TestAutoExtendReportsLoss(t *testing.T) {
+	b := newMemory(t, nil)
+	a := open[int](t, b, "ctx", nil)
+	ctx := context.Background()
+	l, err := a.AcquireLock(ctx, contextd.LockOptions{Key: "k", LockTimeout: 60 * time.Millisecond, AutoExtend: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.Wipe("ctx") // the store forgets the lock, as a failed-over Redis might
+	select {
+	case <-l.Lost():
+	case <-time.After(5 * time.Second):
+		t.Fatal("Lost not closed after renewal failed")
+	}
+	if err := a.UpdateContext(ctx, "k", 1, contextd.WithLock(l)); !errors.Is(err, contextd.ErrLockLost) {
+		t.Fatalf("write with a lost lock = %v, want ErrLockLost", err)
+	}
+}
+
+func TestLockFromAnotherContextRefused(t *testing.T) {
+	b := newMemory(t, nil)
+	a := open[int](t, b, "one", nil)
+	o := open[int](t, b, "two", nil)
+	ctx := context.Background()
+	l, err := a.AcquireLock(ctx, contextd.LockOptions{Key: "k"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := o.UpdateContext(ctx, "k", 1, contextd.WithLock(l)); err == nil {
+		t.Fatal("write WithLock a lock of another Context succeeded")
+	}
+}
+
+func TestCloseReleasesLocks(t *testing.T) {
+	lockBackends(t, func(t *testing.T, b *memory.Backend) {
+		a, err := contextd.New[int](b, "ctx", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx := context.Background()
+		if err := a.Initialize(ctx); err != nil {
+			t.Fatal(err)
+		}
+		l, err := a.AcquireLock(ctx, contextd.LockOptions{Key: "k", AutoExtend: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := a.Close(); err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case <-l.Lost():
+		default:
+			t.Error("Lost not closed by Close")
+		}
+		o := open[int](t, b, "ctx", nil)
+		if _, err := o.AcquireLock(ctx, contextd.LockOptions{Key: "k", MaxRetries: -1}); err != nil {
+			t.Fatalf("lock still held after its Context closed: %v", err)
+		}
+	})
+}
+
+func TestFencedWriteAcrossTakeover(t *testing.T) {
+	lockBackends(t, func(t *testing.T, b *memory.Backend) {
+		a := open[string](t, b, "ctx", nil)
+		o := open[string](t, b, "ctx", nil)
+		ctx := context.Background()
+		l, err := a.AcquireLock(ctx, contextd.LockOptions{Key: "k", LockTimeout: 40 * time.Millisecond})
+		if err != nil {
+			t.Fatal(err)
+		}
+		<-l.Lost() // expired
+		l2, err := o.AcquireLock(ctx, contextd.LockOptions{Key: "k"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := a.UpdateContext(ctx, "k", "old", contextd.WithLock(l)); !errors.Is(err, contextd.ErrLockLost) {
+			t.Fatalf("write by the superseded holder = %v, want ErrLockLost", err)
+		}
+		if err := o.UpdateContext(ctx, "k", "new", contextd.WithLock(l2)); err != nil {
+			t.Fatal(err)
+		}
+		if v, _, _ := a.Get(ctx, "k", contextd.Fresh()); v != "new" {
+			t.Fatalf("value %q", v)
+		}
+	})
+}
+
+func TestWriteWithLockTheStoreForgot(t *testing.T) {
+	lockBackends(t, func(t *testing.T, b *memory.Backend) {
+		a := open[string](t, b, "ctx", nil)
+		ctx := context.Background()
+		l, err := a.AcquireLock(ctx, contextd.LockOptions{Key: "k", LockTimeout: time.Minute})
+		if err != nil {
+			t.Fatal(err)
+		}
+		// The instance still believes it holds the lock; the store does not.
+		b.Wipe("ctx")
+		if err := a.UpdateContext(ctx, "k", "v", contextd.WithLock(l)); !errors.Is(err, contextd.ErrLockLost) {
+			t.Fatalf("write with a lock the store forgot = %v, want ErrLockLost", err)
+		}
+		select {
+		case <-l.Lost():
+		default:
+			t.Error("Lost not closed after the store refused the lock")
+		}
+		if h, _ := b.Revision(ctx, "ctx"); h.Revision != 0 {
+			t.Error("the refused write was stored")
+		}
+	})
+}
