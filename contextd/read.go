@@ -27,11 +27,9 @@ func (c *Context[T]) Get(ctx context.Context, key string, opts ...ReadOption) (T
 	if key == "" {
 		return zero, false, c.errorf("get", errEmptyKey)
 	}
-	var ro readOptions
-	for _, o := range opts {
-		o(&ro)
-	}
-	if ro.fresh {
+	// Options are looked at only when given: passing a local to an
+	// unknown function would move it to the heap on every call.
+	if len(opts) > 0 && readOpts(opts).fresh {
 		return c.getFresh(ctx, key)
 	}
 	c.cache.mu.RLock()
@@ -48,6 +46,14 @@ func (c *Context[T]) Get(ctx context.Context, key string, opts ...ReadOption) (T
 		return zero, false, c.errorf("get %q", e.err, key)
 	}
 	return e.value, true, nil
+}
+
+func readOpts(opts []ReadOption) readOptions {
+	var ro readOptions
+	for _, o := range opts {
+		o(&ro)
+	}
+	return ro
 }
 
 func (c *Context[T]) getFresh(ctx context.Context, key string) (T, bool, error) {

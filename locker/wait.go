@@ -12,12 +12,13 @@ import (
 type Policy struct {
 	// RetryDelay is the mean pause between attempts. Each pause is drawn
 	// uniformly from [RetryDelay/2, 3*RetryDelay/2), so contenders do not
-	// retry in lockstep while the total wait stays near
-	// RetryDelay*MaxRetries, as in the original library. Zero or less
-	// retries at once.
+	// retry in lockstep. Zero or less retries at once.
 	RetryDelay time.Duration
-	// MaxRetries is how many attempts follow the first; zero or less means
-	// one attempt only.
+	// MaxRetries is how many pauses may follow the first attempt; zero or
+	// less means one attempt only. The wait is bounded by about
+	// MaxRetries*RetryDelay in all, as in the original library: a release
+	// notification ends a pause early without using up a retry, but does
+	// not extend that bound.
 	MaxRetries int
 	// Watcher, if not nil, ends a pause early when a lock of interest is
 	// released.
@@ -36,8 +37,8 @@ type Policy struct {
 // later release wakes the pause early.
 func Retry(ctx context.Context, name string, keys []string, p Policy, try func(context.Context) error, retryable func(error) bool) error {
 	err := try(ctx)
-	if err == nil || !retryable(err) {
-		return err
+	if err == nil || !retryable(err) || p.MaxRetries <= 0 {
+		return wrapExhausted(err, retryable, 0)
 	}
 	var notify <-chan struct{}
 	if p.Watcher != nil {
@@ -53,30 +54,34 @@ func Retry(ctx context.Context, name string, keys []string, p Policy, try func(c
 		}
 		// Without a notification the pauses below still bound the wait.
 	}
-	var timer *time.Timer
-	defer func() {
-		if timer != nil {
-			timer.Stop()
-		}
-	}()
-	for retry := 1; retry <= p.MaxRetries; retry++ {
-		pause := jitter(p.RetryDelay)
-		if timer == nil {
-			timer = time.NewTimer(pause)
-		} else {
-			timer.Reset(pause)
-		}
+	start := time.Now()
+	budget := time.Duration(p.MaxRetries) * p.RetryDelay
+	timer := time.NewTimer(jitter(p.RetryDelay))
+	defer timer.Stop()
+	for pauses := 0; pauses < p.MaxRetries; {
 		select {
 		case <-ctx.Done():
 			return errors.Join(err, ctx.Err())
 		case <-timer.C:
+			pauses++
+			timer.Reset(jitter(p.RetryDelay))
 		case <-notify:
+			if time.Since(start) >= budget {
+				pauses = p.MaxRetries
+			}
 		}
 		if err = try(ctx); err == nil || !retryable(err) {
 			return err
 		}
 	}
-	return fmt.Errorf("gave up after %d retries: %w", max(p.MaxRetries, 0), err)
+	return wrapExhausted(err, retryable, p.MaxRetries)
+}
+
+func wrapExhausted(err error, retryable func(error) bool, retries int) error {
+	if err == nil || !retryable(err) {
+		return err
+	}
+	return fmt.Errorf("gave up after %d retries: %w", retries, err)
 }
 
 func jitter(d time.Duration) time.Duration {

@@ -1,0 +1,189 @@
+package memory
+
+import (
+	"context"
+	"fmt"
+	"sync"
+
+	"github.com/contextd-go/contextd/broadcaster"
+)
+
+// Publish delivers a copy of payload to every current Subscription of
+// channel. It never blocks: a Subscription whose buffer is full drops its
+// unread messages and this one, and reports a loss instead.
+func (b *Backend) Publish(ctx context.Context, channel string, payload []byte) error {
+	op := fmt.Sprintf("publish to %q", channel)
+	if err := begin(ctx, op); err != nil {
+		return err
+	}
+	b.subMu.Lock()
+	defer b.subMu.Unlock()
+	if b.closed {
+		return errClosed(op)
+	}
+	b.deliver(channel, payload)
+	return nil
+}
+
+// Subscribe returns a Subscription of channel that is live at once: it
+// receives every message published after Subscribe returns. The
+// Subscription lives until it or the Backend is closed; ctx bounds only
+// this call.
+func (b *Backend) Subscribe(ctx context.Context, channel string) (broadcaster.Subscription, error) {
+	op := fmt.Sprintf("subscribe to %q", channel)
+	if err := begin(ctx, op); err != nil {
+		return nil, err
+	}
+	s := &subscription{
+		b:       b,
+		channel: channel,
+		limit:   b.opts.SubscriberBuffer,
+		ready:   make(chan struct{}, 1),
+	}
+	b.subMu.Lock()
+	defer b.subMu.Unlock()
+	if b.closed {
+		return nil, errClosed(op)
+	}
+	set := b.subs[channel]
+	if set == nil {
+		set = make(map[*subscription]struct{})
+		b.subs[channel] = set
+	}
+	set[s] = struct{}{}
+	return s, nil
+}
+
+// deliver queues a copy of payload on every Subscription of channel.
+// b.subMu must be held: holding it for the whole delivery gives every
+// subscriber the same order of messages.
+func (b *Backend) deliver(channel string, payload []byte) {
+	for s := range b.subs[channel] {
+		s.push(payload)
+	}
+}
+
+// subscription is the memory Backend's broadcaster.Subscription. Publishers
+// append to its queue and signal ready; its reader takes from the queue
+// and waits on ready when it is empty. No goroutine runs for it.
+type subscription struct {
+	b       *Backend
+	channel string
+	limit   int // most unread messages before an overflow
+
+	mu     sync.Mutex
+	queue  [][]byte // unread payloads, oldest first
+	lost   bool     // messages were dropped since the reader last looked
+	closed bool
+	// ready holds one pending wake-up for the reader; publishers send
+	// without blocking, so a burst of messages costs one wake-up. It is
+	// closed (under mu, so no send can follow) when the subscription is.
+	ready chan struct{}
+}
+
+var _ broadcaster.Subscription = (*subscription)(nil)
+
+// push queues a copy of payload, or, if the queue is full, drops the queue
+// and payload and flags a loss, as Redis drops a client that exceeds its
+// output buffer.
+func (s *subscription) push(payload []byte) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return
+	}
+	if len(s.queue) >= s.limit {
+		s.dropLocked()
+		return
+	}
+	s.queue = append(s.queue, cloneBytes(payload))
+	s.wakeLocked()
+}
+
+// dropLocked drops the unread messages and flags the loss. s.mu must be
+// held and s open.
+func (s *subscription) dropLocked() {
+	clear(s.queue) // let the payloads be collected even if the array lives on
+	s.queue = nil
+	s.lost = true
+	s.wakeLocked()
+}
+
+func (s *subscription) wakeLocked() {
+	select {
+	case s.ready <- struct{}{}:
+	default: // a wake-up is already pending
+	}
+}
+
+// Next returns the next message. A loss signal comes before every message
+// published after the loss. Next blocks until there is one, ctx is done
+// (it returns ctx.Err()), or the Subscription or its Backend is closed (it
+// returns an error matching ErrClosed).
+func (s *subscription) Next(ctx context.Context) (broadcaster.Message, error) {
+	if ctx == nil {
+		return broadcaster.Message{}, fmt.Errorf("memory: subscription to %q: nil context.Context", s.channel)
+	}
+	for {
+		if err := ctx.Err(); err != nil {
+			return broadcaster.Message{}, err
+		}
+		s.mu.Lock()
+		switch {
+		case s.closed:
+			s.mu.Unlock()
+			return broadcaster.Message{}, fmt.Errorf("memory: subscription to %q: %w", s.channel, ErrClosed)
+		case s.lost:
+			s.lost = false
+			s.mu.Unlock()
+			return broadcaster.Message{Loss: true}, nil
+		case len(s.queue) > 0:
+			p := s.queue[0]
+			s.queue[0] = nil
+			s.queue = s.queue[1:]
+			s.mu.Unlock()
+			return broadcaster.Message{Payload: p}, nil
+		}
+		s.mu.Unlock()
+		select {
+		case <-ctx.Done():
+			return broadcaster.Message{}, ctx.Err()
+		case <-s.ready:
+			// Something changed; look again. A stale wake-up only costs
+			// one more turn of the loop.
+		}
+	}
+}
+
+// Close ends the subscription: a blocked Next returns ErrClosed, and no
+// more messages are queued. It is idempotent and returns nil.
+func (s *subscription) Close() error {
+	if !s.shut() {
+		return nil
+	}
+	s.b.subMu.Lock()
+	defer s.b.subMu.Unlock()
+	if set := s.b.subs[s.channel]; set != nil {
+		delete(set, s)
+		if len(set) == 0 {
+			delete(s.b.subs, s.channel)
+		}
+	}
+	return nil
+}
+
+// shut marks the subscription closed and wakes its reader, without
+// touching the registry (the Backend's Close holds it). It reports whether
+// the subscription was open.
+func (s *subscription) shut() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return false
+	}
+	s.closed = true
+	s.queue = nil
+	s.lost = false
+	close(s.ready)
+	return true
+}

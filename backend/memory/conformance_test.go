@@ -1,0 +1,63 @@
+package memory_test
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/contextd-go/contextd/backend"
+	"github.com/contextd-go/contextd/backend/memory"
+	"github.com/contextd-go/contextd/conformance"
+)
+
+// TestConformance runs the suite against every combination of switched-off
+// capabilities, so both contextd's fast paths and its generic fallbacks
+// run on the memory backend, and the suite can check that a switched-off
+// capability is really absent.
+func TestConformance(t *testing.T) {
+	const buffer = 1024 // the default, spelled out for OverflowAfter
+	for mask := range 16 {
+		opts := memory.Options{
+			DisableAtomicPublish:   mask&1 != 0,
+			DisableLockAwareCommit: mask&2 != 0,
+			DisableChangeLog:       mask&4 != 0,
+			DisableReleaseNotify:   mask&8 != 0,
+			SubscriberBuffer:       buffer,
+		}
+		// One Backend per combination, shared by every NewBackend call:
+		// several Contexts over one Backend are several processes over
+		// one Redis.
+		b := memory.New(&opts)
+		t.Cleanup(func() { _ = b.Close() })
+		caps := b.Capabilities()
+		t.Run(comboName(caps), func(t *testing.T) {
+			conformance.Run(t, conformance.Harness{
+				Capabilities:       caps,
+				NewBackend:         func(*testing.T) backend.Backend { return b },
+				OverflowAfter:      buffer + 1,
+				BreakSubscriptions: func(*testing.T) { b.BreakSubscriptions() },
+			})
+		})
+	}
+}
+
+// comboName names a combination by the capabilities left on, or "generic"
+// when none is.
+func comboName(c backend.Capabilities) string {
+	var on []string
+	if c.AtomicPublish {
+		on = append(on, "atomic")
+	}
+	if c.LockAwareCommit {
+		on = append(on, "lockaware")
+	}
+	if c.ChangeLog {
+		on = append(on, "log")
+	}
+	if c.ReleaseNotify {
+		on = append(on, "notify")
+	}
+	if len(on) == 0 {
+		return "generic"
+	}
+	return strings.Join(on, "+")
+}

@@ -1,0 +1,189 @@
+package memory
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/contextd-go/contextd/locker"
+)
+
+// lockState is one holding of a lock. A lock whose deadline has passed
+// counts as absent; it is not removed until a later call looks at it,
+// because the backend runs no timers.
+type lockState struct {
+	token   string
+	expires time.Time // carries the monotonic clock reading of time.Now
+}
+
+// lockID names a lock: a key inside a context.
+type lockID struct {
+	name, key string
+}
+
+// releaseWatch is one armed WatchRelease.
+type releaseWatch struct {
+	ch chan struct{}
+}
+
+// liveLock returns the unexpired lock on key, or nil. b.mu must be held.
+func (sp *space) liveLock(key string) *lockState {
+	lk := sp.locks[key]
+	if lk == nil {
+		return nil
+	}
+	if !time.Now().Before(lk.expires) {
+		delete(sp.locks, key) // expired: forget it now that we see it
+		return nil
+	}
+	return lk
+}
+
+// holds reports whether the unexpired lock on key has token. An empty
+// token never holds a lock, so a zero Lease cannot pass for the holder.
+// b.mu must be held.
+func (sp *space) holds(key, token string) bool {
+	lk := sp.liveLock(key)
+	return lk != nil && token != "" && lk.token == token
+}
+
+// TryAcquire takes the lock on key of context name for ttl, or returns an
+// error matching locker.ErrNotAcquired if an unexpired lock exists. The
+// lease's Fence is one more than the last fence handed out for any key of
+// the context, even across Wipe.
+func (b *Backend) TryAcquire(ctx context.Context, name, key string, ttl time.Duration) (locker.Lease, error) {
+	op := fmt.Sprintf("acquire lock on %q in %q", key, name)
+	if err := begin(ctx, op); err != nil {
+		return locker.Lease{}, err
+	}
+	if key == "" {
+		return locker.Lease{}, fmt.Errorf("memory: %s: empty key", op)
+	}
+	if ttl <= 0 {
+		return locker.Lease{}, fmt.Errorf("memory: %s: ttl %v is not positive", op, ttl)
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.closed {
+		return locker.Lease{}, errClosed(op)
+	}
+	sp := b.space(name)
+	if sp.liveLock(key) != nil {
+		return locker.Lease{}, fmt.Errorf("memory: %s: %w", op, locker.ErrNotAcquired)
+	}
+	if sp.locks == nil {
+		sp.locks = make(map[string]*lockState)
+	}
+	sp.fence++
+	lease := locker.Lease{Name: name, Key: key, Token: randomID(), Fence: sp.fence, TTL: ttl}
+	sp.locks[key] = &lockState{token: lease.Token, expires: time.Now().Add(ttl)}
+	return lease, nil
+}
+
+// Release gives the lock of l back and wakes the WatchRelease watchers of
+// its key. It returns an error matching locker.ErrNotHeld if the lock
+// expired or is held under another token.
+func (b *Backend) Release(ctx context.Context, l locker.Lease) error {
+	op := fmt.Sprintf("release lock on %q in %q", l.Key, l.Name)
+	if err := begin(ctx, op); err != nil {
+		return err
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.closed {
+		return errClosed(op)
+	}
+	sp := b.spaces[l.Name]
+	if sp == nil || !sp.holds(l.Key, l.Token) {
+		return fmt.Errorf("memory: %s: %w", op, locker.ErrNotHeld)
+	}
+	delete(sp.locks, l.Key)
+	b.notifyRelease(l.Name, l.Key)
+	return nil
+}
+
+// Extend makes the lock of l expire ttl from now. It returns an error
+// matching locker.ErrNotHeld if the lock expired or is held under another
+// token.
+func (b *Backend) Extend(ctx context.Context, l locker.Lease, ttl time.Duration) error {
+	op := fmt.Sprintf("extend lock on %q in %q", l.Key, l.Name)
+	if err := begin(ctx, op); err != nil {
+		return err
+	}
+	if ttl <= 0 {
+		return fmt.Errorf("memory: %s: ttl %v is not positive", op, ttl)
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.closed {
+		return errClosed(op)
+	}
+	sp := b.spaces[l.Name]
+	if sp == nil || !sp.holds(l.Key, l.Token) {
+		return fmt.Errorf("memory: %s: %w", op, locker.ErrNotHeld)
+	}
+	sp.locks[l.Key].expires = time.Now().Add(ttl)
+	return nil
+}
+
+// WatchRelease arms a notification for releases of the locks on keys of
+// context name, as described on locker.ReleaseWatcher: every Release of
+// one of them after WatchRelease returns sends on notify without blocking
+// (notify has room for one pending value). Wipe, which drops the locks,
+// notifies too, since waiters may then acquire. stop disarms; it is
+// idempotent, and notify is never closed. WatchRelease fails with an error
+// matching errors.ErrUnsupported if Options.DisableReleaseNotify is set.
+func (b *Backend) WatchRelease(ctx context.Context, name string, keys ...string) (notify <-chan struct{}, stop func(), err error) {
+	op := fmt.Sprintf("watch releases in %q", name)
+	if b.opts.DisableReleaseNotify {
+		return nil, nil, unsupported(op, "DisableReleaseNotify")
+	}
+	if err := begin(ctx, op); err != nil {
+		return nil, nil, err
+	}
+	w := &releaseWatch{ch: make(chan struct{}, 1)}
+	ids := make([]lockID, 0, len(keys))
+	for _, k := range keys {
+		ids = append(ids, lockID{name, k})
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.closed {
+		return nil, nil, errClosed(op)
+	}
+	for _, id := range ids {
+		set := b.watchers[id]
+		if set == nil {
+			set = make(map[*releaseWatch]struct{})
+			b.watchers[id] = set
+		}
+		set[w] = struct{}{}
+	}
+	var once sync.Once
+	stop = func() {
+		once.Do(func() {
+			b.mu.Lock()
+			defer b.mu.Unlock()
+			for _, id := range ids {
+				if set := b.watchers[id]; set != nil {
+					delete(set, w)
+					if len(set) == 0 {
+						delete(b.watchers, id)
+					}
+				}
+			}
+		})
+	}
+	return w.ch, stop, nil
+}
+
+// notifyRelease wakes the watchers of one lock. b.mu must be held.
+func (b *Backend) notifyRelease(name, key string) {
+	for w := range b.watchers[lockID{name, key}] {
+		select {
+		case w.ch <- struct{}{}:
+		default: // one notification is already pending; that is enough
+		}
+	}
+}

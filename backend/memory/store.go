@@ -1,0 +1,263 @@
+package memory
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+
+	"github.com/contextd-go/contextd/backend"
+	"github.com/contextd-go/contextd/locker"
+)
+
+// contextData is the stored state of one context: what a Redis flush
+// loses. Values held here are private copies that are never modified in
+// place, so they can be shared with the change log and a checkpoint and be
+// copied for callers outside the lock.
+type contextData struct {
+	epoch    string
+	revision uint64
+	codec    string
+	entries  map[string]storedEntry
+	log      *changeLog // nil when the change log is switched off
+}
+
+type storedEntry struct {
+	value    []byte
+	revision uint64
+}
+
+// Load returns a consistent snapshot of context name. Entries are copies
+// the caller owns, in no particular order.
+func (b *Backend) Load(ctx context.Context, name string) (backend.Snapshot, error) {
+	if err := begin(ctx, fmt.Sprintf("load %q", name)); err != nil {
+		return backend.Snapshot{}, err
+	}
+	b.mu.Lock()
+	if b.closed {
+		b.mu.Unlock()
+		return backend.Snapshot{}, errClosed(fmt.Sprintf("load %q", name))
+	}
+	var snap backend.Snapshot
+	if sp := b.spaces[name]; sp != nil && sp.data != nil {
+		d := sp.data
+		snap.Head = backend.Head{Epoch: d.epoch, Revision: d.revision}
+		snap.Codec = d.codec
+		snap.Entries = make([]backend.Entry, 0, len(d.entries))
+		for k, e := range d.entries {
+			snap.Entries = append(snap.Entries, backend.Entry{Key: k, Value: e.value, Revision: e.revision})
+		}
+	}
+	b.mu.Unlock()
+	// Stored values are never modified in place, so copying them after
+	// unlocking still gives the snapshot's bytes, and commits need not wait
+	// for the copy of a large context.
+	for i := range snap.Entries {
+		snap.Entries[i].Value = cloneBytes(snap.Entries[i].Value)
+	}
+	return snap, nil
+}
+
+// Get returns a copy of one entry, or an error matching backend.ErrNotFound.
+func (b *Backend) Get(ctx context.Context, name, key string) (backend.Entry, error) {
+	op := fmt.Sprintf("get %q in %q", key, name)
+	if err := begin(ctx, op); err != nil {
+		return backend.Entry{}, err
+	}
+	b.mu.Lock()
+	if b.closed {
+		b.mu.Unlock()
+		return backend.Entry{}, errClosed(op)
+	}
+	var (
+		e  storedEntry
+		ok bool
+	)
+	if sp := b.spaces[name]; sp != nil && sp.data != nil {
+		e, ok = sp.data.entries[key]
+	}
+	b.mu.Unlock()
+	if !ok {
+		return backend.Entry{}, fmt.Errorf("memory: %s: %w", op, backend.ErrNotFound)
+	}
+	return backend.Entry{Key: key, Value: cloneBytes(e.value), Revision: e.revision}, nil
+}
+
+// Revision returns the head of context name: an empty Epoch and revision 0
+// if it has no data.
+func (b *Backend) Revision(ctx context.Context, name string) (backend.Head, error) {
+	op := fmt.Sprintf("revision of %q", name)
+	if err := begin(ctx, op); err != nil {
+		return backend.Head{}, err
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.closed {
+		return backend.Head{}, errClosed(op)
+	}
+	if sp := b.spaces[name]; sp != nil && sp.data != nil {
+		return backend.Head{Epoch: sp.data.epoch, Revision: sp.data.revision}, nil
+	}
+	return backend.Head{}, nil
+}
+
+// Commit applies batch bt to context name atomically, as described on
+// backend.Store.Commit. Unless Options.DisableLockAwareCommit is set it
+// also refuses the batch with locker.ErrNotHeld if one of its leases is no
+// longer held, and with backend.ErrLocked if it writes a key that another
+// holder has locked. On any error nothing is written.
+func (b *Backend) Commit(ctx context.Context, name string, bt backend.Batch) (backend.Head, error) {
+	return b.commit(ctx, name, bt, "", false)
+}
+
+// CommitAndPublish commits like Commit and, in the same step, publishes the
+// commit's event (backend.EncodeEvent of backend.EventFromBatch) on channel
+// to this Backend's subscribers. Because both happen under one lock, a
+// context's events are published in revision order and none is lost
+// between commit and publish. It fails with an error matching
+// errors.ErrUnsupported if Options.DisableAtomicPublish is set.
+func (b *Backend) CommitAndPublish(ctx context.Context, name string, bt backend.Batch, channel string) (backend.Head, error) {
+	if b.opts.DisableAtomicPublish {
+		return backend.Head{}, unsupported(fmt.Sprintf("commit and publish to %q", name), "DisableAtomicPublish")
+	}
+	return b.commit(ctx, name, bt, channel, true)
+}
+
+func (b *Backend) commit(ctx context.Context, name string, bt backend.Batch, channel string, publish bool) (backend.Head, error) {
+	op := fmt.Sprintf("commit to %q", name)
+	if err := begin(ctx, op); err != nil {
+		return backend.Head{}, err
+	}
+	if err := validateBatch(bt); err != nil {
+		return backend.Head{}, fmt.Errorf("memory: %s: %w", op, err)
+	}
+	// Copy on the way in, before taking the lock: the caller may reuse its
+	// slices as soon as Commit returns.
+	bt.Ops = cloneOps(bt.Ops)
+
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.closed {
+		return backend.Head{}, errClosed(op)
+	}
+	sp := b.space(name)
+	d := sp.data
+	if d == nil {
+		d = &contextData{}
+	}
+	if err := b.check(sp, d, name, bt); err != nil {
+		return backend.Head{}, fmt.Errorf("memory: %s: %w", op, err)
+	}
+
+	// Everything that can fail is done before anything is written.
+	head := backend.Head{Epoch: d.epoch, Revision: d.revision + 1}
+	if head.Epoch == "" {
+		head.Epoch = randomID()
+	}
+	event := backend.EventFromBatch(head, bt)
+	var payload []byte
+	if publish {
+		var err error
+		if payload, err = backend.EncodeEvent(event); err != nil {
+			return backend.Head{}, fmt.Errorf("memory: %s: %w", op, err)
+		}
+	}
+
+	if sp.data == nil {
+		sp.data = &contextData{entries: make(map[string]storedEntry)}
+		if !b.opts.DisableChangeLog {
+			sp.data.log = newChangeLog(b.opts.ChangeLogSize)
+		}
+		d = sp.data
+	}
+	if d.codec == "" {
+		d.codec = bt.Codec
+	}
+	d.epoch, d.revision = head.Epoch, head.Revision
+	for _, o := range bt.Ops {
+		if o.Delete {
+			delete(d.entries, o.Key)
+		} else {
+			d.entries[o.Key] = storedEntry{value: o.Value, revision: head.Revision}
+		}
+	}
+	if d.log != nil {
+		d.log.append(event)
+	}
+	if publish {
+		b.subMu.Lock()
+		b.deliver(channel, payload)
+		b.subMu.Unlock()
+	}
+	return head, nil
+}
+
+// check reports why bt cannot commit to the context of sp, whose data is d
+// (empty if it has none). b.mu must be held.
+func (b *Backend) check(sp *space, d *contextData, name string, bt backend.Batch) error {
+	if d.codec != "" && bt.Codec != "" && bt.Codec != d.codec {
+		return fmt.Errorf("batch codec %q, context codec %q: %w", bt.Codec, d.codec, backend.ErrCodecMismatch)
+	}
+	for _, c := range bt.Conditions {
+		var have uint64
+		if e, ok := d.entries[c.Key]; ok {
+			have = e.revision
+		}
+		if have != c.Revision {
+			return fmt.Errorf("key %q is at revision %d, condition wants %d: %w", c.Key, have, c.Revision, backend.ErrConflict)
+		}
+	}
+	if b.opts.DisableLockAwareCommit {
+		return nil
+	}
+	tokens := make(map[string]bool, len(bt.Leases))
+	for _, l := range bt.Leases {
+		if !sp.holds(l.Key, l.Token) {
+			return fmt.Errorf("lease on key %q (fence %d): %w", l.Key, l.Fence, locker.ErrNotHeld)
+		}
+		tokens[l.Token] = true
+	}
+	for _, o := range bt.Ops {
+		if lk := sp.liveLock(o.Key); lk != nil && !tokens[lk.token] {
+			return fmt.Errorf("key %q: %w", o.Key, backend.ErrLocked)
+		}
+	}
+	return nil
+}
+
+// validateBatch rejects batches no store could apply.
+func validateBatch(bt backend.Batch) error {
+	if len(bt.Ops) == 0 {
+		return errors.New("batch has no ops")
+	}
+	seen := make(map[string]bool, len(bt.Ops))
+	for _, o := range bt.Ops {
+		if o.Key == "" {
+			return errors.New("batch has an op with an empty key")
+		}
+		if seen[o.Key] {
+			return fmt.Errorf("batch writes key %q twice", o.Key)
+		}
+		seen[o.Key] = true
+	}
+	for _, c := range bt.Conditions {
+		if c.Key == "" {
+			return errors.New("batch has a condition with an empty key")
+		}
+	}
+	return nil
+}
+
+// cloneOps copies ops and their values, so the store holds bytes no caller
+// can reach.
+func cloneOps(ops []backend.Op) []backend.Op {
+	ops = slices.Clone(ops)
+	for i := range ops {
+		if ops[i].Delete {
+			ops[i].Value = nil
+		} else {
+			ops[i].Value = cloneBytes(ops[i].Value)
+		}
+	}
+	return ops
+}
