@@ -13,6 +13,7 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	"io"
 	"log"
 	"maps"
 	"os"
@@ -51,12 +52,12 @@ type User struct {
 func main() {
 	redisAddr := flag.String("redis", os.Getenv("REDIS_ADDR"), "run on Redis at host:port instead of the embedded memory backend")
 	flag.Parse()
-	if err := run(*redisAddr); err != nil {
+	if err := run(os.Stdout, *redisAddr); err != nil {
 		log.Fatal(err)
 	}
 }
 
-func run(redisAddr string) error {
+func run(out io.Writer, redisAddr string) error {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 
@@ -95,9 +96,9 @@ func run(redisAddr string) error {
 	if err != nil {
 		return err
 	}
-	fmt.Printf("Current Context (revision %d):\n", cxtd.Revision())
+	fmt.Fprintf(out, "Current Context (revision %d):\n", cxtd.Revision())
 	for _, key := range slices.Sorted(maps.Keys(current)) {
-		fmt.Printf("  %-9s %v\n", key+":", current[key])
+		fmt.Fprintf(out, "  %-9s %v\n", key+":", current[key])
 	}
 	return nil
 }

@@ -1,0 +1,17 @@
+package main
+
+import (
+	"bytes"
+	"testing"
+)
+
+func TestQuickstart(t *testing.T) {
+	var out bytes.Buffer
+	if err := run(&out, ""); err != nil {
+		t.Fatal(err)
+	}
+	want := "Current Context (revision 2):\n  loggedIn: true\n  user:     Jane Doe <jane@example.com>\n"
+	if out.String() != want {
+		t.Fatalf("output:\n%s\nwant:\n%s", out.String(), want)
+	}
+}
