@@ -43,8 +43,10 @@ type AtomicPublisher interface {
 type ChangeLog interface {
 	// ChangesSince returns the events of the context with revisions above
 	// after, in revision order, up to the current head. It returns an error
-	// matching ErrLogTruncated if the log no longer holds revision after+1
-	// or the context's epoch is not epoch.
+	// matching ErrLogTruncated if the log no longer holds revision after+1,
+	// if the context's epoch is not epoch, or if after is above the
+	// current revision (the store went back in time): in each case only a
+	// snapshot can tell the caller what the store holds.
 	ChangesSince(ctx context.Context, name, epoch string, after uint64) ([]Event, error)
 }
 

@@ -95,7 +95,11 @@ func (b *Backend) ChangesSince(ctx context.Context, name, epoch string, after ui
 		b.mu.Unlock()
 		return nil, fmt.Errorf("memory: %s: epoch is %q, not %q: %w", op, d.epoch, epoch, backend.ErrLogTruncated)
 	}
-	if after >= d.revision {
+	if after > d.revision {
+		b.mu.Unlock()
+		return nil, fmt.Errorf("memory: %s: the context is at revision %d, behind the caller: %w", op, d.revision, backend.ErrLogTruncated)
+	}
+	if after == d.revision {
 		b.mu.Unlock()
 		return []backend.Event{}, nil
 	}
