@@ -72,11 +72,13 @@ func testBroadcaster(t *testing.T, h Harness) {
 		t.Parallel()
 		b, ch := h.NewBackend(t), uniqueName(t)
 		sub := mustSubscribe(t, b, ch)
+		ctx := newWatchedContext(t.Context())
 		res := make(chan error, 1)
 		go func() {
-			_, err := sub.Next(t.Context())
+			_, err := sub.Next(ctx)
 			res <- err
 		}()
+		ctx.awaitWaiting(t, "Next on an idle subscription")
 		if err := sub.Close(); err != nil {
 			t.Errorf("Close: %v", err)
 		}
@@ -91,9 +93,7 @@ func testBroadcaster(t *testing.T, h Harness) {
 		if err := sub.Close(); err != nil {
 			t.Errorf("second Close = %v, want nil (Close is idempotent)", err)
 		}
-		ctx, cancel := context.WithTimeout(t.Context(), waitLimit)
-		defer cancel()
-		if m, err := sub.Next(ctx); !errors.Is(err, broadcaster.ErrClosed) {
+		if m, err := nextWithin(t.Context(), sub); !errors.Is(err, broadcaster.ErrClosed) {
 			t.Errorf("Next after Close = %s, %v; want an error matching broadcaster.ErrClosed", fmtMessage(m), err)
 		}
 	})
@@ -102,12 +102,14 @@ func testBroadcaster(t *testing.T, h Harness) {
 		t.Parallel()
 		b1, b2, ch := h.NewBackend(t), h.NewBackend(t), uniqueName(t)
 		sub := mustSubscribe(t, b1, ch)
-		ctx, cancel := context.WithCancel(t.Context())
+		cancelCtx, cancel := context.WithCancel(t.Context())
+		ctx := newWatchedContext(cancelCtx)
 		res := make(chan error, 1)
 		go func() {
 			_, err := sub.Next(ctx)
 			res <- err
 		}()
+		ctx.awaitWaiting(t, "Next on an idle subscription")
 		cancel()
 		select {
 		case err := <-res:
@@ -119,7 +121,7 @@ func testBroadcaster(t *testing.T, h Harness) {
 		}
 		short, cancelShort := context.WithTimeout(t.Context(), 10*time.Millisecond)
 		defer cancelShort()
-		if m, err := sub.Next(short); !errors.Is(err, context.DeadlineExceeded) {
+		if m, err := callNext(short, sub); !errors.Is(err, context.DeadlineExceeded) {
 			t.Errorf("Next with nothing to read past its ctx deadline = %s, %v; want an error matching context.DeadlineExceeded", fmtMessage(m), err)
 		}
 		mustPublish(t, b2, ch, "after")
@@ -319,11 +321,65 @@ func mustPublish(t *testing.T, b broadcaster.Broadcaster, ch, payload string) {
 	}
 }
 
-// nextWithin calls sub.Next, giving up after waitLimit.
+// nextWithin calls sub.Next with a ctx that ends after waitLimit.
 func nextWithin(ctx context.Context, sub broadcaster.Subscription) (broadcaster.Message, error) {
 	ctx, cancel := context.WithTimeout(ctx, waitLimit)
 	defer cancel()
-	return sub.Next(ctx)
+	return callNext(ctx, sub)
+}
+
+// callNext calls sub.Next(ctx) in a goroutine, so that a Next that ignores
+// its ctx fails the test instead of hanging it: callNext gives up a second
+// after ctx ends, and leaves the call to the Close at the end of the test.
+func callNext(ctx context.Context, sub broadcaster.Subscription) (broadcaster.Message, error) {
+	type result struct {
+		m   broadcaster.Message
+		err error
+	}
+	res := make(chan result, 1)
+	go func() {
+		m, err := sub.Next(ctx)
+		res <- result{m, err}
+	}()
+	select {
+	case r := <-res:
+		return r.m, r.err
+	case <-ctx.Done():
+	}
+	select {
+	case r := <-res:
+		return r.m, r.err
+	case <-time.After(time.Second):
+		return broadcaster.Message{}, fmt.Errorf("subscription's Next has not returned a second after its ctx ended (%w)", ctx.Err())
+	}
+}
+
+// watchedContext reports the first call of its Done method: a call that
+// blocks until ctx is done asks for Done when it starts to wait, so a test
+// can act on a blocked call without sleeping.
+type watchedContext struct {
+	context.Context
+	once    sync.Once
+	waiting chan struct{}
+}
+
+func newWatchedContext(ctx context.Context) *watchedContext {
+	return &watchedContext{Context: ctx, waiting: make(chan struct{})}
+}
+
+func (c *watchedContext) Done() <-chan struct{} {
+	c.once.Do(func() { close(c.waiting) })
+	return c.Context.Done()
+}
+
+// awaitWaiting waits until the call given c asks for c.Done.
+func (c *watchedContext) awaitWaiting(t *testing.T, what string) {
+	t.Helper()
+	select {
+	case <-c.waiting:
+	case <-time.After(waitLimit):
+		t.Fatalf("%s has not started to wait on its ctx within %v (a blocking call must honour ctx)", what, waitLimit)
+	}
 }
 
 // mustNext returns the next delivery of sub, failing the test if none comes

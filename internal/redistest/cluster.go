@@ -8,10 +8,12 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/contextd-go/contextd/internal/slot"
 )
 
 // Slots is the number of hash slots of a Redis Cluster.
-const Slots = 16384
+const Slots = slot.Count
 
 const clusterTimeout = 30 * time.Second
 
@@ -282,30 +284,5 @@ func (c *Cluster) MigrateSlot(ctx context.Context, slot int, to int) error {
 	})
 }
 
-// KeySlot returns the hash slot of key: CRC16 (XMODEM) of the key, or of its
-// hash tag (the part between the first "{" and the next "}", if not empty),
-// modulo 16384.
-func KeySlot(key string) int {
-	if i := strings.IndexByte(key, '{'); i >= 0 {
-		if j := strings.IndexByte(key[i+1:], '}'); j > 0 {
-			key = key[i+1 : i+1+j]
-		}
-	}
-	return int(crc16(key) % Slots)
-}
-
-// crc16 is CRC-16/XMODEM: polynomial 0x1021, initial value 0, no reflection.
-func crc16(s string) uint16 {
-	var crc uint16
-	for i := 0; i < len(s); i++ {
-		crc ^= uint16(s[i]) << 8
-		for range 8 {
-			if crc&0x8000 != 0 {
-				crc = crc<<1 ^ 0x1021
-			} else {
-				crc <<= 1
-			}
-		}
-	}
-	return crc
-}
+// KeySlot returns the hash slot of key (see slot.Of).
+func KeySlot(key string) int { return slot.Of(key) }

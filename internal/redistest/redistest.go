@@ -515,6 +515,43 @@ func (s *Server) KillClients(ctx context.Context, typ string) (int, error) {
 	return int(n), nil
 }
 
+// KillNamedClients closes the connections of type typ (pubsub, normal)
+// whose client name is name, and returns how many it closed. Tests that
+// share one server name their clients, so a fault hits only their own.
+func (s *Server) KillNamedClients(ctx context.Context, typ, name string) (int, error) {
+	v, err := s.Do(ctx, "CLIENT", "LIST", "TYPE", typ)
+	if err != nil {
+		return 0, err
+	}
+	list, ok := v.(string)
+	if !ok {
+		return 0, fmt.Errorf("redistest: CLIENT LIST answered %v", v)
+	}
+	killed := 0
+	for _, line := range strings.Split(list, "\n") {
+		var id, cname string
+		for _, f := range strings.Fields(line) {
+			switch {
+			case strings.HasPrefix(f, "id="):
+				id = f[len("id="):]
+			case strings.HasPrefix(f, "name="):
+				cname = f[len("name="):]
+			}
+		}
+		if id == "" || cname != name {
+			continue
+		}
+		if _, err := s.Do(ctx, "CLIENT", "KILL", "ID", id); err != nil {
+			if strings.Contains(err.Error(), "No such client") {
+				continue // it went away by itself
+			}
+			return killed, err
+		}
+		killed++
+	}
+	return killed, nil
+}
+
 // LogTail returns the last n lines of the server's log file, followed by the
 // last n lines of its stdout and stderr if it wrote any (e.g. a config error).
 func (s *Server) LogTail(n int) string {

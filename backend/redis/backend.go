@@ -1,0 +1,163 @@
+package redis
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"sync/atomic"
+
+	goredis "github.com/redis/go-redis/v9"
+
+	"github.com/contextd-go/contextd/backend"
+	"github.com/contextd-go/contextd/broadcaster"
+	"github.com/contextd-go/contextd/locker"
+)
+
+// Backend is the Redis implementation of backend.Backend. It is safe for
+// concurrent use and can serve any number of contexts and Contexts.
+type Backend struct {
+	client goredis.UniversalClient
+	owned  bool // Close closes client
+	opts   Options
+	// sharded: the client is a cluster client, so pub/sub is sharded
+	// (SSUBSCRIBE / SPUBLISH), routed to the shard of the channel's slot.
+	sharded bool
+	closed  atomic.Bool
+}
+
+var (
+	_ backend.Backend         = (*Backend)(nil)
+	_ backend.Capable         = (*Backend)(nil)
+	_ backend.AtomicPublisher = (*Backend)(nil)
+	_ backend.ChangeLog       = (*Backend)(nil)
+	_ locker.ReleaseWatcher   = (*Backend)(nil)
+)
+
+func newBackend(client goredis.UniversalClient, owned bool, o Options) *Backend {
+	_, sharded := client.(*goredis.ClusterClient)
+	return &Backend{client: client, owned: owned, opts: o, sharded: sharded}
+}
+
+// Client returns the go-redis client the Backend uses.
+func (b *Backend) Client() goredis.UniversalClient { return b.client }
+
+// Capabilities reports the capabilities not switched off in Options.
+func (b *Backend) Capabilities() backend.Capabilities {
+	return backend.Capabilities{
+		AtomicPublish:   !b.opts.DisableAtomicPublish,
+		LockAwareCommit: !b.opts.DisableLockAwareCommit,
+		ChangeLog:       !b.opts.DisableChangeLog,
+		ReleaseNotify:   !b.opts.DisableReleaseNotify,
+	}
+}
+
+// Close closes the client if the Backend opened it (Open, OpenURL); a
+// client passed to New stays open. Subscriptions made by the Backend stop
+// working. Close is idempotent.
+func (b *Backend) Close() error {
+	if b.closed.Swap(true) || !b.owned {
+		return nil
+	}
+	if err := b.client.Close(); err != nil {
+		return fmt.Errorf("redis: close: %w", err)
+	}
+	return nil
+}
+
+// keys names the Redis keys of one context.
+type keys struct {
+	tag, meta, data, revs, log, unlock string
+}
+
+func keysOf(name string) keys {
+	tag := "{contextd:" + name + "}"
+	return keys{
+		tag:    tag,
+		meta:   tag + ":meta",
+		data:   tag + ":data",
+		revs:   tag + ":revs",
+		log:    tag + ":log",
+		unlock: tag + ":unlock",
+	}
+}
+
+func (k keys) lock(key string) string { return k.tag + ":lock:" + key }
+
+func randomHex(n int) string {
+	b := make([]byte, n)
+	_, _ = rand.Read(b) // crypto/rand.Read never fails on supported platforms
+	return hex.EncodeToString(b)
+}
+
+func flag(on bool) string {
+	if on {
+		return "1"
+	}
+	return "0"
+}
+
+// scriptError is a refusal by one of our scripts: a CONTEXTD_ code, the
+// index of the op, condition or lease concerned, and a detail.
+type scriptError struct {
+	code   string
+	index  int
+	detail string
+}
+
+func parseScriptError(err error) (scriptError, bool) {
+	var rerr goredis.Error
+	if !errors.As(err, &rerr) {
+		return scriptError{}, false
+	}
+	msg := rerr.Error()
+	// Redis may prefix the message of a script's error reply; look for
+	// our code anywhere.
+	i := strings.Index(msg, "CONTEXTD_")
+	if i < 0 {
+		return scriptError{}, false
+	}
+	f := strings.SplitN(msg[i:], " ", 3)
+	if len(f) < 2 {
+		return scriptError{}, false
+	}
+	n, err := strconv.Atoi(f[1])
+	if err != nil {
+		return scriptError{}, false
+	}
+	se := scriptError{code: f[0], index: n}
+	if len(f) == 3 {
+		se.detail = f[2]
+	}
+	return se, true
+}
+
+// wrap adds the operation to a backend error, keeping the go-redis error
+// reachable.
+func wrap(op string, err error) error {
+	if errors.Is(err, goredis.ErrClosed) {
+		return fmt.Errorf("redis: %s: %w: %w", op, broadcaster.ErrClosed, err)
+	}
+	return fmt.Errorf("redis: %s: %w", op, err)
+}
+
+// parseUint reads a revision or counter from a reply element.
+func parseUint(v any) (uint64, error) {
+	switch v := v.(type) {
+	case nil:
+		return 0, nil
+	case int64:
+		if v < 0 {
+			return 0, fmt.Errorf("negative number %d", v)
+		}
+		return uint64(v), nil
+	case string:
+		if v == "" {
+			return 0, nil
+		}
+		return strconv.ParseUint(v, 10, 64)
+	}
+	return 0, fmt.Errorf("unexpected %T in reply", v)
+}

@@ -1,0 +1,243 @@
+package redis
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"sync"
+	"time"
+
+	goredis "github.com/redis/go-redis/v9"
+
+	"github.com/contextd-go/contextd/broadcaster"
+)
+
+// Publish sends payload on channel (SPUBLISH on a cluster).
+func (b *Backend) Publish(ctx context.Context, channel string, payload []byte) error {
+	var err error
+	if b.sharded {
+		err = b.client.SPublish(ctx, channel, payload).Err()
+	} else {
+		err = b.client.Publish(ctx, channel, payload).Err()
+	}
+	if err != nil {
+		return wrap(fmt.Sprintf("publish on %q", channel), err)
+	}
+	return nil
+}
+
+// Subscribe returns a Subscription on a pub/sub connection of its own, once
+// Redis has confirmed it.
+func (b *Backend) Subscribe(ctx context.Context, channel string) (broadcaster.Subscription, error) {
+	ps, err := b.subscribeConfirmed(ctx, channel)
+	if err != nil {
+		return nil, wrap(fmt.Sprintf("subscribe to %q", channel), err)
+	}
+	return &subscription{b: b, channel: channel, ps: ps, closing: make(chan struct{}), lastTraffic: time.Now()}, nil
+}
+
+// subscribeConfirmed subscribes on a new connection and waits for Redis to
+// confirm: go-redis's Subscribe returns as soon as the command is written.
+func (b *Backend) subscribeConfirmed(ctx context.Context, channel string) (*goredis.PubSub, error) {
+	if b.closed.Load() && b.owned {
+		return nil, broadcaster.ErrClosed
+	}
+	var ps *goredis.PubSub
+	if b.sharded {
+		ps = b.client.SSubscribe(ctx, channel)
+	} else {
+		ps = b.client.Subscribe(ctx, channel)
+	}
+	// Bound the wait even if ctx has no deadline: a stalled server must
+	// not hang Initialize forever.
+	wait := b.opts.StallTimeout + b.opts.PingInterval
+	if d, ok := ctx.Deadline(); ok {
+		wait = min(wait, time.Until(d))
+	}
+	for {
+		msg, err := ps.ReceiveTimeout(ctx, wait)
+		if err != nil {
+			_ = ps.Close()
+			if ctx.Err() != nil {
+				return nil, ctx.Err()
+			}
+			return nil, err
+		}
+		if s, ok := msg.(*goredis.Subscription); ok && (s.Kind == "subscribe" || s.Kind == "ssubscribe") && s.Channel == channel {
+			return ps, nil
+		}
+	}
+}
+
+// subscription reads one channel with a Receive loop (see the package
+// documentation for why) and a ping watchdog.
+type subscription struct {
+	b       *Backend
+	channel string
+
+	mu      sync.Mutex // guards ps and closed against Close
+	ps      *goredis.PubSub
+	closed  bool
+	closing chan struct{}
+
+	// Read only by Next, which is called from one goroutine at a time.
+	lossPending bool
+	pingSent    time.Time // zero when no ping is outstanding
+	lastTraffic time.Time
+}
+
+// pollInterval bounds how long one Receive blocks, so Next notices ctx
+// cancellation and runs the watchdog even when nothing arrives.
+const pollInterval = 200 * time.Millisecond
+
+func (s *subscription) current() (*goredis.PubSub, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return nil, broadcaster.ErrClosed
+	}
+	return s.ps, nil
+}
+
+// Next returns the next message. Reconnects, stalls and slot migrations are
+// handled here and reported as a Message with Loss set.
+func (s *subscription) Next(ctx context.Context) (broadcaster.Message, error) {
+	backoff := 50 * time.Millisecond
+	for {
+		ps, err := s.current()
+		if err != nil {
+			return broadcaster.Message{}, err
+		}
+		select {
+		case <-ctx.Done():
+			return broadcaster.Message{}, ctx.Err()
+		default:
+		}
+		if s.lossPending {
+			s.lossPending = false
+			return broadcaster.Message{Loss: true}, nil
+		}
+		msg, err := ps.ReceiveTimeout(ctx, pollInterval)
+		if err != nil {
+			if _, cerr := s.current(); cerr != nil {
+				return broadcaster.Message{}, cerr
+			}
+			if ctx.Err() != nil {
+				return broadcaster.Message{}, ctx.Err()
+			}
+			if isTimeout(err) {
+				s.watchdog(ctx, ps)
+				continue
+			}
+			// The connection broke; go-redis dials again and resubscribes
+			// on the next call, and its confirmation reports the loss.
+			// Meanwhile the server may be down: back off.
+			if !s.sleep(ctx, backoff) {
+				continue
+			}
+			backoff = min(2*backoff, 2*time.Second)
+			continue
+		}
+		backoff = 50 * time.Millisecond
+		s.lastTraffic = time.Now()
+		s.pingSent = time.Time{}
+		switch m := msg.(type) {
+		case *goredis.Message:
+			return broadcaster.Message{Payload: []byte(m.Payload)}, nil
+		case *goredis.Subscription:
+			switch m.Kind {
+			case "subscribe", "ssubscribe":
+				// A confirmation after the first one means go-redis
+				// reconnected: whatever was published meanwhile is lost.
+				s.lossPending = true
+			case "sunsubscribe", "unsubscribe":
+				// A slot moved to another shard (or someone unsubscribed
+				// us); go-redis does not follow, so subscribe anew.
+				s.replace(ctx, ps)
+			}
+		case *goredis.Pong:
+		}
+	}
+}
+
+// watchdog pings an idle connection and replaces it when the ping goes
+// unanswered: go-redis's own health check never waits for a PONG, so a
+// connection that accepts bytes but forwards nothing would go unnoticed.
+func (s *subscription) watchdog(ctx context.Context, ps *goredis.PubSub) {
+	now := time.Now()
+	switch {
+	case !s.pingSent.IsZero() && now.Sub(s.pingSent) >= s.b.opts.StallTimeout:
+		s.replace(ctx, ps)
+	case s.pingSent.IsZero() && now.Sub(s.lastTraffic) >= s.b.opts.PingInterval:
+		s.pingSent = now
+		if err := ps.Ping(ctx); err != nil {
+			// The next Receive will meet the broken connection.
+			return
+		}
+	}
+}
+
+// replace closes the pub/sub connection and subscribes on a new one,
+// retrying until it succeeds, ctx ends or the subscription is closed; then
+// it reports a loss.
+func (s *subscription) replace(ctx context.Context, old *goredis.PubSub) {
+	_ = old.Close()
+	s.lossPending = true
+	s.pingSent = time.Time{}
+	s.lastTraffic = time.Now()
+	backoff := 50 * time.Millisecond
+	for {
+		ps, err := s.b.subscribeConfirmed(ctx, s.channel)
+		if err == nil {
+			s.mu.Lock()
+			if s.closed {
+				s.mu.Unlock()
+				_ = ps.Close()
+				return
+			}
+			s.ps = ps
+			s.mu.Unlock()
+			return
+		}
+		if !s.sleep(ctx, backoff) {
+			return
+		}
+		backoff = min(2*backoff, 2*time.Second)
+	}
+}
+
+// sleep waits d; it reports false if ctx ended or the subscription closed.
+func (s *subscription) sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
+	case <-s.closing:
+		return false
+	}
+}
+
+// Close ends the subscription; a Next blocked in Receive returns
+// broadcaster.ErrClosed.
+func (s *subscription) Close() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return nil
+	}
+	s.closed = true
+	close(s.closing)
+	if err := s.ps.Close(); err != nil && !errors.Is(err, goredis.ErrClosed) {
+		return fmt.Errorf("redis: close subscription to %q: %w", s.channel, err)
+	}
+	return nil
+}
+
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
+}

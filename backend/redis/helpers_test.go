@@ -1,0 +1,39 @@
+package redis_test
+
+import (
+	"strings"
+	"testing"
+
+	goredis "github.com/redis/go-redis/v9"
+
+	"github.com/contextd-go/contextd/backend/redis"
+	"github.com/contextd-go/contextd/internal/redistest"
+)
+
+// newBackend returns a Backend with a client of its own on srv, as a
+// separate process would have; both are closed when the test ends. The
+// client is named after the test (clientName), so faults can target it.
+func newBackend(t testing.TB, srv *redistest.Server, opts *redis.Options) *redis.Backend {
+	t.Helper()
+	client := goredis.NewClient(&goredis.Options{Addr: srv.Addr(), Password: srv.Password(), ClientName: clientName(t)})
+	b, err := redis.New(client, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = b.Close()
+		_ = client.Close()
+	})
+	return b
+}
+
+// clientName is a Redis client name for the test: its name without the
+// characters Redis refuses in client names.
+func clientName(t testing.TB) string {
+	return strings.Map(func(r rune) rune {
+		if r <= ' ' || r > '~' {
+			return '_'
+		}
+		return r
+	}, t.Name())
+}

@@ -1,0 +1,150 @@
+package redis
+
+import (
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"net"
+	"strconv"
+	"time"
+
+	goredis "github.com/redis/go-redis/v9"
+)
+
+// Defaults, as in the original library where it had them.
+const (
+	DefaultHost            = "localhost"
+	DefaultPort            = 6379
+	DefaultChangeLogLength = 1000
+	DefaultPingInterval    = time.Second
+	DefaultStallTimeout    = 2 * time.Second
+)
+
+// Options configure a Backend. The zero value (or nil) means defaults; each
+// field says its default. Open uses the connection fields; New, which takes a
+// client the caller made, ignores them.
+type Options struct {
+	// Host is the Redis server's host (the original's redisHost).
+	// Default: "localhost".
+	Host string
+	// Port is the server's port (redisPort). Default: 6379.
+	Port int
+	// DB is the database number (redisDb). Default: 0.
+	DB int
+	// Username and Password authenticate (ACL user, or requirepass when
+	// Username is empty). Default: none.
+	Username string
+	Password string
+	// TLS, if not nil, makes the connection use TLS. Default: plain TCP.
+	TLS *tls.Config
+	// DialTimeout, ReadTimeout and WriteTimeout bound network operations.
+	// Default: go-redis's (5 s, 3 s, 3 s).
+	DialTimeout  time.Duration
+	ReadTimeout  time.Duration
+	WriteTimeout time.Duration
+
+	// ChangeLogLength is about how many events the change log of each
+	// context keeps (the stream is trimmed approximately). Default: 1000.
+	ChangeLogLength int
+
+	// PingInterval is how long a subscription may be idle before it sends
+	// a PING; StallTimeout is how long it then waits for any reply before
+	// it replaces the connection and reports a loss. Defaults: 1 s and
+	// 2 s.
+	PingInterval time.Duration
+	StallTimeout time.Duration
+
+	// Switch capabilities off, to run the generic paths (tests, or a
+	// Redis-compatible server without Lua). Default: all on.
+	DisableAtomicPublish   bool
+	DisableLockAwareCommit bool
+	DisableChangeLog       bool
+	DisableReleaseNotify   bool
+}
+
+// resolved fills in defaults.
+func (o *Options) resolved() Options {
+	var r Options
+	if o != nil {
+		r = *o
+	}
+	if r.Host == "" {
+		r.Host = DefaultHost
+	}
+	if r.Port == 0 {
+		r.Port = DefaultPort
+	}
+	if r.ChangeLogLength <= 0 {
+		r.ChangeLogLength = DefaultChangeLogLength
+	}
+	if r.PingInterval <= 0 {
+		r.PingInterval = DefaultPingInterval
+	}
+	if r.StallTimeout <= 0 {
+		r.StallTimeout = DefaultStallTimeout
+	}
+	return r
+}
+
+func (o Options) validate() error {
+	if o.Port < 0 || o.Port > 65535 {
+		return fmt.Errorf("redis: port %d out of range", o.Port)
+	}
+	if o.DB < 0 {
+		return fmt.Errorf("redis: negative DB %d", o.DB)
+	}
+	return nil
+}
+
+// Open connects to one Redis server as opts say (nil: localhost:6379, DB 0).
+// The connection is made lazily: a server that is down makes the first
+// operation fail, not Open. Close the Backend when done.
+func Open(opts *Options) (*Backend, error) {
+	o := opts.resolved()
+	if err := o.validate(); err != nil {
+		return nil, err
+	}
+	client := goredis.NewClient(&goredis.Options{
+		Addr:         net.JoinHostPort(o.Host, strconv.Itoa(o.Port)),
+		DB:           o.DB,
+		Username:     o.Username,
+		Password:     o.Password,
+		TLSConfig:    o.TLS,
+		DialTimeout:  o.DialTimeout,
+		ReadTimeout:  o.ReadTimeout,
+		WriteTimeout: o.WriteTimeout,
+	})
+	return newBackend(client, true, o), nil
+}
+
+// OpenURL connects as a redis:// or rediss:// (TLS) URL says, for example
+// "redis://user:pass@host:6379/0". Options other than the connection fields
+// still apply; opts may be nil.
+func OpenURL(url string, opts *Options) (*Backend, error) {
+	o := opts.resolved()
+	copts, err := goredis.ParseURL(url)
+	if err != nil {
+		return nil, fmt.Errorf("redis: %w", err)
+	}
+	if o.DialTimeout > 0 {
+		copts.DialTimeout = o.DialTimeout
+	}
+	if o.ReadTimeout > 0 {
+		copts.ReadTimeout = o.ReadTimeout
+	}
+	if o.WriteTimeout > 0 {
+		copts.WriteTimeout = o.WriteTimeout
+	}
+	return newBackend(goredis.NewClient(copts), true, o), nil
+}
+
+// New makes a Backend on a client the caller owns: a *goredis.Client, a
+// *goredis.ClusterClient (sharded pub/sub is used then) or a failover client.
+// Closing the Backend does not close the client. The connection fields of
+// opts are ignored; opts may be nil.
+func New(client goredis.UniversalClient, opts *Options) (*Backend, error) {
+	if client == nil {
+		return nil, errors.New("redis: New needs a client, got nil")
+	}
+	return newBackend(client, false, opts.resolved()), nil
+}

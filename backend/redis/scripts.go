@@ -1,0 +1,187 @@
+package redis
+
+import goredis "github.com/redis/go-redis/v9"
+
+// The Lua scripts. Each touches only keys it is given (all under one
+// context's hash tag), so it is legal in Redis Cluster; a script that
+// touched an undeclared key would fail halfway with its earlier writes kept.
+// Errors are error replies starting with a CONTEXTD_ code and the index of
+// the op or lease concerned, translated by translate.
+
+// commitScript checks and applies a batch, appends its event to the change
+// log and publishes it.
+//
+//	KEYS: meta, data, revs, log, then (if lock checks) the lock key of each
+//	      op, then the lock key of each lease
+//	ARGV: codec, epoch candidate, channel ("" = no publish), sharded
+//	      ("1" = SPUBLISH), log length ("0" = no log), event body, #ops,
+//	      #conditions, #leases, check locks ("1"), then per op: key, "p"|"d",
+//	      value; per condition: key, revision; per lease: key, token
+//	returns {epoch, revision}
+var commitScript = goredis.NewScript(`
+local meta, data, revs, log = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local codec, epochNew, channel, sharded = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local logLen, body = tonumber(ARGV[5]), ARGV[6]
+local nOps, nConds, nLeases = tonumber(ARGV[7]), tonumber(ARGV[8]), tonumber(ARGV[9])
+local checkLocks = ARGV[10] == '1'
+local opsAt = 11
+local condsAt = opsAt + 3 * nOps
+local leasesAt = condsAt + 2 * nConds
+
+local m = redis.call('HMGET', meta, 'codec', 'epoch')
+local storedCodec, epoch = m[1], m[2]
+if storedCodec and codec ~= '' and storedCodec ~= codec then
+  return redis.error_reply('CONTEXTD_CODEC 0 ' .. storedCodec)
+end
+for i = 0, nConds - 1 do
+  local have = redis.call('HGET', revs, ARGV[condsAt + 2 * i]) or '0'
+  if have ~= ARGV[condsAt + 2 * i + 1] then
+    return redis.error_reply('CONTEXTD_CONFLICT ' .. i)
+  end
+end
+local lockKeysAt = 5
+local leaseKeysAt = lockKeysAt
+if checkLocks then leaseKeysAt = lockKeysAt + nOps end
+local tokens = {}
+for i = 0, nLeases - 1 do
+  local tok = ARGV[leasesAt + 2 * i + 1]
+  if redis.call('GET', KEYS[leaseKeysAt + i]) ~= tok then
+    return redis.error_reply('CONTEXTD_NOTHELD ' .. i)
+  end
+  tokens[tok] = true
+end
+if checkLocks then
+  for i = 0, nOps - 1 do
+    local holder = redis.call('GET', KEYS[lockKeysAt + i])
+    if holder and not tokens[holder] then
+      return redis.error_reply('CONTEXTD_LOCKED ' .. i)
+    end
+  end
+end
+
+local fresh = false
+if not epoch then
+  epoch = epochNew
+  fresh = true
+  redis.call('HSET', meta, 'epoch', epoch)
+end
+if not storedCodec and codec ~= '' then
+  redis.call('HSET', meta, 'codec', codec)
+end
+local rev = redis.call('HINCRBY', meta, 'rev', 1)
+
+-- unpack has a stack limit, so large batches go in chunks.
+local function flush(cmd, key, args)
+  local chunk = 1000
+  for i = 1, #args, chunk do
+    redis.call(cmd, key, unpack(args, i, math.min(i + chunk - 1, #args)))
+  end
+end
+local puts, putRevs, dels = {}, {}, {}
+for i = 0, nOps - 1 do
+  local k = ARGV[opsAt + 3 * i]
+  if ARGV[opsAt + 3 * i + 1] == 'p' then
+    puts[#puts + 1] = k
+    puts[#puts + 1] = ARGV[opsAt + 3 * i + 2]
+    putRevs[#putRevs + 1] = k
+    putRevs[#putRevs + 1] = rev
+  else
+    dels[#dels + 1] = k
+  end
+end
+flush('HSET', data, puts)
+flush('HSET', revs, putRevs)
+flush('HDEL', data, dels)
+flush('HDEL', revs, dels)
+
+-- The event header, as backend.FrameEvent writes it: version 1, kind 1,
+-- epoch length and bytes, revision as 8 bytes big-endian.
+local r, b = rev, {}
+for i = 8, 1, -1 do
+  b[i] = r % 256
+  r = math.floor(r / 256)
+end
+local payload = string.char(1, 1, #epoch) .. epoch .. string.char(unpack(b)) .. body
+if logLen > 0 then
+  if fresh then redis.call('DEL', log) end
+  redis.call('XADD', log, 'MAXLEN', '~', logLen, '*', 'r', rev, 'e', payload)
+end
+if channel ~= '' then
+  if sharded == '1' then
+    redis.call('SPUBLISH', channel, payload)
+  else
+    redis.call('PUBLISH', channel, payload)
+  end
+end
+return {epoch, rev}
+`)
+
+// loadScript reads a consistent snapshot.
+//
+//	KEYS: meta, data, revs
+//	returns {epoch, revision, codec, HGETALL data, HGETALL revs}
+var loadScript = goredis.NewScript(`
+local m = redis.call('HMGET', KEYS[1], 'epoch', 'rev', 'codec')
+return {m[1] or '', m[2] or '0', m[3] or '', redis.call('HGETALL', KEYS[2]), redis.call('HGETALL', KEYS[3])}
+`)
+
+// getScript reads one entry.
+//
+//	KEYS: data, revs; ARGV: key
+//	returns {value or nil, revision or nil}
+var getScript = goredis.NewScript(`
+return {redis.call('HGET', KEYS[1], ARGV[1]), redis.call('HGET', KEYS[2], ARGV[1])}
+`)
+
+// changesScript reads the newest events of the log, enough to reach back
+// to a revision.
+//
+//	KEYS: meta, log; ARGV: after, most events to return
+//	returns {epoch, revision, entries newest first} or, when more events
+//	than allowed are missing, {epoch, revision, false}
+var changesScript = goredis.NewScript(`
+local m = redis.call('HMGET', KEYS[1], 'epoch', 'rev')
+local epoch, rev = m[1] or '', tonumber(m[2] or '0')
+local n = rev - tonumber(ARGV[1])
+if n <= 0 then return {epoch, rev, {}} end
+if n > tonumber(ARGV[2]) then return {epoch, rev, false} end
+return {epoch, rev, redis.call('XREVRANGE', KEYS[2], '+', '-', 'COUNT', n)}
+`)
+
+// acquireScript takes a lock and draws its fencing token.
+//
+//	KEYS: lock key, meta; ARGV: token, ttl in ms
+//	returns the fencing token, or nil when the lock is held
+var acquireScript = goredis.NewScript(`
+if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
+  return redis.call('HINCRBY', KEYS[2], 'fence', 1)
+end
+return false
+`)
+
+// releaseScript deletes a lock if the token holds it and tells waiters.
+//
+//	KEYS: lock key; ARGV: token, unlock channel ("" = none), sharded, key
+//	returns 1 if released, 0 if not held
+var releaseScript = goredis.NewScript(`
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+redis.call('DEL', KEYS[1])
+if ARGV[2] ~= '' then
+  if ARGV[3] == '1' then
+    redis.call('SPUBLISH', ARGV[2], ARGV[4])
+  else
+    redis.call('PUBLISH', ARGV[2], ARGV[4])
+  end
+end
+return 1
+`)
+
+// extendScript resets a lock's TTL if the token holds it.
+//
+//	KEYS: lock key; ARGV: token, ttl in ms
+//	returns 1 if extended, 0 if not held
+var extendScript = goredis.NewScript(`
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+return 1
+`)

@@ -1,0 +1,223 @@
+package redis
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+
+	"github.com/contextd-go/contextd/backend"
+	"github.com/contextd-go/contextd/internal/slot"
+	"github.com/contextd-go/contextd/locker"
+)
+
+// Load returns a consistent snapshot, read by one script in one round trip.
+func (b *Backend) Load(ctx context.Context, name string) (backend.Snapshot, error) {
+	k := keysOf(name)
+	res, err := loadScript.Run(ctx, b.client, []string{k.meta, k.data, k.revs}).Slice()
+	if err != nil {
+		return backend.Snapshot{}, wrap(fmt.Sprintf("load %q", name), err)
+	}
+	snap, err := parseSnapshot(res)
+	if err != nil {
+		return backend.Snapshot{}, fmt.Errorf("redis: load %q: %w", name, err)
+	}
+	return snap, nil
+}
+
+func parseSnapshot(res []any) (backend.Snapshot, error) {
+	var snap backend.Snapshot
+	if len(res) != 5 {
+		return snap, fmt.Errorf("load script returned %d elements", len(res))
+	}
+	snap.Epoch, _ = res[0].(string)
+	rev, err := parseUint(res[1])
+	if err != nil {
+		return snap, fmt.Errorf("revision: %w", err)
+	}
+	snap.Revision = rev
+	snap.Codec, _ = res[2].(string)
+	data, _ := res[3].([]any)
+	revList, _ := res[4].([]any)
+	revs := make(map[string]uint64, len(revList)/2)
+	for i := 0; i+1 < len(revList); i += 2 {
+		key, _ := revList[i].(string)
+		// A revision another program scribbled over reads as 0: the
+		// entry still loads, and any newer change replaces it.
+		r, _ := parseUint(revList[i+1])
+		revs[key] = r
+	}
+	snap.Entries = make([]backend.Entry, 0, len(data)/2)
+	for i := 0; i+1 < len(data); i += 2 {
+		key, _ := data[i].(string)
+		val, _ := data[i+1].(string)
+		snap.Entries = append(snap.Entries, backend.Entry{Key: key, Value: []byte(val), Revision: revs[key]})
+	}
+	return snap, nil
+}
+
+// Get reads one entry and its revision in one round trip.
+func (b *Backend) Get(ctx context.Context, name, key string) (backend.Entry, error) {
+	k := keysOf(name)
+	res, err := getScript.Run(ctx, b.client, []string{k.data, k.revs}, key).Slice()
+	if err != nil {
+		return backend.Entry{}, wrap(fmt.Sprintf("get %q of %q", key, name), err)
+	}
+	if len(res) < 1 || res[0] == nil {
+		return backend.Entry{}, fmt.Errorf("redis: get %q of %q: %w", key, name, backend.ErrNotFound)
+	}
+	val, _ := res[0].(string)
+	var rev uint64
+	if len(res) > 1 {
+		rev, _ = parseUint(res[1])
+	}
+	return backend.Entry{Key: key, Value: []byte(val), Revision: rev}, nil
+}
+
+// Revision returns the context's head.
+func (b *Backend) Revision(ctx context.Context, name string) (backend.Head, error) {
+	res, err := b.client.HMGet(ctx, keysOf(name).meta, "epoch", "rev").Result()
+	if err != nil {
+		return backend.Head{}, wrap(fmt.Sprintf("revision of %q", name), err)
+	}
+	var h backend.Head
+	h.Epoch, _ = res[0].(string)
+	if h.Revision, err = parseUint(res[1]); err != nil {
+		return backend.Head{}, fmt.Errorf("redis: revision of %q: %w", name, err)
+	}
+	return h, nil
+}
+
+// Commit applies the batch in one script, without publishing.
+func (b *Backend) Commit(ctx context.Context, name string, bt backend.Batch) (backend.Head, error) {
+	return b.commit(ctx, name, bt, "")
+}
+
+// CommitAndPublish applies the batch and publishes its event in the same
+// script. On a cluster, channel must hash to the context's slot (the
+// default channel does: it carries the context's hash tag).
+func (b *Backend) CommitAndPublish(ctx context.Context, name string, bt backend.Batch, channel string) (backend.Head, error) {
+	if b.opts.DisableAtomicPublish {
+		return backend.Head{}, fmt.Errorf("redis: commit to %q: atomic publish is switched off: %w", name, errors.ErrUnsupported)
+	}
+	if channel == "" {
+		return backend.Head{}, fmt.Errorf("redis: commit to %q: empty channel", name)
+	}
+	if b.sharded && slot.Of(channel) != slot.Of(keysOf(name).meta) {
+		return backend.Head{}, fmt.Errorf("redis: commit to %q: on a cluster the channel %q must share the context's hash tag %s", name, channel, keysOf(name).tag)
+	}
+	return b.commit(ctx, name, bt, channel)
+}
+
+func (b *Backend) commit(ctx context.Context, name string, bt backend.Batch, channel string) (backend.Head, error) {
+	op := fmt.Sprintf("commit to %q", name)
+	if err := validBatch(bt); err != nil {
+		return backend.Head{}, fmt.Errorf("redis: %s: %w", op, err)
+	}
+	k := keysOf(name)
+	checkLocks := !b.opts.DisableLockAwareCommit
+	leases := bt.Leases
+	if !checkLocks {
+		leases = nil // a store that does not check locks ignores leases
+	}
+	redisKeys := make([]string, 0, 4+len(bt.Ops)+len(leases))
+	redisKeys = append(redisKeys, k.meta, k.data, k.revs, k.log)
+	if checkLocks {
+		for _, o := range bt.Ops {
+			redisKeys = append(redisKeys, k.lock(o.Key))
+		}
+	}
+	for _, l := range leases {
+		redisKeys = append(redisKeys, k.lock(l.Key))
+	}
+	logLen := 0
+	if !b.opts.DisableChangeLog {
+		logLen = b.opts.ChangeLogLength
+	}
+	body := backend.EncodeEventBody(bt.Origin, backend.EventFromBatch(backend.Head{}, bt).Changes)
+	args := make([]any, 0, 10+3*len(bt.Ops)+2*len(bt.Conditions)+2*len(leases))
+	args = append(args, bt.Codec, randomHex(8), channel, flag(b.sharded), logLen, body,
+		len(bt.Ops), len(bt.Conditions), len(leases), flag(checkLocks))
+	for _, o := range bt.Ops {
+		if o.Delete {
+			args = append(args, o.Key, "d", "")
+		} else {
+			args = append(args, o.Key, "p", o.Value)
+		}
+	}
+	for _, c := range bt.Conditions {
+		args = append(args, c.Key, strconv.FormatUint(c.Revision, 10))
+	}
+	for _, l := range leases {
+		args = append(args, l.Key, l.Token)
+	}
+	res, err := commitScript.Run(ctx, b.client, redisKeys, args...).Slice()
+	if err != nil {
+		return backend.Head{}, b.commitError(op, bt, leases, err)
+	}
+	if len(res) != 2 {
+		return backend.Head{}, fmt.Errorf("redis: %s: script returned %d elements", op, len(res))
+	}
+	var h backend.Head
+	h.Epoch, _ = res[0].(string)
+	if h.Revision, err = parseUint(res[1]); err != nil {
+		return backend.Head{}, fmt.Errorf("redis: %s: %w", op, err)
+	}
+	return h, nil
+}
+
+// commitError translates a refusal of the commit script.
+func (b *Backend) commitError(op string, bt backend.Batch, leases []locker.Lease, err error) error {
+	se, ok := parseScriptError(err)
+	if !ok {
+		return wrap(op, err)
+	}
+	at := func(n int, keys func(int) string) string {
+		if n >= 0 && n < len(bt.Ops)+len(bt.Conditions)+len(leases) {
+			return keys(n)
+		}
+		return "?"
+	}
+	switch se.code {
+	case "CONTEXTD_CODEC":
+		return fmt.Errorf("redis: %s: the context is encoded with %q, not %q: %w", op, se.detail, bt.Codec, backend.ErrCodecMismatch)
+	case "CONTEXTD_CONFLICT":
+		key := at(se.index, func(i int) string { return bt.Conditions[i].Key })
+		return fmt.Errorf("redis: %s: key %q changed: %w", op, key, backend.ErrConflict)
+	case "CONTEXTD_NOTHELD":
+		key := at(se.index, func(i int) string { return leases[i].Key })
+		return fmt.Errorf("redis: %s: lock on %q: %w", op, key, locker.ErrNotHeld)
+	case "CONTEXTD_LOCKED":
+		key := at(se.index, func(i int) string { return bt.Ops[i].Key })
+		return fmt.Errorf("redis: %s: key %q: %w", op, key, backend.ErrLocked)
+	}
+	return wrap(op, err)
+}
+
+// validBatch refuses batches the script must never see.
+func validBatch(bt backend.Batch) error {
+	if len(bt.Ops) == 0 {
+		return errors.New("empty batch")
+	}
+	seen := make(map[string]struct{}, len(bt.Ops))
+	for _, o := range bt.Ops {
+		if o.Key == "" {
+			return errors.New("empty key")
+		}
+		if _, dup := seen[o.Key]; dup {
+			return fmt.Errorf("key %q written twice", o.Key)
+		}
+		seen[o.Key] = struct{}{}
+	}
+	for _, c := range bt.Conditions {
+		if c.Key == "" {
+			return errors.New("condition on an empty key")
+		}
+	}
+	for _, l := range bt.Leases {
+		if l.Key == "" || l.Token == "" {
+			return errors.New("lease without key or token")
+		}
+	}
+	return nil
+}
