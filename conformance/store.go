@@ -711,6 +711,10 @@ func testChangeLog(t *testing.T, h Harness) {
 	if got, err := log1.ChangesSince(ctx, name, epoch, head.Revision); err != nil || len(got) != 0 {
 		t.Errorf("ChangesSince(the head) = %d events, %v; want none and no error", len(got), err)
 	}
+	// A caller ahead of the store (it went back in time) needs a snapshot.
+	if got, err := log1.ChangesSince(ctx, name, epoch, head.Revision+1); !errors.Is(err, backend.ErrLogTruncated) {
+		t.Errorf("ChangesSince(beyond the head) = %d events, %v; want ErrLogTruncated", len(got), err)
+	}
 	for _, after := range []uint64{0, head.Revision - 1} {
 		if got, err := log1.ChangesSince(ctx, name, epoch+"x", after); !errors.Is(err, backend.ErrLogTruncated) {
 			t.Errorf("ChangesSince(after %d) with another epoch = %d events, %v; want an error matching backend.ErrLogTruncated", after, len(got), err)

@@ -5,7 +5,10 @@
 //	go run ./examples/multiinstance
 //
 // With -redis host:port (or REDIS_ADDR) the instances share Redis instead
-// of the embedded memory backend.
+// of the embedded memory backend, and with -processes 3 as well they run as
+// three OS processes:
+//
+//	go run ./examples/multiinstance -redis 127.0.0.1:6379 -processes 3
 package main
 
 import (
@@ -20,6 +23,7 @@ import (
 	"github.com/contextd-go/contextd/backend"
 	"github.com/contextd-go/contextd/backend/memory"
 	"github.com/contextd-go/contextd/contextd"
+	"github.com/contextd-go/contextd/examples/internal/exampleredis"
 )
 
 // Job is the shared state: who works on the job and how far it got.
@@ -30,8 +34,20 @@ type Job struct {
 
 func main() {
 	redisAddr := flag.String("redis", os.Getenv("REDIS_ADDR"), "share Redis at host:port instead of the embedded memory backend")
+	processes := flag.Int("processes", 0, "with -redis: run the demo as this many separate OS processes")
+	member := flag.String("member", "", "internal: run as the named member process")
+	members := flag.Int("members", 0, "internal: how many member processes take part")
 	flag.Parse()
-	if err := run(os.Stdout, *redisAddr); err != nil {
+	var err error
+	switch {
+	case *member != "":
+		err = runMember(os.Stdout, *redisAddr, *member, *members)
+	case *processes > 0:
+		err = runProcesses(os.Stdout, *redisAddr, *processes)
+	default:
+		err = run(os.Stdout, *redisAddr)
+	}
+	if err != nil {
 		log.Fatal(err)
 	}
 }
@@ -45,7 +61,11 @@ func run(out io.Writer, redisAddr string) error {
 	var mem *memory.Backend
 	newBackend := func() (backend.Backend, func(), error) {
 		if redisAddr != "" {
-			return openRedis(redisAddr)
+			b, closeRedis, err := exampleredis.Open(redisAddr)
+			if err != nil {
+				return nil, nil, err
+			}
+			return b, closeRedis, nil
 		}
 		if mem == nil {
 			mem = memory.New(nil)

@@ -23,6 +23,7 @@ import (
 	"github.com/contextd-go/contextd/backend"
 	"github.com/contextd-go/contextd/backend/memory"
 	"github.com/contextd-go/contextd/contextd"
+	"github.com/contextd-go/contextd/examples/internal/exampleredis"
 )
 
 // Value is what this context's keys hold. The original stored an untyped
@@ -108,5 +109,9 @@ func openBackend(redisAddr string) (backend.Backend, func(), error) {
 		b := memory.New(nil)
 		return b, func() { _ = b.Close() }, nil
 	}
-	return openRedis(redisAddr)
+	b, closeRedis, err := exampleredis.Open(redisAddr)
+	if err != nil {
+		return nil, nil, err
+	}
+	return b, closeRedis, nil
 }
