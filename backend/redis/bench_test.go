@@ -1,0 +1,294 @@
+package redis_test
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	goredis "github.com/redis/go-redis/v9"
+
+	"github.com/contextd-go/contextd/contextd"
+	"github.com/contextd-go/contextd/internal/redistest"
+)
+
+// Benchmarks against one redis-server started for the run; every target has
+// a raw go-redis baseline measured on the same server in the same run, so
+// results read as ratios (see docs/benchmarks.md):
+//
+//	go test -run '^$' -bench . -benchtime 2s ./backend/redis
+
+type benchValue struct {
+	N    int    `json:"n"`
+	Name string `json:"name"`
+}
+
+// benchEnv is one server shared by the sub-benchmarks of a benchmark.
+func benchServer(b *testing.B) *redistest.Server {
+	b.Helper()
+	return redistest.Start(b, nil)
+}
+
+func rawClient(b *testing.B, srv *redistest.Server) *goredis.Client {
+	c := goredis.NewClient(&goredis.Options{Addr: srv.Addr()})
+	b.Cleanup(func() { _ = c.Close() })
+	return c
+}
+
+func benchInstance[T any](b *testing.B, srv *redistest.Server, name string) *contextd.Context[T] {
+	b.Helper()
+	be := newBackend(b, srv, nil)
+	c, err := contextd.New[T](be, name, &contextd.Options{ResyncInterval: -1})
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := c.Initialize(context.Background()); err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { _ = c.Close() })
+	return c
+}
+
+// BenchmarkWrite compares UpdateContext of a free key with the one-round-
+// trip floor, a raw HSET.
+func BenchmarkWrite(b *testing.B) {
+	srv := benchServer(b)
+	ctx := context.Background()
+	b.Run("raw-HSET", func(b *testing.B) {
+		c := rawClient(b, srv)
+		for i := 0; b.Loop(); i++ {
+			if err := c.HSet(ctx, "bench:raw", "k", fmt.Sprintf(`{"n":%d,"name":"x"}`, i)).Err(); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("UpdateContext", func(b *testing.B) {
+		cx := benchInstance[benchValue](b, srv, "bench-write")
+		b.ReportAllocs()
+		for i := 0; b.Loop(); i++ {
+			if err := cx.UpdateContext(ctx, "k", benchValue{N: i, Name: "x"}); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+}
+
+// BenchmarkRead compares reads from the local copy with a raw HGET and
+// HGETALL.
+func BenchmarkRead(b *testing.B) {
+	srv := benchServer(b)
+	ctx := context.Background()
+	cx := benchInstance[benchValue](b, srv, "bench-read")
+	values := make(map[string]benchValue, 1000)
+	for i := range 1000 {
+		values[fmt.Sprintf("key-%04d", i)] = benchValue{N: i, Name: "x"}
+	}
+	if err := cx.TransactionalUpdate(ctx, values); err != nil {
+		b.Fatal(err)
+	}
+	raw := rawClient(b, srv)
+	b.Run("raw-HGET", func(b *testing.B) {
+		for b.Loop() {
+			if err := raw.HGet(ctx, "{contextd:bench-read}:data", "key-0001").Err(); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("Get", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			if _, ok, err := cx.Get(ctx, "key-0001"); !ok || err != nil {
+				b.Fatal(ok, err)
+			}
+		}
+	})
+	b.Run("raw-HGETALL-1k", func(b *testing.B) {
+		for b.Loop() {
+			if err := raw.HGetAll(ctx, "{contextd:bench-read}:data").Err(); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("GetContext-1k", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			if m, err := cx.GetContext(ctx); len(m) != 1000 || err != nil {
+				b.Fatal(len(m), err)
+			}
+		}
+	})
+}
+
+// reportLatencies adds p50 and p99 of the samples as metrics.
+func reportLatencies(b *testing.B, samples []time.Duration) {
+	if len(samples) == 0 {
+		return
+	}
+	slices.Sort(samples)
+	b.ReportMetric(float64(samples[len(samples)/2].Microseconds()), "p50-µs")
+	b.ReportMetric(float64(samples[len(samples)*99/100].Microseconds()), "p99-µs")
+}
+
+// BenchmarkPropagation measures from the start of a write until the last of
+// 4 other instances has it, against a raw PUBLISH reaching the last of 4 raw
+// subscribers.
+func BenchmarkPropagation(b *testing.B) {
+	srv := benchServer(b)
+	ctx := context.Background()
+	const receivers = 4
+	b.Run("raw-PUBLISH", func(b *testing.B) {
+		pub := rawClient(b, srv)
+		subs := make([]<-chan *goredis.Message, receivers)
+		for i := range subs {
+			ps := rawClient(b, srv).Subscribe(ctx, "bench:prop")
+			if _, err := ps.Receive(ctx); err != nil {
+				b.Fatal(err)
+			}
+			b.Cleanup(func() { _ = ps.Close() })
+			subs[i] = ps.Channel()
+		}
+		var samples []time.Duration
+		for i := 0; b.Loop(); i++ {
+			start := time.Now()
+			if err := pub.Publish(ctx, "bench:prop", fmt.Sprint(i)).Err(); err != nil {
+				b.Fatal(err)
+			}
+			for _, s := range subs {
+				<-s
+			}
+			samples = append(samples, time.Since(start))
+		}
+		reportLatencies(b, samples)
+	})
+	b.Run("UpdateContext", func(b *testing.B) {
+		w := benchInstance[int](b, srv, "bench-prop")
+		watch := make([]<-chan contextd.Change[int], receivers)
+		wctx, cancel := context.WithCancel(ctx)
+		defer cancel()
+		for i := range watch {
+			watch[i] = benchInstance[int](b, srv, "bench-prop").Watch(wctx)
+		}
+		var samples []time.Duration
+		for i := 0; b.Loop(); i++ {
+			start := time.Now()
+			if err := w.UpdateContext(ctx, "k", i); err != nil {
+				b.Fatal(err)
+			}
+			for _, ch := range watch {
+				for c := range ch {
+					if c.Value == i {
+						break
+					}
+				}
+			}
+			samples = append(samples, time.Since(start))
+		}
+		reportLatencies(b, samples)
+	})
+}
+
+// BenchmarkContendedModify increments one counter from 8 instances at once;
+// the baseline is WATCH/MULTI/EXEC optimistic increments from 8 raw
+// clients, the textbook hand-rolled equivalent.
+func BenchmarkContendedModify(b *testing.B) {
+	srv := benchServer(b)
+	ctx := context.Background()
+	const instances = 8
+	b.Run("raw-WATCH-MULTI", func(b *testing.B) {
+		clients := make([]*goredis.Client, instances)
+		for i := range clients {
+			clients[i] = rawClient(b, srv)
+		}
+		runSpread(b, instances, func(i int) error {
+			c := clients[i]
+			for {
+				err := c.Watch(ctx, func(tx *goredis.Tx) error {
+					n, err := tx.Get(ctx, "bench:counter").Int()
+					if err != nil && err != goredis.Nil {
+						return err
+					}
+					_, err = tx.TxPipelined(ctx, func(p goredis.Pipeliner) error {
+						p.Set(ctx, "bench:counter", n+1, 0)
+						return nil
+					})
+					return err
+				}, "bench:counter")
+				if err != goredis.TxFailedErr {
+					return err
+				}
+			}
+		})
+	})
+	b.Run("Modify", func(b *testing.B) {
+		cs := make([]*contextd.Context[int], instances)
+		for i := range cs {
+			cs[i] = benchInstance[int](b, srv, "bench-modify")
+		}
+		inc := func(cur int, _ bool) (int, error) { return cur + 1, nil }
+		runSpread(b, instances, func(i int) error {
+			_, err := cs[i].Modify(ctx, "counter", inc)
+			return err
+		})
+	})
+}
+
+// runSpread runs b.N calls of op spread over n goroutines, one per
+// instance.
+func runSpread(b *testing.B, n int, op func(i int) error) {
+	b.Helper()
+	var next sync.Mutex
+	left := b.N
+	take := func() bool {
+		next.Lock()
+		defer next.Unlock()
+		left--
+		return left >= 0
+	}
+	b.ResetTimer()
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for take() {
+				if err := op(i); err != nil {
+					b.Error(err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+}
+
+// BenchmarkWriteBySize shows that a write's cost does not grow with the
+// context: UpdateContext of one key in contexts of 1k and 100k keys.
+func BenchmarkWriteBySize(b *testing.B) {
+	srv := benchServer(b)
+	ctx := context.Background()
+	for _, size := range []int{1000, 100000} {
+		b.Run(fmt.Sprintf("keys=%d", size), func(b *testing.B) {
+			name := fmt.Sprintf("bench-size-%d", size)
+			cx := benchInstance[benchValue](b, srv, name)
+			batch := make(map[string]benchValue, 5000)
+			for i := range size {
+				batch[fmt.Sprintf("key-%06d", i)] = benchValue{N: i, Name: "x"}
+				if len(batch) == 5000 || i == size-1 {
+					if err := cx.TransactionalUpdate(ctx, batch); err != nil {
+						b.Fatal(err)
+					}
+					clear(batch)
+				}
+			}
+			b.ResetTimer()
+			for i := 0; b.Loop(); i++ {
+				if err := cx.UpdateContext(ctx, "key-000001", benchValue{N: i, Name: "x"}); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
+
