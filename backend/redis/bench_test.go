@@ -291,4 +291,3 @@ func BenchmarkWriteBySize(b *testing.B) {
 		})
 	}
 }
-
