@@ -230,7 +230,8 @@ func (d *decoder) uvarint() uint64 {
 		return 0
 	}
 	v, n := binary.Uvarint(d.buf[d.off:])
-	if n <= 0 {
+	// Only the shortest encoding is accepted, so one event has one form.
+	if n <= 0 || n != varintLen(v) {
 		d.fail("bad varint")
 		return 0
 	}
@@ -245,4 +246,13 @@ func (d *decoder) bytes() []byte {
 		return nil
 	}
 	return d.take(int(n))
+}
+
+func varintLen(v uint64) int {
+	n := 1
+	for v >= 0x80 {
+		v >>= 7
+		n++
+	}
+	return n
 }

@@ -1,0 +1,259 @@
+package redistest
+
+import (
+	"context"
+	"net"
+	"sync"
+	"testing"
+	"time"
+)
+
+// Proxy is a TCP proxy on a free port of 127.0.0.1 that forwards every
+// connection it accepts to a target address, for tests that need network
+// faults Redis itself cannot produce: a connection that stays open but
+// carries nothing ([Proxy.Stall]), a reply that never arrives
+// ([Proxy.StallReplies]) and connections that break all at once
+// ([Proxy.Break]).
+//
+// Held bytes are not dropped: like TCP across a network partition that
+// heals, they are delivered in order after [Proxy.Resume], unless their
+// connection is closed first. Bytes already being written when Stall is
+// called may still arrive.
+//
+// A Proxy is safe for concurrent use. [StartProxy] closes it in t.Cleanup.
+type Proxy struct {
+	target string
+	ln     net.Listener
+	ctx    context.Context // cancelled by Close: ends dials to the target
+	cancel context.CancelFunc
+	wg     sync.WaitGroup // the accept loop and every connection's pumps
+
+	mu       sync.Mutex
+	closed   bool
+	accepted int
+	links    map[*link]struct{}
+	// held[d] is nil while direction d forwards, else a channel that
+	// Resume closes.
+	held [2]chan struct{}
+}
+
+// The directions of a proxied connection.
+const (
+	toTarget = 0 // client → target: commands
+	toClient = 1 // target → client: replies and messages
+)
+
+// link is one proxied connection: the client's side and the target's.
+type link struct {
+	client, target net.Conn
+	once           sync.Once
+	done           chan struct{} // closed by close
+}
+
+func (l *link) close() {
+	l.once.Do(func() {
+		close(l.done)
+		_ = l.client.Close()
+		_ = l.target.Close()
+	})
+}
+
+// proxyDialTimeout bounds a dial of the target.
+const proxyDialTimeout = 5 * time.Second
+
+// StartProxy starts a proxy to target ("host:port") and closes it in
+// t.Cleanup. The target is dialled anew for every accepted connection; if
+// that fails, the accepted connection is closed. It fails the test if no
+// port can be had; call it from the test's goroutine.
+func StartProxy(t testing.TB, target string) *Proxy {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatalf("redistest: starting a proxy to %s: %v", target, err)
+		return nil
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	p := &Proxy{target: target, ln: ln, ctx: ctx, cancel: cancel, links: make(map[*link]struct{})}
+	p.wg.Add(1)
+	go p.accept()
+	t.Cleanup(p.Close)
+	return p
+}
+
+// Addr returns the address clients dial, "127.0.0.1:port".
+func (p *Proxy) Addr() string { return p.ln.Addr().String() }
+
+// Target returns the address the proxy forwards to.
+func (p *Proxy) Target() string { return p.target }
+
+// Stall stops forwarding bytes in both directions on every current and
+// future connection, until Resume. Connections stay open and new ones are
+// still accepted, so clients see a peer that takes their bytes and never
+// answers.
+func (p *Proxy) Stall() { p.hold(toTarget, toClient) }
+
+// StallReplies stops forwarding bytes from the target to the clients only,
+// until Resume: commands still reach the target and run, but their replies
+// (and pub/sub messages) are held back.
+func (p *Proxy) StallReplies() { p.hold(toClient) }
+
+func (p *Proxy) hold(dirs ...int) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, d := range dirs {
+		if p.held[d] == nil {
+			p.held[d] = make(chan struct{})
+		}
+	}
+}
+
+// Resume forwards again in both directions, held bytes first.
+func (p *Proxy) Resume() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for d, ch := range p.held {
+		if ch != nil {
+			close(ch)
+			p.held[d] = nil
+		}
+	}
+}
+
+// Break closes every current connection on both sides, dropping the bytes
+// held for them; clients read EOF. The proxy goes on accepting, and a
+// stall stays in force for new connections.
+func (p *Proxy) Break() {
+	for _, l := range p.current() {
+		l.close()
+	}
+}
+
+// Accepted returns how many connections the proxy has accepted so far,
+// closed ones included: a test can await a client's reconnection by it.
+func (p *Proxy) Accepted() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.accepted
+}
+
+// Conns returns how many connections are open through the proxy.
+func (p *Proxy) Conns() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return len(p.links)
+}
+
+func (p *Proxy) current() []*link {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	ls := make([]*link, 0, len(p.links))
+	for l := range p.links {
+		ls = append(ls, l)
+	}
+	return ls
+}
+
+// Close stops accepting, closes every connection and waits for the
+// proxy's goroutines to end. It is idempotent; StartProxy calls it in
+// t.Cleanup.
+func (p *Proxy) Close() {
+	p.mu.Lock()
+	if p.closed {
+		p.mu.Unlock()
+		return
+	}
+	p.closed = true
+	p.mu.Unlock()
+	p.cancel()
+	_ = p.ln.Close()
+	p.Break()
+	p.wg.Wait()
+}
+
+func (p *Proxy) accept() {
+	defer p.wg.Done()
+	for {
+		c, err := p.ln.Accept()
+		if err != nil {
+			return // closed (a listener on loopback has no other failure worth retrying)
+		}
+		p.mu.Lock()
+		p.accepted++
+		p.mu.Unlock()
+		p.wg.Add(1)
+		go p.serve(c)
+	}
+}
+
+// serve connects one accepted client to the target and pumps bytes both
+// ways until either side closes or the proxy does.
+func (p *Proxy) serve(client net.Conn) {
+	defer p.wg.Done()
+	d := net.Dialer{Timeout: proxyDialTimeout}
+	target, err := d.DialContext(p.ctx, "tcp", p.target)
+	if err != nil {
+		_ = client.Close()
+		return
+	}
+	l := &link{client: client, target: target, done: make(chan struct{})}
+	p.mu.Lock()
+	if p.closed {
+		p.mu.Unlock()
+		l.close()
+		return
+	}
+	p.links[l] = struct{}{}
+	p.mu.Unlock()
+
+	other := make(chan struct{})
+	p.wg.Add(1)
+	go func() {
+		defer p.wg.Done()
+		defer close(other)
+		p.pump(l, toClient, client, target)
+	}()
+	p.pump(l, toTarget, target, client)
+	<-other
+	p.mu.Lock()
+	delete(p.links, l)
+	p.mu.Unlock()
+}
+
+// pump copies src to dst in direction dir, waiting while that direction is
+// held; when either side fails it closes the whole link.
+func (p *Proxy) pump(l *link, dir int, dst, src net.Conn) {
+	defer l.close()
+	buf := make([]byte, 32<<10)
+	for {
+		n, err := src.Read(buf)
+		if n > 0 {
+			if !p.pass(l, dir) {
+				return
+			}
+			if _, werr := dst.Write(buf[:n]); werr != nil {
+				return
+			}
+		}
+		if err != nil {
+			return
+		}
+	}
+}
+
+// pass waits until direction dir forwards; it reports false if the link
+// closed meanwhile.
+func (p *Proxy) pass(l *link, dir int) bool {
+	for {
+		p.mu.Lock()
+		held := p.held[dir]
+		p.mu.Unlock()
+		if held == nil {
+			return true
+		}
+		select {
+		case <-held:
+		case <-l.done:
+			return false
+		}
+	}
+}

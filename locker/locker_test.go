@@ -1,0 +1,193 @@
+package locker_test
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+
+	"github.com/contextd-go/contextd/locker"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+var errBusy = errors.New("busy")
+
+func busy(err error) bool { return errors.Is(err, errBusy) }
+
+// watcher is a ReleaseWatcher whose notifications the test sends.
+type watcher struct {
+	mu    sync.Mutex
+	ch    chan struct{}
+	armed int
+}
+
+func (w *watcher) WatchRelease(ctx context.Context, name string, keys ...string) (<-chan struct{}, func(), error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.armed++
+	w.ch = make(chan struct{}, 1)
+	return w.ch, func() {}, nil
+}
+
+func (w *watcher) release() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.ch != nil {
+		select {
+		case w.ch <- struct{}{}:
+		default:
+		}
+	}
+}
+
+func TestRetryFirstAttemptArmsNothing(t *testing.T) {
+	w := &watcher{}
+	err := locker.Retry(context.Background(), "c", []string{"k"}, locker.Policy{MaxRetries: 5, Watcher: w}, func(context.Context) error { return nil }, busy)
+	if err != nil || w.armed != 0 {
+		t.Fatalf("err %v, armed %d times; want nil, 0", err, w.armed)
+	}
+}
+
+func TestRetryExhausts(t *testing.T) {
+	var attempts int
+	err := locker.Retry(context.Background(), "c", []string{"k"}, locker.Policy{RetryDelay: time.Millisecond, MaxRetries: 3},
+		func(context.Context) error { attempts++; return errBusy }, busy)
+	if !errors.Is(err, errBusy) || attempts != 4 {
+		t.Fatalf("err %v after %d attempts; want the last error after 1+3", err, attempts)
+	}
+	attempts = 0
+	err = locker.Retry(context.Background(), "c", nil, locker.Policy{MaxRetries: 0},
+		func(context.Context) error { attempts++; return errBusy }, busy)
+	if !errors.Is(err, errBusy) || attempts != 1 {
+		t.Fatalf("MaxRetries 0: err %v after %d attempts; want one", err, attempts)
+	}
+}
+
+func TestRetryStopsOnOtherErrors(t *testing.T) {
+	other := errors.New("other")
+	var attempts int
+	err := locker.Retry(context.Background(), "c", nil, locker.Policy{RetryDelay: time.Millisecond, MaxRetries: 10},
+		func(context.Context) error {
+			attempts++
+			if attempts == 2 {
+				return other
+			}
+			return errBusy
+		}, busy)
+	if !errors.Is(err, other) || attempts != 2 {
+		t.Fatalf("err %v after %d attempts", err, attempts)
+	}
+}
+
+// A notification ends a pause at once and does not use up a retry.
+func TestRetryWokenByRelease(t *testing.T) {
+	w := &watcher{}
+	var attempts atomic.Int32
+	done := make(chan error, 1)
+	go func() {
+		done <- locker.Retry(context.Background(), "c", []string{"k"}, locker.Policy{RetryDelay: time.Hour, MaxRetries: 1, Watcher: w},
+			func(context.Context) error {
+				if attempts.Add(1) < 6 {
+					return errBusy
+				}
+				return nil
+			}, busy)
+	}()
+	// Attempts 1 and 2 happen before and right after arming; each release
+	// then allows one more, far more than MaxRetries.
+	for attempts.Load() < 6 {
+		w.release()
+		time.Sleep(time.Millisecond) // pacing the notifications, not synchronisation
+	}
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Retry slept its RetryDelay despite release notifications")
+	}
+}
+
+func TestRetryHonoursContext(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
+	defer cancel()
+	err := locker.Retry(ctx, "c", nil, locker.Policy{RetryDelay: time.Hour, MaxRetries: 5},
+		func(context.Context) error { return errBusy }, busy)
+	if !errors.Is(err, context.DeadlineExceeded) || !errors.Is(err, errBusy) {
+		t.Fatalf("err %v; want both the deadline and the last error", err)
+	}
+}
+
+// fakeLocker counts Extend calls and fails them on demand.
+type fakeLocker struct {
+	extends atomic.Int32
+	fail    atomic.Pointer[error]
+}
+
+func (f *fakeLocker) TryAcquire(context.Context, string, string, time.Duration) (locker.Lease, error) {
+	return locker.Lease{}, nil
+}
+func (f *fakeLocker) Release(context.Context, locker.Lease) error { return nil }
+func (f *fakeLocker) Extend(context.Context, locker.Lease, time.Duration) error {
+	f.extends.Add(1)
+	if p := f.fail.Load(); p != nil {
+		return *p
+	}
+	return nil
+}
+
+func TestKeepAliveRenewsAndReportsLoss(t *testing.T) {
+	f := &fakeLocker{}
+	lost := make(chan error, 1)
+	stop := locker.KeepAlive(f, locker.Lease{TTL: 30 * time.Millisecond}, func(err error) { lost <- err })
+	defer stop()
+	deadline := time.Now().Add(5 * time.Second)
+	for f.extends.Load() < 3 {
+		if time.Now().After(deadline) {
+			t.Fatal("KeepAlive did not renew")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	notHeld := locker.ErrNotHeld
+	f.fail.Store(&notHeld)
+	select {
+	case err := <-lost:
+		if !errors.Is(err, locker.ErrNotHeld) {
+			t.Fatalf("lost(%v), want ErrNotHeld", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("lost not called after renewal failed")
+	}
+	stop()
+	stop() // idempotent
+}
+
+func TestKeepAliveGivesUpWhenUnreachable(t *testing.T) {
+	f := &fakeLocker{}
+	down := errors.New("connection refused")
+	f.fail.Store(&down)
+	lost := make(chan error, 1)
+	start := time.Now()
+	stop := locker.KeepAlive(f, locker.Lease{TTL: 60 * time.Millisecond}, func(err error) { lost <- err })
+	defer stop()
+	select {
+	case err := <-lost:
+		if !errors.Is(err, down) {
+			t.Fatalf("lost(%v)", err)
+		}
+		if f.extends.Load() < 2 {
+			t.Errorf("gave up after %d attempts; transient failures should be retried", f.extends.Load())
+		}
+		if time.Since(start) > 5*time.Second {
+			t.Errorf("took %v to give up on a 60ms lease", time.Since(start))
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("lost not called while the backend stayed unreachable")
+	}
+}
