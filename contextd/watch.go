@@ -5,42 +5,54 @@ import (
 	"sync"
 )
 
-// watcher queues changes for one Watch channel. The cache pushes under its
-// lock and never blocks; a goroutine of the watcher forwards the queue to
-// the channel at the reader's pace.
+// watcher feeds one Watch channel. The cache hands it changes under the
+// cache lock and must never block, so changes go into the channel's buffer
+// directly; when the buffer is full they are dropped and the watcher's
+// goroutine delivers a Reset as soon as the reader makes room. That
+// goroutine owns closing the channel.
 type watcher[T any] struct {
-	out   chan Change[T]
-	limit int
+	out chan Change[T]
 
 	mu      sync.Mutex
-	queue   []Change[T]
-	overrun bool // changes were dropped: send a Reset before the queue
+	closed  bool
+	overrun bool   // changes were dropped: a Reset is owed
+	dropped uint64 // changes dropped so far
 	wake    chan struct{}
 }
 
-// push queues changes; if the queue would exceed its limit, everything queued
-// is replaced by one Reset, since the reader must re-read anyway.
+// push delivers changes without blocking, or drops them and owes a Reset.
 func (w *watcher[T]) push(changes []Change[T]) {
 	w.mu.Lock()
-	if len(w.queue)+len(changes) > w.limit {
-		w.queue = w.queue[:0]
-		w.overrun = true
-	} else {
-		w.queue = append(w.queue, changes...)
+	defer w.mu.Unlock()
+	if w.closed {
+		return
 	}
-	w.mu.Unlock()
-	w.signal()
+	for _, ch := range changes {
+		if !w.overrun {
+			select {
+			case w.out <- ch:
+				continue
+			default:
+				w.overrun = true
+				w.signal()
+			}
+		}
+		w.dropped++
+	}
 }
 
-// reset drops what is queued and sends a Reset next.
+// reset owes the reader a Reset: the whole copy was replaced.
 func (w *watcher[T]) reset() {
 	w.mu.Lock()
-	w.queue = w.queue[:0]
-	w.overrun = true
-	w.mu.Unlock()
-	w.signal()
+	defer w.mu.Unlock()
+	if !w.closed {
+		w.overrun = true
+		w.dropped++
+		w.signal()
+	}
 }
 
+// signal wakes the goroutine; callers hold mu.
 func (w *watcher[T]) signal() {
 	select {
 	case w.wake <- struct{}{}:
@@ -48,24 +60,14 @@ func (w *watcher[T]) signal() {
 	}
 }
 
-// take returns what is queued, a Reset first if changes were dropped.
-func (w *watcher[T]) take(buf []Change[T]) []Change[T] {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	buf = buf[:0]
-	if w.overrun {
-		buf = append(buf, Change[T]{Reset: true})
-		w.overrun = false
-	}
-	buf = append(buf, w.queue...)
-	w.queue = w.queue[:0]
-	return buf
-}
-
-// run forwards queued changes until ctx or the Context ends, then closes out.
+// run delivers owed Resets until ctx or the Context ends, then closes out.
 func (w *watcher[T]) run(ctx context.Context, done <-chan struct{}) {
-	defer close(w.out)
-	var batch []Change[T]
+	defer func() {
+		w.mu.Lock()
+		w.closed = true
+		close(w.out)
+		w.mu.Unlock()
+	}()
 	for {
 		select {
 		case <-ctx.Done():
@@ -74,14 +76,28 @@ func (w *watcher[T]) run(ctx context.Context, done <-chan struct{}) {
 			return
 		case <-w.wake:
 		}
-		batch = w.take(batch)
-		for _, ch := range batch {
+		// Send a Reset, then resume direct delivery; if more changes were
+		// dropped while the Reset waited for room, the reader may have
+		// re-read before them, so send another.
+		for {
+			w.mu.Lock()
+			seen := w.dropped
+			w.mu.Unlock()
 			select {
-			case w.out <- ch:
+			case w.out <- Change[T]{Reset: true}:
 			case <-ctx.Done():
 				return
 			case <-done:
 				return
+			}
+			w.mu.Lock()
+			caughtUp := w.dropped == seen
+			if caughtUp {
+				w.overrun = false
+			}
+			w.mu.Unlock()
+			if caughtUp {
+				break
 			}
 		}
 	}
@@ -90,14 +106,14 @@ func (w *watcher[T]) run(ctx context.Context, done <-chan struct{}) {
 // Watch returns a channel of the changes to the context from the moment of
 // the call, in revision order, both this instance's writes and others'.
 //
-// The channel is closed when ctx is done or the Context is closed. A reader
-// that falls more than Options.WatchBuffer changes behind does not hold the
-// Context up: the changes it missed are replaced by one Change with Reset
-// set, followed by fresh changes; a Reset is also sent when the instance had
-// to replace its whole copy. Watch on a closed Context returns a closed
-// channel.
+// The channel is closed when ctx is done or the Context is closed. It buffers
+// Options.WatchBuffer changes; a reader that falls further behind does not
+// hold the Context up: the changes it missed are replaced by one Change with
+// Reset set, followed by fresh changes. A Reset is also sent when the
+// instance had to replace its whole copy. Watch on a closed Context returns a
+// closed channel.
 func (c *Context[T]) Watch(ctx context.Context) <-chan Change[T] {
-	w := &watcher[T]{out: make(chan Change[T]), limit: c.opts.WatchBuffer, wake: make(chan struct{}, 1)}
+	w := &watcher[T]{out: make(chan Change[T], c.opts.WatchBuffer), wake: make(chan struct{}, 1)}
 	c.lifeMu.Lock()
 	defer c.lifeMu.Unlock()
 	if c.closed.Load() {

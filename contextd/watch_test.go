@@ -20,22 +20,36 @@ func TestWatchOverflowGivesReset(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	first := <-watch
-	if !first.Reset {
-		t.Fatalf("first change after an overflow = %+v, want a Reset", first)
+	// The buffered changes come first, in order, then one Reset for the
+	// changes that did not fit.
+	var last uint64
+	for ch := range watch {
+		if ch.Reset {
+			break
+		}
+		if ch.Revision != last+1 {
+			t.Fatalf("buffered change at revision %d after %d", ch.Revision, last)
+		}
+		last = ch.Revision
+	}
+	if last != 4 {
+		t.Fatalf("%d changes before the Reset, want the buffer's 4", last)
 	}
 	// After the Reset, fresh changes flow again.
 	if err := c.UpdateContext(ctx, "after", 1); err != nil {
 		t.Fatal(err)
 	}
+	// It arrives as a change, or is covered by another Reset after which a
+	// re-read shows it.
 	for ch := range watch {
-		if ch.Reset {
-			continue
-		}
 		if ch.Key == "after" {
-			break
+			return
+		}
+		if _, ok, _ := c.Get(ctx, "after"); ch.Reset && ok {
+			return
 		}
 	}
+	t.Fatal("watch closed before the change after the Reset")
 }
 
 func TestWatchEndsWithItsContext(t *testing.T) {

@@ -5,7 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"net"
+	"os"
+	"runtime"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -38,18 +42,28 @@ func faultCtx(t *testing.T) context.Context {
 	return ctx
 }
 
+// bugWait bounds the waits of the tests that show known bugs, for
+// conditions that hold within milliseconds when the code is right; it keeps
+// their failures from making the run slow.
+const bugWait = 3 * time.Second
+
 // eventually polls cond until it returns nil, and fails the test with its
 // last error after faultWait.
 func eventually(t testing.TB, what string, cond func() error) {
 	t.Helper()
-	deadline := time.Now().Add(faultWait)
+	eventuallyWithin(t, faultWait, what, cond)
+}
+
+func eventuallyWithin(t testing.TB, limit time.Duration, what string, cond func() error) {
+	t.Helper()
+	deadline := time.Now().Add(limit)
 	for {
 		err := cond()
 		if err == nil {
 			return
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting until %s: %v", faultWait, what, err)
+			t.Fatalf("timed out after %v waiting until %s: %v", limit, what, err)
 		}
 		time.Sleep(2 * time.Millisecond) // polling a condition, with a deadline
 	}
@@ -108,6 +122,28 @@ func proxiedBackend(t *testing.T, p *redistest.Proxy, ropts *redis.Options) *red
 	return b
 }
 
+// openedBackend returns a Backend made by redis.Open, so with the client
+// configuration the library itself chooses, that reaches its server
+// through p; ropts gives the other options (its Host and Port are set
+// here).
+func openedBackend(t *testing.T, p *redistest.Proxy, ropts redis.Options) *redis.Backend {
+	t.Helper()
+	host, port, err := net.SplitHostPort(p.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ropts.Host = host
+	if ropts.Port, err = strconv.Atoi(port); err != nil {
+		t.Fatal(err)
+	}
+	b, err := redis.Open(&ropts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = b.Close() })
+	return b
+}
+
 // storeState returns what a freshly initialized instance reads: the
 // store's entries and revision.
 func storeState[T any](t *testing.T, srv *redistest.Server, name string) (map[string]T, uint64) {
@@ -125,8 +161,13 @@ func storeState[T any](t *testing.T, srv *redistest.Server, name string) (map[st
 // the entries want.
 func waitConverged[T comparable](t *testing.T, want map[string]T, rev uint64, cs ...*contextd.Context[T]) {
 	t.Helper()
+	waitConvergedWithin(t, faultWait, want, rev, cs...)
+}
+
+func waitConvergedWithin[T comparable](t *testing.T, limit time.Duration, want map[string]T, rev uint64, cs ...*contextd.Context[T]) {
+	t.Helper()
 	for i, c := range cs {
-		eventually(t, fmt.Sprintf("instance %d converges to the store's revision %d", i, rev), func() error {
+		eventuallyWithin(t, limit, fmt.Sprintf("instance %d converges to the store's revision %d", i, rev), func() error {
 			r := c.Revision()
 			got, err := c.GetContext(context.Background())
 			if err != nil {
@@ -314,12 +355,34 @@ func startWriters(cs []*contextd.Context[int], led *ledger, stop <-chan struct{}
 // writing instances again and again (CLIENT KILL TYPE pubsub). Every kill
 // must be reported to each instance as a loss once it has resubscribed;
 // afterwards all converge to the store, which holds every acknowledged
-// write. The periodic check is off, so only the loss signals can heal.
+// write. The periodic check is off, so only the loss signals can heal. It
+// runs with every capability, without the change log (catch-ups load
+// snapshots) and with none (events published after the commit, locks
+// taken around each write).
 func TestFaultPubSubKilledWhileWriting(t *testing.T) {
 	t.Parallel()
+	for _, cfg := range []struct {
+		name string
+		opts redis.Options
+	}{
+		{"all", redis.Options{}},
+		{"no-change-log", redis.Options{DisableChangeLog: true}},
+		{"generic", redis.Options{DisableAtomicPublish: true, DisableLockAwareCommit: true, DisableChangeLog: true, DisableReleaseNotify: true}},
+	} {
+		t.Run(cfg.name, func(t *testing.T) {
+			t.Parallel()
+			testPubSubKilled(t, &cfg.opts)
+		})
+	}
+}
+
+func testPubSubKilled(t *testing.T, ropts *redis.Options) {
 	srv := redistest.Start(t, nil)
 	const name = "fault-pubsub-kill"
-	cs := instances[int](t, srv, name, 3, noResync, nil)
+	// Writers of the shared counter wait for each other's locks on the
+	// generic path: keep the pauses short.
+	opts := &contextd.Options{ResyncInterval: -1, RetryDelay: 2 * time.Millisecond, MaxRetries: 5000}
+	cs := instances[int](t, srv, name, 3, opts, ropts)
 	ctx := faultCtx(t)
 	led := newLedger()
 	stop := make(chan struct{})
@@ -457,7 +520,13 @@ func TestFaultRestartWithPersistence(t *testing.T) {
 	t.Parallel()
 	srv := redistest.Start(t, &redistest.Options{AppendOnly: true})
 	const name = "fault-restart-aof"
-	cs := instances[int](t, srv, name, 3, noResync, nil)
+	// The periodic check stays on here (and frequent): a catch-up that
+	// fails is retried only by it. Right after the restart, a client whose
+	// pool saw many failed dials during the outage keeps failing commands
+	// with the outage's dial error for up to a second (go-redis's dial
+	// circuit breaker), so the catch-up a resubscription triggers can fail;
+	// TestFaultFailedCatchUpRetried shows that alone it never heals.
+	cs := instances[int](t, srv, name, 3, &contextd.Options{ResyncInterval: 250 * time.Millisecond}, nil)
 	led := newLedger()
 	stop := make(chan struct{})
 	wait := startWriters(cs, led, stop, 2*time.Second)
@@ -485,6 +554,7 @@ func TestFaultRestartWithPersistence(t *testing.T) {
 		return nil
 	})
 
+	t.Logf("DEBUG restart at %s", time.Now().Format("15:04:05.000"))
 	srv.Restart(t)
 	acksAfter, _, _ := led.stats()
 	eventually(t, "writes succeed again after the restart", func() error {
@@ -500,13 +570,37 @@ func TestFaultRestartWithPersistence(t *testing.T) {
 	want, rev := storeState[int](t, srv, name)
 	led.check(t, want)
 	waitConverged(t, want, rev, cs...)
+	// The periodic check may heal an instance before its subscription is
+	// back (its reconnect backs off up to 2 s); the subscription must come
+	// back all the same, and say that it lost messages.
 	for i, c := range cs {
-		if s := c.Stats(); s.Losses == 0 {
-			t.Errorf("instance %d: no loss reported across the restart (stats %+v)", i, s)
-		}
+		eventually(t, fmt.Sprintf("instance %d reports a loss across the restart", i), func() error {
+			if s := c.Stats(); s.Losses == 0 {
+				return fmt.Errorf("stats %+v", s)
+			}
+			return nil
+		})
+	}
+	// Every client reads from the store again. This also lets go-redis's
+	// background redialer, which a pool starts after many failed dials and
+	// which sleeps a second between attempts, see the server and end
+	// before the test does (goleak checks after the last test).
+	for i, c := range cs {
+		eventually(t, fmt.Sprintf("instance %d reads from the store", i), func() error {
+			_, _, err := c.Get(context.Background(), counterKey, contextd.Fresh())
+			return err
+		})
 	}
 	acks, fails, _ := led.stats()
 	t.Logf("%d writes acknowledged, %d failed; store at revision %d", acks, fails, rev)
+	t.Cleanup(func() {
+		buf := make([]byte, 1<<22)
+		buf = buf[:runtime.Stack(buf, true)]
+		if strings.Contains(string(buf), "tryDial") {
+			os.WriteFile("/tmp/trydial.txt", buf, 0o644)
+			t.Logf("DEBUG tryDial present at %s", time.Now().Format("15:04:05.000"))
+		}
+	})
 }
 
 // TestFaultRestartWithoutPersistence restarts a redis-server that keeps no
@@ -983,7 +1077,10 @@ func testLockExpiry(t *testing.T, srv *redistest.Server, ropts *redis.Options, n
 		}
 	}
 
-	lockB, err := b.AcquireLock(ctx, contextd.LockOptions{Key: "k", LockTimeout: time.Minute, MaxRetries: -1})
+	// A few retries: Redis counts a TTL in whole milliseconds, so it may
+	// hold the key up to a millisecond past the moment the holder's timer
+	// closed Lost (the safe side).
+	lockB, err := b.AcquireLock(ctx, contextd.LockOptions{Key: "k", LockTimeout: time.Minute, RetryDelay: 5 * time.Millisecond, MaxRetries: 20})
 	if err != nil {
 		t.Fatalf("AcquireLock after the first holder's lease ran out: %v", err)
 	}
@@ -1043,14 +1140,21 @@ func testLockExpiry(t *testing.T, srv *redistest.Server, ropts *redis.Options, n
 // and then breaks the connection before the reply arrives (a proxy holds
 // the reply back, then closes the connection). Whatever Modify returns,
 // the increment may be applied at most once, and exactly once if Modify
-// reports success.
+// reports success. The Backend is made by redis.Open.
+//
+// KNOWN BUG (fails): go-redis retries a command whose connection broke
+// (MaxRetries, 3 by default, which Open keeps), so it runs the commit
+// script again on a new connection; the retry fails its condition, Modify
+// takes that for another writer's conflict, re-reads the value its own
+// first run wrote, and increments again: one acknowledged Modify, two
+// increments.
 func TestFaultLostCommitReplyAppliedOnce(t *testing.T) {
 	t.Parallel()
 	srv := redistest.Start(t, nil)
 	proxy := redistest.StartProxy(t, srv.Addr())
 	const name = "fault-lost-reply"
 	ctx := faultCtx(t)
-	c := openInstance[int](t, proxiedBackend(t, proxy, nil), name, noResync)
+	c := openInstance[int](t, openedBackend(t, proxy, redis.Options{}), name, noResync)
 	inc := func(cur int, _ bool) (int, error) { return cur + 1, nil }
 	if _, err := c.Modify(ctx, counterKey, inc); err != nil {
 		t.Fatal(err)
@@ -1089,5 +1193,397 @@ func TestFaultLostCommitReplyAppliedOnce(t *testing.T) {
 		t.Errorf("Modify failed (%v), but the counter went from 1 to %s", err, got)
 	default:
 		t.Logf("Modify returned %v; counter %s", err, got)
+	}
+}
+
+// TestFaultStalledServerHonoursDeadline stalls every connection of an
+// instance whose Backend is made by redis.Open (the server takes commands
+// and never answers): each call must give up when its ctx's deadline
+// passes, not when the client's read timeout does.
+//
+// KNOWN BUG (fails): Open and OpenURL leave go-redis's
+// ContextTimeoutEnabled off, so go-redis ignores ctx deadlines on socket
+// reads and every call blocks for the whole ReadTimeout (here 2 s; by
+// default 5 s) whatever its ctx says.
+func TestFaultStalledServerHonoursDeadline(t *testing.T) {
+	t.Parallel()
+	srv := redistest.Start(t, nil)
+	proxy := redistest.StartProxy(t, srv.Addr())
+	const name = "fault-stall-deadline"
+	ropts := redis.Options{ReadTimeout: 2 * time.Second, WriteTimeout: 2 * time.Second}
+	c := openInstance[int](t, openedBackend(t, proxy, ropts), name, noResync)
+	if err := c.UpdateContext(faultCtx(t), "a", 1); err != nil {
+		t.Fatal(err)
+	}
+
+	proxy.Stall()
+	defer proxy.Resume()
+	const deadline, slack = 300 * time.Millisecond, 700 * time.Millisecond
+	probes := []struct {
+		name string
+		op   func(ctx context.Context) error
+	}{
+		{"UpdateContext", func(ctx context.Context) error { return c.UpdateContext(ctx, "a", 2) }},
+		{"Modify", func(ctx context.Context) error {
+			_, err := c.Modify(ctx, "a", func(cur int, _ bool) (int, error) { return cur + 1, nil })
+			return err
+		}},
+		{"Get with Fresh", func(ctx context.Context) error {
+			_, _, err := c.Get(ctx, "a", contextd.Fresh())
+			return err
+		}},
+		{"Sync", c.Sync},
+		{"AcquireLock", func(ctx context.Context) error {
+			_, err := c.AcquireLock(ctx, contextd.LockOptions{Key: "a", MaxRetries: -1})
+			return err
+		}},
+	}
+	var wg sync.WaitGroup
+	errs := make([]error, len(probes))
+	took := make([]time.Duration, len(probes))
+	for i, p := range probes {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			ctx, cancel := context.WithTimeout(context.Background(), deadline)
+			defer cancel()
+			start := time.Now()
+			errs[i] = p.op(ctx)
+			took[i] = time.Since(start)
+		}()
+	}
+	wg.Wait()
+	for i, p := range probes {
+		if !errors.Is(errs[i], context.DeadlineExceeded) || took[i] > deadline+slack {
+			t.Errorf("%s with a %v deadline on a stalled server returned after %v: %v", p.name, deadline, took[i].Round(time.Millisecond), errs[i])
+		}
+	}
+}
+
+// TestFaultRestartWithoutPersistenceFencingTokens restarts a redis-server
+// that keeps no data while an instance holds a lock: a lock taken after
+// the restart must get a larger fencing token than every lock taken
+// before, as Lock.Token promises, or a system that fences by token would
+// refuse the new holder and accept the superseded one.
+//
+// KNOWN BUG (fails): the fencing counter lives in the context's meta hash
+// (HINCRBY meta fence 1 in acquireScript), which is lost with the data, so
+// tokens start again at 1.
+func TestFaultRestartWithoutPersistenceFencingTokens(t *testing.T) {
+	t.Parallel()
+	srv := redistest.Start(t, nil)
+	const name = "fault-restart-fence"
+	ctx := faultCtx(t)
+	cs := instances[string](t, srv, name, 2, noResync, nil)
+	var old *contextd.Lock
+	for range 3 {
+		if old != nil {
+			if err := old.Release(ctx); err != nil {
+				t.Fatal(err)
+			}
+		}
+		l, err := cs[0].AcquireLock(ctx, contextd.LockOptions{Key: "k", LockTimeout: time.Minute, MaxRetries: -1})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := cs[0].UpdateContext(ctx, "k", "old holder", contextd.WithLock(l)); err != nil {
+			t.Fatal(err)
+		}
+		old = l
+	}
+
+	srv.Kill()
+	srv.Restart(t)
+	var l *contextd.Lock
+	eventually(t, "the lock can be taken after the restart", func() error {
+		var err error
+		l, err = cs[1].AcquireLock(ctx, contextd.LockOptions{Key: "k", LockTimeout: time.Minute, MaxRetries: -1})
+		return err
+	})
+	if err := cs[0].UpdateContext(ctx, "k", "superseded holder", contextd.WithLock(old)); !errors.Is(err, contextd.ErrLockLost) {
+		t.Errorf("write of the holder whose lock was lost with the data = %v, want ErrLockLost", err)
+	}
+	if l.Token() <= old.Token() {
+		t.Errorf("fencing token %d after the restart is not above %d, issued before it", l.Token(), old.Token())
+	}
+}
+
+// TestFaultGarbageLogEntry has another program commit as contextd would
+// (revision, value and change-log entry) but with a log entry that does not
+// decode. The instances, which see a revision gap at the next event and
+// catch up from the log, must not stay stuck on it: a snapshot can always
+// tell them the store's state.
+//
+// KNOWN BUG (fails): ChangesSince returns the decode error as a plain
+// error, not ErrLogTruncated, and catchUp falls back to a snapshot only on
+// ErrLogTruncated; the periodic check retries the same log catch-up, so
+// the instances stay behind forever, with Lag() > 0.
+func TestFaultGarbageLogEntry(t *testing.T) {
+	t.Parallel()
+	srv := redistest.Start(t, nil)
+	const name = "fault-garbage-log"
+	ctx := faultCtx(t)
+	// The periodic check is on, and frequent: even it must not help.
+	cs := instances[int](t, srv, name, 2, &contextd.Options{ResyncInterval: 50 * time.Millisecond}, nil)
+	if err := cs[0].UpdateContext(ctx, "a", 1); err != nil {
+		t.Fatal(err)
+	}
+	tag := "{contextd:" + name + "}"
+	rev, err := srv.Do(ctx, "HINCRBY", tag+":meta", "rev", "1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := fmt.Sprint(rev)
+	for _, args := range [][]string{
+		{"HSET", tag + ":data", "x", "5"},
+		{"HSET", tag + ":revs", "x", r},
+		{"XADD", tag + ":log", "*", "r", r, "e", "not an event"},
+	} {
+		if _, err := srv.Do(ctx, args...); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := cs[1].UpdateContext(ctx, "a", 2); err != nil {
+		t.Fatal(err)
+	}
+	want, head := storeState[int](t, srv, name)
+	if !maps.Equal(want, map[string]int{"a": 2, "x": 5}) {
+		t.Fatalf("store holds %v", want)
+	}
+	waitConvergedWithin(t, bugWait, want, head, cs...)
+}
+
+// TestFaultForgedFutureEvent publishes a well-formed event of the context's
+// epoch with a revision far ahead of the store's. An instance may catch up
+// once, finding nothing missing; after that it must be back to normal: no
+// lag reported, and events applied one by one, not a snapshot per event.
+//
+// KNOWN BUG (fails): cache.classify records the forged revision in
+// lastEvent and known before anything is checked, and a catch-up that finds
+// the store at the instance's own revision resets neither. Lag() then
+// reports the forged distance for good, and every later genuine event,
+// being at or below lastEvent, looks like the store went back in time and
+// costs a full snapshot.
+func TestFaultForgedFutureEvent(t *testing.T) {
+	t.Parallel()
+	srv := redistest.Start(t, nil)
+	const name = "fault-forged-event"
+	ctx := faultCtx(t)
+	cs := instances[int](t, srv, name, 2, noResync, nil)
+	if err := cs[0].UpdateContext(ctx, "a", 1); err != nil {
+		t.Fatal(err)
+	}
+	want, rev := storeState[int](t, srv, name)
+	waitConverged(t, want, rev, cs...)
+	epoch, err := metaField(ctx, srv, name, "epoch")
+	if err != nil {
+		t.Fatal(err)
+	}
+	forged, err := backend.EncodeEvent(backend.Event{
+		Head:    backend.Head{Epoch: epoch, Revision: rev + 1<<40},
+		Origin:  "forger",
+		Changes: []backend.Change{{Key: "a", Value: []byte("666")}},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := srv.Do(ctx, "PUBLISH", backend.DefaultChannel(name), string(forged)); err != nil {
+		t.Fatal(err)
+	}
+	for i, c := range cs {
+		eventually(t, fmt.Sprintf("instance %d has handled the forged event", i), func() error {
+			if s := c.Stats(); s.Gaps == 0 {
+				return fmt.Errorf("stats %+v", s)
+			}
+			return nil
+		})
+	}
+	for j := range 10 {
+		if err := cs[j%2].UpdateContext(ctx, "a", j); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want, rev = storeState[int](t, srv, name)
+	waitConverged(t, want, rev, cs...)
+	for i, c := range cs {
+		if lag := c.Lag(); lag != 0 {
+			t.Errorf("instance %d is current (revision %d) but reports a lag of %d", i, c.Revision(), lag)
+		}
+		if s := c.Stats(); s.Snapshots > 2 {
+			t.Errorf("instance %d loaded %d snapshots for 10 ordinary writes after one forged event (stats %+v)", i, s.Snapshots, s)
+		}
+	}
+}
+
+// appBackend returns a Backend whose client logs in as the ACL user "app"
+// (password "secret"), through p if p is not nil.
+func appBackend(t *testing.T, srv *redistest.Server, p *redistest.Proxy) *redis.Backend {
+	t.Helper()
+	addr := srv.Addr()
+	if p != nil {
+		addr = p.Addr()
+	}
+	client := goredis.NewClient(&goredis.Options{Addr: addr, Username: "app", Password: "secret", ClientName: clientName(t) + "-app"})
+	b, err := redis.New(client, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = b.Close()
+		_ = client.Close()
+	})
+	return b
+}
+
+// aclDenied reports whether Redis's ACL LOG holds a command of user that
+// was refused, one of commands.
+func aclDenied(ctx context.Context, srv *redistest.Server, user string, commands ...string) bool {
+	v, err := srv.Do(ctx, "ACL", "LOG")
+	if err != nil {
+		return false
+	}
+	entries, _ := v.([]any)
+	for _, e := range entries {
+		fields, _ := e.([]any)
+		m := make(map[string]any, len(fields)/2)
+		for i := 0; i+1 < len(fields); i += 2 {
+			if k, ok := fields[i].(string); ok {
+				m[k] = fields[i+1]
+			}
+		}
+		if m["username"] == user && m["reason"] == "command" && slices.Contains(commands, fmt.Sprint(m["object"])) {
+			return true
+		}
+	}
+	return false
+}
+
+var appUser = &redistest.Options{Users: []redistest.User{{Name: "app", Password: "secret"}}}
+
+// setApp changes the ACL rules of the user "app".
+func setApp(ctx context.Context, t *testing.T, srv *redistest.Server, rules ...string) {
+	t.Helper()
+	if _, err := srv.Do(ctx, append([]string{"ACL", "SETUSER", "app"}, rules...)...); err != nil {
+		t.Fatalf("ACL SETUSER app %v: %v", rules, err)
+	}
+}
+
+// TestFaultFailedCatchUpRetried makes the catch-up that follows a reported
+// loss fail, then lets the store answer again, with no further writes. The
+// instance knows it is behind (its subscription said so), so it must try
+// again by itself and converge, even with the periodic check off.
+//
+// The instance is cut off by a proxy while another writes, and its user
+// may not run scripts when it comes back: this reproduces deterministically
+// what a restart does by chance (see TestFaultRestartWithPersistence), the
+// subscription reconnecting while the client's commands still fail.
+//
+// KNOWN BUG (check-off fails; check-on is the control and passes):
+// readLoop calls catchUp once per loss signal; catchUp records the failure
+// as staleness and leaves the retry to the periodic check. With
+// Options.ResyncInterval < 0 nothing ever retries, and with the default the
+// instance stays behind for up to 5 s though the store is back.
+func TestFaultFailedCatchUpRetried(t *testing.T) {
+	t.Parallel()
+	t.Run("check-off", func(t *testing.T) {
+		t.Parallel()
+		testFailedCatchUp(t, noResync)
+	})
+	// The control: the same fault heals when the periodic check is on.
+	t.Run("check-on", func(t *testing.T) {
+		t.Parallel()
+		testFailedCatchUp(t, &contextd.Options{ResyncInterval: 100 * time.Millisecond})
+	})
+}
+
+func testFailedCatchUp(t *testing.T, opts *contextd.Options) {
+	srv := redistest.Start(t, appUser)
+	proxy := redistest.StartProxy(t, srv.Addr())
+	const name = "fault-catchup-retry"
+	ctx := faultCtx(t)
+	a := openInstance[int](t, appBackend(t, srv, proxy), name, opts)
+	b := openInstance[int](t, newBackend(t, srv, nil), name, noResync)
+	if err := b.UpdateContext(ctx, "k", 1); err != nil {
+		t.Fatal(err)
+	}
+	want, rev := storeState[int](t, srv, name)
+	waitConverged(t, want, rev, a, b)
+
+	// Cut a off: its connections break, and new ones carry nothing.
+	proxy.Stall()
+	proxy.Break()
+	if err := b.UpdateContext(ctx, "k", 2); err != nil { // a misses it
+		t.Fatal(err)
+	}
+	setApp(ctx, t, srv, "-@scripting")
+	if _, err := srv.Do(ctx, "ACL", "LOG", "RESET"); err != nil {
+		t.Fatal(err)
+	}
+	proxy.Resume()
+	eventually(t, "a reports the loss once it has resubscribed", func() error {
+		if s := a.Stats(); s.Losses == 0 {
+			return fmt.Errorf("stats %+v", s)
+		}
+		return nil
+	})
+	// The catch-up that loss triggered could run no script, so failed;
+	// once Redis has refused it, the store answers again.
+	eventually(t, "the catch-up's script is refused", func() error {
+		if !aclDenied(ctx, srv, "app", "evalsha", "eval") {
+			return errors.New("no script refused yet")
+		}
+		return nil
+	})
+	setApp(ctx, t, srv, "+@all")
+	want, rev = storeState[int](t, srv, name)
+	waitConvergedWithin(t, bugWait, want, rev, a)
+}
+
+// TestFaultRefusedResubscribeRecovers takes the channel permission from an
+// instance's user, which disconnects its subscription and makes Redis
+// refuse the resubscription (NOPERM), then gives it back. The subscription
+// must keep trying, and report the loss, so that the instance converges.
+//
+// KNOWN BUG (fails): when the SUBSCRIBE that go-redis sends on its new
+// connection is refused, subscription.Next takes the error reply for a
+// broken connection and backs off; but the connection is fine, so go-redis
+// neither reconnects nor subscribes again. The subscription stays
+// unsubscribed for good, answering the watchdog's PINGs, and no loss is
+// ever reported: the instance never hears of another change.
+func TestFaultRefusedResubscribeRecovers(t *testing.T) {
+	t.Parallel()
+	srv := redistest.Start(t, appUser)
+	const name = "fault-resubscribe-refused"
+	ctx := faultCtx(t)
+	a := openInstance[int](t, appBackend(t, srv, nil), name, noResync)
+	b := openInstance[int](t, newBackend(t, srv, nil), name, noResync)
+	if err := b.UpdateContext(ctx, "k", 1); err != nil {
+		t.Fatal(err)
+	}
+	want, rev := storeState[int](t, srv, name)
+	waitConverged(t, want, rev, a, b)
+
+	setApp(ctx, t, srv, "resetchannels")
+	eventually(t, "a's resubscription is refused", func() error {
+		v, err := srv.Do(ctx, "CLIENT", "LIST", "TYPE", "normal")
+		if err != nil {
+			return err
+		}
+		list, _ := v.(string)
+		for _, line := range strings.Split(list, "\n") {
+			if strings.Contains(line, " name="+clientName(t)+"-app ") && strings.Contains(line, " cmd=subscribe ") {
+				return nil
+			}
+		}
+		return errors.New("no refused SUBSCRIBE yet")
+	})
+	setApp(ctx, t, srv, "allchannels")
+	if err := b.UpdateContext(ctx, "k", 2); err != nil {
+		t.Fatal(err)
+	}
+	want, rev = storeState[int](t, srv, name)
+	waitConvergedWithin(t, bugWait, want, rev, a)
+	if s := a.Stats(); s.Losses == 0 {
+		t.Errorf("the instance converged without a loss reported (stats %+v)", s)
 	}
 }
