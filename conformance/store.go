@@ -729,7 +729,10 @@ func testAtomicPublish(t *testing.T, h Harness) {
 	if !ok1 || !ok2 {
 		t.Fatalf("AtomicPublish is declared but the backend (%T) does not implement backend.AtomicPublisher", b1)
 	}
-	name, channel := uniqueName(t), uniqueName(t)
+	// The context's default channel: on Redis Cluster it must share the
+	// context's hash tag, and contextd uses it unless told otherwise.
+	name := uniqueName(t)
+	channel := backend.DefaultChannel(name)
 	sub := mustSubscribe(t, b3, channel)
 	ctx := t.Context()
 
