@@ -24,7 +24,7 @@ func (b *Backend) TryAcquire(ctx context.Context, name, key string, ttl time.Dur
 	}
 	k := keysOf(name)
 	token := randomHex(16)
-	fence, err := acquireScript.Run(ctx, b.client, []string{k.lock(key), k.meta}, token, ttl.Milliseconds()).Int64()
+	fence, err := b.run(ctx, acquireScript, []string{k.lock(key), k.meta}, token, ttl.Milliseconds()).Int64()
 	if errors.Is(err, goredis.Nil) {
 		return locker.Lease{}, fmt.Errorf("redis: %s: %w", op, locker.ErrNotAcquired)
 	}
@@ -60,7 +60,7 @@ func (b *Backend) Extend(ctx context.Context, l locker.Lease, ttl time.Duration)
 		return fmt.Errorf("redis: %s: ttl %v is below a millisecond", op, ttl)
 	}
 	k := keysOf(l.Name)
-	n, err := extendScript.Run(ctx, b.client, []string{k.lock(l.Key)}, l.Token, ttl.Milliseconds()).Int64()
+	n, err := b.run(ctx, extendScript, []string{k.lock(l.Key)}, l.Token, ttl.Milliseconds()).Int64()
 	if err != nil {
 		return wrap(op, err)
 	}

@@ -18,6 +18,7 @@ const (
 	DefaultChangeLogLength = 1000
 	DefaultPingInterval    = time.Second
 	DefaultStallTimeout    = 2 * time.Second
+	DefaultWaitTimeout     = time.Second
 )
 
 // Options configure a Backend. The zero value (or nil) means defaults; each
@@ -54,6 +55,18 @@ type Options struct {
 	PingInterval time.Duration
 	StallTimeout time.Duration
 
+	// WaitReplicas turns on the WAIT-for-replicas write mode: every commit,
+	// lock acquisition and extension waits until this many replicas have
+	// it, or fails with ErrNotReplicated after WaitTimeout. (A release is
+	// not waited for: if a failover loses it, the lock only lives on until
+	// its TTL.) Acknowledged writes then
+	// survive a failover to one of those replicas, at the cost of a
+	// replication round trip per write. Default: 0, off (asynchronous
+	// replication, as Redis does by default).
+	WaitReplicas int
+	// WaitTimeout bounds the wait of the WaitReplicas mode. Default: 1 s.
+	WaitTimeout time.Duration
+
 	// Switch capabilities off, to run the generic paths (tests, or a
 	// Redis-compatible server without Lua). Default: all on.
 	DisableAtomicPublish   bool
@@ -83,6 +96,9 @@ func (o *Options) resolved() Options {
 	if r.StallTimeout <= 0 {
 		r.StallTimeout = DefaultStallTimeout
 	}
+	if r.WaitTimeout <= 0 {
+		r.WaitTimeout = DefaultWaitTimeout
+	}
 	return r
 }
 
@@ -92,6 +108,9 @@ func (o Options) validate() error {
 	}
 	if o.DB < 0 {
 		return fmt.Errorf("redis: negative DB %d", o.DB)
+	}
+	if o.WaitReplicas < 0 {
+		return fmt.Errorf("redis: negative WaitReplicas %d", o.WaitReplicas)
 	}
 	return nil
 }
@@ -122,6 +141,9 @@ func Open(opts *Options) (*Backend, error) {
 // still apply; opts may be nil.
 func OpenURL(url string, opts *Options) (*Backend, error) {
 	o := opts.resolved()
+	if err := o.validate(); err != nil {
+		return nil, err
+	}
 	copts, err := goredis.ParseURL(url)
 	if err != nil {
 		return nil, fmt.Errorf("redis: %w", err)
@@ -146,5 +168,9 @@ func New(client goredis.UniversalClient, opts *Options) (*Backend, error) {
 	if client == nil {
 		return nil, errors.New("redis: New needs a client, got nil")
 	}
-	return newBackend(client, false, opts.resolved()), nil
+	o := opts.resolved()
+	if err := o.validate(); err != nil {
+		return nil, err
+	}
+	return newBackend(client, false, o), nil
 }

@@ -151,7 +151,7 @@ func (b *Backend) commit(ctx context.Context, name string, bt backend.Batch, cha
 	for _, l := range leases {
 		args = append(args, l.Key, l.Token)
 	}
-	res, err := commitScript.Run(ctx, b.client, redisKeys, args...).Slice()
+	res, err := b.run(ctx, commitScript, redisKeys, args...).Slice()
 	if err != nil {
 		return backend.Head{}, b.commitError(op, bt, leases, err)
 	}

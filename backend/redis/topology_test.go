@@ -2,8 +2,10 @@ package redis_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"maps"
+	"strings"
 	"testing"
 	"time"
 
@@ -166,5 +168,66 @@ func TestSentinelClient(t *testing.T) {
 	}
 	if err := l.Release(ctx); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestWaitForReplicas checks the WAIT-for-replicas mode: writes and locks
+// succeed when enough replicas acknowledge, and fail with ErrNotReplicated
+// (saying so) when not in time.
+func TestWaitForReplicas(t *testing.T) {
+	s := redistest.StartSentinel(t)
+	ctx := context.Background()
+	open := func(replicas int) (*contextd.Context[int], *redis.Backend) {
+		client := goredis.NewClient(&goredis.Options{Addr: s.Master().Addr()})
+		t.Cleanup(func() { _ = client.Close() })
+		b, err := redis.New(client, &redis.Options{WaitReplicas: replicas, WaitTimeout: 200 * time.Millisecond})
+		if err != nil {
+			t.Fatal(err)
+		}
+		cx, err := contextd.New[int](b, "wait", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := cx.Initialize(ctx); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = cx.Close() })
+		return cx, b
+	}
+	one, _ := open(1)
+	for i := range 5 {
+		if err := one.UpdateContext(ctx, "k", i); err != nil {
+			t.Fatalf("write acknowledged by the one replica: %v", err)
+		}
+	}
+	l, err := one.AcquireLock(ctx, contextd.LockOptions{Key: "k"})
+	if err != nil {
+		t.Fatalf("lock with one replica: %v", err)
+	}
+	if err := l.Extend(ctx, 0); err != nil {
+		t.Fatalf("extend with one replica: %v", err)
+	}
+	if err := l.Release(ctx); err != nil {
+		t.Fatal(err)
+	}
+	// The replica has what the master acknowledged.
+	if v, err := s.Replica().Do(ctx, "HGET", "{contextd:wait}:data", "k"); err != nil || v != "4" {
+		t.Fatalf("replica holds %v (%v), want the last acknowledged write", v, err)
+	}
+
+	two, _ := open(2)
+	start := time.Now()
+	err = two.UpdateContext(ctx, "k", 99)
+	if !errors.Is(err, redis.ErrNotReplicated) || !strings.Contains(err.Error(), "1 of 2 replicas") {
+		t.Fatalf("write wanting 2 replicas of 1 = %v, want ErrNotReplicated saying 1 of 2", err)
+	}
+	if waited := time.Since(start); waited < 150*time.Millisecond {
+		t.Errorf("gave up after %v, before the 200ms WaitTimeout", waited)
+	}
+	if _, err := two.AcquireLock(ctx, contextd.LockOptions{Key: "other", MaxRetries: -1}); !errors.Is(err, redis.ErrNotReplicated) {
+		t.Fatalf("lock wanting 2 replicas of 1 = %v, want ErrNotReplicated", err)
+	}
+	if _, err := redis.New(goredis.NewClient(&goredis.Options{}), &redis.Options{WaitReplicas: -1}); err == nil {
+		t.Error("negative WaitReplicas accepted")
 	}
 }

@@ -64,6 +64,31 @@ func StartSentinel(t testing.TB) *Sentinel {
 			replica.Addr(), master.Addr(), err, master.LogTail(15), replica.LogTail(15))
 	}
 
+	// A replica that reports its link up may still not acknowledge
+	// offsets for a while, and WAIT would time out: wait until a write
+	// made on the master is acknowledged.
+	err = poll(ctx, func(ctx context.Context) (bool, error) {
+		conn, err := master.Dial(ctx)
+		if err != nil {
+			return false, err
+		}
+		defer conn.Close()
+		if _, err := conn.Do(ctx, "SET", "redistest:replicated", "1"); err != nil {
+			return false, err
+		}
+		n, err := conn.Do(ctx, "WAIT", "1", "100")
+		if err != nil {
+			return false, err
+		}
+		if n != int64(1) {
+			return false, fmt.Errorf("WAIT 1 answered %v", n)
+		}
+		return true, nil
+	})
+	if err != nil {
+		t.Fatalf("redistest: replica %s does not acknowledge writes: %v", replica.Addr(), err)
+	}
+
 	sdir := t.TempDir()
 	sen := launchNew(t, bin, sdir, "", []string{"--sentinel"}, 0, func(port int, _ []int) string {
 		return strings.Join([]string{
