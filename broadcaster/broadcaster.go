@@ -7,6 +7,8 @@
 // point at which messages may have been dropped — a reconnect, a buffer
 // overflow, a stalled connection that had to be replaced. contextd reloads
 // its state on that signal, so a Broadcaster may be lossy, but never silently.
+// A Subscription that knows when it stops receiving says so at once
+// (Interrupted), so readers that must not serve stale state can stop.
 //
 // Implementations live in the backend packages (backend/memory,
 // backend/redis). This package never imports them.
@@ -61,7 +63,15 @@ type Message struct {
 	Payload []byte
 
 	// Loss reports that messages published before this point may not have
-	// been delivered (reconnect, overflow, stall). The receiver should
-	// reload whatever state the lost messages would have updated.
+	// been delivered (reconnect, overflow, stall), and that the
+	// subscription receives again. The receiver should reload whatever
+	// state the lost messages would have updated.
 	Loss bool
+
+	// Interrupted reports that the subscription has stopped receiving (its
+	// connection broke or stalled) and is trying to recover; a Message with
+	// Loss follows once it receives again. Until then the receiver's state
+	// may fall behind without further notice. A Subscription that cannot
+	// tell (an in-process one never is) need not send it.
+	Interrupted bool
 }

@@ -322,10 +322,29 @@ func mustPublish(t *testing.T, b broadcaster.Broadcaster, ch, payload string) {
 }
 
 // nextWithin calls sub.Next with a ctx that ends after waitLimit.
+//
+// An Interrupted notice is checked and passed over: the next delivery after
+// it must be a loss signal, since messages may have gone missing while the
+// subscription was not receiving.
 func nextWithin(ctx context.Context, sub broadcaster.Subscription) (broadcaster.Message, error) {
 	ctx, cancel := context.WithTimeout(ctx, waitLimit)
 	defer cancel()
-	return callNext(ctx, sub)
+	interrupted := false
+	for {
+		m, err := callNext(ctx, sub)
+		switch {
+		case err != nil:
+			return m, err
+		case m.Interrupted && (m.Loss || m.Payload != nil):
+			return m, fmt.Errorf("an Interrupted notice carries a loss signal or payload too")
+		case m.Interrupted:
+			interrupted = true
+		case interrupted && !m.Loss:
+			return m, fmt.Errorf("after an Interrupted notice came %s, want a loss signal first", fmtMessage(m))
+		default:
+			return m, nil
+		}
+	}
 }
 
 // callNext calls sub.Next(ctx) in a goroutine, so that a Next that ignores

@@ -64,8 +64,12 @@ type cache[T any] struct {
 	entries map[string]entry[T]
 	live    int // entries that are not tombstones
 
-	// stale is nil while the copy is believed current, else why not.
+	// stale is nil while the copy is believed current, else why not: the
+	// last catch-up failed, or is due.
 	stale error
+	// deaf is set while the subscription reports it is not receiving
+	// (Interrupted until the next Loss): catching up does not clear it.
+	deaf error
 
 	watchers []*watcher[T]
 }
@@ -219,11 +223,11 @@ func (c *cache[T]) applySnapshot(epoch string, rev, appliedBefore uint64, ents [
 	if epoch != c.epoch && c.adoptable() {
 		c.epoch = epoch
 	}
-	c.known = max(c.known, rev)
 	if epoch != c.epoch || rev < appliedBefore {
 		c.replace(epoch, rev, ents)
 		return
 	}
+	c.known = max(c.known, rev)
 	if rev <= c.applied {
 		return // events applied meanwhile already cover it
 	}
@@ -309,6 +313,21 @@ func (c *cache[T]) head() (string, uint64) {
 	return c.epoch, c.applied
 }
 
+// staleness returns why reads may be out of date, or nil. Callers hold mu.
+func (c *cache[T]) staleness() error {
+	if c.deaf != nil {
+		return c.deaf
+	}
+	return c.stale
+}
+
+// setDeaf records whether the subscription is receiving (nil: it is).
+func (c *cache[T]) setDeaf(err error) {
+	c.mu.Lock()
+	c.deaf = err
+	c.mu.Unlock()
+}
+
 // setStale records why the copy may be out of date (nil: it is current).
 func (c *cache[T]) setStale(err error) {
 	c.mu.Lock()
@@ -327,25 +346,31 @@ func (c *cache[T]) heard(rev uint64) {
 // values are decoded, so duplicates (such as the echo of this instance's own
 // commits) cost nothing. ordered says the subscription delivers in revision
 // order: then a revision at or below the last one means the store went back
-// in time.
+// in time. A gap advances nothing: the catch-up it causes finds out what the
+// store really holds, so one bogus revision cannot poison the bookkeeping.
 func (c *cache[T]) classify(epoch string, rev uint64, ordered bool) verdict {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if epoch != c.epoch && !c.adoptable() {
+	same := epoch == c.epoch
+	if !same && !c.adoptable() {
 		return resync
 	}
-	if ordered && epoch == c.epoch {
-		if rev <= c.lastEvent {
-			return resync
+	if ordered && same && rev <= c.lastEvent {
+		return resync
+	}
+	_, own := c.ahead[rev]
+	switch {
+	case own || same && rev <= c.applied:
+		if ordered && same {
+			c.lastEvent = rev
 		}
+		return duplicate
+	case same && rev != c.applied+1:
+		return gap
+	}
+	if ordered {
 		c.lastEvent = rev
 	}
 	c.known = max(c.known, rev)
-	if _, ok := c.ahead[rev]; ok || (epoch == c.epoch && rev <= c.applied) {
-		return duplicate
-	}
-	if epoch == c.epoch && rev != c.applied+1 {
-		return gap
-	}
 	return applied
 }

@@ -50,6 +50,8 @@ type Context[T any] struct {
 
 	// syncMu lets one catch-up run at a time.
 	syncMu sync.Mutex
+	// repair asks the maintenance goroutine to retry a failed catch-up.
+	repair chan struct{}
 
 	stats stats
 }
@@ -70,16 +72,17 @@ func New[T any](b backend.Backend, contextKey string, opts *Options) (*Context[T
 	}
 	id := randomID()
 	c := &Context[T]{
-		name:  contextKey,
-		id:    id,
-		opts:  o,
-		store: b,
-		lock:  b,
-		bcast: b,
-		caps:  backend.CapabilitiesOf(b),
-		cache: newCache[T](id),
-		done:  make(chan struct{}),
-		locks: make(map[*Lock]struct{}),
+		name:   contextKey,
+		id:     id,
+		opts:   o,
+		store:  b,
+		lock:   b,
+		bcast:  b,
+		caps:   backend.CapabilitiesOf(b),
+		cache:  newCache[T](id),
+		done:   make(chan struct{}),
+		repair: make(chan struct{}, 1),
+		locks:  make(map[*Lock]struct{}),
 	}
 	if c.caps.AtomicPublish {
 		c.atomicPub = b.(backend.AtomicPublisher)
@@ -151,13 +154,11 @@ func (c *Context[T]) Initialize(ctx context.Context) error {
 		defer c.wg.Done()
 		c.readLoop(run)
 	}()
-	if c.opts.ResyncInterval > 0 {
-		c.wg.Add(1)
-		go func() {
-			defer c.wg.Done()
-			c.checkLoop(run)
-		}()
-	}
+	c.wg.Add(1)
+	go func() {
+		defer c.wg.Done()
+		c.maintain(run)
+	}()
 	c.initialized.Store(true)
 	return nil
 }

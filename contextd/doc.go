@@ -62,8 +62,9 @@
 // # Concurrency and lifetime
 //
 // All methods are safe for concurrent use. After Initialize, a Context runs
-// one goroutine that reads its subscription and one that runs the periodic
-// check; each Watch adds one until its ctx ends. Close stops and waits for
+// one goroutine that reads its subscription and one that retries failed
+// catch-ups and runs the periodic check; each Watch adds one until its ctx
+// ends. Close stops and waits for
 // all of them, closes Watch channels, and releases the locks still held
 // through the Context; it never closes the backend, which belongs to whoever
 // created it.

@@ -48,7 +48,7 @@ type Options struct {
 	// ResyncInterval is how often the instance checks the store's revision
 	// and catches up if events went missing without a loss signal. Zero
 	// means DefaultResyncInterval (5 s); a negative value turns the check
-	// off.
+	// off. (A catch-up that failed is retried with backoff either way.)
 	ResyncInterval time.Duration
 
 	// EventValueLimit is how many bytes of values one change event

@@ -34,7 +34,7 @@ func (c *Context[T]) Get(ctx context.Context, key string, opts ...ReadOption) (T
 	}
 	c.cache.mu.RLock()
 	e, ok := c.cache.entries[key]
-	stale := c.cache.stale
+	stale := c.cache.staleness()
 	c.cache.mu.RUnlock()
 	if stale != nil && c.opts.FailClosed {
 		return zero, false, c.errorf("get %q", staleError(stale), key)
@@ -91,8 +91,8 @@ func (c *Context[T]) GetContext(ctx context.Context) (map[string]T, error) {
 	}
 	c.cache.mu.RLock()
 	defer c.cache.mu.RUnlock()
-	if c.cache.stale != nil && c.opts.FailClosed {
-		return nil, c.errorf("get context", staleError(c.cache.stale))
+	if stale := c.cache.staleness(); stale != nil && c.opts.FailClosed {
+		return nil, c.errorf("get context", staleError(stale))
 	}
 	out := make(map[string]T, c.cache.live)
 	var errs []error

@@ -10,7 +10,10 @@ import (
 	"github.com/contextd-go/contextd/broadcaster"
 )
 
-var errLoss = errors.New("subscription reported lost messages")
+var (
+	errLoss        = errors.New("subscription reported lost messages")
+	errInterrupted = errors.New("subscription interrupted: not receiving changes")
+)
 
 // readLoop applies the subscription's events until ctx ends. It is the one
 // goroutine that reads the subscription.
@@ -22,16 +25,22 @@ func (c *Context[T]) readLoop(ctx context.Context) {
 			if ctx.Err() != nil {
 				return
 			}
-			c.cache.setStale(err)
+			c.cache.setDeaf(err)
 			c.opts.Logger.Warn("contextd: subscription failed; subscribing again", "context", c.name, "error", err)
 			if sub = c.resubscribe(ctx, sub); sub == nil {
 				return
 			}
+			c.cache.setDeaf(nil)
 			c.catchUp(ctx, false)
+			continue
+		}
+		if msg.Interrupted {
+			c.cache.setDeaf(errInterrupted)
 			continue
 		}
 		if msg.Loss {
 			c.stats.losses.Add(1)
+			c.cache.setDeaf(nil)
 			c.cache.setStale(errLoss)
 			c.catchUp(ctx, false)
 			continue
@@ -64,7 +73,7 @@ func (c *Context[T]) resubscribe(ctx context.Context, old broadcaster.Subscripti
 			c.sub = sub
 			return sub
 		}
-		c.cache.setStale(err)
+		c.cache.setDeaf(err)
 		select {
 		case <-ctx.Done():
 			return nil
@@ -150,16 +159,27 @@ func (c *Context[T]) catchUp(ctx context.Context, snapshot bool) error {
 		if err != nil {
 			c.cache.setStale(err)
 			c.opts.Logger.Warn("contextd: catching up from the change log failed", "context", c.name, "error", err)
+			c.requestRepair()
 			return err
 		}
 	}
 	if err := c.load(ctx, before); err != nil {
 		c.cache.setStale(err)
 		c.opts.Logger.Warn("contextd: loading a snapshot failed", "context", c.name, "error", err)
+		c.requestRepair()
 		return err
 	}
 	c.cache.setStale(nil)
 	return nil
+}
+
+// requestRepair asks the maintenance goroutine to retry catching up, with
+// backoff, until it succeeds.
+func (c *Context[T]) requestRepair() {
+	select {
+	case c.repair <- struct{}{}:
+	default:
+	}
 }
 
 // catchUpFromLog applies the logged events after revision before. It
@@ -167,8 +187,8 @@ func (c *Context[T]) catchUp(ctx context.Context, snapshot bool) error {
 // means the log cannot help and a snapshot is needed.
 func (c *Context[T]) catchUpFromLog(ctx context.Context, epoch string, before uint64) (bool, error) {
 	evs, err := c.changeLog.ChangesSince(ctx, c.name, epoch, before)
-	if errors.Is(err, backend.ErrLogTruncated) {
-		return false, nil
+	if errors.Is(err, backend.ErrLogTruncated) || errors.Is(err, backend.ErrInvalidEvent) {
+		return false, nil // a snapshot still works
 	}
 	if err != nil {
 		return false, err
@@ -205,21 +225,40 @@ func (c *Context[T]) load(ctx context.Context, before uint64) error {
 	return nil
 }
 
-// checkLoop compares the copy with the store every ResyncInterval, to catch
-// losses no signal reported (an event never published because its writer
-// died between commit and publish), a store that went back in time or lost
-// its data, and to retry after failures.
-func (c *Context[T]) checkLoop(ctx context.Context) {
-	ticker := time.NewTicker(c.opts.ResyncInterval)
-	defer ticker.Stop()
+// maintain repairs the copy after failed catch-ups, retrying with backoff
+// until one succeeds, and, every ResyncInterval (unless turned off),
+// compares the copy with the store, to catch losses no signal reported (an
+// event never published because its writer died between commit and
+// publish), a store that went back in time or lost its data.
+func (c *Context[T]) maintain(ctx context.Context) {
+	var tick <-chan time.Time
+	if c.opts.ResyncInterval > 0 {
+		ticker := time.NewTicker(c.opts.ResyncInterval)
+		defer ticker.Stop()
+		tick = ticker.C
+	}
+	const firstBackoff, maxBackoff = 50 * time.Millisecond, 5 * time.Second
+	backoff := firstBackoff
+	var retry <-chan time.Time
 	var behindAt uint64 // store revision seen ahead of the copy last time
 	for {
 		select {
 		case <-ctx.Done():
 			return
-		case <-ticker.C:
+		case <-tick:
+			behindAt = c.check(ctx, behindAt)
+		case <-c.repair:
+			if retry == nil {
+				retry = time.After(backoff)
+			}
+		case <-retry:
+			retry = nil
+			if c.catchUp(ctx, false) == nil {
+				backoff = firstBackoff
+			} else {
+				backoff = min(2*backoff, maxBackoff) // catchUp asked again
+			}
 		}
-		behindAt = c.check(ctx, behindAt)
 	}
 }
 

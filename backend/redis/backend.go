@@ -1,6 +1,7 @@
 package redis
 
 import (
+	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
@@ -8,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"sync/atomic"
+	"time"
 
 	goredis "github.com/redis/go-redis/v9"
 
@@ -135,10 +137,20 @@ func parseScriptError(err error) (scriptError, bool) {
 }
 
 // wrap adds the operation to a backend error, keeping the go-redis error
-// reachable.
-func wrap(op string, err error) error {
+// reachable. A network error caused by ctx's deadline or cancellation also
+// matches ctx.Err(), which go-redis reports as a plain i/o timeout.
+func wrap(ctx context.Context, op string, err error) error {
 	if errors.Is(err, goredis.ErrClosed) {
 		return fmt.Errorf("redis: %s: %w: %w", op, broadcaster.ErrClosed, err)
+	}
+	cerr := ctx.Err()
+	if d, ok := ctx.Deadline(); cerr == nil && ok && isTimeout(err) && !time.Now().Before(d) {
+		// The socket deadline, set from ctx's, fired a moment before
+		// ctx's own timer.
+		cerr = context.DeadlineExceeded
+	}
+	if cerr != nil && !errors.Is(err, cerr) {
+		return fmt.Errorf("redis: %s: %w: %w", op, cerr, err)
 	}
 	return fmt.Errorf("redis: %s: %w", op, err)
 }

@@ -22,7 +22,7 @@ func (b *Backend) Publish(ctx context.Context, channel string, payload []byte) e
 		err = b.client.Publish(ctx, channel, payload).Err()
 	}
 	if err != nil {
-		return wrap(fmt.Sprintf("publish on %q", channel), err)
+		return wrap(ctx, fmt.Sprintf("publish on %q", channel), err)
 	}
 	return nil
 }
@@ -32,7 +32,7 @@ func (b *Backend) Publish(ctx context.Context, channel string, payload []byte) e
 func (b *Backend) Subscribe(ctx context.Context, channel string) (broadcaster.Subscription, error) {
 	ps, err := b.subscribeConfirmed(ctx, channel)
 	if err != nil {
-		return nil, wrap(fmt.Sprintf("subscribe to %q", channel), err)
+		return nil, wrap(ctx, fmt.Sprintf("subscribe to %q", channel), err)
 	}
 	return &subscription{b: b, channel: channel, ps: ps, closing: make(chan struct{}), lastTraffic: time.Now()}, nil
 }
@@ -82,9 +82,12 @@ type subscription struct {
 	closing chan struct{}
 
 	// Read only by Next, which is called from one goroutine at a time.
-	lossPending bool
-	pingSent    time.Time // zero when no ping is outstanding
-	lastTraffic time.Time
+	interrupted      bool // receiving stopped; a Loss is owed once it resumes
+	interruptPending bool // the reader has not been told yet
+	lossPending      bool
+	needReplace      bool      // start over on a new connection
+	pingSent         time.Time // zero when no ping is outstanding
+	lastTraffic      time.Time
 }
 
 // pollInterval bounds how long one Receive blocks, so Next notices ctx
@@ -100,8 +103,24 @@ func (s *subscription) current() (*goredis.PubSub, error) {
 	return s.ps, nil
 }
 
-// Next returns the next message. Reconnects, stalls and slot migrations are
-// handled here and reported as a Message with Loss set.
+// interrupt notes that receiving stopped, to be told once.
+func (s *subscription) interrupt() {
+	if !s.interrupted {
+		s.interrupted = true
+		s.interruptPending = true
+	}
+}
+
+// resumed notes that receiving works again, which may have lost messages.
+func (s *subscription) resumed() {
+	s.interrupted = false
+	s.interruptPending = false
+	s.lossPending = true
+}
+
+// Next returns the next message. Reconnects, stalls, refusals and slot
+// migrations are handled here: reported at once as Interrupted, and as a
+// Loss when messages flow again.
 func (s *subscription) Next(ctx context.Context) (broadcaster.Message, error) {
 	backoff := 50 * time.Millisecond
 	for {
@@ -114,9 +133,17 @@ func (s *subscription) Next(ctx context.Context) (broadcaster.Message, error) {
 			return broadcaster.Message{}, ctx.Err()
 		default:
 		}
-		if s.lossPending {
+		switch {
+		case s.interruptPending:
+			s.interruptPending = false
+			return broadcaster.Message{Interrupted: true}, nil
+		case s.lossPending:
 			s.lossPending = false
 			return broadcaster.Message{Loss: true}, nil
+		case s.needReplace:
+			s.needReplace = false
+			s.replace(ctx, ps)
+			continue
 		}
 		msg, err := ps.ReceiveTimeout(ctx, pollInterval)
 		if err != nil {
@@ -126,17 +153,29 @@ func (s *subscription) Next(ctx context.Context) (broadcaster.Message, error) {
 			if ctx.Err() != nil {
 				return broadcaster.Message{}, ctx.Err()
 			}
-			if isTimeout(err) {
-				s.watchdog(ctx, ps)
-				continue
+			var refused goredis.Error
+			switch {
+			case isTimeout(err):
+				if s.stalled(ctx, ps) {
+					s.interrupt()
+					s.needReplace = true
+				}
+			case errors.As(err, &refused):
+				// Redis refused something on this connection (say, a
+				// resubscription the ACL no longer allows); go-redis
+				// would stay connected but deaf: start over.
+				s.interrupt()
+				s.needReplace = true
+			default:
+				// The connection broke; go-redis dials again and
+				// resubscribes on the next call, and the confirmation
+				// ends the interruption. Meanwhile the server may be
+				// down: back off.
+				s.interrupt()
+				if s.sleep(ctx, backoff) {
+					backoff = min(2*backoff, 2*time.Second)
+				}
 			}
-			// The connection broke; go-redis dials again and resubscribes
-			// on the next call, and its confirmation reports the loss.
-			// Meanwhile the server may be down: back off.
-			if !s.sleep(ctx, backoff) {
-				continue
-			}
-			backoff = min(2*backoff, 2*time.Second)
 			continue
 		}
 		backoff = 50 * time.Millisecond
@@ -150,40 +189,40 @@ func (s *subscription) Next(ctx context.Context) (broadcaster.Message, error) {
 			case "subscribe", "ssubscribe":
 				// A confirmation after the first one means go-redis
 				// reconnected: whatever was published meanwhile is lost.
-				s.lossPending = true
+				s.resumed()
 			case "sunsubscribe", "unsubscribe":
 				// A slot moved to another shard (or someone unsubscribed
 				// us); go-redis does not follow, so subscribe anew.
-				s.replace(ctx, ps)
+				s.interrupt()
+				s.needReplace = true
 			}
 		case *goredis.Pong:
 		}
 	}
 }
 
-// watchdog pings an idle connection and replaces it when the ping goes
-// unanswered: go-redis's own health check never waits for a PONG, so a
-// connection that accepts bytes but forwards nothing would go unnoticed.
-func (s *subscription) watchdog(ctx context.Context, ps *goredis.PubSub) {
+// stalled runs the watchdog on an idle connection: it pings, and reports a
+// stall when the ping goes unanswered for StallTimeout. go-redis's own
+// health check never waits for a PONG, so a connection that accepts bytes
+// but forwards nothing would go unnoticed.
+func (s *subscription) stalled(ctx context.Context, ps *goredis.PubSub) bool {
 	now := time.Now()
 	switch {
 	case !s.pingSent.IsZero() && now.Sub(s.pingSent) >= s.b.opts.StallTimeout:
-		s.replace(ctx, ps)
+		return true
 	case s.pingSent.IsZero() && now.Sub(s.lastTraffic) >= s.b.opts.PingInterval:
 		s.pingSent = now
-		if err := ps.Ping(ctx); err != nil {
-			// The next Receive will meet the broken connection.
-			return
-		}
+		// An error here shows on the next Receive.
+		_ = ps.Ping(ctx)
 	}
+	return false
 }
 
 // replace closes the pub/sub connection and subscribes on a new one,
-// retrying until it succeeds, ctx ends or the subscription is closed; then
-// it reports a loss.
+// retrying with backoff until it succeeds, ctx ends or the subscription is
+// closed; on success it owes the reader a Loss.
 func (s *subscription) replace(ctx context.Context, old *goredis.PubSub) {
 	_ = old.Close()
-	s.lossPending = true
 	s.pingSent = time.Time{}
 	s.lastTraffic = time.Now()
 	backoff := 50 * time.Millisecond
@@ -191,16 +230,17 @@ func (s *subscription) replace(ctx context.Context, old *goredis.PubSub) {
 		ps, err := s.b.subscribeConfirmed(ctx, s.channel)
 		if err == nil {
 			s.mu.Lock()
+			defer s.mu.Unlock()
 			if s.closed {
-				s.mu.Unlock()
 				_ = ps.Close()
 				return
 			}
 			s.ps = ps
-			s.mu.Unlock()
+			s.resumed()
 			return
 		}
 		if !s.sleep(ctx, backoff) {
+			s.needReplace = true // ctx ended first: try again next time
 			return
 		}
 		backoff = min(2*backoff, 2*time.Second)

@@ -19,7 +19,7 @@ func (b *Backend) ChangesSince(ctx context.Context, name, epoch string, after ui
 	k := keysOf(name)
 	res, err := changesScript.Run(ctx, b.client, []string{k.meta, k.log}, after, b.opts.ChangeLogLength).Slice()
 	if err != nil {
-		return nil, wrap(op, err)
+		return nil, wrap(ctx, op, err)
 	}
 	if len(res) != 3 {
 		return nil, fmt.Errorf("redis: %s: script returned %d elements", op, len(res))
@@ -43,9 +43,12 @@ func (b *Backend) ChangesSince(ctx context.Context, name, epoch string, after ui
 	}
 	events := make([]backend.Event, len(entries))
 	for i, raw := range entries {
+		// An entry that does not parse (another program wrote to the
+		// stream) makes the log useless for this catch-up: a snapshot
+		// still works.
 		rev, payload, err := parseLogEntry(raw)
 		if err != nil {
-			return nil, fmt.Errorf("redis: %s: %w", op, err)
+			return nil, fmt.Errorf("redis: %s: %w: %w", op, backend.ErrLogTruncated, err)
 		}
 		// XREVRANGE gives newest first: entry i is revision head-i.
 		if rev != head-uint64(i) {
@@ -53,7 +56,7 @@ func (b *Backend) ChangesSince(ctx context.Context, name, epoch string, after ui
 		}
 		ev, err := backend.DecodeEvent([]byte(payload))
 		if err != nil {
-			return nil, fmt.Errorf("redis: %s: revision %d: %w", op, rev, err)
+			return nil, fmt.Errorf("redis: %s: revision %d: %w: %w", op, rev, backend.ErrLogTruncated, err)
 		}
 		if ev.Epoch != epoch || ev.Revision != rev {
 			return nil, fmt.Errorf("redis: %s: logged event %s/%d under revision %d: %w", op, ev.Epoch, ev.Revision, rev, backend.ErrLogTruncated)

@@ -42,9 +42,9 @@ func faultCtx(t *testing.T) context.Context {
 	return ctx
 }
 
-// bugWait bounds the waits of the tests that show known bugs, for
-// conditions that hold within milliseconds when the code is right; it keeps
-// their failures from making the run slow.
+// bugWait bounds the waits of the regression tests, for conditions that
+// hold within milliseconds when the code is right; it keeps a regression
+// from making the run slow.
 const bugWait = 3 * time.Second
 
 // eventually polls cond until it returns nil, and fails the test with its
@@ -1150,12 +1150,11 @@ func testLockExpiry(t *testing.T, srv *redistest.Server, ropts *redis.Options, n
 // the increment may be applied at most once, and exactly once if Modify
 // reports success. The Backend is made by redis.Open.
 //
-// KNOWN BUG (fails): go-redis retries a command whose connection broke
-// (MaxRetries, 3 by default, which Open keeps), so it runs the commit
-// script again on a new connection; the retry fails its condition, Modify
-// takes that for another writer's conflict, re-reads the value its own
-// first run wrote, and increments again: one acknowledged Modify, two
-// increments.
+// Regression: go-redis used to retry a command whose connection broke
+// (MaxRetries, 3 by default), running the commit script again; the retry
+// failed its condition, Modify took that for another writer's conflict and
+// incremented again. Open now turns retries off, and the script recognises
+// an immediate resend of the same commit.
 func TestFaultLostCommitReplyAppliedOnce(t *testing.T) {
 	t.Parallel()
 	srv := redistest.Start(t, nil)
@@ -1209,10 +1208,10 @@ func TestFaultLostCommitReplyAppliedOnce(t *testing.T) {
 // and never answers): each call must give up when its ctx's deadline
 // passes, not when the client's read timeout does.
 //
-// KNOWN BUG (fails): Open and OpenURL leave go-redis's
-// ContextTimeoutEnabled off, so go-redis ignores ctx deadlines on socket
-// reads and every call blocks for the whole ReadTimeout (here 2 s; by
-// default 5 s) whatever its ctx says.
+// Regression: Open and OpenURL used to leave go-redis's
+// ContextTimeoutEnabled off, so every call blocked for the whole
+// ReadTimeout whatever its ctx said; and a socket timeout caused by the
+// ctx deadline must match context.DeadlineExceeded.
 func TestFaultStalledServerHonoursDeadline(t *testing.T) {
 	t.Parallel()
 	srv := redistest.Start(t, nil)
@@ -1274,9 +1273,9 @@ func TestFaultStalledServerHonoursDeadline(t *testing.T) {
 // before, as Lock.Token promises, or a system that fences by token would
 // refuse the new holder and accept the superseded one.
 //
-// KNOWN BUG (fails): the fencing counter lives in the context's meta hash
-// (HINCRBY meta fence 1 in acquireScript), which is lost with the data, so
-// tokens start again at 1.
+// Regression: the fencing counter lives in the context's meta hash, which
+// is lost with the data, and used to start again at 1; a missing counter
+// now starts from the server's clock in microseconds.
 func TestFaultRestartWithoutPersistenceFencingTokens(t *testing.T) {
 	t.Parallel()
 	srv := redistest.Start(t, nil)
@@ -1322,10 +1321,9 @@ func TestFaultRestartWithoutPersistenceFencingTokens(t *testing.T) {
 // catch up from the log, must not stay stuck on it: a snapshot can always
 // tell them the store's state.
 //
-// KNOWN BUG (fails): ChangesSince returns the decode error as a plain
-// error, not ErrLogTruncated, and catchUp falls back to a snapshot only on
-// ErrLogTruncated; the periodic check retries the same log catch-up, so
-// the instances stay behind forever, with Lag() > 0.
+// Regression: ChangesSince used to return a log entry's decode error as a
+// plain error, so catchUp never fell back to a snapshot and the instances
+// stayed behind for good.
 func TestFaultGarbageLogEntry(t *testing.T) {
 	t.Parallel()
 	srv := redistest.Start(t, nil)
@@ -1366,12 +1364,9 @@ func TestFaultGarbageLogEntry(t *testing.T) {
 // once, finding nothing missing; after that it must be back to normal: no
 // lag reported, and events applied one by one, not a snapshot per event.
 //
-// KNOWN BUG (fails): cache.classify records the forged revision in
-// lastEvent and known before anything is checked, and a catch-up that finds
-// the store at the instance's own revision resets neither. Lag() then
-// reports the forged distance for good, and every later genuine event,
-// being at or below lastEvent, looks like the store went back in time and
-// costs a full snapshot.
+// Regression: cache.classify used to record a gap's revision in lastEvent
+// and known before the catch-up checked it, so one forged revision made
+// Lag() wrong for good and every later genuine event cost a snapshot.
 func TestFaultForgedFutureEvent(t *testing.T) {
 	t.Parallel()
 	srv := redistest.Start(t, nil)
@@ -1477,11 +1472,10 @@ func setApp(ctx context.Context, t *testing.T, srv *redistest.Server, rules ...s
 // what a restart does by chance (see TestFaultRestartWithPersistence), the
 // subscription reconnecting while the client's commands still fail.
 //
-// KNOWN BUG (check-off fails; check-on is the control and passes):
-// readLoop calls catchUp once per loss signal; catchUp records the failure
-// as staleness and leaves the retry to the periodic check. With
-// Options.ResyncInterval < 0 nothing ever retries, and with the default the
-// instance stays behind for up to 5 s though the store is back.
+// Regression: a failed catch-up used to be retried only by the periodic
+// check, so with Options.ResyncInterval < 0 nothing retried it, and with
+// the default the instance stayed behind for up to 5 s. Failed catch-ups
+// are now retried with backoff either way (check-on is the control).
 func TestFaultFailedCatchUpRetried(t *testing.T) {
 	t.Parallel()
 	t.Run("check-off", func(t *testing.T) {
@@ -1543,12 +1537,10 @@ func testFailedCatchUp(t *testing.T, opts *contextd.Options) {
 // refuse the resubscription (NOPERM), then gives it back. The subscription
 // must keep trying, and report the loss, so that the instance converges.
 //
-// KNOWN BUG (fails): when the SUBSCRIBE that go-redis sends on its new
-// connection is refused, subscription.Next takes the error reply for a
-// broken connection and backs off; but the connection is fine, so go-redis
-// neither reconnects nor subscribes again. The subscription stays
-// unsubscribed for good, answering the watchdog's PINGs, and no loss is
-// ever reported: the instance never hears of another change.
+// Regression: when the SUBSCRIBE that go-redis sends on its new connection
+// was refused, subscription.Next took the error reply for a broken
+// connection and backed off, and the subscription stayed unsubscribed for
+// good. It now starts over on a new connection.
 func TestFaultRefusedResubscribeRecovers(t *testing.T) {
 	t.Parallel()
 	srv := redistest.Start(t, appUser)

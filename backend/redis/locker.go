@@ -29,7 +29,7 @@ func (b *Backend) TryAcquire(ctx context.Context, name, key string, ttl time.Dur
 		return locker.Lease{}, fmt.Errorf("redis: %s: %w", op, locker.ErrNotAcquired)
 	}
 	if err != nil {
-		return locker.Lease{}, wrap(op, err)
+		return locker.Lease{}, wrap(ctx, op, err)
 	}
 	return locker.Lease{Name: name, Key: key, Token: token, Fence: uint64(fence), TTL: ttl}, nil
 }
@@ -45,7 +45,7 @@ func (b *Backend) Release(ctx context.Context, l locker.Lease) error {
 	}
 	n, err := releaseScript.Run(ctx, b.client, []string{k.lock(l.Key)}, l.Token, channel, flag(b.sharded), l.Key).Int64()
 	if err != nil {
-		return wrap(op, err)
+		return wrap(ctx, op, err)
 	}
 	if n == 0 {
 		return fmt.Errorf("redis: %s: %w", op, locker.ErrNotHeld)
@@ -62,7 +62,7 @@ func (b *Backend) Extend(ctx context.Context, l locker.Lease, ttl time.Duration)
 	k := keysOf(l.Name)
 	n, err := b.run(ctx, extendScript, []string{k.lock(l.Key)}, l.Token, ttl.Milliseconds()).Int64()
 	if err != nil {
-		return wrap(op, err)
+		return wrap(ctx, op, err)
 	}
 	if n == 0 {
 		return fmt.Errorf("redis: %s: %w", op, locker.ErrNotHeld)
@@ -81,7 +81,7 @@ func (b *Backend) WatchRelease(ctx context.Context, name string, keys ...string)
 	}
 	ps, err := b.subscribeConfirmed(ctx, keysOf(name).unlock)
 	if err != nil {
-		return nil, nil, wrap(op, err)
+		return nil, nil, wrap(ctx, op, err)
 	}
 	want := make(map[string]struct{}, len(keys))
 	for _, k := range keys {

@@ -123,7 +123,7 @@ func Open(opts *Options) (*Backend, error) {
 	if err := o.validate(); err != nil {
 		return nil, err
 	}
-	client := goredis.NewClient(&goredis.Options{
+	copts := &goredis.Options{
 		Addr:         net.JoinHostPort(o.Host, strconv.Itoa(o.Port)),
 		DB:           o.DB,
 		Username:     o.Username,
@@ -132,8 +132,20 @@ func Open(opts *Options) (*Backend, error) {
 		DialTimeout:  o.DialTimeout,
 		ReadTimeout:  o.ReadTimeout,
 		WriteTimeout: o.WriteTimeout,
-	})
-	return newBackend(client, true, o), nil
+	}
+	return newBackend(goredis.NewClient(safeClientOptions(copts)), true, o), nil
+}
+
+// safeClientOptions sets what contextd needs of a go-redis client it makes:
+//   - no retries: go-redis would send a commit again after a broken
+//     connection lost its reply, and a write must happen once (contextd
+//     retries only where that is safe);
+//   - ctx deadlines bound network reads, so a stalled server cannot hold a
+//     call past its ctx.
+func safeClientOptions(o *goredis.Options) *goredis.Options {
+	o.MaxRetries = -1
+	o.ContextTimeoutEnabled = true
+	return o
 }
 
 // OpenURL connects as a redis:// or rediss:// (TLS) URL says, for example
@@ -157,13 +169,20 @@ func OpenURL(url string, opts *Options) (*Backend, error) {
 	if o.WriteTimeout > 0 {
 		copts.WriteTimeout = o.WriteTimeout
 	}
-	return newBackend(goredis.NewClient(copts), true, o), nil
+	return newBackend(goredis.NewClient(safeClientOptions(copts)), true, o), nil
 }
 
 // New makes a Backend on a client the caller owns: a *goredis.Client, a
 // *goredis.ClusterClient (sharded pub/sub is used then) or a failover client.
 // Closing the Backend does not close the client. The connection fields of
 // opts are ignored; opts may be nil.
+//
+// Make the client with MaxRetries: -1 and ContextTimeoutEnabled: true, as
+// Open does. A commit whose reply is lost is then an error of unknown
+// outcome instead of being sent again (the commit script recognises an
+// immediate resend of itself, but not one that comes after another
+// writer's commit), and calls end when their ctx does even if the server
+// stalls.
 func New(client goredis.UniversalClient, opts *Options) (*Backend, error) {
 	if client == nil {
 		return nil, errors.New("redis: New needs a client, got nil")

@@ -15,21 +15,30 @@ import goredis "github.com/redis/go-redis/v9"
 //	      op, then the lock key of each lease
 //	ARGV: codec, epoch candidate, channel ("" = no publish), sharded
 //	      ("1" = SPUBLISH), log length ("0" = no log), event body, #ops,
-//	      #conditions, #leases, check locks ("1"), then per op: key, "p"|"d",
-//	      value; per condition: key, revision; per lease: key, token
+//	      #conditions, #leases, check locks ("1"), commit id, then per op:
+//	      key, "p"|"d", value; per condition: key, revision; per lease: key,
+//	      token
 //	returns {epoch, revision}
+//
+// The commit id makes a resend of the same commit (a client retrying after
+// a lost reply) return the original head instead of writing again, as long
+// as no other commit came in between.
 var commitScript = goredis.NewScript(`
 local meta, data, revs, log = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local codec, epochNew, channel, sharded = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local logLen, body = tonumber(ARGV[5]), ARGV[6]
 local nOps, nConds, nLeases = tonumber(ARGV[7]), tonumber(ARGV[8]), tonumber(ARGV[9])
 local checkLocks = ARGV[10] == '1'
-local opsAt = 11
+local commitID = ARGV[11]
+local opsAt = 12
 local condsAt = opsAt + 3 * nOps
 local leasesAt = condsAt + 2 * nConds
 
-local m = redis.call('HMGET', meta, 'codec', 'epoch')
+local m = redis.call('HMGET', meta, 'codec', 'epoch', 'rev', 'commit')
 local storedCodec, epoch = m[1], m[2]
+if m[4] == commitID and epoch then
+  return {epoch, tonumber(m[3])}
+end
 if storedCodec and codec ~= '' and storedCodec ~= codec then
   return redis.error_reply('CONTEXTD_CODEC 0 ' .. storedCodec)
 end
@@ -59,16 +68,25 @@ if checkLocks then
   end
 end
 
-local fresh = false
-if not epoch then
+-- One HSET records the new revision, the commit id and, for a context
+-- without them, the epoch and codec.
+local fresh = not epoch
+local rev = 1
+if fresh then
   epoch = epochNew
-  fresh = true
-  redis.call('HSET', meta, 'epoch', epoch)
+else
+  rev = tonumber(m[3] or '0') + 1
+end
+local metaSet = {'rev', rev, 'commit', commitID}
+if fresh then
+  metaSet[#metaSet + 1] = 'epoch'
+  metaSet[#metaSet + 1] = epoch
 end
 if not storedCodec and codec ~= '' then
-  redis.call('HSET', meta, 'codec', codec)
+  metaSet[#metaSet + 1] = 'codec'
+  metaSet[#metaSet + 1] = codec
 end
-local rev = redis.call('HINCRBY', meta, 'rev', 1)
+redis.call('HSET', meta, unpack(metaSet))
 
 -- unpack has a stack limit, so large batches go in chunks.
 local function flush(cmd, key, args)
@@ -152,11 +170,21 @@ return {epoch, rev, redis.call('XREVRANGE', KEYS[2], '+', '-', 'COUNT', n)}
 //
 //	KEYS: lock key, meta; ARGV: token, ttl in ms
 //	returns the fencing token, or nil when the lock is held
+//
+// A counter that is missing (the data was lost) starts again from the
+// server's clock in microseconds, above every token drawn before as long
+// as the clock did not go back, rather than from 1.
 var acquireScript = goredis.NewScript(`
-if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
-  return redis.call('HINCRBY', KEYS[2], 'fence', 1)
+if not redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
+  return false
 end
-return false
+local fence = redis.call('HINCRBY', KEYS[2], 'fence', 1)
+if fence == 1 then
+  local t = redis.call('TIME')
+  fence = tonumber(t[1]) * 1000000 + tonumber(t[2])
+  redis.call('HSET', KEYS[2], 'fence', fence)
+end
+return fence
 `)
 
 // releaseScript deletes a lock if the token holds it and tells waiters.

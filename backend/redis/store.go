@@ -16,7 +16,7 @@ func (b *Backend) Load(ctx context.Context, name string) (backend.Snapshot, erro
 	k := keysOf(name)
 	res, err := loadScript.Run(ctx, b.client, []string{k.meta, k.data, k.revs}).Slice()
 	if err != nil {
-		return backend.Snapshot{}, wrap(fmt.Sprintf("load %q", name), err)
+		return backend.Snapshot{}, wrap(ctx, fmt.Sprintf("load %q", name), err)
 	}
 	snap, err := parseSnapshot(res)
 	if err != nil {
@@ -61,7 +61,7 @@ func (b *Backend) Get(ctx context.Context, name, key string) (backend.Entry, err
 	k := keysOf(name)
 	res, err := getScript.Run(ctx, b.client, []string{k.data, k.revs}, key).Slice()
 	if err != nil {
-		return backend.Entry{}, wrap(fmt.Sprintf("get %q of %q", key, name), err)
+		return backend.Entry{}, wrap(ctx, fmt.Sprintf("get %q of %q", key, name), err)
 	}
 	if len(res) < 1 || res[0] == nil {
 		return backend.Entry{}, fmt.Errorf("redis: get %q of %q: %w", key, name, backend.ErrNotFound)
@@ -78,7 +78,7 @@ func (b *Backend) Get(ctx context.Context, name, key string) (backend.Entry, err
 func (b *Backend) Revision(ctx context.Context, name string) (backend.Head, error) {
 	res, err := b.client.HMGet(ctx, keysOf(name).meta, "epoch", "rev").Result()
 	if err != nil {
-		return backend.Head{}, wrap(fmt.Sprintf("revision of %q", name), err)
+		return backend.Head{}, wrap(ctx, fmt.Sprintf("revision of %q", name), err)
 	}
 	var h backend.Head
 	h.Epoch, _ = res[0].(string)
@@ -135,9 +135,9 @@ func (b *Backend) commit(ctx context.Context, name string, bt backend.Batch, cha
 		logLen = b.opts.ChangeLogLength
 	}
 	body := backend.EncodeEventBody(bt.Origin, backend.EventFromBatch(backend.Head{}, bt).Changes)
-	args := make([]any, 0, 10+3*len(bt.Ops)+2*len(bt.Conditions)+2*len(leases))
+	args := make([]any, 0, 11+3*len(bt.Ops)+2*len(bt.Conditions)+2*len(leases))
 	args = append(args, bt.Codec, randomHex(8), channel, flag(b.sharded), logLen, body,
-		len(bt.Ops), len(bt.Conditions), len(leases), flag(checkLocks))
+		len(bt.Ops), len(bt.Conditions), len(leases), flag(checkLocks), randomHex(8))
 	for _, o := range bt.Ops {
 		if o.Delete {
 			args = append(args, o.Key, "d", "")
@@ -153,7 +153,7 @@ func (b *Backend) commit(ctx context.Context, name string, bt backend.Batch, cha
 	}
 	res, err := b.run(ctx, commitScript, redisKeys, args...).Slice()
 	if err != nil {
-		return backend.Head{}, b.commitError(op, bt, leases, err)
+		return backend.Head{}, b.commitError(ctx, op, bt, leases, err)
 	}
 	if len(res) != 2 {
 		return backend.Head{}, fmt.Errorf("redis: %s: script returned %d elements", op, len(res))
@@ -167,10 +167,10 @@ func (b *Backend) commit(ctx context.Context, name string, bt backend.Batch, cha
 }
 
 // commitError translates a refusal of the commit script.
-func (b *Backend) commitError(op string, bt backend.Batch, leases []locker.Lease, err error) error {
+func (b *Backend) commitError(ctx context.Context, op string, bt backend.Batch, leases []locker.Lease, err error) error {
 	se, ok := parseScriptError(err)
 	if !ok {
-		return wrap(op, err)
+		return wrap(ctx, op, err)
 	}
 	at := func(n int, keys func(int) string) string {
 		if n >= 0 && n < len(bt.Ops)+len(bt.Conditions)+len(leases) {
@@ -191,7 +191,7 @@ func (b *Backend) commitError(op string, bt backend.Batch, leases []locker.Lease
 		key := at(se.index, func(i int) string { return bt.Ops[i].Key })
 		return fmt.Errorf("redis: %s: key %q: %w", op, key, backend.ErrLocked)
 	}
-	return wrap(op, err)
+	return wrap(ctx, op, err)
 }
 
 // validBatch refuses batches the script must never see.

@@ -94,14 +94,13 @@ func TestClusterSlotMigration(t *testing.T) {
 			t.Fatalf("write after migration: %v", err)
 		}
 	}
+	if err := cs[0].Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
 	want, err := cs[0].GetContext(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := cs[0].Sync(ctx); err != nil {
-		t.Fatal(err)
-	}
-	want, _ = cs[0].GetContext(ctx)
 	head := cs[0].Revision()
 	if head != 20 {
 		t.Fatalf("store at revision %d after 20 writes", head)
@@ -227,7 +226,9 @@ func TestWaitForReplicas(t *testing.T) {
 	if _, err := two.AcquireLock(ctx, contextd.LockOptions{Key: "other", MaxRetries: -1}); !errors.Is(err, redis.ErrNotReplicated) {
 		t.Fatalf("lock wanting 2 replicas of 1 = %v, want ErrNotReplicated", err)
 	}
-	if _, err := redis.New(goredis.NewClient(&goredis.Options{}), &redis.Options{WaitReplicas: -1}); err == nil {
+	unused := goredis.NewClient(&goredis.Options{Addr: s.Master().Addr()})
+	defer unused.Close()
+	if _, err := redis.New(unused, &redis.Options{WaitReplicas: -1}); err == nil {
 		t.Error("negative WaitReplicas accepted")
 	}
 }
