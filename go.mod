@@ -5,6 +5,7 @@ go 1.26.0
 require github.com/vmihailenco/msgpack/v5 v5.4.1
 
 require (
+	github.com/anishathalye/porcupine v1.3.1 // indirect
 	github.com/cespare/xxhash/v2 v2.3.0 // indirect
 	github.com/redis/go-redis/v9 v9.23.0 // indirect
 	github.com/stretchr/testify v1.12.1 // indirect
