@@ -89,16 +89,27 @@ func (c *cache[T]) adoptable() bool {
 	return c.epoch == "" && c.applied == 0 && len(c.ahead) == 0 && len(c.entries) == 0
 }
 
+// adopt reports whether a change of epoch can be applied to the cache: it
+// is the cache's epoch, or the cache has seen no data and takes it.
+// Callers hold mu.
+func (c *cache[T]) adopt(epoch string) bool {
+	if epoch == c.epoch {
+		return true
+	}
+	if !c.adoptable() {
+		return false
+	}
+	c.epoch = epoch
+	return true
+}
+
 // applyEvent applies a change event received from the broadcast or the
 // change log.
 func (c *cache[T]) applyEvent(epoch string, rev uint64, origin string, ups []update[T]) verdict {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if epoch != c.epoch {
-		if !c.adoptable() {
-			return resync
-		}
-		c.epoch = epoch
+	if !c.adopt(epoch) {
+		return resync
 	}
 	c.known = max(c.known, rev)
 	if _, ok := c.ahead[rev]; ok || rev <= c.applied {
@@ -137,11 +148,8 @@ func (c *cache[T]) noteEcho(rev uint64) {
 func (c *cache[T]) applyOwn(epoch string, rev uint64, origin string, ups []update[T]) verdict {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if epoch != c.epoch {
-		if !c.adoptable() {
-			return resync
-		}
-		c.epoch = epoch
+	if !c.adopt(epoch) {
+		return resync
 	}
 	c.known = max(c.known, rev)
 	if _, ok := c.ahead[rev]; ok || rev <= c.applied {
@@ -220,10 +228,7 @@ type snapshotEntry[T any] struct {
 func (c *cache[T]) applySnapshot(epoch string, rev, appliedBefore uint64, ents []snapshotEntry[T]) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if epoch != c.epoch && c.adoptable() {
-		c.epoch = epoch
-	}
-	if epoch != c.epoch || rev < appliedBefore {
+	if !c.adopt(epoch) || rev < appliedBefore {
 		c.replace(epoch, rev, ents)
 		return
 	}

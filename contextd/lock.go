@@ -55,20 +55,8 @@ func (c *Context[T]) acquireLock(ctx context.Context, opts LockOptions) (*Lock, 
 	if opts.Key == "" {
 		return nil, errEmptyKey
 	}
-	if opts.LockTimeout < 0 || opts.RetryDelay < 0 {
-		return nil, fmt.Errorf("negative LockTimeout (%v) or RetryDelay (%v)", opts.LockTimeout, opts.RetryDelay)
-	}
-	if opts.LockTimeout == 0 {
-		opts.LockTimeout = DefaultLockTimeout
-	}
-	if opts.RetryDelay == 0 {
-		opts.RetryDelay = DefaultRetryDelay
-	}
-	switch {
-	case opts.MaxRetries == 0:
-		opts.MaxRetries = DefaultMaxRetries
-	case opts.MaxRetries < 0:
-		opts.MaxRetries = 0
+	if err := lockDefaults(&opts.LockTimeout, &opts.RetryDelay, &opts.MaxRetries); err != nil {
+		return nil, err
 	}
 	policy := locker.Policy{RetryDelay: opts.RetryDelay, MaxRetries: opts.MaxRetries, Watcher: c.notifier}
 	lease, err := locker.Acquire(ctx, c.lock, c.name, opts.Key, opts.LockTimeout, policy)

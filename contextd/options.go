@@ -109,20 +109,8 @@ func (o *Options) resolved(name string) (Options, error) {
 	case r.EventValueLimit < 0:
 		r.EventValueLimit = 0
 	}
-	if r.LockTimeout < 0 || r.RetryDelay < 0 {
-		return r, fmt.Errorf("contextd: negative LockTimeout (%v) or RetryDelay (%v)", r.LockTimeout, r.RetryDelay)
-	}
-	if r.LockTimeout == 0 {
-		r.LockTimeout = DefaultLockTimeout
-	}
-	if r.RetryDelay == 0 {
-		r.RetryDelay = DefaultRetryDelay
-	}
-	switch {
-	case r.MaxRetries == 0:
-		r.MaxRetries = DefaultMaxRetries
-	case r.MaxRetries < 0:
-		r.MaxRetries = 0
+	if err := lockDefaults(&r.LockTimeout, &r.RetryDelay, &r.MaxRetries); err != nil {
+		return r, fmt.Errorf("contextd: %w", err)
 	}
 	if r.WatchBuffer <= 0 {
 		r.WatchBuffer = DefaultWatchBuffer
@@ -131,6 +119,28 @@ func (o *Options) resolved(name string) (Options, error) {
 		r.Logger = slog.New(slog.DiscardHandler)
 	}
 	return r, nil
+}
+
+// lockDefaults fills in the original library's lock defaults where the
+// caller left zero values, and refuses negative durations. A negative
+// retry count means none.
+func lockDefaults(timeout, delay *time.Duration, retries *int) error {
+	if *timeout < 0 || *delay < 0 {
+		return fmt.Errorf("negative LockTimeout (%v) or RetryDelay (%v)", *timeout, *delay)
+	}
+	if *timeout == 0 {
+		*timeout = DefaultLockTimeout
+	}
+	if *delay == 0 {
+		*delay = DefaultRetryDelay
+	}
+	switch {
+	case *retries == 0:
+		*retries = DefaultMaxRetries
+	case *retries < 0:
+		*retries = 0
+	}
+	return nil
 }
 
 // WriteOption changes one write.

@@ -114,16 +114,7 @@ func clientBackend(t *testing.T, copts goredis.Options, ropts *redis.Options) *r
 	if copts.ClientName == "" {
 		copts.ClientName = clientName(t)
 	}
-	client := goredis.NewClient(&copts)
-	b, err := redis.New(client, ropts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		_ = b.Close()
-		_ = client.Close()
-	})
-	return b
+	return backendOn(t, goredis.NewClient(&copts), ropts)
 }
 
 // openedBackend returns a Backend made by redis.Open, so with the client

@@ -16,8 +16,16 @@ import (
 func newBackend(t testing.TB, srv *redistest.Server, opts *redis.Options) *redis.Backend {
 	t.Helper()
 	client := goredis.NewClient(&goredis.Options{Addr: srv.Addr(), Password: srv.Password(), ClientName: clientName(t)})
+	return backendOn(t, client, opts)
+}
+
+// backendOn returns a Backend on client; both are closed when the test
+// ends.
+func backendOn(t testing.TB, client goredis.UniversalClient, opts *redis.Options) *redis.Backend {
+	t.Helper()
 	b, err := redis.New(client, opts)
 	if err != nil {
+		_ = client.Close()
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {

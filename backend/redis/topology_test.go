@@ -21,16 +21,7 @@ import (
 // clusterBackend returns a Backend on a cluster client of its own.
 func clusterBackend(t testing.TB, c *redistest.Cluster) *redis.Backend {
 	t.Helper()
-	client := goredis.NewClusterClient(&goredis.ClusterOptions{Addrs: c.Addrs(), ClientName: clientName(t)})
-	b, err := redis.New(client, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		_ = b.Close()
-		_ = client.Close()
-	})
-	return b
+	return backendOn(t, goredis.NewClusterClient(&goredis.ClusterOptions{Addrs: c.Addrs(), ClientName: clientName(t)}), nil)
 }
 
 // TestClusterConformance runs the suite on a 3-master Redis Cluster: one

@@ -2,8 +2,13 @@ package main
 
 import (
 	"bytes"
+	"fmt"
+	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/contextd-go/contextd/internal/redistest"
 )
 
 func TestMultiInstance(t *testing.T) {
@@ -21,5 +26,37 @@ func TestMultiInstance(t *testing.T) {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("output lacks %q:\n%s", want, out.String())
 		}
+	}
+}
+
+// TestProcesses builds the example and runs it as three OS processes on a
+// redis-server of the test's own.
+func TestProcesses(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds the example; skipped in -short")
+	}
+	srv := redistest.Start(t, nil)
+	bin := filepath.Join(t.TempDir(), "multiinstance")
+	build := exec.Command("go", "build", "-o", bin, ".")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	out, err := exec.Command(bin, "-redis", srv.Addr(), "-processes", "3").CombinedOutput()
+	if err != nil {
+		t.Fatalf("multiinstance -processes 3: %v\n%s", err, out)
+	}
+	text := string(out)
+	for i := 1; i <= 3; i++ {
+		for _, want := range []string{
+			fmt.Sprintf("member-%d (pid ", i),
+			fmt.Sprintf("member-%d saw every member's step", i),
+		} {
+			if !strings.Contains(text, want) {
+				t.Errorf("output lacks %q:\n%s", want, text)
+			}
+		}
+	}
+	if !strings.Contains(text, "parent: final job step 3 by member-") {
+		t.Errorf("output lacks the final step 3:\n%s", text)
 	}
 }

@@ -32,19 +32,11 @@ func runProcesses(out io.Writer, redisAddr string, n int) error {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	b, closeRedis, err := exampleredis.Open(redisAddr)
+	cx, closeAll, err := openJob(ctx, redisAddr)
 	if err != nil {
 		return err
 	}
-	defer closeRedis()
-	cx, err := contextd.New[Job](b, processContext, nil)
-	if err != nil {
-		return err
-	}
-	defer cx.Close()
-	if err := cx.Initialize(ctx); err != nil {
-		return err
-	}
+	defer closeAll()
 	if err := cx.Delete(ctx, "job"); err != nil {
 		return err
 	}
@@ -82,19 +74,11 @@ func runProcesses(out io.Writer, redisAddr string, n int) error {
 func runMember(out io.Writer, redisAddr, name string, members int) error {
 	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Second)
 	defer cancel()
-	b, closeRedis, err := exampleredis.Open(redisAddr)
+	cx, closeAll, err := openJob(ctx, redisAddr)
 	if err != nil {
 		return err
 	}
-	defer closeRedis()
-	cx, err := contextd.New[Job](b, processContext, nil)
-	if err != nil {
-		return err
-	}
-	defer cx.Close()
-	if err := cx.Initialize(ctx); err != nil {
-		return err
-	}
+	defer closeAll()
 	changes := cx.Watch(ctx)
 
 	lock, err := cx.AcquireLock(ctx, contextd.LockOptions{Key: "job", LockTimeout: 5 * time.Second})
@@ -126,6 +110,27 @@ func runMember(out io.Writer, redisAddr, name string, members int) error {
 	}
 	fmt.Fprintf(out, "%s saw every member's step; the last was %s's\n", name, job.Owner)
 	return nil
+}
+
+// openJob opens the shared context on Redis; closeAll closes it and its
+// backend.
+func openJob(ctx context.Context, redisAddr string) (cx *contextd.Context[Job], closeAll func(), err error) {
+	b, closeRedis, err := exampleredis.Open(redisAddr)
+	if err != nil {
+		return nil, nil, err
+	}
+	cx, err = contextd.New[Job](b, processContext, nil)
+	if err == nil {
+		err = cx.Initialize(ctx)
+	}
+	if err != nil {
+		if cx != nil {
+			_ = cx.Close()
+		}
+		closeRedis()
+		return nil, nil, err
+	}
+	return cx, func() { _ = cx.Close(); closeRedis() }, nil
 }
 
 // prefixWriter relays a child's output whole lines at a time.
