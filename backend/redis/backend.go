@@ -28,6 +28,10 @@ type Backend struct {
 	// (SSUBSCRIBE / SPUBLISH), routed to the shard of the channel's slot.
 	sharded bool
 	closed  atomic.Bool
+	// ids makes commit ids and epoch candidates: a random prefix per
+	// Backend and a counter, unique without a system call per commit.
+	idPrefix string
+	idSeq    atomic.Uint64
 }
 
 var (
@@ -40,7 +44,13 @@ var (
 
 func newBackend(client goredis.UniversalClient, owned bool, o Options) *Backend {
 	_, sharded := client.(*goredis.ClusterClient)
-	return &Backend{client: client, owned: owned, opts: o, sharded: sharded}
+	return &Backend{client: client, owned: owned, opts: o, sharded: sharded, idPrefix: randomHex(8)}
+}
+
+// newID returns an id unique among all Backends: for commit ids and epoch
+// candidates.
+func (b *Backend) newID() string {
+	return b.idPrefix + strconv.FormatUint(b.idSeq.Add(1), 36)
 }
 
 // Client returns the go-redis client the Backend uses.

@@ -136,8 +136,9 @@ func (b *Backend) commit(ctx context.Context, name string, bt backend.Batch, cha
 	}
 	body := backend.EncodeEventBody(bt.Origin, backend.EventFromBatch(backend.Head{}, bt).Changes)
 	args := make([]any, 0, 11+3*len(bt.Ops)+2*len(bt.Conditions)+2*len(leases))
-	args = append(args, bt.Codec, randomHex(8), channel, flag(b.sharded), logLen, body,
-		len(bt.Ops), len(bt.Conditions), len(leases), flag(checkLocks), randomHex(8))
+	id := b.newID() // the commit's id, and the epoch if the context needs one
+	args = append(args, bt.Codec, id, channel, flag(b.sharded), logLen, body,
+		len(bt.Ops), len(bt.Conditions), len(leases), flag(checkLocks), id)
 	for _, o := range bt.Ops {
 		if o.Delete {
 			args = append(args, o.Key, "d", "")
