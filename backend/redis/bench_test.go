@@ -64,6 +64,27 @@ func BenchmarkWrite(b *testing.B) {
 			}
 		}
 	})
+	// What the original library did per update, and what hand-rolled code
+	// needs for the same promises: take the key's lock, write, publish the
+	// change, release the lock — four round trips.
+	b.Run("raw-lock-HSET-PUBLISH-unlock", func(b *testing.B) {
+		c := rawClient(b, srv)
+		for i := 0; b.Loop(); i++ {
+			if ok, err := c.SetNX(ctx, "bench:lock:k", "token", 10*time.Second).Result(); err != nil || !ok {
+				b.Fatal(ok, err)
+			}
+			v := fmt.Sprintf(`{"n":%d,"name":"x"}`, i)
+			if err := c.HSet(ctx, "bench:hand", "k", v).Err(); err != nil {
+				b.Fatal(err)
+			}
+			if err := c.Publish(ctx, "bench:hand:events", v).Err(); err != nil {
+				b.Fatal(err)
+			}
+			if err := c.Del(ctx, "bench:lock:k").Err(); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
 	b.Run("UpdateContext", func(b *testing.B) {
 		cx := benchInstance[benchValue](b, srv, "bench-write")
 		b.ReportAllocs()
