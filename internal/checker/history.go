@@ -1,0 +1,258 @@
+package checker
+
+import (
+	"fmt"
+	"maps"
+	"math"
+	"slices"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+)
+
+// Value is the value type of the contexts a scenario writes. No two writes
+// write the same Value: W and S identify the write.
+type Value struct {
+	// W identifies the writer (an instance's goroutine), unique in the
+	// scenario.
+	W int `json:"w"`
+	// S is the writer's sequence number, from 1.
+	S uint64 `json:"s"`
+	// T is the number of keys of the transaction that wrote the value, or
+	// 0 for a write of one key.
+	T int `json:"t,omitempty"`
+	// F is the fencing token of the lock the value was written under, or 0.
+	F uint64 `json:"f,omitempty"`
+	// N is the counter's value, for values written by Modify.
+	N int64 `json:"n,omitempty"`
+}
+
+// ID returns the identity of the write that wrote v.
+func (v Value) ID() ID { return ID{W: v.W, S: v.S} }
+
+func (v Value) String() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "w%d.%d", v.W, v.S)
+	if v.T > 0 {
+		fmt.Fprintf(&b, "/txn%d", v.T)
+	}
+	if v.F > 0 {
+		fmt.Fprintf(&b, "/fence%d", v.F)
+	}
+	if v.N != 0 {
+		fmt.Fprintf(&b, "/n=%d", v.N)
+	}
+	return b.String()
+}
+
+// ID identifies one write: its writer and sequence number.
+type ID struct {
+	W int
+	S uint64
+}
+
+func (id ID) String() string { return fmt.Sprintf("w%d.%d", id.W, id.S) }
+
+// Kind is the kind of an operation.
+type Kind int
+
+// The kinds of operations.
+const (
+	// Write puts Op.Puts and deletes Op.Deletes in one atomic step
+	// (UpdateContext, TransactionalUpdate, Delete).
+	Write Kind = iota
+	// Inc increments the counter at Op.Key with Modify, writing Op.Puts'
+	// one value; Op.Read holds the value Modify returned.
+	Inc
+	// StrongRead reads Op.Key from the store: Get with Fresh, or Get right
+	// after Sync (then Call is the Sync's call).
+	StrongRead
+	// CachedRead reads Op.Key from the instance's local copy (Get).
+	CachedRead
+	// Snapshot reads the whole local copy (GetContext) into Op.Snap.
+	Snapshot
+)
+
+func (k Kind) String() string {
+	switch k {
+	case Write:
+		return "write"
+	case Inc:
+		return "inc"
+	case StrongRead:
+		return "strong read"
+	case CachedRead:
+		return "cached read"
+	case Snapshot:
+		return "snapshot"
+	}
+	return fmt.Sprintf("kind(%d)", int(k))
+}
+
+// Outcome says how an operation ended.
+type Outcome int
+
+// The outcomes.
+const (
+	// OK: the operation succeeded.
+	OK Outcome = iota
+	// Unknown: it failed in a way that leaves open whether it took effect
+	// (a network error, a timeout, ErrNotReplicated). It may take effect
+	// at any time after its call, even after it returned.
+	Unknown
+	// Refused: it failed and certainly took no effect (a lock not
+	// acquired, a lost lock, a conflict, bad input). Refused writes are
+	// not part of the history, but their values must never show up.
+	Refused
+)
+
+func (o Outcome) String() string {
+	switch o {
+	case OK:
+		return "ok"
+	case Unknown:
+		return "unknown"
+	case Refused:
+		return "refused"
+	}
+	return fmt.Sprintf("outcome(%d)", int(o))
+}
+
+// Read is what a read of one key saw.
+type Read struct {
+	Value   Value
+	Present bool
+}
+
+func (r Read) String() string {
+	if !r.Present {
+		return "absent"
+	}
+	return r.Value.String()
+}
+
+// Op is one recorded operation.
+type Op struct {
+	// Instance is the index of the Context instance that ran it.
+	Instance int
+	Kind     Kind
+	// Call and Return are the times of the call and the return, in
+	// nanoseconds since the recorder started. For an Unknown outcome
+	// Return is when the call gave up; the checks treat it as open-ended.
+	Call, Return int64
+	Outcome      Outcome
+	// Puts are the values written (Write, Inc).
+	Puts map[string]Value
+	// Deletes are the keys deleted (Write).
+	Deletes []string
+	// Key is the key read (StrongRead, CachedRead) or incremented (Inc).
+	Key string
+	// Read is what a read saw, or for an OK Inc the value Modify returned.
+	Read Read
+	// Snap is the map a Snapshot returned.
+	Snap map[string]Value
+	// Err is the error of a failed operation, for messages.
+	Err error
+}
+
+// end is the return time the checks use: an operation of unknown outcome
+// may take effect until the end of time.
+func (op Op) end() int64 {
+	if op.Outcome == Unknown {
+		return math.MaxInt64
+	}
+	return op.Return
+}
+
+// id returns the identity of the values a write or increment wrote.
+func (op Op) id() (ID, bool) {
+	for _, v := range op.Puts {
+		return v.ID(), true
+	}
+	return ID{}, false
+}
+
+func (op Op) String() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "instance %d %s", op.Instance, op.Kind)
+	switch op.Kind {
+	case Write, Inc:
+		keys := slices.Sorted(maps.Keys(op.Puts))
+		for _, k := range keys {
+			fmt.Fprintf(&b, " %s=%v", k, op.Puts[k])
+		}
+		for _, k := range op.Deletes {
+			fmt.Fprintf(&b, " del(%s)", k)
+		}
+		if op.Kind == Inc && op.Outcome == OK {
+			fmt.Fprintf(&b, " -> %v", op.Read)
+		}
+	case StrongRead, CachedRead:
+		fmt.Fprintf(&b, " %s -> %v", op.Key, op.Read)
+	case Snapshot:
+		fmt.Fprintf(&b, " -> %v", op.Snap)
+	}
+	fmt.Fprintf(&b, " [%v, %v] %v", time.Duration(op.Call), time.Duration(op.Return), op.Outcome)
+	if op.Err != nil {
+		fmt.Fprintf(&b, " (%v)", op.Err)
+	}
+	return b.String()
+}
+
+// Recorder collects the operations of a scenario. It is safe for concurrent
+// use.
+type Recorder struct {
+	start time.Time
+
+	mu    sync.Mutex
+	ops   []Op
+	notes []Violation
+}
+
+// NewRecorder returns a Recorder whose clock starts now.
+func NewRecorder() *Recorder { return &Recorder{start: time.Now()} }
+
+// Now returns the recorder's clock: nanoseconds since it started, from the
+// monotonic clock.
+func (r *Recorder) Now() int64 { return int64(time.Since(r.start)) }
+
+// Add records op. Set op.Call from Now before the call and op.Return from
+// Now after it.
+func (r *Recorder) Add(op Op) {
+	r.mu.Lock()
+	r.ops = append(r.ops, op)
+	r.mu.Unlock()
+}
+
+// Fail records a violation the scenario saw itself (say, a write under a
+// lost lock that was not refused); Check reports it with its own.
+func (r *Recorder) Fail(check, format string, args ...any) {
+	r.mu.Lock()
+	r.notes = append(r.notes, Violation{Check: check, Msg: fmt.Sprintf(format, args...)})
+	r.mu.Unlock()
+}
+
+// History returns the operations recorded so far, by call time.
+func (r *Recorder) History() []Op {
+	r.mu.Lock()
+	ops := slices.Clone(r.ops)
+	r.mu.Unlock()
+	sort.SliceStable(ops, func(i, j int) bool { return ops[i].Call < ops[j].Call })
+	return ops
+}
+
+// Notes returns the violations recorded with Fail.
+func (r *Recorder) Notes() []Violation {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return slices.Clone(r.notes)
+}
+
+// Check runs Check on the recorded history and adds the violations
+// recorded with Fail.
+func (r *Recorder) Check(o Options) Report {
+	rep := Check(r.History(), o)
+	rep.Violations = append(r.Notes(), rep.Violations...)
+	return rep
+}

@@ -1,0 +1,272 @@
+package checker
+
+import (
+	"fmt"
+	"hash/maphash"
+	"maps"
+	"math"
+	"slices"
+	"sort"
+	"strings"
+
+	"github.com/anishathalye/porcupine"
+)
+
+// regInput is one operation on one key's register: a write (a put, or a
+// delete when put is absent) or a read.
+type regInput struct {
+	write   bool
+	put     Read
+	unknown bool
+}
+
+// registerModel is a register per key: strong reads return the last value
+// written. A write of unknown outcome may or may not take effect.
+var registerModel = porcupine.NondeterministicModel{
+	Init: func() []any { return []any{Read{}} },
+	Step: func(state, input, output any) []any {
+		st, in := state.(Read), input.(regInput)
+		switch {
+		case in.write && in.unknown:
+			return []any{st, in.put}
+		case in.write:
+			return []any{in.put}
+		case output.(Read) == st:
+			return []any{st}
+		}
+		return nil
+	},
+	Equal: func(a, b any) bool { return a.(Read) == b.(Read) },
+	Hash: func(state any) uint64 {
+		return maphash.Comparable(hashSeed, state.(Read))
+	},
+	DescribeOperation: func(input, output any) string {
+		in := input.(regInput)
+		if in.write {
+			s := fmt.Sprintf("put(%v)", in.put)
+			if in.unknown {
+				s += "?"
+			}
+			return s
+		}
+		return fmt.Sprintf("read() -> %v", output)
+	},
+}
+
+var hashSeed = maphash.MakeSeed()
+
+// ctrInput is one operation on the counter.
+type ctrInput struct {
+	inc     bool
+	unknown bool
+}
+
+// counterModel is a counter from 0: an increment returns the new value, a
+// read the current one. An increment of unknown outcome may or may not
+// count.
+var counterModel = porcupine.NondeterministicModel{
+	Init: func() []any { return []any{int64(0)} },
+	Step: func(state, input, output any) []any {
+		st, in := state.(int64), input.(ctrInput)
+		switch {
+		case in.inc && in.unknown:
+			return []any{st, st + 1}
+		case in.inc && output.(int64) == st+1:
+			return []any{st + 1}
+		case !in.inc && output.(int64) == st:
+			return []any{st}
+		}
+		return nil
+	},
+	Equal: func(a, b any) bool { return a.(int64) == b.(int64) },
+	Hash:  func(state any) uint64 { return uint64(state.(int64)) },
+	DescribeOperation: func(input, output any) string {
+		in := input.(ctrInput)
+		switch {
+		case in.inc && in.unknown:
+			return "inc()?"
+		case in.inc:
+			return fmt.Sprintf("inc() -> %v", output)
+		}
+		return fmt.Sprintf("read() -> %v", output)
+	},
+}
+
+// linearOps turns the history into porcupine operations per key: writes
+// and increments that may have taken effect, and strong reads. A
+// transaction becomes one write per key, with the same times.
+//
+// Given the store's log, writes of unknown outcome are resolved where that
+// is sound, which spares porcupine a search that grows with each of them:
+// one the log does not have never took effect (unless the store may lose
+// such writes); one it has took effect, before any acknowledged operation
+// that wrote or read its revision or a later one returned. A log that lies
+// about either shows as reads no linearization explains, or in the store
+// history checks.
+func (c *checkRun) linearOps() map[string][]porcupine.Operation {
+	per := map[string][]porcupine.Operation{}
+	add := func(key string, op Op, in, out any) {
+		per[key] = append(per[key], porcupine.Operation{
+			ClientId: op.Instance, Input: in, Output: out, Call: op.Call, Return: op.end(), Metadata: op.String(),
+		})
+	}
+	landedBy := c.landedBefore()
+	for _, op := range c.h {
+		if op.Outcome == Refused {
+			continue
+		}
+		unknown := op.Outcome == Unknown
+		if id, ok := op.id(); ok && unknown && c.idx != nil {
+			rev, landed := c.idx.byID[id]
+			switch {
+			case landed:
+				unknown = false
+				// (A return before the call is a store history
+				// violation, reported there.)
+				op.Outcome, op.Return = OK, max(landedBy(rev), op.Call)
+				if op.Kind == Inc {
+					op.Read = Read{Value: c.idx.value(op.Key, id), Present: true}
+				}
+			case c.o.Loss == NoLoss:
+				continue
+			}
+		}
+		switch op.Kind {
+		case Write:
+			for k, v := range op.Puts {
+				add(k, op, regInput{write: true, put: Read{Value: v, Present: true}, unknown: unknown}, nil)
+			}
+			for _, k := range op.Deletes {
+				add(k, op, regInput{write: true, unknown: unknown}, nil)
+			}
+		case Inc:
+			var out any
+			if !unknown {
+				out = op.Read.Value.N
+			}
+			add(op.Key, op, ctrInput{inc: true, unknown: unknown}, out)
+		case StrongRead:
+			if unknown {
+				continue // a read that failed saw nothing
+			}
+			if op.Key == c.o.CounterKey {
+				add(op.Key, op, ctrInput{}, op.Read.Value.N)
+			} else {
+				add(op.Key, op, regInput{}, op.Read)
+			}
+		}
+	}
+	return per
+}
+
+// landedBefore returns, for a revision of the log, the earliest time by
+// which it had certainly taken effect: the earliest return of an
+// acknowledged operation that wrote or read that revision or a later one.
+func (c *checkRun) landedBefore() func(rev uint64) int64 {
+	if c.idx == nil {
+		return func(uint64) int64 { return math.MaxInt64 }
+	}
+	evidence := make([]int64, len(c.o.Log)+2)
+	for i := range evidence {
+		evidence[i] = math.MaxInt64
+	}
+	saw := func(key string, v Value, at int64) {
+		if r, ok := c.idx.rev[key][v.ID()]; ok && r < uint64(len(evidence)) {
+			evidence[r] = min(evidence[r], at)
+		}
+	}
+	for _, op := range c.h {
+		if op.Outcome != OK {
+			continue
+		}
+		switch op.Kind {
+		case Write, Inc:
+			for k, v := range op.Puts {
+				saw(k, v, op.Return)
+			}
+		case StrongRead, CachedRead:
+			if op.Read.Present {
+				saw(op.Key, op.Read.Value, op.Return)
+			}
+		case Snapshot:
+			for k, v := range op.Snap {
+				saw(k, v, op.Return)
+			}
+		}
+	}
+	for r := len(evidence) - 2; r >= 0; r-- {
+		evidence[r] = min(evidence[r], evidence[r+1])
+	}
+	return func(rev uint64) int64 {
+		if rev >= uint64(len(evidence)) {
+			return math.MaxInt64
+		}
+		return evidence[rev]
+	}
+}
+
+// checkLinearizable runs porcupine on each key's operations.
+func (c *checkRun) checkLinearizable() {
+	per := c.linearOps()
+	c.rep.Porcupine = porcupine.Ok
+	for _, key := range slices.Sorted(maps.Keys(per)) {
+		ops := per[key]
+		model := registerModel.ToModel()
+		if key == c.o.CounterKey {
+			model = counterModel.ToModel()
+		}
+		res, info := porcupine.CheckOperationsVerbose(model, ops, c.o.Timeout)
+		switch res {
+		case porcupine.Ok:
+			continue
+		case porcupine.Unknown:
+			if c.rep.Porcupine == porcupine.Ok {
+				c.rep.Porcupine = porcupine.Unknown
+			}
+			c.fail("linearizability", "key %q: porcupine could not decide within %v (%d operations)", key, c.o.Timeout, len(ops))
+		default:
+			c.rep.Porcupine = porcupine.Illegal
+			c.fail("linearizability", "key %q: no linearization of its %d operations; %s", key, len(ops), stuckAt(ops, info))
+		}
+	}
+}
+
+// stuckAt describes where the longest partial linearization ends: the
+// operations it could not place next, earliest call first.
+func stuckAt(ops []porcupine.Operation, info porcupine.LinearizationInfo) string {
+	parts := info.PartialLinearizationsOperations()
+	if len(parts) == 0 {
+		return "no partial linearization"
+	}
+	var longest []porcupine.Operation
+	for _, p := range parts[0] {
+		if len(p) > len(longest) {
+			longest = p
+		}
+	}
+	in := map[string]bool{}
+	for _, op := range longest {
+		in[op.Metadata.(string)] = true
+	}
+	var out []porcupine.Operation
+	for _, op := range ops {
+		if !in[op.Metadata.(string)] {
+			out = append(out, op)
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Call < out[j].Call })
+	var b strings.Builder
+	fmt.Fprintf(&b, "the longest linearizable prefix has %d operations", len(longest))
+	if n := len(longest); n > 0 {
+		fmt.Fprintf(&b, ", ending with %s", longest[n-1].Metadata)
+	}
+	b.WriteString("; not placeable next:")
+	for i, op := range out {
+		if i == 3 {
+			fmt.Fprintf(&b, " ... (%d more)", len(out)-i)
+			break
+		}
+		fmt.Fprintf(&b, "\n      %s", op.Metadata)
+	}
+	return b.String()
+}

@@ -1,0 +1,346 @@
+package checker
+
+import (
+	"maps"
+	"math"
+	"slices"
+	"sort"
+)
+
+// storeIndex finds writes in the store's log.
+type storeIndex struct {
+	// rev[key][id] is the revision at which write id put key.
+	rev map[string]map[ID]uint64
+	// dels[key] are the revisions that deleted key, ascending.
+	dels map[string][]uint64
+	// byID[id] is the (first) revision of write id.
+	byID map[ID]uint64
+	// vals[key][id] is the value write id put at key.
+	vals map[string]map[ID]Value
+	// commitKeys[id] are the keys write id put, as the log has them.
+	commitKeys map[ID][]string
+	// vanishingDeletes are the keys deleted by operations of unknown
+	// outcome, where such deletes may have taken effect and vanished
+	// (UnknownMayVanish): a read that finds such a key absent may have
+	// seen a delete the log does not have.
+	vanishingDeletes map[string]bool
+}
+
+func (c *checkRun) indexLog() *storeIndex {
+	x := &storeIndex{
+		rev:        map[string]map[ID]uint64{},
+		dels:       map[string][]uint64{},
+		byID:       map[ID]uint64{},
+		vals:       map[string]map[ID]Value{},
+		commitKeys: map[ID][]string{},
+	}
+	for _, cm := range c.o.Log {
+		for k, v := range cm.Puts {
+			if x.rev[k] == nil {
+				x.rev[k] = map[ID]uint64{}
+			}
+			if _, ok := x.rev[k][v.ID()]; !ok {
+				x.rev[k][v.ID()] = cm.Rev
+				if x.vals[k] == nil {
+					x.vals[k] = map[ID]Value{}
+				}
+				x.vals[k][v.ID()] = v
+			}
+			if _, ok := x.byID[v.ID()]; !ok {
+				x.byID[v.ID()] = cm.Rev
+			}
+			x.commitKeys[v.ID()] = append(x.commitKeys[v.ID()], k)
+		}
+		for _, k := range cm.Deletes {
+			x.dels[k] = append(x.dels[k], cm.Rev)
+		}
+	}
+	for _, ks := range x.commitKeys {
+		slices.Sort(ks)
+	}
+	x.vanishingDeletes = map[string]bool{}
+	if c.o.Loss != NoLoss {
+		for _, op := range c.h {
+			if op.Outcome == Unknown {
+				for _, k := range op.Deletes {
+					x.vanishingDeletes[k] = true
+				}
+			}
+		}
+	}
+	for _, d := range x.dels {
+		slices.Sort(d)
+	}
+	return x
+}
+
+// version returns the revision whose state of key a read saw: the revision
+// that put the value, or for an absent key the first delete at or after
+// least (0 if least is 0). known is false for a value the log does not
+// have, and for an absent key that a delete the log lost may explain.
+func (x *storeIndex) version(key string, r Read, least uint64) (v uint64, known bool) {
+	if r.Present {
+		v, known = x.rev[key][r.Value.ID()]
+		return v, known
+	}
+	if least == 0 {
+		return 0, true
+	}
+	if x.vanishingDeletes[key] {
+		return 0, false
+	}
+	d := x.dels[key]
+	i := sort.Search(len(d), func(i int) bool { return d[i] >= least })
+	if i == len(d) {
+		return 0, true // absent, yet it may not be older than least: reported
+	}
+	return d[i], true
+}
+
+// value returns the value write id put at key, as the log has it.
+func (x *storeIndex) value(key string, id ID) Value { return x.vals[key][id] }
+
+// writers maps every write's identity to its operation.
+func (c *checkRun) writers() map[ID]int {
+	w := map[ID]int{}
+	for i, op := range c.h {
+		if op.Kind != Write && op.Kind != Inc {
+			continue
+		}
+		if id, ok := op.id(); ok {
+			if j, dup := w[id]; dup {
+				c.fail("history", "two operations wrote %v: %s and %s", id, c.h[j], op)
+				continue
+			}
+			w[id] = i
+		}
+	}
+	return w
+}
+
+// checkStoreHistory checks the log against itself and the history.
+func (c *checkRun) checkStoreHistory() {
+	const hist = "store history"
+	log := c.o.Log
+	for i, cm := range log {
+		if cm.Rev != uint64(i+1) {
+			c.fail(hist, "the log has revision %d at position %d: revisions must run 1, 2, 3, ... without holes", cm.Rev, i+1)
+			break
+		}
+	}
+	writers := c.wr
+	seen := map[ID]uint64{}
+	type landed struct {
+		rev uint64
+		op  int
+	}
+	var order []landed
+	for _, cm := range log {
+		ids := map[ID]map[string]Value{}
+		for k, v := range cm.Puts {
+			if ids[v.ID()] == nil {
+				ids[v.ID()] = map[string]Value{}
+			}
+			ids[v.ID()][k] = v
+		}
+		if len(ids) > 1 {
+			c.fail(hist, "revision %d holds the values of %d writes: %v", cm.Rev, len(ids), cm.Puts)
+		}
+		for id, puts := range ids {
+			if r, dup := seen[id]; dup {
+				c.fail(hist, "write %v took effect twice: at revisions %d and %d", id, r, cm.Rev)
+				continue
+			}
+			seen[id] = cm.Rev
+			i, ok := writers[id]
+			if !ok {
+				c.fail(hist, "revision %d holds %v, which no recorded operation wrote", cm.Rev, puts)
+				continue
+			}
+			op := c.h[i]
+			if op.Outcome == Refused {
+				c.fail(hist, "revision %d holds the write of a refused operation: %s", cm.Rev, op)
+				continue
+			}
+			if !sameWrite(op, puts) {
+				c.fail(hist, "revision %d holds %v, but the operation wrote %v (a transaction must take effect whole)", cm.Rev, puts, op.Puts)
+			}
+			order = append(order, landed{cm.Rev, i})
+		}
+	}
+	for id, i := range writers {
+		if op := c.h[i]; op.Outcome == OK {
+			if _, ok := seen[id]; !ok {
+				c.rep.Lost++
+				if c.o.Loss != AckedMayVanish {
+					c.fail("lost write", "acknowledged, but not in the store's history: %s", op)
+				}
+			}
+		}
+	}
+
+	// Revisions in real-time order: a write cannot get a lower revision
+	// than one that returned before it was called.
+	sort.Slice(order, func(i, j int) bool { return order[i].rev < order[j].rev })
+	minEnd, minAt := int64(math.MaxInt64), -1
+	for j := len(order) - 1; j >= 0; j-- {
+		op := c.h[order[j].op]
+		if op.Call > minEnd {
+			c.fail(hist, "%s got revision %d, below the revision %d of %s, which returned before it was called",
+				op, order[j].rev, order[minAt].rev, c.h[order[minAt].op])
+		}
+		if e := op.end(); e < minEnd {
+			minEnd, minAt = e, j
+		}
+	}
+
+	c.checkCounter(writers)
+	c.checkFencing()
+}
+
+// sameWrite reports whether puts are exactly what op wrote (for an
+// increment: the same key and write, whatever count).
+func sameWrite(op Op, puts map[string]Value) bool {
+	if len(puts) != len(op.Puts) {
+		return false
+	}
+	for k, v := range puts {
+		w, ok := op.Puts[k]
+		if !ok || w.ID() != v.ID() {
+			return false
+		}
+		if op.Kind == Write && w != v {
+			return false
+		}
+	}
+	return true
+}
+
+// checkCounter checks that each increment in the log adds one, and that
+// acknowledged increments returned what they wrote.
+func (c *checkRun) checkCounter(writers map[ID]int) {
+	if c.o.CounterKey == "" {
+		return
+	}
+	var n int64
+	for _, cm := range c.o.Log {
+		v, ok := cm.Puts[c.o.CounterKey]
+		if !ok {
+			if slices.Contains(cm.Deletes, c.o.CounterKey) {
+				n = 0
+			}
+			continue
+		}
+		if v.N != n+1 {
+			c.fail("store history", "revision %d sets the counter to %d after %d: an increment was lost or doubled", cm.Rev, v.N, n)
+		}
+		n = v.N
+		if i, ok := writers[v.ID()]; ok {
+			if op := c.h[i]; op.Kind == Inc && op.Outcome == OK && op.Read.Value.N != v.N {
+				c.fail("store history", "%s returned %d, but wrote %d at revision %d", op, op.Read.Value.N, v.N, cm.Rev)
+			}
+		}
+	}
+}
+
+// checkFencing checks the writes made under locks: per key, fencing tokens
+// never go down, and no other write falls between two writes of one lock
+// holder (the holder held the lock throughout).
+func (c *checkRun) checkFencing() {
+	type state struct {
+		max     uint64 // highest token written
+		last    uint64 // token of the last write (0: unfenced or delete)
+		lastRev uint64
+	}
+	per := map[string]*state{}
+	get := func(k string) *state {
+		if per[k] == nil {
+			per[k] = &state{}
+		}
+		return per[k]
+	}
+	for _, cm := range c.o.Log {
+		for _, k := range slices.Sorted(maps.Keys(cm.Puts)) {
+			v, s := cm.Puts[k], get(k)
+			if v.F > 0 {
+				switch {
+				case v.F < s.max:
+					c.fail("fencing", "revision %d writes %s under lock token %d after token %d wrote it", cm.Rev, k, v.F, s.max)
+				case v.F == s.max && s.last != v.F:
+					c.fail("fencing", "revision %d writes %s under lock token %d, but revision %d wrote it in between without that lock", cm.Rev, k, v.F, s.lastRev)
+				}
+				s.max = max(s.max, v.F)
+			}
+			s.last, s.lastRev = v.F, cm.Rev
+		}
+		for _, k := range cm.Deletes {
+			s := get(k)
+			s.last, s.lastRev = 0, cm.Rev
+		}
+	}
+}
+
+// checkReadsCommitted checks that every value read was written by an
+// operation that was not refused and, unless the store may lose it, is in
+// the store's history.
+func (c *checkRun) checkReadsCommitted() {
+	writers := c.wr
+	reported := map[ID]bool{}
+	check := func(op Op, key string, v Value) {
+		id := v.ID()
+		if reported[id] {
+			return
+		}
+		i, ok := writers[id]
+		switch {
+		case !ok:
+			reported[id] = true
+			c.fail("phantom read", "%s saw %s = %v, which no recorded operation wrote", op, key, v)
+			return
+		case c.h[i].Outcome == Refused:
+			reported[id] = true
+			c.fail("phantom read", "%s saw %s = %v, written by a refused operation: %s", op, key, v, c.h[i])
+			return
+		}
+		if _, ok := c.idx.rev[key][id]; ok {
+			return
+		}
+		switch c.o.Loss {
+		case AckedMayVanish:
+			return
+		case UnknownMayVanish:
+			if c.h[i].Outcome == Unknown {
+				return
+			}
+		}
+		reported[id] = true
+		c.fail("phantom read", "%s saw %s = %v, which the store's history does not hold (written by %s)", op, key, v, c.h[i])
+	}
+	for _, op := range c.h {
+		if op.Outcome != OK {
+			continue
+		}
+		switch op.Kind {
+		case StrongRead, CachedRead:
+			if op.Read.Present {
+				check(op, op.Key, op.Read.Value)
+			}
+		case Snapshot:
+			for _, k := range slices.Sorted(maps.Keys(op.Snap)) {
+				check(op, k, op.Snap[k])
+			}
+		}
+	}
+}
+
+// replay returns the state the log leads to.
+func (c *checkRun) replay() map[string]Value {
+	m := map[string]Value{}
+	for _, cm := range c.o.Log {
+		maps.Copy(m, cm.Puts)
+		for _, k := range cm.Deletes {
+			delete(m, k)
+		}
+	}
+	return m
+}
