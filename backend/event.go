@@ -55,6 +55,10 @@ func EventFromBatch(h Head, b Batch) Event {
 //	byte 2       length n of the epoch, 0..255
 //	n bytes      epoch
 //	8 bytes      revision, big-endian unsigned
+//	byte         length c of the commit id, 0..255
+//	c bytes      commit id
+//	byte         length p of the parent commit id, 0..255
+//	p bytes      parent commit id
 //	body:
 //	  uvarint length + bytes   origin
 //	  uvarint                  number of changes
@@ -72,14 +76,15 @@ const (
 	flagDelete  = 1
 	flagOmitted = 2
 
-	// MaxEpochLen is the longest epoch the wire format can carry.
+	// MaxEpochLen is the longest epoch, and commit id, the wire format can
+	// carry.
 	MaxEpochLen = 255
 )
 
-// EncodeEvent returns the wire form of e. It fails only for an epoch longer
-// than MaxEpochLen.
+// EncodeEvent returns the wire form of e. It fails only for an epoch or a
+// commit id longer than MaxEpochLen.
 func EncodeEvent(e Event) ([]byte, error) {
-	return FrameEvent(e.Epoch, e.Revision, EncodeEventBody(e.Origin, e.Changes))
+	return FrameEvent(e.Head, EncodeEventBody(e.Origin, e.Changes))
 }
 
 // EncodeEventBody returns the body of an event: everything after the
@@ -110,16 +115,22 @@ func EncodeEventBody(origin string, changes []Change) []byte {
 	return buf
 }
 
-// FrameEvent puts the header (version, kind, epoch, revision) in front of
-// an event body.
-func FrameEvent(epoch string, revision uint64, body []byte) ([]byte, error) {
-	if len(epoch) > MaxEpochLen {
-		return nil, fmt.Errorf("backend: epoch of %d bytes is longer than %d", len(epoch), MaxEpochLen)
+// FrameEvent puts the header (version, kind, epoch, revision, commit,
+// parent) of head h in front of an event body.
+func FrameEvent(h Head, body []byte) ([]byte, error) {
+	for what, s := range map[string]string{"epoch": h.Epoch, "commit id": h.Commit, "parent id": h.Parent} {
+		if len(s) > MaxEpochLen {
+			return nil, fmt.Errorf("backend: %s of %d bytes is longer than %d", what, len(s), MaxEpochLen)
+		}
 	}
-	buf := make([]byte, 0, 3+len(epoch)+8+len(body))
-	buf = append(buf, wireVersion, wireKindCommit, byte(len(epoch)))
-	buf = append(buf, epoch...)
-	buf = binary.BigEndian.AppendUint64(buf, revision)
+	buf := make([]byte, 0, 5+len(h.Epoch)+8+len(h.Commit)+len(h.Parent)+len(body))
+	buf = append(buf, wireVersion, wireKindCommit, byte(len(h.Epoch)))
+	buf = append(buf, h.Epoch...)
+	buf = binary.BigEndian.AppendUint64(buf, h.Revision)
+	buf = append(buf, byte(len(h.Commit)))
+	buf = append(buf, h.Commit...)
+	buf = append(buf, byte(len(h.Parent)))
+	buf = append(buf, h.Parent...)
 	return append(buf, body...), nil
 }
 
@@ -140,9 +151,10 @@ func DecodeEvent(p []byte) (Event, error) {
 	if k := d.byte(); d.err == nil && k != wireKindCommit {
 		return Event{}, fmt.Errorf("%w: unknown kind %d", ErrInvalidEvent, k)
 	}
-	n := int(d.byte())
-	e.Epoch = string(d.take(n))
+	e.Epoch = string(d.take(int(d.byte())))
 	e.Revision = d.uint64()
+	e.Commit = string(d.take(int(d.byte())))
+	e.Parent = string(d.take(int(d.byte())))
 	e.Origin = string(d.bytes())
 	count := d.uvarint()
 	// Each change takes at least two bytes, so a count larger than what is

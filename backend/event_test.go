@@ -12,7 +12,7 @@ import (
 
 func sampleEvent() backend.Event {
 	return backend.Event{
-		Head:   backend.Head{Epoch: "0123456789abcdef", Revision: 1<<40 + 7},
+		Head:   backend.Head{Epoch: "0123456789abcdef", Revision: 1<<40 + 7, Commit: "c7", Parent: "c6"},
 		Origin: "instance-1",
 		Changes: []backend.Change{
 			{Key: "user", Value: []byte(`{"name":"Jane"}`)},
@@ -50,7 +50,7 @@ func TestEventRoundTrip(t *testing.T) {
 func TestFrameMatchesEncode(t *testing.T) {
 	e := sampleEvent()
 	whole, _ := backend.EncodeEvent(e)
-	framed, err := backend.FrameEvent(e.Epoch, e.Revision, backend.EncodeEventBody(e.Origin, e.Changes))
+	framed, err := backend.FrameEvent(e.Head, backend.EncodeEventBody(e.Origin, e.Changes))
 	if err != nil || !bytes.Equal(whole, framed) {
 		t.Fatalf("FrameEvent(EncodeEventBody) differs from EncodeEvent: %v", err)
 	}
@@ -59,8 +59,11 @@ func TestFrameMatchesEncode(t *testing.T) {
 	if whole[0] != 1 || whole[1] != 1 || int(whole[2]) != len(e.Epoch) {
 		t.Fatalf("header % x", whole[:3])
 	}
-	if _, err := backend.FrameEvent(strings.Repeat("e", 256), 1, nil); err == nil {
+	if _, err := backend.FrameEvent(backend.Head{Epoch: strings.Repeat("e", 256)}, nil); err == nil {
 		t.Fatal("an epoch of 256 bytes was framed")
+	}
+	if _, err := backend.FrameEvent(backend.Head{Commit: strings.Repeat("c", 256)}, nil); err == nil {
+		t.Fatal("a commit id of 256 bytes was framed")
 	}
 }
 
@@ -114,7 +117,7 @@ func TestDecodeRejectsMalformed(t *testing.T) {
 
 func mustFrame(t *testing.T, body []byte) []byte {
 	t.Helper()
-	p, err := backend.FrameEvent("e", 1, body)
+	p, err := backend.FrameEvent(backend.Head{Epoch: "e", Revision: 1}, body)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -127,7 +130,7 @@ func FuzzDecodeEvent(f *testing.F) {
 	good, _ := backend.EncodeEvent(sampleEvent())
 	f.Add(good)
 	f.Add([]byte{})
-	f.Add([]byte{1, 1, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0})
+	f.Add([]byte{1, 1, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0})
 	f.Fuzz(func(t *testing.T, p []byte) {
 		e, err := backend.DecodeEvent(p)
 		if err != nil {

@@ -37,10 +37,19 @@ type Store interface {
 
 // Head identifies a state of a context: the epoch (a random id that changes
 // when the stored data is lost and recreated, so revisions of different
-// epochs are never compared) and the revision within that epoch.
+// epochs are never compared), the revision within that epoch, and the id of
+// the commit that made it.
 type Head struct {
 	Epoch    string
 	Revision uint64
+	// Commit is the id of the commit that produced this state; empty at
+	// revision 0 and for stores that do not track commit ids. Equal epochs
+	// and revisions with different commits are different histories: a
+	// failover to a replica that missed writes reuses revision numbers.
+	Commit string
+	// Parent is the id of the commit before Commit, so a receiver of an
+	// event can check that the commit continues the history it has.
+	Parent string
 }
 
 // Entry is one stored key with its value and the revision that last wrote it.

@@ -149,8 +149,38 @@ func testStore(t *testing.T, h Harness) {
 				}
 			}
 		}
-		if head := mustLoad(t, b1, name).Head; head != (backend.Head{Epoch: epoch, Revision: uint64(len(batches))}) {
+		if head := mustLoad(t, b1, name).Head; head.Epoch != epoch || head.Revision != uint64(len(batches)) {
 			t.Errorf("after %d commits Load's head = %+v, want epoch %q revision %d", len(batches), head, epoch, len(batches))
+		}
+	})
+
+	t.Run("CommitChain", func(t *testing.T) {
+		t.Parallel()
+		b1, b2, name := h.NewBackend(t), h.NewBackend(t), uniqueName(t)
+		first := mustCommit(t, b1, name, batch(put("a", "1")))
+		if first.Commit == "" {
+			t.Skip("the store does not track commit ids (Head.Commit is empty)")
+		}
+		// Each commit names the one before it, through any client; the
+		// heads of Load and Revision name the last one.
+		seen := map[string]bool{first.Commit: true}
+		prev := first
+		for i, s := range []backend.Store{b2, b1, b2} {
+			h := mustCommit(t, s, name, batch(put("a", fmt.Sprint(i))))
+			if h.Parent != prev.Commit {
+				t.Errorf("commit %d has parent %q, want the previous commit %q", h.Revision, h.Parent, prev.Commit)
+			}
+			if h.Commit == "" || seen[h.Commit] {
+				t.Errorf("commit %d has id %q, want a new non-empty id", h.Revision, h.Commit)
+			}
+			seen[h.Commit] = true
+			prev = h
+		}
+		if got := mustLoad(t, b2, name).Head; got != prev {
+			t.Errorf("Load's head %+v, want the last commit's %+v", got, prev)
+		}
+		if got, err := b1.Revision(t.Context(), name); err != nil || got != prev {
+			t.Errorf("Revision = %+v, %v; want the last commit's %+v", got, err, prev)
 		}
 	})
 

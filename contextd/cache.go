@@ -3,6 +3,8 @@ package contextd
 import (
 	"slices"
 	"sync"
+
+	"github.com/contextd-go/contextd/backend"
 )
 
 // entry is one key of the local copy.
@@ -33,7 +35,15 @@ const (
 	duplicate                // already reflected; nothing to do
 	gap                      // earlier revisions are missing: catch up first
 	resync                   // another epoch, or the store went back in time
+	diverged                 // the store's history is not the copy's: replace the copy
 )
+
+// own is a commit of this instance held until the revisions before it
+// arrive.
+type own[T any] struct {
+	changes        []Change[T]
+	commit, parent string
+}
 
 // cache is the local copy of a context and the bookkeeping that keeps it
 // exact: it knows the last revision up to which it has every change
@@ -45,10 +55,14 @@ type cache[T any] struct {
 	epoch string
 	// applied is the revision up to which every change is reflected.
 	applied uint64
+	// commit is the id of the commit that made revision applied, when the
+	// store tracks commit ids: the next commit must name it as its parent,
+	// or it belongs to another history (a failover reused revisions).
+	commit string
 	// ahead holds this instance's own commits, applied to entries for
 	// read-your-writes but not yet contiguous with applied; their changes
 	// are delivered to watchers once the revisions before them arrive.
-	ahead map[uint64][]Change[T]
+	ahead map[uint64]own[T]
 	// echoed holds revisions of this instance's commits whose events were
 	// applied before the commit returned.
 	echoed map[uint64]struct{}
@@ -78,7 +92,7 @@ func newCache[T any](self string) *cache[T] {
 	return &cache[T]{
 		self:    self,
 		entries: make(map[string]entry[T]),
-		ahead:   make(map[uint64][]Change[T]),
+		ahead:   make(map[uint64]own[T]),
 		echoed:  make(map[uint64]struct{}),
 	}
 }
@@ -103,28 +117,37 @@ func (c *cache[T]) adopt(epoch string) bool {
 	return true
 }
 
+// follows reports whether a commit with parent continues the copy's
+// history: the commit ids are unknown on either side, or they match.
+// Callers hold mu.
+func (c *cache[T]) follows(parent string) bool {
+	return parent == "" || c.commit == "" || parent == c.commit
+}
+
 // applyEvent applies a change event received from the broadcast or the
 // change log.
-func (c *cache[T]) applyEvent(epoch string, rev uint64, origin string, ups []update[T]) verdict {
+func (c *cache[T]) applyEvent(h backend.Head, origin string, ups []update[T]) verdict {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if !c.adopt(epoch) {
+	if !c.adopt(h.Epoch) {
 		return resync
 	}
-	c.known = max(c.known, rev)
-	if _, ok := c.ahead[rev]; ok || rev <= c.applied {
+	c.known = max(c.known, h.Revision)
+	if _, ok := c.ahead[h.Revision]; ok || h.Revision <= c.applied {
 		return duplicate
 	}
-	if rev != c.applied+1 {
+	if h.Revision != c.applied+1 {
 		return gap
 	}
-	c.emit(c.set(rev, origin, ups))
-	c.applied = rev
-	c.advance()
-	if origin == c.self {
-		c.noteEcho(rev)
+	if !c.follows(h.Parent) {
+		return diverged
 	}
-	return applied
+	c.emit(c.set(h.Revision, origin, ups))
+	c.applied, c.commit = h.Revision, h.Commit
+	if origin == c.self {
+		c.noteEcho(h.Revision)
+	}
+	return c.advance()
 }
 
 // noteEcho remembers that this instance's own commit at rev arrived as an
@@ -145,32 +168,37 @@ func (c *cache[T]) noteEcho(rev uint64) {
 
 // applyOwn applies a commit this instance made, at once, for
 // read-your-writes, even if earlier revisions have not arrived yet.
-func (c *cache[T]) applyOwn(epoch string, rev uint64, origin string, ups []update[T]) verdict {
+func (c *cache[T]) applyOwn(h backend.Head, origin string, ups []update[T]) verdict {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if !c.adopt(epoch) {
+	if !c.adopt(h.Epoch) {
 		return resync
 	}
+	rev := h.Revision
 	c.known = max(c.known, rev)
 	if _, ok := c.ahead[rev]; ok || rev <= c.applied {
 		// Normally its event was faster than the commit's reply. If not,
-		// this revision was applied from another writer's history, which
-		// the store has since lost (it went back in time).
+		// a catch-up covered it, or this revision was applied from another
+		// writer's history, which the store has since lost (it went back in
+		// time): a snapshot tells, and if the histories differ the next
+		// commit's parent shows it.
 		if _, ok := c.echoed[rev]; ok {
 			delete(c.echoed, rev)
 			return duplicate
 		}
 		return resync
 	}
-	changes := c.set(rev, origin, ups)
-	if rev == c.applied+1 {
-		c.emit(changes)
-		c.applied = rev
-		c.advance()
-	} else {
-		c.ahead[rev] = changes
+	if rev == c.applied+1 && !c.follows(h.Parent) {
+		return diverged
 	}
-	return applied
+	changes := c.set(rev, origin, ups)
+	if rev != c.applied+1 {
+		c.ahead[rev] = own[T]{changes: changes, commit: h.Commit, parent: h.Parent}
+		return applied
+	}
+	c.emit(changes)
+	c.applied, c.commit = rev, h.Commit
+	return c.advance()
 }
 
 // set writes ups at rev into entries where they are newer, and returns the
@@ -200,17 +228,22 @@ func (c *cache[T]) put(key string, e entry[T], old entry[T], existed bool) {
 	c.entries[key] = e
 }
 
-// advance moves applied over own commits that are now contiguous. Callers
-// hold mu.
-func (c *cache[T]) advance() {
+// advance moves applied over own commits that are now contiguous; it
+// reports diverged if one of them does not follow the copy's history.
+// Callers hold mu.
+func (c *cache[T]) advance() verdict {
 	for {
-		changes, ok := c.ahead[c.applied+1]
+		next, ok := c.ahead[c.applied+1]
 		if !ok {
-			return
+			return applied
+		}
+		if !c.follows(next.parent) {
+			return diverged
 		}
 		delete(c.ahead, c.applied+1)
 		c.applied++
-		c.emit(changes)
+		c.commit = next.commit
+		c.emit(next.changes)
 	}
 }
 
@@ -225,11 +258,17 @@ type snapshotEntry[T any] struct {
 // the snapshot continues the cache's history, and replaces the cache when
 // the epoch changed or the store went back in time (rev below what the
 // store had already acknowledged before the load).
-func (c *cache[T]) applySnapshot(epoch string, rev, appliedBefore uint64, ents []snapshotEntry[T]) {
+//
+// With replace set it replaces the cache whatever it holds: the caller has
+// found that the store's history is not the copy's, which the revisions
+// alone cannot show.
+func (c *cache[T]) applySnapshot(h backend.Head, appliedBefore uint64, ents []snapshotEntry[T], replace bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if !c.adopt(epoch) || rev < appliedBefore {
-		c.replace(epoch, rev, ents)
+	rev := h.Revision
+	if replace || !c.adopt(h.Epoch) || rev < appliedBefore ||
+		rev == c.applied && h.Commit != "" && c.commit != "" && h.Commit != c.commit {
+		c.replace(h, ents)
 		return
 	}
 	c.known = max(c.known, rev)
@@ -261,9 +300,9 @@ func (c *cache[T]) applySnapshot(epoch string, rev, appliedBefore uint64, ents [
 			changes = append(changes, Change[T]{Key: key, Deleted: true, Revision: rev})
 		}
 	}
-	for r, own := range c.ahead {
+	for r, mine := range c.ahead {
 		if r <= rev {
-			changes = append(changes, own...)
+			changes = append(changes, mine.changes...)
 			delete(c.ahead, r)
 		}
 	}
@@ -277,16 +316,22 @@ func (c *cache[T]) applySnapshot(epoch string, rev, appliedBefore uint64, ents [
 		return 0
 	})
 	c.emit(changes)
-	c.applied = rev
-	c.advance()
+	c.applied, c.commit = rev, h.Commit
+	if c.advance() == diverged {
+		// An own commit made on another history than the snapshot's
+		// (possible only while a failover settles): the snapshot is the
+		// store's truth.
+		c.replace(h, ents)
+	}
 }
 
 // replace discards the cache for a snapshot of another history. Callers
 // hold mu.
-func (c *cache[T]) replace(epoch string, rev uint64, ents []snapshotEntry[T]) {
-	c.epoch = epoch
-	c.applied = rev
-	c.known = rev
+func (c *cache[T]) replace(h backend.Head, ents []snapshotEntry[T]) {
+	c.epoch = h.Epoch
+	c.applied = h.Revision
+	c.commit = h.Commit
+	c.known = h.Revision
 	c.lastEvent = 0
 	clear(c.ahead)
 	clear(c.echoed)
@@ -353,29 +398,31 @@ func (c *cache[T]) heard(rev uint64) {
 // order: then a revision at or below the last one means the store went back
 // in time. A gap advances nothing: the catch-up it causes finds out what the
 // store really holds, so one bogus revision cannot poison the bookkeeping.
-func (c *cache[T]) classify(epoch string, rev uint64, ordered bool) verdict {
+func (c *cache[T]) classify(h backend.Head, ordered bool) verdict {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	same := epoch == c.epoch
+	same := h.Epoch == c.epoch
 	if !same && !c.adoptable() {
 		return resync
 	}
-	if ordered && same && rev <= c.lastEvent {
+	if ordered && same && h.Revision <= c.lastEvent {
 		return resync
 	}
-	_, own := c.ahead[rev]
+	_, mine := c.ahead[h.Revision]
 	switch {
-	case own || same && rev <= c.applied:
+	case mine || same && h.Revision <= c.applied:
 		if ordered && same {
-			c.lastEvent = rev
+			c.lastEvent = h.Revision
 		}
 		return duplicate
-	case same && rev != c.applied+1:
+	case same && h.Revision != c.applied+1:
 		return gap
+	case same && !c.follows(h.Parent):
+		return diverged
 	}
 	if ordered {
-		c.lastEvent = rev
+		c.lastEvent = h.Revision
 	}
-	c.known = max(c.known, rev)
+	c.known = max(c.known, h.Revision)
 	return applied
 }

@@ -118,7 +118,7 @@ func (c *Context[T]) Sync(ctx context.Context) error {
 	if err := c.usable(); err != nil {
 		return c.errorf("sync", err)
 	}
-	if err := c.catchUp(ctx, true); err != nil {
+	if err := c.catchUp(ctx, viaSnapshot); err != nil {
 		return c.errorf("sync", err)
 	}
 	return nil

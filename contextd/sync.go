@@ -31,7 +31,7 @@ func (c *Context[T]) readLoop(ctx context.Context) {
 				return
 			}
 			c.cache.setDeaf(nil)
-			c.catchUp(ctx, false)
+			c.catchUp(ctx, viaLog)
 			continue
 		}
 		if msg.Interrupted {
@@ -42,14 +42,14 @@ func (c *Context[T]) readLoop(ctx context.Context) {
 			c.stats.losses.Add(1)
 			c.cache.setDeaf(nil)
 			c.cache.setStale(errLoss)
-			c.catchUp(ctx, false)
+			c.catchUp(ctx, viaLog)
 			continue
 		}
 		ev, err := backend.DecodeEvent(msg.Payload)
 		if err != nil {
 			c.stats.invalidEvents.Add(1)
 			c.opts.Logger.Warn("contextd: ignoring an invalid event; catching up", "context", c.name, "error", err)
-			c.catchUp(ctx, false)
+			c.catchUp(ctx, viaLog)
 			continue
 		}
 		c.handleEvent(ctx, ev)
@@ -86,29 +86,29 @@ func (c *Context[T]) resubscribe(ctx context.Context, old broadcaster.Subscripti
 // handleEvent applies one event from the subscription, catching up first
 // when it shows that changes were missed.
 func (c *Context[T]) handleEvent(ctx context.Context, ev backend.Event) {
-	switch c.cache.classify(ev.Epoch, ev.Revision, c.caps.AtomicPublish) {
-	case duplicate:
-		return
+	v := c.cache.classify(ev.Head, c.caps.AtomicPublish)
+	if v == applied {
+		ups, err := c.prepare(ctx, ev)
+		if err != nil {
+			c.cache.setStale(err)
+			c.catchUp(ctx, viaSnapshot)
+			return
+		}
+		v = c.cache.applyEvent(ev.Head, ev.Origin, ups)
+	}
+	c.repairAfter(ctx, v)
+}
+
+// repairAfter catches up as a verdict requires.
+func (c *Context[T]) repairAfter(ctx context.Context, v verdict) {
+	switch v {
 	case gap:
 		c.stats.gaps.Add(1)
-		c.catchUp(ctx, false)
-		return
+		c.catchUp(ctx, viaLog)
 	case resync:
-		c.catchUp(ctx, true)
-		return
-	}
-	ups, err := c.prepare(ctx, ev)
-	if err != nil {
-		c.cache.setStale(err)
-		c.catchUp(ctx, true)
-		return
-	}
-	switch c.cache.applyEvent(ev.Epoch, ev.Revision, ev.Origin, ups) {
-	case gap:
-		c.stats.gaps.Add(1)
-		c.catchUp(ctx, false)
-	case resync:
-		c.catchUp(ctx, true)
+		c.catchUp(ctx, viaSnapshot)
+	case diverged:
+		c.catchUp(ctx, replaceAll)
 	}
 }
 
@@ -141,29 +141,45 @@ func (c *Context[T]) prepare(ctx context.Context, ev backend.Event) ([]update[T]
 	return ups, nil
 }
 
-// catchUp brings the copy up to the store: from the change log when the
-// backend has one and snapshot is false, else (or when the log does not
-// reach back) from a snapshot. Failures are recorded as staleness and
-// logged; the periodic check retries.
-func (c *Context[T]) catchUp(ctx context.Context, snapshot bool) error {
+// catchMode says how a catch-up may proceed.
+type catchMode int
+
+const (
+	// viaLog fetches the missed events from the change log when the
+	// backend has one, else loads a snapshot.
+	viaLog catchMode = iota
+	// viaSnapshot loads a snapshot and merges it with the copy.
+	viaSnapshot
+	// replaceAll loads a snapshot and replaces the copy with it: the
+	// store's history turned out not to be the copy's.
+	replaceAll
+)
+
+// catchUp brings the copy up to the store as mode says; the change log
+// falls back to a snapshot when it does not reach back, and a log that
+// shows another history leads to a replacement. Failures are recorded as
+// staleness and logged, and the maintenance goroutine retries.
+func (c *Context[T]) catchUp(ctx context.Context, mode catchMode) error {
 	c.syncMu.Lock()
 	defer c.syncMu.Unlock()
 	epoch, before := c.cache.head()
-	if !snapshot && c.changeLog != nil && epoch != "" {
-		done, err := c.catchUpFromLog(ctx, epoch, before)
-		if done {
-			c.stats.logCatchUps.Add(1)
-			c.cache.setStale(nil)
-			return nil
-		}
-		if err != nil {
+	if mode == viaLog && c.changeLog != nil && epoch != "" {
+		v, err := c.catchUpFromLog(ctx, epoch, before)
+		switch {
+		case err != nil:
 			c.cache.setStale(err)
 			c.opts.Logger.Warn("contextd: catching up from the change log failed", "context", c.name, "error", err)
 			c.requestRepair()
 			return err
+		case v == applied:
+			c.stats.logCatchUps.Add(1)
+			c.cache.setStale(nil)
+			return nil
+		case v == diverged:
+			mode = replaceAll
 		}
 	}
-	if err := c.load(ctx, before); err != nil {
+	if err := c.load(ctx, before, mode == replaceAll); err != nil {
 		c.cache.setStale(err)
 		c.opts.Logger.Warn("contextd: loading a snapshot failed", "context", c.name, "error", err)
 		c.requestRepair()
@@ -183,31 +199,33 @@ func (c *Context[T]) requestRepair() {
 }
 
 // catchUpFromLog applies the logged events after revision before. It
-// reports done when the copy is contiguous again; false with a nil error
-// means the log cannot help and a snapshot is needed.
-func (c *Context[T]) catchUpFromLog(ctx context.Context, epoch string, before uint64) (bool, error) {
+// reports applied when the copy is contiguous again, diverged when the log
+// shows another history, and resync when the log cannot help and a
+// snapshot is needed.
+func (c *Context[T]) catchUpFromLog(ctx context.Context, epoch string, before uint64) (verdict, error) {
 	evs, err := c.changeLog.ChangesSince(ctx, c.name, epoch, before)
 	if errors.Is(err, backend.ErrLogTruncated) || errors.Is(err, backend.ErrInvalidEvent) {
-		return false, nil // a snapshot still works
+		return resync, nil // a snapshot still works
 	}
 	if err != nil {
-		return false, err
+		return resync, err
 	}
 	for _, ev := range evs {
 		ups, err := c.prepare(ctx, ev)
 		if err != nil {
-			return false, err
+			return resync, err
 		}
-		if v := c.cache.applyEvent(ev.Epoch, ev.Revision, ev.Origin, ups); v == gap || v == resync {
-			return false, nil
+		switch v := c.cache.applyEvent(ev.Head, ev.Origin, ups); v {
+		case gap, resync, diverged:
+			return v, nil
 		}
 	}
-	return true, nil
+	return applied, nil
 }
 
 // load applies a fresh snapshot; before is the applied revision when the
-// catch-up started.
-func (c *Context[T]) load(ctx context.Context, before uint64) error {
+// catch-up started, and replace replaces the copy whatever it holds.
+func (c *Context[T]) load(ctx context.Context, before uint64, replace bool) error {
 	snap, err := c.store.Load(ctx, c.name)
 	if err != nil {
 		return fmt.Errorf("load: %w", err)
@@ -220,7 +238,7 @@ func (c *Context[T]) load(ctx context.Context, before uint64) error {
 		ents[i].key, ents[i].rev = e.Key, e.Revision
 		ents[i].value, ents[i].err = c.decode(e.Key, e.Value)
 	}
-	c.cache.applySnapshot(snap.Epoch, snap.Revision, before, ents)
+	c.cache.applySnapshot(snap.Head, before, ents, replace)
 	c.stats.snapshots.Add(1)
 	return nil
 }
@@ -253,7 +271,7 @@ func (c *Context[T]) maintain(ctx context.Context) {
 			}
 		case <-retry:
 			retry = nil
-			if c.catchUp(ctx, false) == nil {
+			if c.catchUp(ctx, viaLog) == nil {
 				backoff = firstBackoff
 			} else {
 				backoff = min(2*backoff, maxBackoff) // catchUp asked again
@@ -266,7 +284,7 @@ func (c *Context[T]) maintain(ctx context.Context) {
 // the next check, if the copy is behind it now.
 func (c *Context[T]) check(ctx context.Context, behindAt uint64) uint64 {
 	c.cache.mu.RLock()
-	epoch, before, stale := c.cache.epoch, c.cache.applied, c.cache.stale
+	epoch, before, commit, stale := c.cache.epoch, c.cache.applied, c.cache.commit, c.cache.stale
 	c.cache.mu.RUnlock()
 	h, err := c.store.Revision(ctx, c.name)
 	if err != nil {
@@ -278,17 +296,21 @@ func (c *Context[T]) check(ctx context.Context, behindAt uint64) uint64 {
 	switch {
 	case h.Epoch != epoch || h.Revision < before:
 		// Data lost or rolled back: only a snapshot tells what is left.
-		c.catchUp(ctx, true)
+		c.catchUp(ctx, viaSnapshot)
+		return 0
+	case h.Revision == before && h.Commit != "" && commit != "" && h.Commit != commit:
+		// Same revision, another commit: a failover reused the number.
+		c.catchUp(ctx, replaceAll)
 		return 0
 	case stale != nil:
-		c.catchUp(ctx, false)
+		c.catchUp(ctx, viaLog)
 		return 0
 	case h.Revision > before:
 		c.cache.heard(h.Revision)
 		// Events are normally in flight; only if the copy is still behind
 		// what the store had a whole interval ago is something lost.
 		if behindAt != 0 && before < behindAt {
-			c.catchUp(ctx, false)
+			c.catchUp(ctx, viaLog)
 			return 0
 		}
 		return h.Revision

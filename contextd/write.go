@@ -278,10 +278,14 @@ func (c *Context[T]) commit(ctx context.Context, b backend.Batch, ups []update[T
 	if err != nil {
 		return err
 	}
-	if c.cache.applyOwn(head.Epoch, head.Revision, c.id, ups) == resync {
-		// The store has another history than the copy: catch up, so that
-		// this write is visible when the call returns.
-		_ = c.catchUp(ctx, true)
+	switch c.cache.applyOwn(head, c.id, ups) {
+	case resync:
+		// Another epoch: catch up, so that this write is visible when the
+		// call returns.
+		_ = c.catchUp(ctx, viaSnapshot)
+	case diverged:
+		// The store has another history than the copy (a failover).
+		_ = c.catchUp(ctx, replaceAll)
 	}
 	return nil
 }

@@ -101,8 +101,8 @@ func TestCheckpointRestoreMovesRevisionBackwardsInTheSameEpoch(t *testing.T) {
 
 	// Writing goes on from the checkpoint, in the same epoch.
 	h := mustCommit(t, b, "c", put("a", "after"))
-	if h != (backend.Head{Epoch: at.Epoch, Revision: 3}) {
-		t.Fatalf("head after restore = %+v, want revision 3 in epoch %q", h, at.Epoch)
+	if h.Epoch != at.Epoch || h.Revision != 3 || h.Parent != at.Commit {
+		t.Fatalf("head after restore = %+v, want revision 3 in epoch %q after commit %q", h, at.Epoch, at.Commit)
 	}
 
 	// restore can be used again and is unaffected by the later commit.

@@ -17,9 +17,15 @@ import (
 type contextData struct {
 	epoch    string
 	revision uint64
+	commit   string // id of the commit that made revision
+	parent   string // id of the commit before it
 	codec    string
 	entries  map[string]storedEntry
 	log      *changeLog // nil when the change log is switched off
+}
+
+func (d *contextData) head() backend.Head {
+	return backend.Head{Epoch: d.epoch, Revision: d.revision, Commit: d.commit, Parent: d.parent}
 }
 
 type storedEntry struct {
@@ -41,7 +47,7 @@ func (b *Backend) Load(ctx context.Context, name string) (backend.Snapshot, erro
 	var snap backend.Snapshot
 	if sp := b.spaces[name]; sp != nil && sp.data != nil {
 		d := sp.data
-		snap.Head = backend.Head{Epoch: d.epoch, Revision: d.revision}
+		snap.Head = d.head()
 		snap.Codec = d.codec
 		snap.Entries = make([]backend.Entry, 0, len(d.entries))
 		for k, e := range d.entries {
@@ -96,7 +102,7 @@ func (b *Backend) Revision(ctx context.Context, name string) (backend.Head, erro
 		return backend.Head{}, errClosed(op)
 	}
 	if sp := b.spaces[name]; sp != nil && sp.data != nil {
-		return backend.Head{Epoch: sp.data.epoch, Revision: sp.data.revision}, nil
+		return sp.data.head(), nil
 	}
 	return backend.Head{}, nil
 }
@@ -150,7 +156,7 @@ func (b *Backend) commit(ctx context.Context, name string, bt backend.Batch, cha
 	}
 
 	// Everything that can fail is done before anything is written.
-	head := backend.Head{Epoch: d.epoch, Revision: d.revision + 1}
+	head := backend.Head{Epoch: d.epoch, Revision: d.revision + 1, Commit: randomID(), Parent: d.commit}
 	if head.Epoch == "" {
 		head.Epoch = randomID()
 	}
@@ -173,7 +179,7 @@ func (b *Backend) commit(ctx context.Context, name string, bt backend.Batch, cha
 	if d.codec == "" {
 		d.codec = bt.Codec
 	}
-	d.epoch, d.revision = head.Epoch, head.Revision
+	d.epoch, d.revision, d.commit, d.parent = head.Epoch, head.Revision, head.Commit, head.Parent
 	for _, o := range bt.Ops {
 		if o.Delete {
 			delete(d.entries, o.Key)

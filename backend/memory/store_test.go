@@ -36,8 +36,8 @@ func TestCommitStampsRevisionsAndCreatesEpoch(t *testing.T) {
 		t.Fatalf("first head = %+v, want revision 1 and a 16-hex epoch", h1)
 	}
 	h2 := mustCommit(t, b, "c", backend.Batch{Ops: []backend.Op{{Key: "a", Value: []byte("3")}, {Key: "b", Delete: true}}})
-	if h2 != (backend.Head{Epoch: h1.Epoch, Revision: 2}) {
-		t.Fatalf("second head = %+v, want same epoch, revision 2", h2)
+	if h2.Epoch != h1.Epoch || h2.Revision != 2 || h2.Parent != h1.Commit || h2.Commit == "" || h2.Commit == h1.Commit {
+		t.Fatalf("second head = %+v, want same epoch, revision 2, a new commit id after %q", h2, h1.Commit)
 	}
 	snap, m := mustLoad(t, b, "c")
 	if snap.Head != h2 || len(m) != 1 || string(m["a"].Value) != "3" || m["a"].Revision != 2 {

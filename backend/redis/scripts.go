@@ -18,7 +18,7 @@ import goredis "github.com/redis/go-redis/v9"
 //	      #conditions, #leases, check locks ("1"), commit id, then per op:
 //	      key, "p"|"d", value; per condition: key, revision; per lease: key,
 //	      token
-//	returns {epoch, revision}
+//	returns {epoch, revision, commit id, parent commit id}
 //
 // The commit id makes a resend of the same commit (a client retrying after
 // a lost reply) return the original head instead of writing again, as long
@@ -34,11 +34,13 @@ local opsAt = 12
 local condsAt = opsAt + 3 * nOps
 local leasesAt = condsAt + 2 * nConds
 
-local m = redis.call('HMGET', meta, 'codec', 'epoch', 'rev', 'commit')
+local m = redis.call('HMGET', meta, 'codec', 'epoch', 'rev', 'commit', 'parent')
 local storedCodec, epoch = m[1], m[2]
 if m[4] == commitID and epoch then
-  return {epoch, tonumber(m[3])}
+  return {epoch, tonumber(m[3]), commitID, m[5] or ''}
 end
+local parent = m[4] or ''
+if not epoch then parent = '' end
 if storedCodec and codec ~= '' and storedCodec ~= codec then
   return redis.error_reply('CONTEXTD_CODEC 0 ' .. storedCodec)
 end
@@ -68,8 +70,8 @@ if checkLocks then
   end
 end
 
--- One HSET records the new revision, the commit id and, for a context
--- without them, the epoch and codec.
+-- One HSET records the new revision, the commit and its parent and, for a
+-- context without them, the epoch and codec.
 local fresh = not epoch
 local rev = 1
 if fresh then
@@ -77,7 +79,7 @@ if fresh then
 else
   rev = tonumber(m[3] or '0') + 1
 end
-local metaSet = {'rev', rev, 'commit', commitID}
+local metaSet = {'rev', rev, 'commit', commitID, 'parent', parent}
 if fresh then
   metaSet[#metaSet + 1] = 'epoch'
   metaSet[#metaSet + 1] = epoch
@@ -113,13 +115,15 @@ flush('HDEL', data, dels)
 flush('HDEL', revs, dels)
 
 -- The event header, as backend.FrameEvent writes it: version 1, kind 1,
--- epoch length and bytes, revision as 8 bytes big-endian.
+-- epoch length and bytes, revision as 8 bytes big-endian, commit id and
+-- parent id, each with its length.
 local r, b = rev, {}
 for i = 8, 1, -1 do
   b[i] = r % 256
   r = math.floor(r / 256)
 end
-local payload = string.char(1, 1, #epoch) .. epoch .. string.char(unpack(b)) .. body
+local payload = string.char(1, 1, #epoch) .. epoch .. string.char(unpack(b)) ..
+  string.char(#commitID) .. commitID .. string.char(#parent) .. parent .. body
 if logLen > 0 then
   if fresh then redis.call('DEL', log) end
   redis.call('XADD', log, 'MAXLEN', '~', logLen, '*', 'r', rev, 'e', payload)
@@ -131,16 +135,17 @@ if channel ~= '' then
     redis.call('PUBLISH', channel, payload)
   end
 end
-return {epoch, rev}
+return {epoch, rev, commitID, parent}
 `)
 
 // loadScript reads a consistent snapshot.
 //
 //	KEYS: meta, data, revs
-//	returns {epoch, revision, codec, HGETALL data, HGETALL revs}
+//	returns {epoch, revision, codec, HGETALL data, HGETALL revs, commit,
+//	parent}
 var loadScript = goredis.NewScript(`
-local m = redis.call('HMGET', KEYS[1], 'epoch', 'rev', 'codec')
-return {m[1] or '', m[2] or '0', m[3] or '', redis.call('HGETALL', KEYS[2]), redis.call('HGETALL', KEYS[3])}
+local m = redis.call('HMGET', KEYS[1], 'epoch', 'rev', 'codec', 'commit', 'parent')
+return {m[1] or '', m[2] or '0', m[3] or '', redis.call('HGETALL', KEYS[2]), redis.call('HGETALL', KEYS[3]), m[4] or '', m[5] or ''}
 `)
 
 // getScript reads one entry.

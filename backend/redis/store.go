@@ -27,9 +27,11 @@ func (b *Backend) Load(ctx context.Context, name string) (backend.Snapshot, erro
 
 func parseSnapshot(res []any) (backend.Snapshot, error) {
 	var snap backend.Snapshot
-	if len(res) != 5 {
+	if len(res) != 7 {
 		return snap, fmt.Errorf("load script returned %d elements", len(res))
 	}
+	snap.Commit, _ = res[5].(string)
+	snap.Parent, _ = res[6].(string)
 	snap.Epoch, _ = res[0].(string)
 	rev, err := parseUint(res[1])
 	if err != nil {
@@ -76,12 +78,14 @@ func (b *Backend) Get(ctx context.Context, name, key string) (backend.Entry, err
 
 // Revision returns the context's head.
 func (b *Backend) Revision(ctx context.Context, name string) (backend.Head, error) {
-	res, err := b.client.HMGet(ctx, keysOf(name).meta, "epoch", "rev").Result()
+	res, err := b.client.HMGet(ctx, keysOf(name).meta, "epoch", "rev", "commit", "parent").Result()
 	if err != nil {
 		return backend.Head{}, wrap(ctx, fmt.Sprintf("revision of %q", name), err)
 	}
 	var h backend.Head
 	h.Epoch, _ = res[0].(string)
+	h.Commit, _ = res[2].(string)
+	h.Parent, _ = res[3].(string)
 	if h.Revision, err = parseUint(res[1]); err != nil {
 		return backend.Head{}, fmt.Errorf("redis: revision of %q: %w", name, err)
 	}
@@ -156,11 +160,13 @@ func (b *Backend) commit(ctx context.Context, name string, bt backend.Batch, cha
 	if err != nil {
 		return backend.Head{}, b.commitError(ctx, op, bt, leases, err)
 	}
-	if len(res) != 2 {
+	if len(res) != 4 {
 		return backend.Head{}, fmt.Errorf("redis: %s: script returned %d elements", op, len(res))
 	}
 	var h backend.Head
 	h.Epoch, _ = res[0].(string)
+	h.Commit, _ = res[2].(string)
+	h.Parent, _ = res[3].(string)
 	if h.Revision, err = parseUint(res[1]); err != nil {
 		return backend.Head{}, fmt.Errorf("redis: %s: %w", op, err)
 	}
