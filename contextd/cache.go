@@ -410,6 +410,11 @@ func (c *cache[T]) classify(h backend.Head, ordered bool) verdict {
 	}
 	_, mine := c.ahead[h.Revision]
 	switch {
+	case mine && ordered && h.Revision > c.applied+1:
+		// The echo of an own commit held for earlier revisions: an ordered
+		// subscription would have delivered those first, so they are lost.
+		c.lastEvent = h.Revision
+		return gap
 	case mine || same && h.Revision <= c.applied:
 		if ordered && same {
 			c.lastEvent = h.Revision

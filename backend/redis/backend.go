@@ -27,7 +27,10 @@ type Backend struct {
 	// sharded: the client is a cluster client, so pub/sub is sharded
 	// (SSUBSCRIBE / SPUBLISH), routed to the shard of the channel's slot.
 	sharded bool
-	closed  atomic.Bool
+	// mayResend: the client may resend a commit whose reply was lost, so
+	// commits remember their heads under their ids for a minute.
+	mayResend bool
+	closed    atomic.Bool
 	// ids makes commit ids and epoch candidates: a random prefix per
 	// Backend and a counter, unique without a system call per commit.
 	idPrefix string
@@ -44,7 +47,21 @@ var (
 
 func newBackend(client goredis.UniversalClient, owned bool, o Options) *Backend {
 	_, sharded := client.(*goredis.ClusterClient)
-	return &Backend{client: client, owned: owned, opts: o, sharded: sharded, idPrefix: randomHex(8)}
+	return &Backend{client: client, owned: owned, opts: o, sharded: sharded, mayResend: mayResend(client), idPrefix: randomHex(8)}
+}
+
+// mayResend reports whether client may send a command again after its
+// connection broke, so that a commit could reach Redis twice: go-redis
+// retries unless MaxRetries is -1, and a ClusterClient retries up to
+// MaxRedirects times whatever MaxRetries says.
+func mayResend(client goredis.UniversalClient) bool {
+	switch c := client.(type) {
+	case *goredis.Client:
+		return c.Options().MaxRetries >= 0
+	case *goredis.ClusterClient:
+		return c.Options().MaxRedirects >= 0
+	}
+	return true
 }
 
 // newID returns an id unique among all Backends: for commit ids and epoch
@@ -97,6 +114,10 @@ func keysOf(name string) keys {
 }
 
 func (k keys) lock(key string) string { return k.tag + ":lock:" + key }
+
+// commit names the key that remembers a commit's head, for clients that
+// may resend it.
+func (k keys) commit(id string) string { return k.tag + ":commit:" + id }
 
 func randomHex(n int) string {
 	b := make([]byte, n)

@@ -14,11 +14,13 @@
 // All keys of a context share the hash tag {contextd:<name>}, so its scripts
 // are legal in Redis Cluster and a context lives on one shard:
 //
-//	{contextd:<name>}:meta        hash: rev, epoch, codec, fence
+//	{contextd:<name>}:meta        hash: rev, epoch, codec, fence, commit, parent
 //	{contextd:<name>}:data        hash: key → encoded value
 //	{contextd:<name>}:revs        hash: key → revision that last wrote it
 //	{contextd:<name>}:log         stream: recent events (fields r, e)
-//	{contextd:<name>}:lock:<key>  string: lock token, with a TTL
+//	{contextd:<name>}:lock:<key>  string: "<token>:<fence>", with a TTL
+//	{contextd:<name>}:commit:<id> string: a commit's head, for a minute
+//	                              (only for clients that may resend)
 //	{contextd:<name>}:unlock      channel: lock releases (payload: key)
 //	{contextd:<name>}:events      channel: change events (the default)
 //

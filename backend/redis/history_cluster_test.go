@@ -20,11 +20,12 @@ import (
 // reply arrives, and another instance commits meanwhile. The increment
 // must count at most once, and exactly once if Modify succeeds.
 //
-// go-redis's ClusterClient retries a command whose connection broke up to
-// MaxRedirects times (3 by default) whatever MaxRetries says; the commit
-// script recognises only an immediate resend of itself, so after the other
-// commit the resend fails its condition, Modify takes that for a conflict,
-// and increments again.
+// Regression: go-redis's ClusterClient resends a command whose connection
+// broke up to MaxRedirects times whatever MaxRetries says; the commit
+// script used to recognise only an immediate resend of itself, so after the
+// other commit the resend failed its condition, Modify took that for a
+// conflict, and incremented again. Commits of clients that may resend now
+// keep their heads under their ids.
 func TestHistoryClusterLostReplyAppliedOnce(t *testing.T) {
 	t.Parallel()
 	c := redistest.StartCluster(t, 3)

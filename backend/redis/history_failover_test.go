@@ -128,8 +128,8 @@ func testFailoverForgetsLostWrites(t *testing.T, waitReplicas int) {
 				break
 			}
 			if time.Now().After(deadline) {
-				t.Fatalf("instance %d does not converge to the new master within 5 s: at revision %d, new master at %d; differences: %s (stats %+v)",
-					i, c.Revision(), fresh.Revision(), checker.Diff(want, got), c.Stats())
+				t.Fatalf("instance %d does not converge to the new master within 5 s: at revision %d, new master at %d; differences: %s (stats %+v; reader at %d, stats %+v)",
+					i, c.Revision(), fresh.Revision(), checker.Diff(want, got), c.Stats(), reader.Revision(), reader.Stats())
 			}
 			time.Sleep(2 * time.Millisecond) // polling a condition, with a deadline
 		}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
 	"sync"
 	"time"
 
@@ -34,6 +35,11 @@ func (b *Backend) TryAcquire(ctx context.Context, name, key string, ttl time.Dur
 	return locker.Lease{Name: name, Key: key, Token: token, Fence: uint64(fence), TTL: ttl}, nil
 }
 
+// lockValue is what a held lock's key contains: its token and fence.
+func lockValue(l locker.Lease) string {
+	return l.Token + ":" + strconv.FormatUint(l.Fence, 10)
+}
+
 // Release deletes the lock if the lease holds it, and publishes the release
 // to waiters.
 func (b *Backend) Release(ctx context.Context, l locker.Lease) error {
@@ -43,7 +49,7 @@ func (b *Backend) Release(ctx context.Context, l locker.Lease) error {
 	if b.opts.DisableReleaseNotify {
 		channel = ""
 	}
-	n, err := releaseScript.Run(ctx, b.client, []string{k.lock(l.Key)}, l.Token, channel, flag(b.sharded), l.Key).Int64()
+	n, err := releaseScript.Run(ctx, b.client, []string{k.lock(l.Key)}, lockValue(l), channel, flag(b.sharded), l.Key).Int64()
 	if err != nil {
 		return wrap(ctx, op, err)
 	}
@@ -60,7 +66,7 @@ func (b *Backend) Extend(ctx context.Context, l locker.Lease, ttl time.Duration)
 		return fmt.Errorf("redis: %s: ttl %v is below a millisecond", op, ttl)
 	}
 	k := keysOf(l.Name)
-	n, err := b.run(ctx, extendScript, []string{k.lock(l.Key)}, l.Token, ttl.Milliseconds()).Int64()
+	n, err := b.run(ctx, extendScript, []string{k.lock(l.Key)}, lockValue(l), ttl.Milliseconds()).Int64()
 	if err != nil {
 		return wrap(ctx, op, err)
 	}

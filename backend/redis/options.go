@@ -177,12 +177,13 @@ func OpenURL(url string, opts *Options) (*Backend, error) {
 // Closing the Backend does not close the client. The connection fields of
 // opts are ignored; opts may be nil.
 //
-// Make the client with MaxRetries: -1 and ContextTimeoutEnabled: true, as
-// Open does. A commit whose reply is lost is then an error of unknown
-// outcome instead of being sent again (the commit script recognises an
-// immediate resend of itself, but not one that comes after another
-// writer's commit), and calls end when their ctx does even if the server
-// stalls.
+// Make the client with ContextTimeoutEnabled: true, so calls end when their
+// ctx does even if the server stalls, and preferably with MaxRetries: -1, as
+// Open does. A client that may resend a command after a broken connection
+// (MaxRetries ≥ 0, and every ClusterClient unless MaxRedirects is -1) is
+// detected: each commit then also keeps its result under its id for a
+// minute, so a resend is answered with the original result instead of
+// writing twice. That costs one more write per commit.
 func New(client goredis.UniversalClient, opts *Options) (*Backend, error) {
 	if client == nil {
 		return nil, errors.New("redis: New needs a client, got nil")

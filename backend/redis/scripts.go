@@ -11,26 +11,29 @@ import goredis "github.com/redis/go-redis/v9"
 // commitScript checks and applies a batch, appends its event to the change
 // log and publishes it.
 //
-//	KEYS: meta, data, revs, log, then (if lock checks) the lock key of each
-//	      op, then the lock key of each lease
+//	KEYS: meta, data, revs, log, the commit's id key, then (if lock checks)
+//	      the lock key of each op, then the lock key of each lease
 //	ARGV: codec, epoch candidate, channel ("" = no publish), sharded
 //	      ("1" = SPUBLISH), log length ("0" = no log), event body, #ops,
-//	      #conditions, #leases, check locks ("1"), commit id, then per op:
-//	      key, "p"|"d", value; per condition: key, revision; per lease: key,
-//	      token
+//	      #conditions, #leases, check locks ("1"), commit id, remember ("1":
+//	      keep the commit's head under its id key for a minute), then per
+//	      op: key, "p"|"d", value; per condition: key, revision; per lease:
+//	      key, lock value
 //	returns {epoch, revision, commit id, parent commit id}
 //
 // The commit id makes a resend of the same commit (a client retrying after
-// a lost reply) return the original head instead of writing again, as long
-// as no other commit came in between.
+// a lost reply) return the original head instead of writing again: always
+// when no other commit came in between, and with remember set at any time
+// within a minute — for clients that resend whatever they are told, as
+// go-redis's ClusterClient does on a broken connection.
 var commitScript = goredis.NewScript(`
 local meta, data, revs, log = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local codec, epochNew, channel, sharded = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local logLen, body = tonumber(ARGV[5]), ARGV[6]
 local nOps, nConds, nLeases = tonumber(ARGV[7]), tonumber(ARGV[8]), tonumber(ARGV[9])
 local checkLocks = ARGV[10] == '1'
-local commitID = ARGV[11]
-local opsAt = 12
+local commitID, remember = ARGV[11], ARGV[12] == '1'
+local opsAt = 13
 local condsAt = opsAt + 3 * nOps
 local leasesAt = condsAt + 2 * nConds
 
@@ -38,6 +41,13 @@ local m = redis.call('HMGET', meta, 'codec', 'epoch', 'rev', 'commit', 'parent')
 local storedCodec, epoch = m[1], m[2]
 if m[4] == commitID and epoch then
   return {epoch, tonumber(m[3]), commitID, m[5] or ''}
+end
+if remember then
+  local seen = redis.call('GET', KEYS[5])
+  if seen then
+    local e, r, p = string.match(seen, '^(%S+) (%d+) (%S*)$')
+    return {e, tonumber(r), commitID, p}
+  end
 end
 local parent = m[4] or ''
 if not epoch then parent = '' end
@@ -50,7 +60,7 @@ for i = 0, nConds - 1 do
     return redis.error_reply('CONTEXTD_CONFLICT ' .. i)
   end
 end
-local lockKeysAt = 5
+local lockKeysAt = 6
 local leaseKeysAt = lockKeysAt
 if checkLocks then leaseKeysAt = lockKeysAt + nOps end
 local tokens = {}
@@ -135,6 +145,9 @@ if channel ~= '' then
     redis.call('PUBLISH', channel, payload)
   end
 end
+if remember then
+  redis.call('SET', KEYS[5], epoch .. ' ' .. rev .. ' ' .. parent, 'PX', 60000)
+end
 return {epoch, rev, commitID, parent}
 `)
 
@@ -171,16 +184,21 @@ if n > tonumber(ARGV[2]) then return {epoch, rev, false} end
 return {epoch, rev, redis.call('XREVRANGE', KEYS[2], '+', '-', 'COUNT', n)}
 `)
 
-// acquireScript takes a lock and draws its fencing token.
+// acquireScript takes a lock and draws its fencing token. The lock's value
+// is "<token>:<fence>", so a resend of an acquisition whose reply was lost
+// finds its own token and returns the same fence instead of failing.
 //
 //	KEYS: lock key, meta; ARGV: token, ttl in ms
-//	returns the fencing token, or nil when the lock is held
+//	returns the fencing token, or nil when another holder has the lock
 //
 // A counter that is missing (the data was lost) starts again from the
 // server's clock in microseconds, above every token drawn before as long
 // as the clock did not go back, rather than from 1.
 var acquireScript = goredis.NewScript(`
-if not redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
+local held = redis.call('GET', KEYS[1])
+if held then
+  local token, fence = string.match(held, '^(.*):(%d+)$')
+  if token == ARGV[1] then return tonumber(fence) end
   return false
 end
 local fence = redis.call('HINCRBY', KEYS[2], 'fence', 1)
@@ -189,12 +207,14 @@ if fence == 1 then
   fence = tonumber(t[1]) * 1000000 + tonumber(t[2])
   redis.call('HSET', KEYS[2], 'fence', fence)
 end
+redis.call('SET', KEYS[1], ARGV[1] .. ':' .. string.format('%d', fence), 'PX', ARGV[2])
 return fence
 `)
 
-// releaseScript deletes a lock if the token holds it and tells waiters.
+// releaseScript deletes a lock if the lease holds it and tells waiters.
 //
-//	KEYS: lock key; ARGV: token, unlock channel ("" = none), sharded, key
+//	KEYS: lock key; ARGV: lock value, unlock channel ("" = none), sharded,
+//	key
 //	returns 1 if released, 0 if not held
 var releaseScript = goredis.NewScript(`
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
@@ -209,9 +229,9 @@ end
 return 1
 `)
 
-// extendScript resets a lock's TTL if the token holds it.
+// extendScript resets a lock's TTL if the lease holds it.
 //
-//	KEYS: lock key; ARGV: token, ttl in ms
+//	KEYS: lock key; ARGV: lock value, ttl in ms
 //	returns 1 if extended, 0 if not held
 var extendScript = goredis.NewScript(`
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end

@@ -124,8 +124,9 @@ func (b *Backend) commit(ctx context.Context, name string, bt backend.Batch, cha
 	if !checkLocks {
 		leases = nil // a store that does not check locks ignores leases
 	}
-	redisKeys := make([]string, 0, 4+len(bt.Ops)+len(leases))
-	redisKeys = append(redisKeys, k.meta, k.data, k.revs, k.log)
+	id := b.newID() // the commit's id, and the epoch if the context needs one
+	redisKeys := make([]string, 0, 5+len(bt.Ops)+len(leases))
+	redisKeys = append(redisKeys, k.meta, k.data, k.revs, k.log, k.commit(id))
 	if checkLocks {
 		for _, o := range bt.Ops {
 			redisKeys = append(redisKeys, k.lock(o.Key))
@@ -139,10 +140,9 @@ func (b *Backend) commit(ctx context.Context, name string, bt backend.Batch, cha
 		logLen = b.opts.ChangeLogLength
 	}
 	body := backend.EncodeEventBody(bt.Origin, backend.EventFromBatch(backend.Head{}, bt).Changes)
-	args := make([]any, 0, 11+3*len(bt.Ops)+2*len(bt.Conditions)+2*len(leases))
-	id := b.newID() // the commit's id, and the epoch if the context needs one
+	args := make([]any, 0, 12+3*len(bt.Ops)+2*len(bt.Conditions)+2*len(leases))
 	args = append(args, bt.Codec, id, channel, flag(b.sharded), logLen, body,
-		len(bt.Ops), len(bt.Conditions), len(leases), flag(checkLocks), id)
+		len(bt.Ops), len(bt.Conditions), len(leases), flag(checkLocks), id, flag(b.mayResend))
 	for _, o := range bt.Ops {
 		if o.Delete {
 			args = append(args, o.Key, "d", "")
@@ -154,7 +154,7 @@ func (b *Backend) commit(ctx context.Context, name string, bt backend.Batch, cha
 		args = append(args, c.Key, strconv.FormatUint(c.Revision, 10))
 	}
 	for _, l := range leases {
-		args = append(args, l.Key, l.Token)
+		args = append(args, l.Key, lockValue(l))
 	}
 	res, err := b.run(ctx, commitScript, redisKeys, args...).Slice()
 	if err != nil {
