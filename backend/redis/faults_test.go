@@ -444,15 +444,39 @@ func testPubSubKilled(t *testing.T, ropts *redis.Options) {
 // ---------------------------------------------------------------------------
 // 2. redis-server restarted.
 
+// probe is one operation tried under a fault.
+type probe struct {
+	name string
+	op   func(ctx context.Context) error
+}
+
+// runProbes runs the probes at once, each with a ctx that ends after limit,
+// and returns their errors and durations.
+func runProbes(probes []probe, limit time.Duration) ([]error, []time.Duration) {
+	var wg sync.WaitGroup
+	errs := make([]error, len(probes))
+	took := make([]time.Duration, len(probes))
+	for i, p := range probes {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			ctx, cancel := context.WithTimeout(context.Background(), limit)
+			defer cancel()
+			start := time.Now()
+			errs[i] = p.op(ctx)
+			took[i] = time.Since(start)
+		}()
+	}
+	wg.Wait()
+	return errs, took
+}
+
 // probeWhileDown runs operations on c while the server is down: each must
 // fail with an error of its own, well before its context's deadline.
 func probeWhileDown(t *testing.T, c *contextd.Context[int]) {
 	t.Helper()
 	const limit = 4 * time.Second
-	probes := []struct {
-		name string
-		op   func(ctx context.Context) error
-	}{
+	probes := []probe{
 		{"UpdateContext", func(ctx context.Context) error { return c.UpdateContext(ctx, "probe", 1) }},
 		{"TransactionalUpdate", func(ctx context.Context) error {
 			return c.TransactionalUpdate(ctx, map[string]int{"probe": 1, "probe2": 2})
@@ -475,21 +499,7 @@ func probeWhileDown(t *testing.T, c *contextd.Context[int]) {
 			return err
 		}},
 	}
-	var wg sync.WaitGroup
-	errs := make([]error, len(probes))
-	took := make([]time.Duration, len(probes))
-	for i, p := range probes {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			ctx, cancel := context.WithTimeout(context.Background(), limit)
-			defer cancel()
-			start := time.Now()
-			errs[i] = p.op(ctx)
-			took[i] = time.Since(start)
-		}()
-	}
-	wg.Wait()
+	errs, took := runProbes(probes, limit)
 	for i, p := range probes {
 		switch err := errs[i]; {
 		case err == nil:
@@ -1217,10 +1227,7 @@ func TestFaultStalledServerHonoursDeadline(t *testing.T) {
 	proxy.Stall()
 	defer proxy.Resume()
 	const deadline, slack = 300 * time.Millisecond, 700 * time.Millisecond
-	probes := []struct {
-		name string
-		op   func(ctx context.Context) error
-	}{
+	probes := []probe{
 		{"UpdateContext", func(ctx context.Context) error { return c.UpdateContext(ctx, "a", 2) }},
 		{"Modify", func(ctx context.Context) error {
 			_, err := c.Modify(ctx, "a", func(cur int, _ bool) (int, error) { return cur + 1, nil })
@@ -1236,21 +1243,7 @@ func TestFaultStalledServerHonoursDeadline(t *testing.T) {
 			return err
 		}},
 	}
-	var wg sync.WaitGroup
-	errs := make([]error, len(probes))
-	took := make([]time.Duration, len(probes))
-	for i, p := range probes {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			ctx, cancel := context.WithTimeout(context.Background(), deadline)
-			defer cancel()
-			start := time.Now()
-			errs[i] = p.op(ctx)
-			took[i] = time.Since(start)
-		}()
-	}
-	wg.Wait()
+	errs, took := runProbes(probes, deadline)
 	for i, p := range probes {
 		if !errors.Is(errs[i], context.DeadlineExceeded) || took[i] > deadline+slack {
 			t.Errorf("%s with a %v deadline on a stalled server returned after %v: %v", p.name, deadline, took[i].Round(time.Millisecond), errs[i])
