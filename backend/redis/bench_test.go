@@ -10,6 +10,7 @@ import (
 
 	goredis "github.com/redis/go-redis/v9"
 
+	"github.com/contextd-go/contextd/backend"
 	"github.com/contextd-go/contextd/contextd"
 	"github.com/contextd-go/contextd/internal/redistest"
 )
@@ -81,6 +82,19 @@ func BenchmarkWrite(b *testing.B) {
 				b.Fatal(err)
 			}
 			if err := c.Del(ctx, "bench:lock:k").Err(); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	// The backend's commit alone (script, log, publish; no Context, no
+	// subscriber): the difference to UpdateContext is the cost of the
+	// typed cache and of receiving the own event.
+	b.Run("backend-CommitAndPublish", func(b *testing.B) {
+		be := newBackend(b, srv, nil)
+		channel := backend.DefaultChannel("bench-commit")
+		for i := 0; b.Loop(); i++ {
+			bt := backend.Batch{Ops: []backend.Op{{Key: "k", Value: fmt.Appendf(nil, `{"n":%d,"name":"x"}`, i)}}}
+			if _, err := be.CommitAndPublish(ctx, "bench-commit", bt, channel); err != nil {
 				b.Fatal(err)
 			}
 		}
