@@ -19,7 +19,7 @@ import (
 // a raw go-redis baseline measured on the same server in the same run, so
 // results read as ratios (see docs/benchmarks.md):
 //
-//	go test -run '^$' -bench . -benchtime 2s ./backend/redis
+//	go test -run '^$' -bench . -benchtime 1s -count 6 ./backend/redis
 
 type benchValue struct {
 	N    int    `json:"n"`
