@@ -262,9 +262,18 @@ type snapshotEntry[T any] struct {
 // With replace set it replaces the cache whatever it holds: the caller has
 // found that the store's history is not the copy's, which the revisions
 // alone cannot show.
-func (c *cache[T]) applySnapshot(h backend.Head, appliedBefore uint64, ents []snapshotEntry[T], replace bool) {
+//
+// epochBefore is the cache's epoch when the load started. A snapshot of a
+// context that did not exist yet (no epoch), loaded while the cache knew no
+// epoch either, is only older than what the cache learned meanwhile (the
+// context's first commits, the instance's own among them): it is dropped,
+// not taken for a store that lost its data.
+func (c *cache[T]) applySnapshot(h backend.Head, epochBefore string, appliedBefore uint64, ents []snapshotEntry[T], replace bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if !replace && h.Epoch == "" && epochBefore == "" && c.epoch != "" {
+		return
+	}
 	rev := h.Revision
 	if replace || !c.adopt(h.Epoch) || rev < appliedBefore ||
 		rev == c.applied && h.Commit != "" && c.commit != "" && h.Commit != c.commit {

@@ -142,7 +142,7 @@ func (c *Context[T]) Initialize(ctx context.Context) error {
 	if err != nil {
 		return c.errorf("initialize: subscribe to %q", err, c.opts.Channel)
 	}
-	if err := c.load(ctx, 0, false); err != nil {
+	if err := c.load(ctx, "", 0, false); err != nil {
 		_ = sub.Close()
 		return c.errorf("initialize", err)
 	}

@@ -179,7 +179,7 @@ func (c *Context[T]) catchUp(ctx context.Context, mode catchMode) error {
 			mode = replaceAll
 		}
 	}
-	if err := c.load(ctx, before, mode == replaceAll); err != nil {
+	if err := c.load(ctx, epoch, before, mode == replaceAll); err != nil {
 		c.cache.setStale(err)
 		c.opts.Logger.Warn("contextd: loading a snapshot failed", "context", c.name, "error", err)
 		c.requestRepair()
@@ -223,9 +223,10 @@ func (c *Context[T]) catchUpFromLog(ctx context.Context, epoch string, before ui
 	return applied, nil
 }
 
-// load applies a fresh snapshot; before is the applied revision when the
-// catch-up started, and replace replaces the copy whatever it holds.
-func (c *Context[T]) load(ctx context.Context, before uint64, replace bool) error {
+// load applies a fresh snapshot; epoch and before are the copy's epoch and
+// applied revision when the catch-up started, and replace replaces the
+// copy whatever it holds.
+func (c *Context[T]) load(ctx context.Context, epoch string, before uint64, replace bool) error {
 	snap, err := c.store.Load(ctx, c.name)
 	if err != nil {
 		return fmt.Errorf("load: %w", err)
@@ -238,7 +239,7 @@ func (c *Context[T]) load(ctx context.Context, before uint64, replace bool) erro
 		ents[i].key, ents[i].rev = e.Key, e.Revision
 		ents[i].value, ents[i].err = c.decode(e.Key, e.Value)
 	}
-	c.cache.applySnapshot(snap.Head, before, ents, replace)
+	c.cache.applySnapshot(snap.Head, epoch, before, ents, replace)
 	c.stats.snapshots.Add(1)
 	return nil
 }

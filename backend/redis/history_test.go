@@ -2,6 +2,7 @@ package redis_test
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -9,6 +10,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"os"
+	"path/filepath"
 	"regexp"
 	"runtime"
 	"slices"
@@ -525,8 +527,35 @@ func (h *history) checkHistory(fresh *redis.Backend, loss checker.Loss) checker.
 	t.Logf("%s: %d instances × %d workers, keys %v, %v: %s", h.name, len(h.cs), h.w.workers, h.w.keys, loss, rep.Summary())
 	if !rep.OK() {
 		t.Errorf("%s: %v", h.name, rep)
+		h.dump(log)
 	}
 	return rep
+}
+
+// dump writes a failed scenario's history and the store's log to
+// $CONTEXTD_HISTORY_DIR, one line per operation in call order, for reading
+// what led to a violation.
+func (h *history) dump(log []checker.Commit) {
+	dir := os.Getenv("CONTEXTD_HISTORY_DIR")
+	if dir == "" {
+		return
+	}
+	var b strings.Builder
+	ops := h.rec.History()
+	slices.SortStableFunc(ops, func(a, b checker.Op) int { return cmp.Compare(a.Call, b.Call) })
+	for _, op := range ops {
+		fmt.Fprintf(&b, "%s err=%v\n", op, op.Err)
+	}
+	b.WriteString("\nlog:\n")
+	for _, c := range log {
+		fmt.Fprintf(&b, "%d puts=%v deletes=%v\n", c.Rev, c.Puts, c.Deletes)
+	}
+	path := filepath.Join(dir, fmt.Sprintf("%s-%d.txt", h.name, h.seed))
+	if err := os.WriteFile(path, []byte(b.String()), 0o644); err != nil {
+		h.t.Logf("writing the history: %v", err)
+		return
+	}
+	h.t.Logf("history written to %s", path)
 }
 
 // freshState returns what a freshly initialized instance on b reads.
