@@ -616,10 +616,10 @@ func readLog(t *testing.T, b *redis.Backend, name string) []checker.Commit {
 // ---------------------------------------------------------------------------
 // Single-server scenarios.
 
-// serverFault injects one kind of fault into srv, whose instances' clients
-// are ps, until the deadline, on the test's goroutine; it returns with the
-// fault healed.
-type serverFault func(t *testing.T, srv *redistest.Server, ps []*process, rng *rand.Rand, until time.Time)
+// serverFault injects one kind of fault into srv, which h's instances use,
+// until the deadline, on the test's goroutine; it returns with the fault
+// healed.
+type serverFault func(t *testing.T, srv *redistest.Server, h *history, rng *rand.Rand, until time.Time)
 
 // sleepUntil lets time pass (a fault lasting, or the workload running); it
 // returns early, reporting false, at the deadline.
@@ -632,14 +632,15 @@ func sleepUntil(d time.Duration, until time.Time) bool {
 	return true
 }
 
-func noFault(_ *testing.T, _ *redistest.Server, _ []*process, _ *rand.Rand, until time.Time) {
+func noFault(_ *testing.T, _ *redistest.Server, _ *history, _ *rand.Rand, until time.Time) {
 	sleepUntil(time.Until(until), until)
 }
 
 // killClients kills the connections of type typ of random instances, every
 // 100–400 ms.
 func killClients(typ string) serverFault {
-	return func(t *testing.T, srv *redistest.Server, ps []*process, rng *rand.Rand, until time.Time) {
+	return func(t *testing.T, srv *redistest.Server, h *history, rng *rand.Rand, until time.Time) {
+		ps := h.ps
 		kills := 0
 		for sleepUntil(time.Duration(100+rng.IntN(300))*time.Millisecond, until) {
 			for _, j := range rng.Perm(len(ps))[:1+rng.IntN(len(ps))] {
@@ -660,12 +661,23 @@ func killClients(typ string) serverFault {
 }
 
 // restartServer kills the server (its append-only file fsyncs every
-// write) and starts it again, every 0.5–1 s, down for 100–300 ms.
-func restartServer(t *testing.T, srv *redistest.Server, _ []*process, rng *rand.Rand, until time.Time) {
+// write) and starts it again, every 0.5–1 s, down for 100–300 ms. With
+// FailClosed instances the outage lasts until one of them has refused a
+// read with ErrStale (5 s at most; the scenario then fails for want of
+// one), so that every outage shows FailClosed at work.
+func restartServer(t *testing.T, srv *redistest.Server, h *history, rng *rand.Rand, until time.Time) {
 	restarts := 0
 	for sleepUntil(time.Duration(500+rng.IntN(500))*time.Millisecond, until) {
+		refused := h.staleReads.Load()
 		srv.Kill()
 		time.Sleep(time.Duration(100+rng.IntN(200)) * time.Millisecond) // the outage lasting
+		for deadline := time.Now().Add(5 * time.Second); h.w.failClosed && h.staleReads.Load() == refused; {
+			if time.Now().After(deadline) {
+				t.Errorf("restart %d: no read of a FailClosed instance was refused with ErrStale while the server was down for 5 s", restarts+1)
+				break
+			}
+			time.Sleep(time.Millisecond) // polling a condition, with a deadline
+		}
 		srv.Restart(t)
 		restarts++
 	}
@@ -674,7 +686,7 @@ func restartServer(t *testing.T, srv *redistest.Server, _ []*process, rng *rand.
 
 // pauseServer stalls the server with CLIENT PAUSE ALL for 50–300 ms, every
 // 200–600 ms; at the end it waits for the last pause to end.
-func pauseServer(t *testing.T, srv *redistest.Server, _ []*process, rng *rand.Rand, until time.Time) {
+func pauseServer(t *testing.T, srv *redistest.Server, _ *history, rng *rand.Rand, until time.Time) {
 	pauses := 0
 	for sleepUntil(time.Duration(200+rng.IntN(400))*time.Millisecond, until) {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
@@ -730,7 +742,7 @@ func runServerScenario(t *testing.T, sc serverScenario, seed uint64, length time
 	h := newHistory(t, "history-"+sc.name, seed, w, ps)
 	h.start()
 	defer h.halt()
-	sc.fault(t, srv, ps, rng, time.Now().Add(length))
+	sc.fault(t, srv, h, rng, time.Now().Add(length))
 	h.halt()
 	fresh := newProcess(t, clientName(t)+"-fresh", goredis.NewClient(historyClient(srv.Addr(), clientName(t)+"-fresh")), ropts)
 	rep := h.checkHistory(fresh.b, checker.NoLoss)
