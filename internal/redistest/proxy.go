@@ -32,6 +32,9 @@ type Proxy struct {
 	closed   bool
 	accepted int
 	links    map[*link]struct{}
+	// breaks counts Break calls: a connection accepted before a Break
+	// but still dialling the target when it came is closed once set up.
+	breaks int
 	// held[d] is nil while direction d forwards, else a channel that
 	// Resume closes.
 	held [2]chan struct{}
@@ -123,6 +126,9 @@ func (p *Proxy) Resume() {
 // held for them; clients read EOF. The proxy goes on accepting, and a
 // stall stays in force for new connections.
 func (p *Proxy) Break() {
+	p.mu.Lock()
+	p.breaks++
+	p.mu.Unlock()
 	for _, l := range p.current() {
 		l.close()
 	}
@@ -179,15 +185,17 @@ func (p *Proxy) accept() {
 		}
 		p.mu.Lock()
 		p.accepted++
+		breaks := p.breaks
 		p.mu.Unlock()
 		p.wg.Add(1)
-		go p.serve(c)
+		go p.serve(c, breaks)
 	}
 }
 
 // serve connects one accepted client to the target and pumps bytes both
-// ways until either side closes or the proxy does.
-func (p *Proxy) serve(client net.Conn) {
+// ways until either side closes or the proxy does. breaks is the number of
+// Break calls when the client was accepted.
+func (p *Proxy) serve(client net.Conn, breaks int) {
 	defer p.wg.Done()
 	d := net.Dialer{Timeout: proxyDialTimeout}
 	target, err := d.DialContext(p.ctx, "tcp", p.target)
@@ -197,7 +205,7 @@ func (p *Proxy) serve(client net.Conn) {
 	}
 	l := &link{client: client, target: target, done: make(chan struct{})}
 	p.mu.Lock()
-	if p.closed {
+	if p.closed || p.breaks != breaks {
 		p.mu.Unlock()
 		l.close()
 		return
