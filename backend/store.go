@@ -57,6 +57,9 @@ type Entry struct {
 	Key      string
 	Value    []byte
 	Revision uint64
+	// Commit is the id of the commit that last wrote the key (Head.Commit
+	// of Revision); empty if the store does not know it.
+	Commit string
 }
 
 // Snapshot is the state of a context at one head.
@@ -76,10 +79,16 @@ type Op struct {
 }
 
 // Condition requires a key's revision to equal Revision when the batch
-// commits; Revision 0 requires the key to be absent.
+// commits; Revision 0 requires the key to be absent. With Commit set, the
+// key must also have been last written by that commit (Entry.Commit).
+//
+// The commit id is what makes a condition exact across a failover: a new
+// master that lost writes hands out their revisions again, so a key can be
+// at the revision a reader saw while holding another write's value.
 type Condition struct {
 	Key      string
 	Revision uint64
+	Commit   string
 }
 
 // Batch is what one Commit writes.

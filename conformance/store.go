@@ -581,6 +581,42 @@ func testConditions(t *testing.T, h Harness) {
 		expectConflict(t, s, name, b, before)
 	})
 
+	// A store that names its commits reports, per entry, the commit that
+	// last wrote it, and checks a condition's commit id: after a failover
+	// a key can be at the revision a reader saw while holding another
+	// write's value, which only the commit id tells apart.
+	t.Run("WritingCommit", func(t *testing.T) {
+		t.Parallel()
+		s, name := h.NewBackend(t), uniqueName(t)
+		first := mustCommit(t, s, name, batch(put("k", "1")))
+		second := mustCommit(t, s, name, batch(put("other", "x")))
+		if first.Commit == "" {
+			t.Skip("the store does not name its commits (Head.Commit is empty)")
+		}
+		snap := mustLoad(t, s, name)
+		for _, e := range snap.Entries {
+			want := map[string]string{"k": first.Commit, "other": second.Commit}[e.Key]
+			if e.Commit != want {
+				t.Errorf("Load: entry %q has commit %q, want %q (the commit that wrote it)", e.Key, e.Commit, want)
+			}
+		}
+		if e, err := s.Get(t.Context(), name, "k"); err != nil || e.Commit != first.Commit {
+			t.Errorf("Get(k) = commit %q, %v; want %q", e.Commit, err, first.Commit)
+		}
+
+		wrong := batch(put("k", "2"))
+		wrong.Conditions = []backend.Condition{{Key: "k", Revision: first.Revision, Commit: second.Commit}}
+		expectConflict(t, s, name, wrong, snap)
+
+		right := batch(put("k", "2"))
+		right.Conditions = []backend.Condition{{Key: "k", Revision: first.Revision, Commit: first.Commit}}
+		head := mustCommit(t, s, name, right)
+		// Without a commit id only the revision is compared.
+		revOnly := batch(put("k", "3"))
+		revOnly.Conditions = []backend.Condition{{Key: "k", Revision: head.Revision}}
+		mustCommit(t, s, name, revOnly)
+	})
+
 	t.Run("AllMustHold", func(t *testing.T) {
 		t.Parallel()
 		s, name := h.NewBackend(t), uniqueName(t)

@@ -13,7 +13,11 @@ type entry[T any] struct {
 	// rev is the revision that last wrote the key; for a tombstone, the
 	// revision that deleted it. Changes older than rev are ignored, so late
 	// or duplicate events never move a key backwards.
-	rev     uint64
+	rev uint64
+	// commit is the id of the commit at rev, if known: a conditional write
+	// (Modify) names it, so a failover that reused rev for another write
+	// is caught as a conflict.
+	commit  string
 	deleted bool
 	// err is set when the stored value did not decode.
 	err error
@@ -142,7 +146,7 @@ func (c *cache[T]) applyEvent(h backend.Head, origin string, ups []update[T]) ve
 	if !c.follows(h.Parent) {
 		return diverged
 	}
-	c.emit(c.set(h.Revision, origin, ups))
+	c.emit(c.set(h.Revision, h.Commit, origin, ups))
 	c.applied, c.commit = h.Revision, h.Commit
 	if origin == c.self {
 		c.noteEcho(h.Revision)
@@ -191,7 +195,7 @@ func (c *cache[T]) applyOwn(h backend.Head, origin string, ups []update[T]) verd
 	if rev == c.applied+1 && !c.follows(h.Parent) {
 		return diverged
 	}
-	changes := c.set(rev, origin, ups)
+	changes := c.set(rev, h.Commit, origin, ups)
 	if rev != c.applied+1 {
 		c.ahead[rev] = own[T]{changes: changes, commit: h.Commit, parent: h.Parent}
 		return applied
@@ -204,7 +208,7 @@ func (c *cache[T]) applyOwn(h backend.Head, origin string, ups []update[T]) verd
 // set writes ups at rev into entries where they are newer, and returns the
 // changes for watchers: all of them, since watchers follow the history, not
 // the cache. Callers hold mu.
-func (c *cache[T]) set(rev uint64, origin string, ups []update[T]) []Change[T] {
+func (c *cache[T]) set(rev uint64, commit, origin string, ups []update[T]) []Change[T] {
 	changes := make([]Change[T], 0, len(ups))
 	for _, u := range ups {
 		changes = append(changes, Change[T]{Key: u.key, Value: u.value, Deleted: u.deleted, Revision: rev, Origin: origin, Err: u.err})
@@ -212,7 +216,7 @@ func (c *cache[T]) set(rev uint64, origin string, ups []update[T]) []Change[T] {
 		if ok && cur.rev >= rev {
 			continue
 		}
-		c.put(u.key, entry[T]{value: u.value, rev: rev, deleted: u.deleted, err: u.err}, cur, ok)
+		c.put(u.key, entry[T]{value: u.value, rev: rev, commit: commit, deleted: u.deleted, err: u.err}, cur, ok)
 	}
 	return changes
 }
@@ -250,7 +254,8 @@ func (c *cache[T]) advance() verdict {
 // snapshotEntry is one decoded entry of a snapshot.
 type snapshotEntry[T any] struct {
 	update[T]
-	rev uint64
+	rev    uint64
+	commit string
 }
 
 // applySnapshot brings the cache to a snapshot taken at (epoch, rev) by a
@@ -292,7 +297,7 @@ func (c *cache[T]) applySnapshot(h backend.Head, epochBefore string, appliedBefo
 		if ok && cur.rev >= se.rev {
 			continue
 		}
-		c.put(se.key, entry[T]{value: se.value, rev: se.rev, err: se.err}, cur, ok)
+		c.put(se.key, entry[T]{value: se.value, rev: se.rev, commit: se.commit, err: se.err}, cur, ok)
 		if se.rev > c.applied {
 			changes = append(changes, Change[T]{Key: se.key, Value: se.value, Revision: se.rev, Err: se.err})
 		}
@@ -347,7 +352,7 @@ func (c *cache[T]) replace(h backend.Head, ents []snapshotEntry[T]) {
 	c.entries = make(map[string]entry[T], len(ents))
 	c.live = 0
 	for _, se := range ents {
-		c.put(se.key, entry[T]{value: se.value, rev: se.rev, err: se.err}, entry[T]{}, false)
+		c.put(se.key, entry[T]{value: se.value, rev: se.rev, commit: se.commit, err: se.err}, entry[T]{}, false)
 	}
 	for _, w := range c.watchers {
 		w.reset()

@@ -176,6 +176,42 @@ func TestRevisionGoingBackwards(t *testing.T) {
 	converged(t, b, w)
 }
 
+// After a failover that lost writes, the store hands out their revisions
+// again. An instance that still holds a lost write must not have Modify
+// accept it as current because the key's revision matches: the commit id
+// in the condition tells the writes apart (a lost update the Redis
+// failover history found).
+func TestModifyAfterFailoverReusedRevision(t *testing.T) {
+	b := newMemory(t, nil)
+	a := open[int](t, b, "ctx", &contextd.Options{ResyncInterval: -1})
+	ctx := context.Background()
+	if err := a.UpdateContext(ctx, "n", 1); err != nil {
+		t.Fatal(err)
+	}
+	restore := b.Checkpoint("ctx") // a replica that has revision 1 only
+	inc := func(cur int, _ bool) (int, error) { return cur + 1, nil }
+	if _, err := a.Modify(ctx, "n", inc); err != nil { // n=2 at revision 2, then lost
+		t.Fatal(err)
+	}
+	restore()
+	// Another writer's commit takes revision 2 on the new history, and a
+	// does not hear of it.
+	if _, err := b.Commit(ctx, "ctx", backend.Batch{Ops: []backend.Op{{Key: "n", Value: []byte("101")}}}); err != nil {
+		t.Fatal(err)
+	}
+	got, err := a.Modify(ctx, "n", inc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got != 102 {
+		t.Errorf("Modify after a failover returned %d, want 102: it added to a write the store lost", got)
+	}
+	e, err := b.Get(ctx, "ctx", "n")
+	if err != nil || string(e.Value) != "102" {
+		t.Errorf("store holds n=%s, %v; want 102", e.Value, err)
+	}
+}
+
 func TestInvalidEventIgnoredAndCounted(t *testing.T) {
 	b := newMemory(t, nil)
 	w := open[string](t, b, "ctx", nil)

@@ -133,9 +133,9 @@ func (c *Context[T]) modify(ctx context.Context, key string, fn func(T, bool) (T
 	c.cache.mu.RLock()
 	e, exists := c.cache.entries[key]
 	c.cache.mu.RUnlock()
-	cur, rev, ok, curErr := e.value, e.rev, exists && !e.deleted, e.err
+	cur, rev, commit, ok, curErr := e.value, e.rev, e.commit, exists && !e.deleted, e.err
 	if !ok {
-		rev = 0
+		rev, commit = 0, ""
 	}
 	err := c.write(ctx, []string{key}, opts, func(ctx context.Context, leases []locker.Lease) error {
 		for {
@@ -154,7 +154,7 @@ func (c *Context[T]) modify(ctx context.Context, key string, fn func(T, bool) (T
 			up.value, up.err = c.decode(key, b)
 			batch := backend.Batch{
 				Ops:        []backend.Op{{Key: key, Value: b}},
-				Conditions: []backend.Condition{{Key: key, Revision: rev}},
+				Conditions: []backend.Condition{{Key: key, Revision: rev, Commit: commit}},
 				Leases:     leases,
 			}
 			err = c.commit(ctx, batch, []update[T]{up})
@@ -166,12 +166,12 @@ func (c *Context[T]) modify(ctx context.Context, key string, fn func(T, bool) (T
 			switch {
 			case errors.Is(err, backend.ErrNotFound):
 				var zero T
-				cur, rev, ok, curErr = zero, 0, false, nil
+				cur, rev, commit, ok, curErr = zero, 0, "", false, nil
 			case err != nil:
 				return err
 			default:
 				cur, curErr = c.decode(key, fresh.Value)
-				rev, ok = fresh.Revision, true
+				rev, commit, ok = fresh.Revision, fresh.Commit, true
 			}
 		}
 	})

@@ -31,6 +31,7 @@ func (d *contextData) head() backend.Head {
 type storedEntry struct {
 	value    []byte
 	revision uint64
+	commit   string // id of the commit that wrote it
 }
 
 // Load returns a consistent snapshot of context name. Entries are copies
@@ -51,7 +52,7 @@ func (b *Backend) Load(ctx context.Context, name string) (backend.Snapshot, erro
 		snap.Codec = d.codec
 		snap.Entries = make([]backend.Entry, 0, len(d.entries))
 		for k, e := range d.entries {
-			snap.Entries = append(snap.Entries, backend.Entry{Key: k, Value: e.value, Revision: e.revision})
+			snap.Entries = append(snap.Entries, backend.Entry{Key: k, Value: e.value, Revision: e.revision, Commit: e.commit})
 		}
 	}
 	b.mu.Unlock()
@@ -86,7 +87,7 @@ func (b *Backend) Get(ctx context.Context, name, key string) (backend.Entry, err
 	if !ok {
 		return backend.Entry{}, fmt.Errorf("memory: %s: %w", op, backend.ErrNotFound)
 	}
-	return backend.Entry{Key: key, Value: cloneBytes(e.value), Revision: e.revision}, nil
+	return backend.Entry{Key: key, Value: cloneBytes(e.value), Revision: e.revision, Commit: e.commit}, nil
 }
 
 // Revision returns the head of context name: an empty Epoch and revision 0
@@ -184,7 +185,7 @@ func (b *Backend) commit(ctx context.Context, name string, bt backend.Batch, cha
 		if o.Delete {
 			delete(d.entries, o.Key)
 		} else {
-			d.entries[o.Key] = storedEntry{value: o.Value, revision: head.Revision}
+			d.entries[o.Key] = storedEntry{value: o.Value, revision: head.Revision, commit: head.Commit}
 		}
 	}
 	if d.log != nil {
@@ -206,11 +207,15 @@ func (b *Backend) check(sp *space, d *contextData, name string, bt backend.Batch
 	}
 	for _, c := range bt.Conditions {
 		var have uint64
+		var commit string
 		if e, ok := d.entries[c.Key]; ok {
-			have = e.revision
+			have, commit = e.revision, e.commit
 		}
 		if have != c.Revision {
 			return fmt.Errorf("key %q is at revision %d, condition wants %d: %w", c.Key, have, c.Revision, backend.ErrConflict)
+		}
+		if c.Commit != "" && c.Revision != 0 && commit != c.Commit {
+			return fmt.Errorf("key %q was written at revision %d by commit %q, condition wants %q: %w", c.Key, have, commit, c.Commit, backend.ErrConflict)
 		}
 	}
 	if b.opts.DisableLockAwareCommit {

@@ -16,7 +16,7 @@
 //
 //	{contextd:<name>}:meta        hash: rev, epoch, codec, fence, commit, parent
 //	{contextd:<name>}:data        hash: key → encoded value
-//	{contextd:<name>}:revs        hash: key → revision that last wrote it
+//	{contextd:<name>}:revs        hash: key → "<revision> <commit id>" of the write that last wrote it
 //	{contextd:<name>}:log         stream: recent events (fields r, e)
 //	{contextd:<name>}:lock:<key>  string: "<token>:<fence>", with a TTL
 //	{contextd:<name>}:commit:<id> string: a commit's head, for a minute

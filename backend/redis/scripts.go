@@ -17,8 +17,9 @@ import goredis "github.com/redis/go-redis/v9"
 //	      ("1" = SPUBLISH), log length ("0" = no log), event body, #ops,
 //	      #conditions, #leases, check locks ("1"), commit id, remember ("1":
 //	      keep the commit's head under its id key for a minute), then per
-//	      op: key, "p"|"d", value; per condition: key, revision; per lease:
-//	      key, lock value
+//	      op: key, "p"|"d", value; per condition: key, then the revision,
+//	      or "<revision> <commit id>" to check the writing commit too; per
+//	      lease: key, lock value
 //	returns {epoch, revision, commit id, parent commit id}
 //
 // The commit id makes a resend of the same commit (a client retrying after
@@ -54,9 +55,16 @@ if not epoch then parent = '' end
 if storedCodec and codec ~= '' and storedCodec ~= codec then
   return redis.error_reply('CONTEXTD_CODEC 0 ' .. storedCodec)
 end
+-- revs holds "<revision> <commit id>" per key ("<revision>" if written
+-- by another program); a condition without a commit id compares only the
+-- revision.
 for i = 0, nConds - 1 do
   local have = redis.call('HGET', revs, ARGV[condsAt + 2 * i]) or '0'
-  if have ~= ARGV[condsAt + 2 * i + 1] then
+  local want = ARGV[condsAt + 2 * i + 1]
+  if not string.find(want, ' ', 1, true) then
+    have = string.match(have, '^%S*')
+  end
+  if have ~= want then
     return redis.error_reply('CONTEXTD_CONFLICT ' .. i)
   end
 end
@@ -114,7 +122,7 @@ for i = 0, nOps - 1 do
     puts[#puts + 1] = k
     puts[#puts + 1] = ARGV[opsAt + 3 * i + 2]
     putRevs[#putRevs + 1] = k
-    putRevs[#putRevs + 1] = rev
+    putRevs[#putRevs + 1] = rev .. ' ' .. commitID
   else
     dels[#dels + 1] = k
   end

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 
 	"github.com/contextd-go/contextd/backend"
 	"github.com/contextd-go/contextd/internal/slot"
@@ -41,21 +42,34 @@ func parseSnapshot(res []any) (backend.Snapshot, error) {
 	snap.Codec, _ = res[2].(string)
 	data, _ := res[3].([]any)
 	revList, _ := res[4].([]any)
-	revs := make(map[string]uint64, len(revList)/2)
+	type written struct {
+		rev    uint64
+		commit string
+	}
+	revs := make(map[string]written, len(revList)/2)
 	for i := 0; i+1 < len(revList); i += 2 {
 		key, _ := revList[i].(string)
-		// A revision another program scribbled over reads as 0: the
-		// entry still loads, and any newer change replaces it.
-		r, _ := parseUint(revList[i+1])
-		revs[key] = r
+		r, c := parseWritten(revList[i+1])
+		revs[key] = written{r, c}
 	}
 	snap.Entries = make([]backend.Entry, 0, len(data)/2)
 	for i := 0; i+1 < len(data); i += 2 {
 		key, _ := data[i].(string)
 		val, _ := data[i+1].(string)
-		snap.Entries = append(snap.Entries, backend.Entry{Key: key, Value: []byte(val), Revision: revs[key]})
+		w := revs[key]
+		snap.Entries = append(snap.Entries, backend.Entry{Key: key, Value: []byte(val), Revision: w.rev, Commit: w.commit})
 	}
 	return snap, nil
+}
+
+// parseWritten reads a key's field of the revs hash: "<revision> <commit
+// id>", or a bare revision. What another program scribbled there reads as
+// revision 0: the entry still loads, and any newer change replaces it.
+func parseWritten(v any) (rev uint64, commit string) {
+	s, _ := v.(string)
+	r, commit, _ := strings.Cut(s, " ")
+	rev, _ = strconv.ParseUint(r, 10, 64)
+	return rev, commit
 }
 
 // Get reads one entry and its revision in one round trip.
@@ -69,11 +83,11 @@ func (b *Backend) Get(ctx context.Context, name, key string) (backend.Entry, err
 		return backend.Entry{}, fmt.Errorf("redis: get %q of %q: %w", key, name, backend.ErrNotFound)
 	}
 	val, _ := res[0].(string)
-	var rev uint64
+	e := backend.Entry{Key: key, Value: []byte(val)}
 	if len(res) > 1 {
-		rev, _ = parseUint(res[1])
+		e.Revision, e.Commit = parseWritten(res[1])
 	}
-	return backend.Entry{Key: key, Value: []byte(val), Revision: rev}, nil
+	return e, nil
 }
 
 // Revision returns the context's head.
@@ -151,7 +165,11 @@ func (b *Backend) commit(ctx context.Context, name string, bt backend.Batch, cha
 		}
 	}
 	for _, c := range bt.Conditions {
-		args = append(args, c.Key, strconv.FormatUint(c.Revision, 10))
+		want := strconv.FormatUint(c.Revision, 10)
+		if c.Commit != "" && c.Revision != 0 {
+			want += " " + c.Commit
+		}
+		args = append(args, c.Key, want)
 	}
 	for _, l := range leases {
 		args = append(args, l.Key, lockValue(l))
@@ -219,6 +237,9 @@ func validBatch(bt backend.Batch) error {
 	for _, c := range bt.Conditions {
 		if c.Key == "" {
 			return errors.New("condition on an empty key")
+		}
+		if strings.ContainsAny(c.Commit, " \t\r\n") {
+			return fmt.Errorf("condition on %q: commit id %q has white space", c.Key, c.Commit)
 		}
 	}
 	for _, l := range bt.Leases {
