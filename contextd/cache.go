@@ -70,6 +70,13 @@ type cache[T any] struct {
 	// echoed holds revisions of this instance's commits whose events were
 	// applied before the commit returned.
 	echoed map[uint64]struct{}
+	// history holds the commit ids of the last revisions applied, by
+	// revision modulo its length, so a snapshot at a revision the copy
+	// has passed can still be checked against the copy's history.
+	history [historyLength]struct {
+		rev    uint64
+		commit string
+	}
 	// self is this instance's ID, the origin of its events.
 	self string
 	// known is the newest revision heard of, for Lag.
@@ -147,7 +154,7 @@ func (c *cache[T]) applyEvent(h backend.Head, origin string, ups []update[T]) ve
 		return diverged
 	}
 	c.emit(c.set(h.Revision, h.Commit, origin, ups))
-	c.applied, c.commit = h.Revision, h.Commit
+	c.setApplied(h.Revision, h.Commit)
 	if origin == c.self {
 		c.noteEcho(h.Revision)
 	}
@@ -201,7 +208,7 @@ func (c *cache[T]) applyOwn(h backend.Head, origin string, ups []update[T]) verd
 		return applied
 	}
 	c.emit(changes)
-	c.applied, c.commit = rev, h.Commit
+	c.setApplied(rev, h.Commit)
 	return c.advance()
 }
 
@@ -245,8 +252,7 @@ func (c *cache[T]) advance() verdict {
 			return diverged
 		}
 		delete(c.ahead, c.applied+1)
-		c.applied++
-		c.commit = next.commit
+		c.setApplied(c.applied+1, next.commit)
 		c.emit(next.changes)
 	}
 }
@@ -280,8 +286,7 @@ func (c *cache[T]) applySnapshot(h backend.Head, epochBefore string, appliedBefo
 		return
 	}
 	rev := h.Revision
-	if replace || !c.adopt(h.Epoch) || rev < appliedBefore ||
-		rev == c.applied && h.Commit != "" && c.commit != "" && h.Commit != c.commit {
+	if replace || !c.adopt(h.Epoch) || rev < appliedBefore || !c.passed(rev, h.Commit) {
 		c.replace(h, ents)
 		return
 	}
@@ -330,7 +335,7 @@ func (c *cache[T]) applySnapshot(h backend.Head, epochBefore string, appliedBefo
 		return 0
 	})
 	c.emit(changes)
-	c.applied, c.commit = rev, h.Commit
+	c.setApplied(rev, h.Commit)
 	if c.advance() == diverged {
 		// An own commit made on another history than the snapshot's
 		// (possible only while a failover settles): the snapshot is the
@@ -339,12 +344,36 @@ func (c *cache[T]) applySnapshot(h backend.Head, epochBefore string, appliedBefo
 	}
 }
 
+// historyLength is how many recent revisions' commit ids the copy keeps.
+const historyLength = 1024
+
+// setApplied records that every change up to rev, made by commit, is
+// applied. Callers hold mu.
+func (c *cache[T]) setApplied(rev uint64, commit string) {
+	c.applied, c.commit = rev, commit
+	slot := &c.history[rev%historyLength]
+	slot.rev, slot.commit = rev, commit
+}
+
+// passed reports whether a snapshot at rev made by commit can be part of
+// the copy's history: false if the copy applied another commit at rev
+// (the store's history is not the copy's: a failover lost writes the copy
+// had applied, and the new master reused their revisions). Unknown ids, or
+// revisions too old to remember, pass. Callers hold mu.
+func (c *cache[T]) passed(rev uint64, commit string) bool {
+	if rev > c.applied || commit == "" {
+		return true
+	}
+	slot := c.history[rev%historyLength]
+	return slot.rev != rev || slot.commit == "" || slot.commit == commit
+}
+
 // replace discards the cache for a snapshot of another history. Callers
 // hold mu.
 func (c *cache[T]) replace(h backend.Head, ents []snapshotEntry[T]) {
 	c.epoch = h.Epoch
-	c.applied = h.Revision
-	c.commit = h.Commit
+	clear(c.history[:])
+	c.setApplied(h.Revision, h.Commit)
 	c.known = h.Revision
 	c.lastEvent = 0
 	clear(c.ahead)

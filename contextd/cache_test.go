@@ -38,3 +38,37 @@ func TestSnapshotOlderThanContextCreation(t *testing.T) {
 		t.Errorf("head = %q, %d after a wiped store's snapshot; want empty", epoch, rev)
 	}
 }
+
+// A snapshot at a revision the copy has already passed is normally old
+// news. But after a failover that lost writes the copy had applied, the
+// new master reuses their revisions: a snapshot whose commit at that
+// revision is not the one the copy applied shows another history, and
+// must replace the copy, or Sync would keep serving the lost writes (the
+// Redis failover history with WAIT found this).
+func TestSnapshotOfAnotherHistoryAtAPassedRevision(t *testing.T) {
+	c := newCache[int]("me")
+	parent := ""
+	for r := uint64(1); r <= 5; r++ {
+		commit := "c" + string(rune('0'+r))
+		h := backend.Head{Epoch: "e1", Revision: r, Commit: commit, Parent: parent}
+		if v := c.applyEvent(h, "other", []update[int]{{key: "k", value: int(r)}}); v != applied {
+			t.Fatalf("applyEvent(%d) = %v", r, v)
+		}
+		parent = commit
+	}
+
+	// The same history at revision 3: nothing to do.
+	same := backend.Head{Epoch: "e1", Revision: 3, Commit: "c3", Parent: "c2"}
+	c.applySnapshot(same, "e1", 3, []snapshotEntry[int]{{update: update[int]{key: "k", value: 3}, rev: 3, commit: "c3"}}, false)
+	if e := c.entries["k"]; e.value != 5 || c.applied != 5 {
+		t.Fatalf("a snapshot of the copy's own past changed it: k=%d, applied %d", e.value, c.applied)
+	}
+
+	// Another history at revision 3 (the load began at 3, so the store
+	// did not go back as far as the copy can tell from revisions).
+	other := backend.Head{Epoch: "e1", Revision: 3, Commit: "x3", Parent: "c2"}
+	c.applySnapshot(other, "e1", 3, []snapshotEntry[int]{{update: update[int]{key: "k", value: 30}, rev: 3, commit: "x3"}}, false)
+	if e := c.entries["k"]; e.value != 30 || c.applied != 3 || c.commit != "x3" {
+		t.Errorf("after a snapshot of another history: k=%d, applied %d, commit %q; want 30, 3, x3", e.value, c.applied, c.commit)
+	}
+}
