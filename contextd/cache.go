@@ -197,6 +197,11 @@ func (c *cache[T]) applyOwn(h backend.Head, origin string, ups []update[T]) verd
 			delete(c.echoed, rev)
 			return duplicate
 		}
+		if !c.passed(rev, h.Commit) {
+			// The copy applied another commit at this revision: a history
+			// the store lost. Only a replacement brings this write in.
+			return diverged
+		}
 		return resync
 	}
 	if rev == c.applied+1 && !c.follows(h.Parent) {
@@ -294,6 +299,10 @@ func (c *cache[T]) applySnapshot(h backend.Head, epochBefore string, appliedBefo
 	if rev <= c.applied {
 		return // events applied meanwhile already cover it
 	}
+	if c.divergesFrom(rev, ents) {
+		c.replace(h, ents)
+		return
+	}
 	var changes []Change[T]
 	inSnapshot := make(map[string]struct{}, len(ents))
 	for _, se := range ents {
@@ -344,6 +353,25 @@ func (c *cache[T]) applySnapshot(h backend.Head, epochBefore string, appliedBefo
 	}
 }
 
+// divergesFrom reports whether a snapshot at rev contradicts what the copy
+// holds of the history up to rev: a key the copy has from a write at or
+// below rev must show that same write in the snapshot (an older one means
+// the store does not have the copy's write). Revision numbers alone would
+// let a copy that applied writes a failover lost keep them, since the new
+// master hands out their revisions again. Callers hold mu.
+func (c *cache[T]) divergesFrom(rev uint64, ents []snapshotEntry[T]) bool {
+	for _, se := range ents {
+		cur, ok := c.entries[se.key]
+		if !ok || cur.rev > rev {
+			continue
+		}
+		if cur.rev > se.rev || cur.rev == se.rev && cur.commit != "" && se.commit != "" && cur.commit != se.commit {
+			return true
+		}
+	}
+	return false
+}
+
 // historyLength is how many recent revisions' commit ids the copy keeps.
 const historyLength = 1024
 
@@ -370,18 +398,37 @@ func (c *cache[T]) passed(rev uint64, commit string) bool {
 
 // replace discards the cache for a snapshot of another history. Callers
 // hold mu.
+//
+// This instance's own commits above the snapshot, in the same epoch, stay
+// for read-your-writes: the store acknowledged them after the snapshot was
+// taken, so they belong to its history (if not, the commit chain shows it
+// when they become contiguous, and brings another replacement).
 func (c *cache[T]) replace(h backend.Head, ents []snapshotEntry[T]) {
+	sameEpoch := h.Epoch != "" && h.Epoch == c.epoch
 	c.epoch = h.Epoch
 	clear(c.history[:])
 	c.setApplied(h.Revision, h.Commit)
 	c.known = h.Revision
 	c.lastEvent = 0
-	clear(c.ahead)
+	for r := range c.ahead {
+		if r <= h.Revision || !sameEpoch {
+			delete(c.ahead, r)
+		}
+	}
 	clear(c.echoed)
 	c.entries = make(map[string]entry[T], len(ents))
 	c.live = 0
 	for _, se := range ents {
 		c.put(se.key, entry[T]{value: se.value, rev: se.rev, commit: se.commit, err: se.err}, entry[T]{}, false)
+	}
+	for r, mine := range c.ahead {
+		for _, ch := range mine.changes {
+			cur, ok := c.entries[ch.Key]
+			if ok && cur.rev >= r {
+				continue
+			}
+			c.put(ch.Key, entry[T]{value: ch.Value, rev: r, commit: mine.commit, deleted: ch.Deleted, err: ch.Err}, cur, ok)
+		}
 	}
 	for _, w := range c.watchers {
 		w.reset()

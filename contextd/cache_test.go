@@ -72,3 +72,51 @@ func TestSnapshotOfAnotherHistoryAtAPassedRevision(t *testing.T) {
 		t.Errorf("after a snapshot of another history: k=%d, applied %d, commit %q; want 30, 3, x3", e.value, c.applied, c.commit)
 	}
 }
+
+// A snapshot ahead of the copy that shows an older write of a key than
+// the copy holds (at a revision the snapshot covers) means the copy's
+// write is not in the store's history: it must replace the copy, not be
+// merged key by key on revision numbers (the Redis failover history with
+// WAIT found a copy keeping a lost write over its own newer one).
+func TestSnapshotMissingTheCopysWrite(t *testing.T) {
+	c := newCache[int]("me")
+	h := backend.Head{Epoch: "e1", Revision: 1, Commit: "c1"}
+	c.applyEvent(h, "other", []update[int]{{key: "k", value: 1}})
+	h = backend.Head{Epoch: "e1", Revision: 2, Commit: "lost2", Parent: "c1"}
+	c.applyEvent(h, "other", []update[int]{{key: "k", value: 2}}) // lost in a failover
+	// The store's history: revision 2 wrote another key, 3 this instance's.
+	snap := backend.Head{Epoch: "e1", Revision: 3, Commit: "c3", Parent: "c2"}
+	c.applySnapshot(snap, "e1", 2, []snapshotEntry[int]{
+		{update: update[int]{key: "k", value: 1}, rev: 1, commit: "c1"},
+		{update: update[int]{key: "j", value: 7}, rev: 2, commit: "c2"},
+		{update: update[int]{key: "m", value: 9}, rev: 3, commit: "c3"},
+	}, false)
+	if e := c.entries["k"]; e.value != 1 || e.rev != 1 {
+		t.Errorf("k = %d at revision %d after a snapshot without the copy's write of it; want the store's 1 at revision 1", e.value, e.rev)
+	}
+	if c.applied != 3 || c.commit != "c3" {
+		t.Errorf("head = %d %q, want 3 c3", c.applied, c.commit)
+	}
+}
+
+// Replacing the copy (another history) keeps this instance's own commits
+// above the snapshot: the store acknowledged them, so a read must still
+// show them (read-your-writes through a failover's repair).
+func TestReplaceKeepsOwnCommitsAboveTheSnapshot(t *testing.T) {
+	c := newCache[int]("me")
+	c.applyEvent(backend.Head{Epoch: "e1", Revision: 1, Commit: "c1"}, "other", []update[int]{{key: "k", value: 1}})
+	if v := c.applyOwn(backend.Head{Epoch: "e1", Revision: 5, Commit: "c5", Parent: "c4"}, "me", []update[int]{{key: "mine", value: 5}}); v != applied {
+		t.Fatalf("applyOwn = %v", v)
+	}
+	c.applySnapshot(backend.Head{Epoch: "e1", Revision: 3, Commit: "c3"}, "e1", 1,
+		[]snapshotEntry[int]{{update: update[int]{key: "k", value: 3}, rev: 3, commit: "c3"}}, true)
+	if e, ok := c.entries["mine"]; !ok || e.value != 5 || e.rev != 5 {
+		t.Errorf("own write at revision 5 after a replacement at 3: %+v, %v; want 5", e, ok)
+	}
+	if e := c.entries["k"]; e.value != 3 {
+		t.Errorf("k = %d, want the snapshot's 3", e.value)
+	}
+	if _, ok := c.ahead[5]; !ok {
+		t.Error("own commit 5 no longer waits for revisions 4 and 5 to become contiguous")
+	}
+}
