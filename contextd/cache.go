@@ -224,13 +224,20 @@ func (c *cache[T]) set(rev uint64, commit, origin string, ups []update[T]) []Cha
 	changes := make([]Change[T], 0, len(ups))
 	for _, u := range ups {
 		changes = append(changes, Change[T]{Key: u.key, Value: u.value, Deleted: u.deleted, Revision: rev, Origin: origin, Err: u.err})
-		cur, ok := c.entries[u.key]
-		if ok && cur.rev >= rev {
-			continue
-		}
-		c.put(u.key, entry[T]{value: u.value, rev: rev, commit: commit, deleted: u.deleted, err: u.err}, cur, ok)
+		c.putNewer(u.key, entry[T]{value: u.value, rev: rev, commit: commit, deleted: u.deleted, err: u.err})
 	}
 	return changes
+}
+
+// putNewer puts e unless the key holds a revision at least as new, and
+// reports whether it did. Callers hold mu.
+func (c *cache[T]) putNewer(key string, e entry[T]) bool {
+	cur, ok := c.entries[key]
+	if ok && cur.rev >= e.rev {
+		return false
+	}
+	c.put(key, e, cur, ok)
+	return true
 }
 
 // put replaces a key's entry and keeps live counted. Callers hold mu.
@@ -307,11 +314,9 @@ func (c *cache[T]) applySnapshot(h backend.Head, epochBefore string, appliedBefo
 	inSnapshot := make(map[string]struct{}, len(ents))
 	for _, se := range ents {
 		inSnapshot[se.key] = struct{}{}
-		cur, ok := c.entries[se.key]
-		if ok && cur.rev >= se.rev {
+		if !c.putNewer(se.key, entry[T]{value: se.value, rev: se.rev, commit: se.commit, err: se.err}) {
 			continue
 		}
-		c.put(se.key, entry[T]{value: se.value, rev: se.rev, commit: se.commit, err: se.err}, cur, ok)
 		if se.rev > c.applied {
 			changes = append(changes, Change[T]{Key: se.key, Value: se.value, Revision: se.rev, Err: se.err})
 		}
@@ -423,11 +428,7 @@ func (c *cache[T]) replace(h backend.Head, ents []snapshotEntry[T]) {
 	}
 	for r, mine := range c.ahead {
 		for _, ch := range mine.changes {
-			cur, ok := c.entries[ch.Key]
-			if ok && cur.rev >= r {
-				continue
-			}
-			c.put(ch.Key, entry[T]{value: ch.Value, rev: r, commit: mine.commit, deleted: ch.Deleted, err: ch.Err}, cur, ok)
+			c.putNewer(ch.Key, entry[T]{value: ch.Value, rev: r, commit: mine.commit, deleted: ch.Deleted, err: ch.Err})
 		}
 	}
 	for _, w := range c.watchers {
