@@ -22,6 +22,13 @@ var (
 	// epoch: the caller must load a snapshot instead.
 	ErrLogTruncated = errors.New("backend: change log does not reach back that far")
 
+	// ErrCorrupt is returned when the stored state of a context is
+	// damaged: a revision or counter that does not parse, a value without
+	// a revision, a key of the wrong type. The error names the key. Stores
+	// report it per entry where they can (an Entry with Revision 0), so
+	// other keys stay readable.
+	ErrCorrupt = errors.New("backend: stored state is corrupt")
+
 	// ErrInvalidEvent is returned by DecodeEvent for a payload that is not
 	// a well-formed event of a known version.
 	ErrInvalidEvent = errors.New("backend: invalid event")

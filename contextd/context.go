@@ -61,10 +61,10 @@ type Context[T any] struct {
 // nothing until Initialize; it never closes b.
 func New[T any](b backend.Backend, contextKey string, opts *Options) (*Context[T], error) {
 	if isNil(b) {
-		return nil, errors.New("contextd: New needs a backend, got nil")
+		return nil, fmt.Errorf("%w: New needs a backend, got nil", ErrInvalid)
 	}
 	if contextKey == "" {
-		return nil, errors.New("contextd: New needs a non-empty contextKey")
+		return nil, fmt.Errorf("%w: New needs a non-empty contextKey", ErrInvalid)
 	}
 	o, err := opts.resolved(contextKey)
 	if err != nil {
@@ -115,13 +115,28 @@ func randomID() string {
 }
 
 // Name returns the context's name (its contextKey).
-func (c *Context[T]) Name() string { return c.name }
+func (c *Context[T]) Name() string {
+	if c == nil {
+		return ""
+	}
+	return c.name
+}
 
 // ID returns this instance's random identity, the Origin of its changes.
-func (c *Context[T]) ID() string { return c.id }
+func (c *Context[T]) ID() string {
+	if c == nil {
+		return ""
+	}
+	return c.id
+}
 
 // Capabilities reports the optional backend capabilities this Context uses.
-func (c *Context[T]) Capabilities() backend.Capabilities { return c.caps }
+func (c *Context[T]) Capabilities() backend.Capabilities {
+	if c == nil {
+		return backend.Capabilities{}
+	}
+	return c.caps
+}
 
 // Initialize subscribes to the context's change events, then loads a
 // snapshot of the context, then starts applying events in the background.
@@ -130,6 +145,9 @@ func (c *Context[T]) Capabilities() backend.Capabilities { return c.caps }
 // It fails with ErrCodecMismatch if the context was written with another
 // codec. Calling it again after it succeeded does nothing.
 func (c *Context[T]) Initialize(ctx context.Context) error {
+	if c == nil {
+		return c.errorf("initialize", errNilContext)
+	}
 	c.lifeMu.Lock()
 	defer c.lifeMu.Unlock()
 	if c.closed.Load() {
@@ -165,11 +183,16 @@ func (c *Context[T]) Initialize(ctx context.Context) error {
 
 // Ready reports whether Initialize has loaded the first snapshot and the
 // Context is not closed.
-func (c *Context[T]) Ready() bool { return c.initialized.Load() && !c.closed.Load() }
+func (c *Context[T]) Ready() bool {
+	return c != nil && c.initialized.Load() && !c.closed.Load()
+}
 
 // Revision returns the revision up to which this instance has applied every
 // change of the context.
 func (c *Context[T]) Revision() uint64 {
+	if c == nil {
+		return 0
+	}
 	_, rev := c.cache.head()
 	return rev
 }
@@ -177,6 +200,9 @@ func (c *Context[T]) Revision() uint64 {
 // Lag returns how many revisions this instance knows the store to be ahead
 // of its copy: zero when it is up to date as far as it has heard.
 func (c *Context[T]) Lag() uint64 {
+	if c == nil {
+		return 0
+	}
 	c.cache.mu.RLock()
 	defer c.cache.mu.RUnlock()
 	if c.cache.known < c.cache.applied {
@@ -190,6 +216,9 @@ func (c *Context[T]) Lag() uint64 {
 // does not close the backend. Close is idempotent; afterwards every
 // operation returns ErrClosed.
 func (c *Context[T]) Close() error {
+	if c == nil {
+		return c.errorf("close", errNilContext)
+	}
 	c.lifeMu.Lock()
 	if c.closed.Load() {
 		c.lifeMu.Unlock()
@@ -227,6 +256,9 @@ func (c *Context[T]) Close() error {
 
 // usable reports why the Context cannot be used now, if it cannot.
 func (c *Context[T]) usable() error {
+	if c == nil {
+		return errNilContext
+	}
 	if c.closed.Load() {
 		return ErrClosed
 	}
@@ -236,12 +268,19 @@ func (c *Context[T]) usable() error {
 	return nil
 }
 
+// errNilContext is the error of a method called on a nil *Context.
+var errNilContext = invalid("nil *Context")
+
 // errorf wraps err as "contextd: <name>: <what>: err".
 func (c *Context[T]) errorf(what string, err error, args ...any) error {
 	if len(args) > 0 {
 		what = fmt.Sprintf(what, args...)
 	}
-	return fmt.Errorf("contextd: %s: %s: %w", c.name, what, err)
+	name := "<nil>"
+	if c != nil {
+		name = c.name
+	}
+	return fmt.Errorf("contextd: %s: %s: %w", name, what, err)
 }
 
 // Stats are counters of a Context's background work, for monitoring and
@@ -270,6 +309,9 @@ type stats struct {
 
 // Stats returns the current counters.
 func (c *Context[T]) Stats() Stats {
+	if c == nil {
+		return Stats{}
+	}
 	return Stats{
 		Snapshots:     c.stats.snapshots.Load(),
 		LogCatchUps:   c.stats.logCatchUps.Load(),

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/contextd-go/contextd/backend"
 	"github.com/contextd-go/contextd/backend/memory"
@@ -38,8 +39,8 @@ func TestNewRejectsBadArguments(t *testing.T) {
 			if err == nil || c != nil {
 				t.Fatalf("New = %v, %v; want an error", c, err)
 			}
-			if !strings.Contains(err.Error(), tc.want) {
-				t.Errorf("error %q does not mention %q", err, tc.want)
+			if !strings.Contains(err.Error(), tc.want) || !errors.Is(err, contextd.ErrInvalid) {
+				t.Errorf("error %q does not mention %q or does not match ErrInvalid", err, tc.want)
 			}
 		})
 	}
@@ -116,34 +117,107 @@ func TestUseAfterClose(t *testing.T) {
 func TestBadInputWritesNothing(t *testing.T) {
 	b := newMemory(t, nil)
 	c := open[any](t, b, "ctx", nil)
+	other := open[any](t, b, "other", nil)
+	foreign, err := other.AcquireLock(t.Context(), contextd.LockOptions{Key: "k"})
+	if err != nil {
+		t.Fatal(err)
+	}
 	ctx := context.Background()
-	if err := c.UpdateContext(ctx, "", 1); err == nil || !strings.Contains(err.Error(), "empty key") {
-		t.Errorf("UpdateContext with an empty key = %v, want an empty-key error", err)
-	}
-	err := c.TransactionalUpdate(ctx, map[string]any{"good": 1, "bad": make(chan int)})
-	if err == nil || !strings.Contains(err.Error(), `"bad"`) {
-		t.Errorf("TransactionalUpdate with an unencodable value = %v, want an error naming the key", err)
-	}
-	if err := c.Delete(ctx, "a", ""); err == nil {
-		t.Error("Delete with an empty key succeeded")
-	}
-	if _, _, err := c.Get(ctx, ""); err == nil {
-		t.Error("Get with an empty key succeeded")
-	}
-	if _, err := c.AcquireLock(ctx, contextd.LockOptions{}); err == nil {
-		t.Error("AcquireLock without a key succeeded")
-	}
-	if _, err := c.Modify(ctx, "k", nil); err == nil {
-		t.Error("Modify with a nil function succeeded")
-	}
-	if err := c.UpdateContext(ctx, "k", 1, contextd.WithLock(nil)); err == nil {
-		t.Error("UpdateContext WithLock(nil) succeeded")
+	for _, tc := range []struct {
+		what string
+		call func() error
+		// names is a part the error must contain, so the user sees what
+		// was wrong.
+		names string
+	}{
+		{"UpdateContext with an empty key", func() error { return c.UpdateContext(ctx, "", 1) }, "empty key"},
+		{"TransactionalUpdate with an unencodable value", func() error {
+			return c.TransactionalUpdate(ctx, map[string]any{"good": 1, "bad": make(chan int)})
+		}, `"bad"`},
+		{"UpdateContext with an unencodable value", func() error { return c.UpdateContext(ctx, "k", func() {}) }, `"k"`},
+		{"TransactionalUpdate with an empty key", func() error { return c.TransactionalUpdate(ctx, map[string]any{"": 1}) }, "empty key"},
+		{"Delete with an empty key", func() error { return c.Delete(ctx, "a", "") }, "empty key"},
+		{"Get with an empty key", func() error { _, _, err := c.Get(ctx, ""); return err }, "empty key"},
+		{"AcquireLock without a key", func() error { _, err := c.AcquireLock(ctx, contextd.LockOptions{}); return err }, "empty key"},
+		{"AcquireLock with a negative timeout", func() error {
+			_, err := c.AcquireLock(ctx, contextd.LockOptions{Key: "k", LockTimeout: -time.Second})
+			return err
+		}, "negative"},
+		{"Modify with a nil function", func() error { _, err := c.Modify(ctx, "k", nil); return err }, "nil function"},
+		{"Modify with an empty key", func() error {
+			_, err := c.Modify(ctx, "", func(any, bool) (any, error) { return 1, nil })
+			return err
+		}, "empty key"},
+		{"Modify to an unencodable value", func() error {
+			_, err := c.Modify(ctx, "k", func(any, bool) (any, error) { return make(chan int), nil })
+			return err
+		}, `"k"`},
+		{"UpdateContext WithLock(nil)", func() error { return c.UpdateContext(ctx, "k", 1, contextd.WithLock(nil)) }, "WithLock(nil)"},
+		{"UpdateContext WithLock of another Context", func() error {
+			return c.UpdateContext(ctx, "k", 1, contextd.WithLock(foreign))
+		}, "another Context"},
+	} {
+		err := tc.call()
+		if !errors.Is(err, contextd.ErrInvalid) || !strings.Contains(err.Error(), tc.names) {
+			t.Errorf("%s = %v; want an error matching ErrInvalid that says %s", tc.what, err, tc.names)
+		}
 	}
 	if h, _ := b.Revision(ctx, "ctx"); h.Revision != 0 {
 		t.Errorf("bad input wrote %d revisions", h.Revision)
 	}
 	if err := c.TransactionalUpdate(ctx, nil); err != nil {
 		t.Errorf("empty TransactionalUpdate = %v, want nil", err)
+	}
+}
+
+// TestNilContextAndLock calls every method on a nil *Context and a nil
+// *Lock: each returns an error matching ErrInvalid (or a zero value), none
+// panics.
+func TestNilContextAndLock(t *testing.T) {
+	var c *contextd.Context[int]
+	ctx := t.Context()
+	calls := map[string]func() error{
+		"Initialize":          func() error { return c.Initialize(ctx) },
+		"Close":               func() error { return c.Close() },
+		"UpdateContext":       func() error { return c.UpdateContext(ctx, "k", 1) },
+		"TransactionalUpdate": func() error { return c.TransactionalUpdate(ctx, map[string]int{"k": 1}) },
+		"Delete":              func() error { return c.Delete(ctx, "k") },
+		"Modify": func() error {
+			_, err := c.Modify(ctx, "k", func(int, bool) (int, error) { return 1, nil })
+			return err
+		},
+		"Get":         func() error { _, _, err := c.Get(ctx, "k"); return err },
+		"Get Fresh":   func() error { _, _, err := c.Get(ctx, "k", contextd.Fresh()); return err },
+		"GetContext":  func() error { _, err := c.GetContext(ctx); return err },
+		"Sync":        func() error { return c.Sync(ctx) },
+		"AcquireLock": func() error { _, err := c.AcquireLock(ctx, contextd.LockOptions{Key: "k"}); return err },
+	}
+	for name, call := range calls {
+		if err := call(); !errors.Is(err, contextd.ErrInvalid) {
+			t.Errorf("nil *Context: %s = %v, want ErrInvalid", name, err)
+		}
+	}
+	if c.Name() != "" || c.ID() != "" || c.Ready() || c.Revision() != 0 || c.Lag() != 0 || c.Stats() != (contextd.Stats{}) ||
+		c.Capabilities() != (backend.Capabilities{}) {
+		t.Error("nil *Context: getters returned non-zero values")
+	}
+	if _, open := <-c.Watch(ctx); open {
+		t.Error("nil *Context: Watch returned an open channel")
+	}
+	var l *contextd.Lock
+	if err := l.Release(ctx); !errors.Is(err, contextd.ErrInvalid) {
+		t.Errorf("nil *Lock: Release = %v, want ErrInvalid", err)
+	}
+	if err := l.Extend(ctx, time.Second); !errors.Is(err, contextd.ErrInvalid) {
+		t.Errorf("nil *Lock: Extend = %v, want ErrInvalid", err)
+	}
+	if l.Key() != "" || l.Token() != 0 {
+		t.Error("nil *Lock: Key or Token not zero")
+	}
+	select {
+	case <-l.Lost():
+	default:
+		t.Error("nil *Lock: Lost is not closed")
 	}
 }
 

@@ -49,4 +49,18 @@ var (
 	// codec could not decode (written by another program, say). Other keys
 	// stay readable.
 	ErrDecode = errors.New("contextd: value does not decode")
+
+	// ErrInvalid is matched by the error of a call with bad arguments: an
+	// empty key or context name, a nil function, WithLock(nil) or a lock of
+	// another Context, a value the codec cannot encode, a negative
+	// duration, a nil *Context or *Lock. Such a call writes nothing.
+	ErrInvalid = errors.New("contextd: invalid argument")
+
+	// ErrCorrupt is matched by the error of an operation that found
+	// contextd's own stored state damaged: a revision that does not parse,
+	// a value stored without a revision (written by another program into
+	// contextd's keys), a key of the wrong type. The error names the key.
+	// Other keys stay usable; a plain write (UpdateContext, Delete) of the
+	// damaged key replaces it. It is backend.ErrCorrupt.
+	ErrCorrupt = backend.ErrCorrupt
 )

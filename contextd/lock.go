@@ -56,7 +56,7 @@ func (c *Context[T]) acquireLock(ctx context.Context, opts LockOptions) (*Lock, 
 		return nil, errEmptyKey
 	}
 	if err := lockDefaults(&opts.LockTimeout, &opts.RetryDelay, &opts.MaxRetries); err != nil {
-		return nil, err
+		return nil, fmt.Errorf("%w: %w", ErrInvalid, err)
 	}
 	policy := locker.Policy{RetryDelay: opts.RetryDelay, MaxRetries: opts.MaxRetries, Watcher: c.notifier}
 	lease, err := locker.Acquire(ctx, c.lock, c.name, opts.Key, opts.LockTimeout, policy)
@@ -93,18 +93,44 @@ func (c *Context[T]) acquireLock(ctx context.Context, opts LockOptions) (*Lock, 
 	return l, nil
 }
 
-// Key returns the locked key.
-func (l *Lock) Key() string { return l.lease.Key }
+// errNilLock is the error of a method called on a nil *Lock.
+var errNilLock = invalid("nil *Lock")
+
+// Key returns the locked key ("" for a nil Lock).
+func (l *Lock) Key() string {
+	if l == nil {
+		return ""
+	}
+	return l.lease.Key
+}
 
 // Token returns the lock's fencing token: it is larger than the token of
 // every earlier acquisition of a lock of the same context, so a system
 // outside contextd can refuse work from a holder that has since been
 // superseded.
-func (l *Lock) Token() uint64 { return l.lease.Fence }
+func (l *Lock) Token() uint64 {
+	if l == nil {
+		return 0
+	}
+	return l.lease.Fence
+}
 
 // Lost returns a channel that is closed once the lock is no longer held:
 // released, expired without extension, found taken over, or renewal failed.
-func (l *Lock) Lost() <-chan struct{} { return l.lost }
+// For a nil Lock it is closed already.
+func (l *Lock) Lost() <-chan struct{} {
+	if l == nil {
+		return closedChan
+	}
+	return l.lost
+}
+
+// closedChan is the Lost channel of a nil Lock.
+var closedChan = func() chan struct{} {
+	ch := make(chan struct{})
+	close(ch)
+	return ch
+}()
 
 func (l *Lock) isLost() bool {
 	select {
@@ -131,6 +157,9 @@ func (l *Lock) checkLost(ctx context.Context) {
 // Extend renews the lock for ttl (zero: its current time to live). It
 // returns an error matching ErrLockLost if the lock is no longer held.
 func (l *Lock) Extend(ctx context.Context, ttl time.Duration) error {
+	if l == nil {
+		return fmt.Errorf("contextd: extend lock: %w", errNilLock)
+	}
 	if err := l.extend(ctx, ttl); err != nil {
 		return fmt.Errorf("contextd: %s: extend lock %q: %w", l.name, l.lease.Key, err)
 	}
@@ -139,7 +168,7 @@ func (l *Lock) Extend(ctx context.Context, ttl time.Duration) error {
 
 func (l *Lock) extend(ctx context.Context, ttl time.Duration) error {
 	if ttl < 0 {
-		return fmt.Errorf("negative ttl %v", ttl)
+		return invalid("negative ttl %v", ttl)
 	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -173,6 +202,9 @@ func (l *Lock) currentLease() locker.Lease {
 // lock that expired or was taken over returns an error matching
 // ErrLockLost.
 func (l *Lock) Release(ctx context.Context) error {
+	if l == nil {
+		return fmt.Errorf("contextd: release lock: %w", errNilLock)
+	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.released {

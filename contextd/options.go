@@ -1,7 +1,6 @@
 package contextd
 
 import (
-	"errors"
 	"fmt"
 	"log/slog"
 	"time"
@@ -98,7 +97,7 @@ func (o *Options) resolved(name string) (Options, error) {
 		r.Codec = codec.JSON
 	}
 	if r.Codec.Name() == "" {
-		return r, errors.New("contextd: Options.Codec has an empty Name")
+		return r, fmt.Errorf("%w: Options.Codec has an empty Name", ErrInvalid)
 	}
 	if r.ResyncInterval == 0 {
 		r.ResyncInterval = DefaultResyncInterval
@@ -110,7 +109,7 @@ func (o *Options) resolved(name string) (Options, error) {
 		r.EventValueLimit = 0
 	}
 	if err := lockDefaults(&r.LockTimeout, &r.RetryDelay, &r.MaxRetries); err != nil {
-		return r, fmt.Errorf("contextd: %w", err)
+		return r, fmt.Errorf("%w: %w", ErrInvalid, err)
 	}
 	if r.WatchBuffer <= 0 {
 		r.WatchBuffer = DefaultWatchBuffer

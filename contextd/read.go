@@ -124,7 +124,13 @@ func (c *Context[T]) Sync(ctx context.Context) error {
 	return nil
 }
 
-var errEmptyKey = errors.New("empty key")
+// errEmptyKey is the error of an operation on key "".
+var errEmptyKey = invalid("empty key")
+
+// invalid returns an error matching ErrInvalid that says what was wrong.
+func invalid(format string, args ...any) error {
+	return fmt.Errorf("%w: %s", ErrInvalid, fmt.Sprintf(format, args...))
+}
 
 // decode turns stored bytes into a T; its error names the key and matches
 // ErrDecode.
@@ -141,7 +147,7 @@ func (c *Context[T]) decode(key string, b []byte) (T, error) {
 func (c *Context[T]) encode(key string, v T) ([]byte, error) {
 	b, err := c.opts.Codec.Marshal(v)
 	if err != nil {
-		return nil, fmt.Errorf("encode %q with %s: %w", key, c.opts.Codec.Name(), err)
+		return nil, fmt.Errorf("encode %q with %s: %w: %w", key, c.opts.Codec.Name(), ErrInvalid, err)
 	}
 	return b, nil
 }

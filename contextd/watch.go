@@ -110,9 +110,14 @@ func (w *watcher[T]) run(ctx context.Context, done <-chan struct{}) {
 // Options.WatchBuffer changes; a reader that falls further behind does not
 // hold the Context up: the changes it missed are replaced by one Change with
 // Reset set, followed by fresh changes. A Reset is also sent when the
-// instance had to replace its whole copy. Watch on a closed Context returns a
-// closed channel.
+// instance had to replace its whole copy. Watch on a closed (or nil) Context
+// returns a closed channel.
 func (c *Context[T]) Watch(ctx context.Context) <-chan Change[T] {
+	if c == nil {
+		closed := make(chan Change[T])
+		close(closed)
+		return closed
+	}
 	w := &watcher[T]{out: make(chan Change[T], c.opts.WatchBuffer), wake: make(chan struct{}, 1)}
 	c.lifeMu.Lock()
 	defer c.lifeMu.Unlock()

@@ -127,7 +127,7 @@ func (c *Context[T]) modify(ctx context.Context, key string, fn func(T, bool) (T
 		return result, errEmptyKey
 	}
 	if fn == nil {
-		return result, errors.New("nil function")
+		return result, invalid("nil function")
 	}
 	// Start from the local copy; on a conflict, from the store.
 	c.cache.mu.RLock()
@@ -250,9 +250,9 @@ func (c *Context[T]) heldLeases(locks []*Lock) ([]*Lock, error) {
 	for _, l := range locks {
 		switch {
 		case l == nil:
-			return nil, errors.New("WithLock(nil)")
+			return nil, invalid("WithLock(nil)")
 		case l.owner != any(c):
-			return nil, fmt.Errorf("WithLock: lock %q belongs to another Context", l.Key())
+			return nil, invalid("WithLock: lock %q belongs to another Context", l.Key())
 		case l.isLost():
 			return nil, fmt.Errorf("lock %q: %w", l.Key(), ErrLockLost)
 		}
