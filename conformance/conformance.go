@@ -16,6 +16,8 @@
 package conformance
 
 import (
+	"crypto/rand"
+	"encoding/hex"
 	"fmt"
 	"strings"
 	"sync/atomic"
@@ -63,11 +65,23 @@ func Run(t *testing.T, h Harness) {
 	t.Run("Context", func(t *testing.T) { testContext(t, h) })
 }
 
-var nameSeq atomic.Uint64
+var (
+	nameSeq atomic.Uint64
+	// runID tells this process's names from those of every other run: a
+	// second Run, in this process or another one, on the same shared
+	// storage (a Redis that outlives the test) must not find the data of
+	// the first.
+	runID = func() string {
+		var b [6]byte
+		_, _ = rand.Read(b[:]) // crypto/rand.Read never fails on supported platforms
+		return hex.EncodeToString(b[:])
+	}()
+)
 
-// uniqueName returns a context (or channel) name no other test uses.
+// uniqueName returns a context (or channel) name no other test, run or
+// process uses.
 func uniqueName(t *testing.T) string {
 	n := nameSeq.Add(1)
 	base := strings.NewReplacer("/", ".", " ", "_").Replace(t.Name())
-	return fmt.Sprintf("conf.%s.%d", base, n)
+	return fmt.Sprintf("conf.%s.%s.%d", runID, base, n)
 }

@@ -2,7 +2,12 @@ package redis_test
 
 import (
 	"context"
+	"os"
+	"os/exec"
+	"strings"
 	"testing"
+
+	goredis "github.com/redis/go-redis/v9"
 
 	"github.com/contextd-go/contextd/backend"
 	"github.com/contextd-go/contextd/backend/redis"
@@ -46,4 +51,44 @@ func TestConformance(t *testing.T) {
 			})
 		})
 	}
+}
+
+// envConformanceAddr names a redis-server for TestConformanceChild.
+const envConformanceAddr = "CONTEXTD_CONFORMANCE_REDIS_ADDR"
+
+// TestConformanceTwiceOnOneServer runs the suite in two processes, one
+// after the other, against one redis-server, as two CI runs against a
+// shared Redis would: the second must not trip over the first's data.
+func TestConformanceTwiceOnOneServer(t *testing.T) {
+	srv := redistest.Start(t, nil)
+	for run := range 2 {
+		cmd := exec.Command(os.Args[0], "-test.run", "^TestConformanceChild$", "-test.count", "1")
+		cmd.Env = append(os.Environ(), envConformanceAddr+"="+srv.Addr())
+		out, err := cmd.CombinedOutput()
+		if err != nil || !strings.Contains(string(out), "PASS") {
+			t.Fatalf("run %d of the suite on a server that ran it before: %v\n%s", run+1, err, out)
+		}
+	}
+}
+
+// TestConformanceChild runs the suite, every capability on, against the
+// server named by CONTEXTD_CONFORMANCE_REDIS_ADDR; without it, it skips.
+func TestConformanceChild(t *testing.T) {
+	addr := os.Getenv(envConformanceAddr)
+	if addr == "" {
+		t.Skip("runs as a child of TestConformanceTwiceOnOneServer")
+	}
+	conformance.Run(t, conformance.Harness{
+		Capabilities: backend.Capabilities{AtomicPublish: true, LockAwareCommit: true, ChangeLog: true, ReleaseNotify: true},
+		NewBackend: func(t *testing.T) backend.Backend {
+			return backendOn(t, goredis.NewClient(&goredis.Options{Addr: addr, ClientName: clientName(t)}), nil)
+		},
+		BreakSubscriptions: func(t *testing.T) {
+			admin := goredis.NewClient(&goredis.Options{Addr: addr})
+			defer admin.Close()
+			if err := admin.Do(context.Background(), "CLIENT", "KILL", "TYPE", "pubsub").Err(); err != nil {
+				t.Fatalf("killing pub/sub connections: %v", err)
+			}
+		},
+	})
 }
