@@ -37,7 +37,8 @@ type Options struct {
 	// Channel is the broadcast channel of the context's change events (the
 	// original's pubsubChannel). Every instance of a context must use the
 	// same one. Default: backend.DefaultChannel(contextKey), which is
-	// "{contextd:<contextKey>}:events".
+	// "{contextd:<contextKey>}:events" (with %, { and } in contextKey
+	// escaped, see backend.HashTag).
 	Channel string
 
 	// Codec encodes values. Every instance of a context must use the same

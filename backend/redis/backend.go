@@ -102,7 +102,7 @@ type keys struct {
 }
 
 func keysOf(name string) keys {
-	tag := "{contextd:" + name + "}"
+	tag := backend.HashTag(name)
 	return keys{
 		tag:    tag,
 		meta:   tag + ":meta",

@@ -12,7 +12,10 @@
 // # Layout in Redis
 //
 // All keys of a context share the hash tag {contextd:<name>}, so its scripts
-// are legal in Redis Cluster and a context lives on one shard:
+// are legal in Redis Cluster and a context lives on one shard. In the tag,
+// '%', '{' and '}' of the name are escaped as %25, %7B and %7D
+// (backend.HashTag), so no name can reach another context's keys; other
+// names appear as they are:
 //
 //	{contextd:<name>}:meta        hash: rev, epoch, codec, fence, commit, parent
 //	{contextd:<name>}:data        hash: key → encoded value
