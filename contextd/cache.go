@@ -42,6 +42,22 @@ const (
 	diverged                 // the store's history is not the copy's: replace the copy
 )
 
+func (v verdict) String() string {
+	switch v {
+	case applied:
+		return "applied"
+	case duplicate:
+		return "duplicate"
+	case gap:
+		return "gap"
+	case resync:
+		return "resync"
+	case diverged:
+		return "diverged"
+	}
+	return "unknown"
+}
+
 // own is a commit of this instance held until the revisions before it
 // arrive.
 type own[T any] struct {
@@ -291,24 +307,34 @@ type snapshotEntry[T any] struct {
 // epoch either, is only older than what the cache learned meanwhile (the
 // context's first commits, the instance's own among them): it is dropped,
 // not taken for a store that lost its data.
-func (c *cache[T]) applySnapshot(h backend.Head, epochBefore string, appliedBefore uint64, ents []snapshotEntry[T], replace bool) {
+func (c *cache[T]) applySnapshot(h backend.Head, epochBefore string, appliedBefore uint64, ents []snapshotEntry[T], replace bool) snapshotOutcome {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if !replace && h.Epoch == "" && epochBefore == "" && c.epoch != "" {
-		return
+		return snapshotDropped
 	}
 	rev := h.Revision
-	if replace || !c.adopt(h.Epoch) || rev < appliedBefore || !c.passed(rev, h.Commit) {
+	switch {
+	case replace:
 		c.replace(h, ents)
-		return
+		return replacedAsAsked
+	case !c.adopt(h.Epoch):
+		c.replace(h, ents)
+		return replacedEpoch
+	case rev < appliedBefore:
+		c.replace(h, ents)
+		return replacedBackwards
+	case !c.passed(rev, h.Commit):
+		c.replace(h, ents)
+		return replacedOtherCommit
 	}
 	c.known = max(c.known, rev)
 	if rev <= c.applied {
-		return // events applied meanwhile already cover it
+		return snapshotCovered // events applied meanwhile already cover it
 	}
 	if c.divergesFrom(rev, ents) {
 		c.replace(h, ents)
-		return
+		return replacedMissingWrite
 	}
 	var changes []Change[T]
 	inSnapshot := make(map[string]struct{}, len(ents))
@@ -355,8 +381,25 @@ func (c *cache[T]) applySnapshot(h backend.Head, epochBefore string, appliedBefo
 		// (possible only while a failover settles): the snapshot is the
 		// store's truth.
 		c.replace(h, ents)
+		return replacedOwnDiverged
 	}
+	return snapshotMerged
 }
+
+// snapshotOutcome says what applySnapshot did, for the debug log.
+type snapshotOutcome string
+
+const (
+	snapshotMerged       snapshotOutcome = "merged"
+	snapshotCovered      snapshotOutcome = "covered by events applied meanwhile"
+	snapshotDropped      snapshotOutcome = "dropped: taken before the context existed"
+	replacedAsAsked      snapshotOutcome = "replaced the copy: another history"
+	replacedEpoch        snapshotOutcome = "replaced the copy: another epoch"
+	replacedBackwards    snapshotOutcome = "replaced the copy: the store went back in time"
+	replacedOtherCommit  snapshotOutcome = "replaced the copy: another commit at a revision the copy applied"
+	replacedMissingWrite snapshotOutcome = "replaced the copy: the snapshot lacks a write the copy holds"
+	replacedOwnDiverged  snapshotOutcome = "replaced the copy: an own commit does not follow the snapshot"
+)
 
 // divergesFrom reports whether a snapshot at rev contradicts what the copy
 // holds of the history up to rev: a key the copy has from a write at or

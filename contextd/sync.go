@@ -87,6 +87,10 @@ func (c *Context[T]) resubscribe(ctx context.Context, old broadcaster.Subscripti
 // when it shows that changes were missed.
 func (c *Context[T]) handleEvent(ctx context.Context, ev backend.Event) {
 	v := c.cache.classify(ev.Head, c.caps.AtomicPublish)
+	if v != applied && v != duplicate {
+		c.opts.Logger.Debug("contextd: event does not apply", "context", c.name, "epoch", ev.Epoch, "revision", ev.Revision,
+			"commit", ev.Commit, "parent", ev.Parent, "origin", ev.Origin, "verdict", v.String())
+	}
 	if v == applied {
 		ups, err := c.prepare(ctx, ev)
 		if err != nil {
@@ -101,6 +105,9 @@ func (c *Context[T]) handleEvent(ctx context.Context, ev backend.Event) {
 
 // repairAfter catches up as a verdict requires.
 func (c *Context[T]) repairAfter(ctx context.Context, v verdict) {
+	if v != applied && v != duplicate {
+		c.opts.Logger.Debug("contextd: catching up", "context", c.name, "verdict", v.String())
+	}
 	switch v {
 	case gap:
 		c.stats.gaps.Add(1)
@@ -217,6 +224,8 @@ func (c *Context[T]) catchUpFromLog(ctx context.Context, epoch string, before ui
 		}
 		switch v := c.cache.applyEvent(ev.Head, ev.Origin, ups); v {
 		case gap, resync, diverged:
+			c.opts.Logger.Debug("contextd: logged event does not apply", "context", c.name, "epoch", ev.Epoch, "revision", ev.Revision,
+				"commit", ev.Commit, "parent", ev.Parent, "verdict", v.String())
 			return v, nil
 		}
 	}
@@ -239,8 +248,10 @@ func (c *Context[T]) load(ctx context.Context, epoch string, before uint64, repl
 		ents[i].key, ents[i].rev, ents[i].commit = e.Key, e.Revision, e.Commit
 		ents[i].value, ents[i].err = c.decode(e.Key, e.Value)
 	}
-	c.cache.applySnapshot(snap.Head, epoch, before, ents, replace)
+	outcome := c.cache.applySnapshot(snap.Head, epoch, before, ents, replace)
 	c.stats.snapshots.Add(1)
+	c.opts.Logger.Debug("contextd: snapshot loaded", "context", c.name, "epoch", snap.Epoch, "revision", snap.Revision,
+		"commit", snap.Commit, "entries", len(ents), "copy_revision_before", before, "outcome", string(outcome))
 	return nil
 }
 

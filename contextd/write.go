@@ -278,7 +278,12 @@ func (c *Context[T]) commit(ctx context.Context, b backend.Batch, ups []update[T
 	if err != nil {
 		return err
 	}
-	switch c.cache.applyOwn(head, c.id, ups) {
+	v := c.cache.applyOwn(head, c.id, ups)
+	if v != applied && v != duplicate {
+		c.opts.Logger.Debug("contextd: own commit does not apply", "context", c.name, "epoch", head.Epoch, "revision", head.Revision,
+			"commit", head.Commit, "parent", head.Parent, "verdict", v.String())
+	}
+	switch v {
 	case resync:
 		// Another epoch: catch up, so that this write is visible when the
 		// call returns.

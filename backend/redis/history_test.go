@@ -8,6 +8,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"log/slog"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -188,6 +189,9 @@ type history struct {
 	staleWrites atomic.Int64
 	// staleReads counts reads refused with ErrStale (FailClosed).
 	staleReads atomic.Int64
+	// debug collects the instances' debug logs when histories are dumped
+	// (CONTEXTD_HISTORY_DIR), nil otherwise.
+	debug *debugLog
 
 	stop     chan struct{}
 	stopOnce sync.Once
@@ -198,13 +202,66 @@ type history struct {
 func newHistory(t *testing.T, name string, seed uint64, w workload, ps []*process) *history {
 	t.Helper()
 	h := &history{t: t, name: name, seed: seed, w: w, rec: checker.NewRecorder(), ps: ps, stop: make(chan struct{})}
+	if os.Getenv("CONTEXTD_HISTORY_DIR") != "" {
+		h.debug = &debugLog{rec: h.rec}
+	}
 	for i, p := range ps {
 		opts := w.opts
 		opts.FailClosed = w.failClosed && i%2 == 1
+		if h.debug != nil {
+			opts.Logger = slog.New(&debugHandler{log: h.debug, instance: i})
+		}
 		h.cs = append(h.cs, openInstance[checker.Value](t, p.b, name, &opts))
 	}
 	return h
 }
+
+// debugLog collects the instances' debug log lines on the recorder's
+// clock, so a dumped history shows what each copy did between the
+// operations (snapshots loaded, replacements, gaps).
+type debugLog struct {
+	rec   *checker.Recorder
+	mu    sync.Mutex
+	lines []debugLine
+}
+
+type debugLine struct {
+	at   int64
+	text string
+}
+
+// debugHandler is a slog.Handler writing one instance's records to a
+// debugLog.
+type debugHandler struct {
+	log      *debugLog
+	instance int
+	attrs    []slog.Attr
+}
+
+func (d *debugHandler) Enabled(context.Context, slog.Level) bool { return true }
+
+func (d *debugHandler) Handle(_ context.Context, r slog.Record) error {
+	var b strings.Builder
+	fmt.Fprintf(&b, "instance %d %s: %s", d.instance, r.Level, r.Message)
+	for _, a := range d.attrs {
+		fmt.Fprintf(&b, " %s=%v", a.Key, a.Value)
+	}
+	r.Attrs(func(a slog.Attr) bool {
+		fmt.Fprintf(&b, " %s=%v", a.Key, a.Value)
+		return true
+	})
+	at := d.log.rec.Now()
+	d.log.mu.Lock()
+	d.log.lines = append(d.log.lines, debugLine{at: at, text: b.String()})
+	d.log.mu.Unlock()
+	return nil
+}
+
+func (d *debugHandler) WithAttrs(attrs []slog.Attr) slog.Handler {
+	return &debugHandler{log: d.log, instance: d.instance, attrs: append(slices.Clone(d.attrs), attrs...)}
+}
+
+func (d *debugHandler) WithGroup(string) slog.Handler { return d }
 
 // start starts the workers (and lock holders).
 func (h *history) start() {
@@ -543,8 +600,21 @@ func (h *history) dump(log []checker.Commit) {
 	var b strings.Builder
 	ops := h.rec.History()
 	slices.SortStableFunc(ops, func(a, b checker.Op) int { return cmp.Compare(a.Call, b.Call) })
+	var debug []debugLine
+	if h.debug != nil {
+		h.debug.mu.Lock()
+		debug = slices.Clone(h.debug.lines)
+		h.debug.mu.Unlock()
+	}
 	for _, op := range ops {
+		for len(debug) > 0 && debug[0].at <= op.Call {
+			fmt.Fprintf(&b, "  [%v] %s\n", time.Duration(debug[0].at), debug[0].text)
+			debug = debug[1:]
+		}
 		fmt.Fprintf(&b, "%s err=%v\n", op, op.Err)
+	}
+	for _, d := range debug {
+		fmt.Fprintf(&b, "  [%v] %s\n", time.Duration(d.at), d.text)
 	}
 	b.WriteString("\nlog:\n")
 	for _, c := range log {
