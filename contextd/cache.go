@@ -315,6 +315,13 @@ func (c *cache[T]) applySnapshot(h backend.Head, epochBefore string, appliedBefo
 	}
 	rev := h.Revision
 	switch {
+	case replace && c.appliedCommit(h.Epoch, rev, h.Commit):
+		// The copy has this very commit at rev and has gone on along its
+		// chain while the load was in flight (the events raced ahead of
+		// the load's reply): it already holds the snapshot's history and
+		// more. Replacing would move reads back to rev, losing writes the
+		// copy had shown, its own acknowledged ones among them.
+		return snapshotCovered
 	case replace:
 		c.replace(h, ents)
 		return replacedAsAsked
@@ -442,6 +449,17 @@ func (c *cache[T]) passed(rev uint64, commit string) bool {
 	}
 	slot := c.history[rev%historyLength]
 	return slot.rev != rev || slot.commit == "" || slot.commit == commit
+}
+
+// appliedCommit reports whether the copy, in epoch, has applied revision
+// rev made by commit (a known id): then every revision it applied after
+// rev continued that commit's chain. Callers hold mu.
+func (c *cache[T]) appliedCommit(epoch string, rev uint64, commit string) bool {
+	if epoch != c.epoch || commit == "" || rev > c.applied {
+		return false
+	}
+	slot := c.history[rev%historyLength]
+	return slot.rev == rev && slot.commit == commit
 }
 
 // replace discards the cache for a snapshot of another history. Callers

@@ -120,3 +120,39 @@ func TestReplaceKeepsOwnCommitsAboveTheSnapshot(t *testing.T) {
 		t.Error("own commit 5 no longer waits for revisions 4 and 5 to become contiguous")
 	}
 }
+
+// A replacement asked for because the copy diverged can load a snapshot
+// whose reply arrives after events beyond it: the copy already repaired
+// itself (an earlier catch-up replaced it) and went on applying the
+// store's history. If the copy applied the snapshot's very commit at its
+// revision, the snapshot is old news; replacing would move every read
+// back, losing writes the copy had shown, its own acknowledged ones among
+// them (the Redis failover history with WAIT found this: a read-your-writes
+// and a monotonic-reads violation).
+func TestReplacementOlderThanEventsAppliedDuringTheLoad(t *testing.T) {
+	c := newCache[int]("me")
+	parent := ""
+	for r := uint64(1); r <= 5; r++ {
+		commit := "c" + string(rune('0'+r))
+		origin := "other"
+		if r == 5 {
+			origin = "me"
+		}
+		if v := c.applyEvent(backend.Head{Epoch: "e1", Revision: r, Commit: commit, Parent: parent}, origin, []update[int]{{key: "k", value: int(r)}}); v != applied {
+			t.Fatalf("applyEvent(%d) = %v", r, v)
+		}
+		parent = commit
+	}
+	// The load began at revision 2 and read the store at 3.
+	c.applySnapshot(backend.Head{Epoch: "e1", Revision: 3, Commit: "c3", Parent: "c2"}, "e1", 2,
+		[]snapshotEntry[int]{{update: update[int]{key: "k", value: 3}, rev: 3, commit: "c3"}}, true)
+	if e := c.entries["k"]; e.value != 5 || c.applied != 5 {
+		t.Errorf("after a replacement older than the copy's own chain: k=%d, applied %d; want 5, 5", e.value, c.applied)
+	}
+	// Another commit at 3 is another history: it replaces the copy.
+	c.applySnapshot(backend.Head{Epoch: "e1", Revision: 3, Commit: "x3", Parent: "c2"}, "e1", 5,
+		[]snapshotEntry[int]{{update: update[int]{key: "k", value: 30}, rev: 3, commit: "x3"}}, true)
+	if e := c.entries["k"]; e.value != 30 || c.applied != 3 {
+		t.Errorf("after a replacement of another history: k=%d, applied %d; want 30, 3", e.value, c.applied)
+	}
+}
