@@ -336,6 +336,7 @@ func (c *cache[T]) applySnapshot(h backend.Head, epochBefore string, appliedBefo
 		return replacedOtherCommit
 	}
 	c.known = max(c.known, rev)
+	c.markDamaged(rev, ents)
 	if rev <= c.applied {
 		return snapshotCovered // events applied meanwhile already cover it
 	}
@@ -347,6 +348,9 @@ func (c *cache[T]) applySnapshot(h backend.Head, epochBefore string, appliedBefo
 	inSnapshot := make(map[string]struct{}, len(ents))
 	for _, se := range ents {
 		inSnapshot[se.key] = struct{}{}
+		if se.rev == 0 {
+			continue // markDamaged took it
+		}
 		if !c.putNewer(se.key, entry[T]{value: se.value, rev: se.rev, commit: se.commit, err: se.err}) {
 			continue
 		}
@@ -407,6 +411,26 @@ const (
 	replacedMissingWrite snapshotOutcome = "replaced the copy: the snapshot lacks a write the copy holds"
 	replacedOwnDiverged  snapshotOutcome = "replaced the copy: an own commit does not follow the snapshot"
 )
+
+// markDamaged marks the keys a snapshot at rev holds without a valid
+// revision (another program wrote into the store's keys; contextd owns
+// them) as damaged, so reads of them fail with ErrCorrupt, unless the copy
+// has a change of the key newer than the snapshot. Such a write bumps no
+// revision, so this is done even for a snapshot the copy has passed.
+// Callers hold mu.
+func (c *cache[T]) markDamaged(rev uint64, ents []snapshotEntry[T]) {
+	for _, se := range ents {
+		if se.rev != 0 {
+			continue
+		}
+		cur, ok := c.entries[se.key]
+		if ok && (cur.rev > rev || cur.err != nil && !cur.deleted) {
+			continue
+		}
+		// Keep the key's revision, so any later change replaces this.
+		c.put(se.key, entry[T]{rev: cur.rev, err: se.err}, cur, ok)
+	}
+}
 
 // divergesFrom reports whether a snapshot at rev contradicts what the copy
 // holds of the history up to rev: a key the copy has from a write at or

@@ -124,6 +124,12 @@ func (c *Context[T]) Sync(ctx context.Context) error {
 	return nil
 }
 
+// damaged is the error of reads of a key the store holds without a valid
+// revision (backend.Entry with Revision 0).
+func damaged(key string) error {
+	return fmt.Errorf("key %q: stored without a valid revision (written by another program?): %w", key, ErrCorrupt)
+}
+
 // errEmptyKey is the error of an operation on key "".
 var errEmptyKey = invalid("empty key")
 

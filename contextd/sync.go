@@ -246,6 +246,10 @@ func (c *Context[T]) load(ctx context.Context, epoch string, before uint64, repl
 	ents := make([]snapshotEntry[T], len(snap.Entries))
 	for i, e := range snap.Entries {
 		ents[i].key, ents[i].rev, ents[i].commit = e.Key, e.Revision, e.Commit
+		if e.Revision == 0 {
+			ents[i].err = damaged(e.Key)
+			continue
+		}
 		ents[i].value, ents[i].err = c.decode(e.Key, e.Value)
 	}
 	outcome := c.cache.applySnapshot(snap.Head, epoch, before, ents, replace)

@@ -163,16 +163,27 @@ func (c *Context[T]) modify(ctx context.Context, key string, fn func(T, bool) (T
 				return err
 			}
 			fresh, err := c.store.Get(ctx, c.name, key)
+			var freshRev uint64
+			var freshCommit string
 			switch {
 			case errors.Is(err, backend.ErrNotFound):
 				var zero T
-				cur, rev, commit, ok, curErr = zero, 0, "", false, nil
+				cur, ok, curErr = zero, false, nil
 			case err != nil:
 				return err
+			case fresh.Revision == 0:
+				return damaged(key)
 			default:
 				cur, curErr = c.decode(key, fresh.Value)
-				rev, commit, ok = fresh.Revision, fresh.Commit, true
+				freshRev, freshCommit, ok = fresh.Revision, fresh.Commit, true
 			}
+			if freshRev != 0 && freshRev == rev && freshCommit == commit {
+				// The store refused a condition that its own read says
+				// holds: retrying could never meet it. (An absent key
+				// carries no revision: it may have come and gone.)
+				return fmt.Errorf("key %q: the store refuses revision %d, which it reports: %w", key, rev, ErrCorrupt)
+			}
+			rev, commit = freshRev, freshCommit
 		}
 	})
 	return result, err

@@ -167,6 +167,55 @@ func parseScriptError(err error) (scriptError, bool) {
 	return se, true
 }
 
+// scriptFailed translates the failure of one of our scripts: damage it
+// reported (CONTEXTD_CORRUPT) becomes an error matching backend.ErrCorrupt
+// that names the Redis key, and a key of the wrong type that a command
+// outside a script met likewise; anything else is wrapped as it is.
+// condKey and lockKey name the key of a condition or lock index of the
+// script (nil when it has none).
+func scriptFailed(ctx context.Context, op string, k keys, err error, condKey, lockKey func(int) string) error {
+	se, ok := parseScriptError(err)
+	if !ok || se.code != "CONTEXTD_CORRUPT" {
+		if isWrongType(err) {
+			return fmt.Errorf("redis: %s: a key of context %q holds the wrong type (%w): %w", op, k.tag, err, backend.ErrCorrupt)
+		}
+		return wrap(ctx, op, err)
+	}
+	name := func(f func(int) string) string {
+		if f == nil {
+			return "?"
+		}
+		return f(se.index)
+	}
+	var what string
+	switch se.detail {
+	case "meta", "data", "revs":
+		what = fmt.Sprintf("key %q is not a hash", map[string]string{"meta": k.meta, "data": k.data, "revs": k.revs}[se.detail])
+	case "log":
+		what = fmt.Sprintf("key %q is not a stream", k.log)
+	case "commit":
+		what = "a commit's id key holds no commit head"
+	case "revs.field":
+		what = fmt.Sprintf("key %q: its value in %q and its revision in %q do not match (written by another program?)", name(condKey), k.data, k.revs)
+	case "lock":
+		what = fmt.Sprintf("lock key %q holds no lock", name(lockKey))
+	default:
+		if field, ok := strings.CutPrefix(se.detail, "meta."); ok {
+			what = fmt.Sprintf("field %q of %q does not parse", field, k.meta)
+		} else {
+			what = se.detail
+		}
+	}
+	return fmt.Errorf("redis: %s: %s: %w", op, what, backend.ErrCorrupt)
+}
+
+// isWrongType reports a Redis WRONGTYPE error: a key of another type than
+// the command needs.
+func isWrongType(err error) bool {
+	var rerr goredis.Error
+	return errors.As(err, &rerr) && strings.HasPrefix(rerr.Error(), "WRONGTYPE")
+}
+
 // wrap adds the operation to a backend error, keeping the go-redis error
 // reachable. A network error caused by ctx's deadline or cancellation also
 // matches ctx.Err(), which go-redis reports as a plain i/o timeout.

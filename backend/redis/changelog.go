@@ -19,7 +19,7 @@ func (b *Backend) ChangesSince(ctx context.Context, name, epoch string, after ui
 	k := keysOf(name)
 	res, err := changesScript.Run(ctx, b.client, []string{k.meta, k.log}, after, b.opts.ChangeLogLength).Slice()
 	if err != nil {
-		return nil, wrap(ctx, op, err)
+		return nil, scriptFailed(ctx, op, k, err, nil, nil)
 	}
 	if len(res) != 3 {
 		return nil, fmt.Errorf("redis: %s: script returned %d elements", op, len(res))

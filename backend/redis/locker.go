@@ -30,7 +30,7 @@ func (b *Backend) TryAcquire(ctx context.Context, name, key string, ttl time.Dur
 		return locker.Lease{}, fmt.Errorf("redis: %s: %w", op, locker.ErrNotAcquired)
 	}
 	if err != nil {
-		return locker.Lease{}, wrap(ctx, op, err)
+		return locker.Lease{}, scriptFailed(ctx, op, k, err, nil, func(int) string { return k.lock(key) })
 	}
 	return locker.Lease{Name: name, Key: key, Token: token, Fence: uint64(fence), TTL: ttl}, nil
 }
@@ -51,7 +51,7 @@ func (b *Backend) Release(ctx context.Context, l locker.Lease) error {
 	}
 	n, err := releaseScript.Run(ctx, b.client, []string{k.lock(l.Key)}, lockValue(l), channel, flag(b.sharded), l.Key).Int64()
 	if err != nil {
-		return wrap(ctx, op, err)
+		return scriptFailed(ctx, op, k, err, nil, func(int) string { return k.lock(l.Key) })
 	}
 	if n == 0 {
 		return fmt.Errorf("redis: %s: %w", op, locker.ErrNotHeld)
@@ -68,7 +68,7 @@ func (b *Backend) Extend(ctx context.Context, l locker.Lease, ttl time.Duration)
 	k := keysOf(l.Name)
 	n, err := b.run(ctx, extendScript, []string{k.lock(l.Key)}, lockValue(l), ttl.Milliseconds()).Int64()
 	if err != nil {
-		return wrap(ctx, op, err)
+		return scriptFailed(ctx, op, k, err, nil, func(int) string { return k.lock(l.Key) })
 	}
 	if n == 0 {
 		return fmt.Errorf("redis: %s: %w", op, locker.ErrNotHeld)

@@ -6,7 +6,48 @@ import goredis "github.com/redis/go-redis/v9"
 // context's hash tag), so it is legal in Redis Cluster; a script that
 // touched an undeclared key would fail halfway with its earlier writes kept.
 // Errors are error replies starting with a CONTEXTD_ code and the index of
-// the op or lease concerned, translated by translate.
+// the op, condition or lease concerned, translated by the caller
+// (commitError, corruptError).
+
+// luaPrelude holds the helpers every script shares. A script reports
+// damage to contextd's own keys (a key of the wrong type, a field that
+// does not parse) as CONTEXTD_CORRUPT <index> <role>, which the Go side
+// turns into backend.ErrCorrupt naming the key; it checks before it
+// writes, so a refused commit writes nothing.
+//
+//	roles: meta (wrong type), meta.rev, meta.epoch, meta.commit,
+//	meta.parent, meta.fence, data, revs, log, commit (the commit's id
+//	key), revs.field (the field of condition <index>), lock (lock key
+//	<index> of the script's lock keys)
+const luaPrelude = `
+local function corrupt(role, i)
+  return redis.error_reply('CONTEXTD_CORRUPT ' .. (i or 0) .. ' ' .. role)
+end
+local function typeIs(key, want)
+  local t = redis.call('TYPE', key)['ok']
+  return t == 'none' or t == want
+end
+-- readMeta returns the meta fields codec, epoch, rev, commit, parent, or
+-- nil and the refusal if they are damaged.
+local function readMeta(meta)
+  local m = redis.pcall('HMGET', meta, 'codec', 'epoch', 'rev', 'commit', 'parent')
+  if m['err'] then return nil, corrupt('meta') end
+  if m[2] and (#m[2] == 0 or #m[2] > 255) then return nil, corrupt('meta.epoch') end
+  if m[3] and not string.match(m[3], '^%d+$') then return nil, corrupt('meta.rev') end
+  if m[4] and (#m[4] > 255 or string.find(m[4], '%s')) then return nil, corrupt('meta.commit') end
+  if m[5] and (#m[5] > 255 or string.find(m[5], '%s')) then return nil, corrupt('meta.parent') end
+  return m, nil
+end
+-- readLock returns a lock key's value "<token>:<fence>" (false when free),
+-- or nil and the refusal if the key is damaged; i is its index for the
+-- refusal.
+local function readLock(key, i)
+  local v = redis.pcall('GET', key)
+  if type(v) == 'table' then return nil, corrupt('lock', i) end
+  if v and not string.match(v, '^.+:%d+$') then return nil, corrupt('lock', i) end
+  return v, nil
+end
+`
 
 // commitScript checks and applies a batch, appends its event to the change
 // log and publishes it.
@@ -27,7 +68,7 @@ import goredis "github.com/redis/go-redis/v9"
 // when no other commit came in between, and with remember set at any time
 // within a minute — for clients that resend whatever they are told, as
 // go-redis's ClusterClient does on a broken connection.
-var commitScript = goredis.NewScript(`
+var commitScript = goredis.NewScript(luaPrelude + `
 local meta, data, revs, log = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local codec, epochNew, channel, sharded = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local logLen, body = tonumber(ARGV[5]), ARGV[6]
@@ -38,15 +79,18 @@ local opsAt = 13
 local condsAt = opsAt + 3 * nOps
 local leasesAt = condsAt + 2 * nConds
 
-local m = redis.call('HMGET', meta, 'codec', 'epoch', 'rev', 'commit', 'parent')
+local m, bad = readMeta(meta)
+if bad then return bad end
 local storedCodec, epoch = m[1], m[2]
 if m[4] == commitID and epoch then
   return {epoch, tonumber(m[3]), commitID, m[5] or ''}
 end
 if remember then
-  local seen = redis.call('GET', KEYS[5])
+  local seen = redis.pcall('GET', KEYS[5])
+  if type(seen) == 'table' then return corrupt('commit') end
   if seen then
     local e, r, p = string.match(seen, '^(%S+) (%d+) (%S*)$')
+    if not e then return corrupt('commit') end
     return {e, tonumber(r), commitID, p}
   end
 end
@@ -56,11 +100,22 @@ if storedCodec and codec ~= '' and storedCodec ~= codec then
   return redis.error_reply('CONTEXTD_CODEC 0 ' .. storedCodec)
 end
 -- revs holds "<revision> <commit id>" per key ("<revision>" if written
--- by another program); a condition without a commit id compares only the
--- revision.
+-- by an older version); a condition without a commit id compares only the
+-- revision. A field that is neither, or a value without a revision where
+-- the condition wants the key absent, is damage, not a conflict: retrying
+-- could never meet the condition.
 for i = 0, nConds - 1 do
-  local have = redis.call('HGET', revs, ARGV[condsAt + 2 * i]) or '0'
-  local want = ARGV[condsAt + 2 * i + 1]
+  local key, want = ARGV[condsAt + 2 * i], ARGV[condsAt + 2 * i + 1]
+  local have = redis.pcall('HGET', revs, key)
+  if type(have) == 'table' then return corrupt('revs') end
+  if have and not string.match(have, '^%d+ %S+$') and not string.match(have, '^%d+$') then
+    return corrupt('revs.field', i)
+  end
+  -- A value without a revision, or a revision without a value.
+  local exists = redis.pcall('HEXISTS', data, key)
+  if type(exists) == 'table' then return corrupt('data') end
+  if (exists == 1) ~= (have ~= false) then return corrupt('revs.field', i) end
+  have = have or '0'
   if not string.find(want, ' ', 1, true) then
     have = string.match(have, '^%S*')
   end
@@ -74,19 +129,27 @@ if checkLocks then leaseKeysAt = lockKeysAt + nOps end
 local tokens = {}
 for i = 0, nLeases - 1 do
   local tok = ARGV[leasesAt + 2 * i + 1]
-  if redis.call('GET', KEYS[leaseKeysAt + i]) ~= tok then
+  local held, lockBad = readLock(KEYS[leaseKeysAt + i], leaseKeysAt + i - lockKeysAt)
+  if lockBad then return lockBad end
+  if held ~= tok then
     return redis.error_reply('CONTEXTD_NOTHELD ' .. i)
   end
   tokens[tok] = true
 end
 if checkLocks then
   for i = 0, nOps - 1 do
-    local holder = redis.call('GET', KEYS[lockKeysAt + i])
+    local holder, lockBad = readLock(KEYS[lockKeysAt + i], i)
+    if lockBad then return lockBad end
     if holder and not tokens[holder] then
       return redis.error_reply('CONTEXTD_LOCKED ' .. i)
     end
   end
 end
+-- Every key written below must be of its type, or the script would stop
+-- halfway with its earlier writes kept.
+if not typeIs(data, 'hash') then return corrupt('data') end
+if not typeIs(revs, 'hash') then return corrupt('revs') end
+if logLen > 0 and not typeIs(log, 'stream') then return corrupt('log') end
 
 -- One HSET records the new revision, the commit and its parent and, for a
 -- context without them, the epoch and codec.
@@ -164,17 +227,26 @@ return {epoch, rev, commitID, parent}
 //	KEYS: meta, data, revs
 //	returns {epoch, revision, codec, HGETALL data, HGETALL revs, commit,
 //	parent}
-var loadScript = goredis.NewScript(`
-local m = redis.call('HMGET', KEYS[1], 'epoch', 'rev', 'codec', 'commit', 'parent')
-return {m[1] or '', m[2] or '0', m[3] or '', redis.call('HGETALL', KEYS[2]), redis.call('HGETALL', KEYS[3]), m[4] or '', m[5] or ''}
+var loadScript = goredis.NewScript(luaPrelude + `
+local m, bad = readMeta(KEYS[1])
+if bad then return bad end
+local d = redis.pcall('HGETALL', KEYS[2])
+if d['err'] then return corrupt('data') end
+local r = redis.pcall('HGETALL', KEYS[3])
+if r['err'] then return corrupt('revs') end
+return {m[2] or '', m[3] or '0', m[1] or '', d, r, m[4] or '', m[5] or ''}
 `)
 
 // getScript reads one entry.
 //
 //	KEYS: data, revs; ARGV: key
-//	returns {value or nil, revision or nil}
-var getScript = goredis.NewScript(`
-return {redis.call('HGET', KEYS[1], ARGV[1]), redis.call('HGET', KEYS[2], ARGV[1])}
+//	returns {value or nil, revision field or nil}
+var getScript = goredis.NewScript(luaPrelude + `
+local v = redis.pcall('HGET', KEYS[1], ARGV[1])
+if type(v) == 'table' then return corrupt('data') end
+local r = redis.pcall('HGET', KEYS[2], ARGV[1])
+if type(r) == 'table' then return corrupt('revs') end
+return {v, r}
 `)
 
 // changesScript reads the newest events of the log, enough to reach back
@@ -183,13 +255,16 @@ return {redis.call('HGET', KEYS[1], ARGV[1]), redis.call('HGET', KEYS[2], ARGV[1
 //	KEYS: meta, log; ARGV: after, most events to return
 //	returns {epoch, revision, entries newest first} or, when more events
 //	than allowed are missing, {epoch, revision, false}
-var changesScript = goredis.NewScript(`
-local m = redis.call('HMGET', KEYS[1], 'epoch', 'rev')
-local epoch, rev = m[1] or '', tonumber(m[2] or '0')
+var changesScript = goredis.NewScript(luaPrelude + `
+local m, bad = readMeta(KEYS[1])
+if bad then return bad end
+local epoch, rev = m[2] or '', tonumber(m[3] or '0')
 local n = rev - tonumber(ARGV[1])
 if n <= 0 then return {epoch, rev, {}} end
 if n > tonumber(ARGV[2]) then return {epoch, rev, false} end
-return {epoch, rev, redis.call('XREVRANGE', KEYS[2], '+', '-', 'COUNT', n)}
+local entries = redis.pcall('XREVRANGE', KEYS[2], '+', '-', 'COUNT', n)
+if entries['err'] then return corrupt('log') end
+return {epoch, rev, entries}
 `)
 
 // acquireScript takes a lock and draws its fencing token. The lock's value
@@ -202,14 +277,19 @@ return {epoch, rev, redis.call('XREVRANGE', KEYS[2], '+', '-', 'COUNT', n)}
 // A counter that is missing (the data was lost) starts again from the
 // server's clock in microseconds, above every token drawn before as long
 // as the clock did not go back, rather than from 1.
-var acquireScript = goredis.NewScript(`
-local held = redis.call('GET', KEYS[1])
+var acquireScript = goredis.NewScript(luaPrelude + `
+local held, bad = readLock(KEYS[1], 0)
+if bad then return bad end
 if held then
   local token, fence = string.match(held, '^(.*):(%d+)$')
   if token == ARGV[1] then return tonumber(fence) end
   return false
 end
-local fence = redis.call('HINCRBY', KEYS[2], 'fence', 1)
+local fence = redis.pcall('HINCRBY', KEYS[2], 'fence', 1)
+if type(fence) == 'table' then
+  if string.find(fence['err'], 'WRONGTYPE', 1, true) then return corrupt('meta') end
+  return corrupt('meta.fence')
+end
 if fence == 1 then
   local t = redis.call('TIME')
   fence = tonumber(t[1]) * 1000000 + tonumber(t[2])
@@ -224,8 +304,10 @@ return fence
 //	KEYS: lock key; ARGV: lock value, unlock channel ("" = none), sharded,
 //	key
 //	returns 1 if released, 0 if not held
-var releaseScript = goredis.NewScript(`
-if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+var releaseScript = goredis.NewScript(luaPrelude + `
+local held, bad = readLock(KEYS[1], 0)
+if bad then return bad end
+if held ~= ARGV[1] then return 0 end
 redis.call('DEL', KEYS[1])
 if ARGV[2] ~= '' then
   if ARGV[3] == '1' then
@@ -241,8 +323,10 @@ return 1
 //
 //	KEYS: lock key; ARGV: lock value, ttl in ms
 //	returns 1 if extended, 0 if not held
-var extendScript = goredis.NewScript(`
-if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+var extendScript = goredis.NewScript(luaPrelude + `
+local held, bad = readLock(KEYS[1], 0)
+if bad then return bad end
+if held ~= ARGV[1] then return 0 end
 redis.call('PEXPIRE', KEYS[1], ARGV[2])
 return 1
 `)

@@ -15,13 +15,14 @@ import (
 // Load returns a consistent snapshot, read by one script in one round trip.
 func (b *Backend) Load(ctx context.Context, name string) (backend.Snapshot, error) {
 	k := keysOf(name)
+	op := fmt.Sprintf("load %q", name)
 	res, err := loadScript.Run(ctx, b.client, []string{k.meta, k.data, k.revs}).Slice()
 	if err != nil {
-		return backend.Snapshot{}, wrap(ctx, fmt.Sprintf("load %q", name), err)
+		return backend.Snapshot{}, scriptFailed(ctx, op, k, err, nil, nil)
 	}
 	snap, err := parseSnapshot(res)
 	if err != nil {
-		return backend.Snapshot{}, fmt.Errorf("redis: load %q: %w", name, err)
+		return backend.Snapshot{}, fmt.Errorf("redis: %s: %w", op, err)
 	}
 	return snap, nil
 }
@@ -63,45 +64,59 @@ func parseSnapshot(res []any) (backend.Snapshot, error) {
 }
 
 // parseWritten reads a key's field of the revs hash: "<revision> <commit
-// id>", or a bare revision. What another program scribbled there reads as
-// revision 0: the entry still loads, and any newer change replaces it.
+// id>", or a bare revision. A missing field, or what another program
+// scribbled there, reads as revision 0, which backend.Entry defines as
+// damage: the entry still loads, reads of it fail with
+// backend.ErrCorrupt, and any newer change replaces it.
 func parseWritten(v any) (rev uint64, commit string) {
 	s, _ := v.(string)
 	r, commit, _ := strings.Cut(s, " ")
-	rev, _ = strconv.ParseUint(r, 10, 64)
+	rev, err := strconv.ParseUint(r, 10, 64)
+	if err != nil || strings.ContainsAny(commit, " \t\r\n") {
+		return 0, ""
+	}
 	return rev, commit
 }
 
 // Get reads one entry and its revision in one round trip.
 func (b *Backend) Get(ctx context.Context, name, key string) (backend.Entry, error) {
 	k := keysOf(name)
+	op := fmt.Sprintf("get %q of %q", key, name)
 	res, err := getScript.Run(ctx, b.client, []string{k.data, k.revs}, key).Slice()
 	if err != nil {
-		return backend.Entry{}, wrap(ctx, fmt.Sprintf("get %q of %q", key, name), err)
+		return backend.Entry{}, scriptFailed(ctx, op, k, err, nil, nil)
 	}
-	if len(res) < 1 || res[0] == nil {
-		return backend.Entry{}, fmt.Errorf("redis: get %q of %q: %w", key, name, backend.ErrNotFound)
+	if len(res) != 2 {
+		return backend.Entry{}, fmt.Errorf("redis: %s: script returned %d elements", op, len(res))
+	}
+	switch {
+	case res[0] == nil && res[1] == nil:
+		return backend.Entry{}, fmt.Errorf("redis: %s: %w", op, backend.ErrNotFound)
+	case res[0] == nil:
+		return backend.Entry{}, fmt.Errorf("redis: %s: field %q of %q has a revision but %q has no value: %w", op, key, k.revs, k.data, backend.ErrCorrupt)
 	}
 	val, _ := res[0].(string)
 	e := backend.Entry{Key: key, Value: []byte(val)}
-	if len(res) > 1 {
-		e.Revision, e.Commit = parseWritten(res[1])
+	if e.Revision, e.Commit = parseWritten(res[1]); e.Revision == 0 {
+		return backend.Entry{}, fmt.Errorf("redis: %s: field %q of %q holds no revision (a value written without one?): %w", op, key, k.revs, backend.ErrCorrupt)
 	}
 	return e, nil
 }
 
 // Revision returns the context's head.
 func (b *Backend) Revision(ctx context.Context, name string) (backend.Head, error) {
-	res, err := b.client.HMGet(ctx, keysOf(name).meta, "epoch", "rev", "commit", "parent").Result()
+	k := keysOf(name)
+	op := fmt.Sprintf("revision of %q", name)
+	res, err := b.client.HMGet(ctx, k.meta, "epoch", "rev", "commit", "parent").Result()
 	if err != nil {
-		return backend.Head{}, wrap(ctx, fmt.Sprintf("revision of %q", name), err)
+		return backend.Head{}, scriptFailed(ctx, op, k, err, nil, nil)
 	}
 	var h backend.Head
 	h.Epoch, _ = res[0].(string)
 	h.Commit, _ = res[2].(string)
 	h.Parent, _ = res[3].(string)
 	if h.Revision, err = parseUint(res[1]); err != nil {
-		return backend.Head{}, fmt.Errorf("redis: revision of %q: %w", name, err)
+		return backend.Head{}, fmt.Errorf("redis: %s: field \"rev\" of %q does not parse (%w): %w", op, k.meta, err, backend.ErrCorrupt)
 	}
 	return h, nil
 }
@@ -176,7 +191,7 @@ func (b *Backend) commit(ctx context.Context, name string, bt backend.Batch, cha
 	}
 	res, err := b.run(ctx, commitScript, redisKeys, args...).Slice()
 	if err != nil {
-		return backend.Head{}, b.commitError(ctx, op, bt, leases, err)
+		return backend.Head{}, b.commitError(ctx, name, op, bt, leases, redisKeys[5:], err)
 	}
 	if len(res) != 4 {
 		return backend.Head{}, fmt.Errorf("redis: %s: script returned %d elements", op, len(res))
@@ -191,29 +206,32 @@ func (b *Backend) commit(ctx context.Context, name string, bt backend.Batch, cha
 	return h, nil
 }
 
-// commitError translates a refusal of the commit script.
-func (b *Backend) commitError(ctx context.Context, op string, bt backend.Batch, leases []locker.Lease, err error) error {
-	se, ok := parseScriptError(err)
-	if !ok {
-		return wrap(ctx, op, err)
-	}
-	at := func(n int, keys func(int) string) string {
-		if n >= 0 && n < len(bt.Ops)+len(bt.Conditions)+len(leases) {
-			return keys(n)
+// commitError translates a refusal of the commit script; lockKeys are the
+// Redis lock keys the script was given, in its order.
+func (b *Backend) commitError(ctx context.Context, name, op string, bt backend.Batch, leases []locker.Lease, lockKeys []string, err error) error {
+	// at returns the i-th of n names, or "?" for an index out of range.
+	at := func(i, n int, name func(int) string) string {
+		if i < 0 || i >= n {
+			return "?"
 		}
-		return "?"
+		return name(i)
+	}
+	condKey := func(i int) string { return at(i, len(bt.Conditions), func(i int) string { return bt.Conditions[i].Key }) }
+	se, ok := parseScriptError(err)
+	if !ok || se.code == "CONTEXTD_CORRUPT" {
+		return scriptFailed(ctx, op, keysOf(name), err, condKey,
+			func(i int) string { return at(i, len(lockKeys), func(i int) string { return lockKeys[i] }) })
 	}
 	switch se.code {
 	case "CONTEXTD_CODEC":
 		return fmt.Errorf("redis: %s: the context is encoded with %q, not %q: %w", op, se.detail, bt.Codec, backend.ErrCodecMismatch)
 	case "CONTEXTD_CONFLICT":
-		key := at(se.index, func(i int) string { return bt.Conditions[i].Key })
-		return fmt.Errorf("redis: %s: key %q changed: %w", op, key, backend.ErrConflict)
+		return fmt.Errorf("redis: %s: key %q changed: %w", op, condKey(se.index), backend.ErrConflict)
 	case "CONTEXTD_NOTHELD":
-		key := at(se.index, func(i int) string { return leases[i].Key })
+		key := at(se.index, len(leases), func(i int) string { return leases[i].Key })
 		return fmt.Errorf("redis: %s: lock on %q: %w", op, key, locker.ErrNotHeld)
 	case "CONTEXTD_LOCKED":
-		key := at(se.index, func(i int) string { return bt.Ops[i].Key })
+		key := at(se.index, len(bt.Ops), func(i int) string { return bt.Ops[i].Key })
 		return fmt.Errorf("redis: %s: key %q: %w", op, key, backend.ErrLocked)
 	}
 	return wrap(ctx, op, err)
