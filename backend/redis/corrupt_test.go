@@ -45,9 +45,13 @@ var corruptions = []corruption{
 // corruptOps are the operations tried on each damaged context; each gets
 // a context of its own, damaged afresh.
 var corruptOps = map[string]func(ctx context.Context, c *contextd.Context[int], fresh func() error) error{
-	"initialize":   func(ctx context.Context, _ *contextd.Context[int], fresh func() error) error { return fresh() },
-	"update":       func(ctx context.Context, c *contextd.Context[int], _ func() error) error { return c.UpdateContext(ctx, "k", 5) },
-	"update other": func(ctx context.Context, c *contextd.Context[int], _ func() error) error { return c.UpdateContext(ctx, "z", 5) },
+	"initialize": func(ctx context.Context, _ *contextd.Context[int], fresh func() error) error { return fresh() },
+	"update": func(ctx context.Context, c *contextd.Context[int], _ func() error) error {
+		return c.UpdateContext(ctx, "k", 5)
+	},
+	"update other": func(ctx context.Context, c *contextd.Context[int], _ func() error) error {
+		return c.UpdateContext(ctx, "z", 5)
+	},
 	"modify": func(ctx context.Context, c *contextd.Context[int], _ func() error) error {
 		calls := 0
 		_, err := c.Modify(ctx, "k", func(cur int, _ bool) (int, error) { calls++; return cur + 1, nil })
@@ -56,9 +60,16 @@ var corruptOps = map[string]func(ctx context.Context, c *contextd.Context[int], 
 		}
 		return err
 	},
-	"delete":     func(ctx context.Context, c *contextd.Context[int], _ func() error) error { return c.Delete(ctx, "k") },
-	"fresh get":  func(ctx context.Context, c *contextd.Context[int], _ func() error) error { _, _, err := c.Get(ctx, "k", contextd.Fresh()); return err },
-	"cached get": func(ctx context.Context, c *contextd.Context[int], _ func() error) error { _ = c.Sync(ctx); _, _, err := c.Get(ctx, "k"); return err },
+	"delete": func(ctx context.Context, c *contextd.Context[int], _ func() error) error { return c.Delete(ctx, "k") },
+	"fresh get": func(ctx context.Context, c *contextd.Context[int], _ func() error) error {
+		_, _, err := c.Get(ctx, "k", contextd.Fresh())
+		return err
+	},
+	"cached get": func(ctx context.Context, c *contextd.Context[int], _ func() error) error {
+		_ = c.Sync(ctx)
+		_, _, err := c.Get(ctx, "k")
+		return err
+	},
 	"acquire": func(ctx context.Context, c *contextd.Context[int], _ func() error) error {
 		l, err := c.AcquireLock(ctx, contextd.LockOptions{Key: "k", MaxRetries: -1})
 		if err == nil {

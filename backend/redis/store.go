@@ -216,7 +216,9 @@ func (b *Backend) commitError(ctx context.Context, name, op string, bt backend.B
 		}
 		return name(i)
 	}
-	condKey := func(i int) string { return at(i, len(bt.Conditions), func(i int) string { return bt.Conditions[i].Key }) }
+	condKey := func(i int) string {
+		return at(i, len(bt.Conditions), func(i int) string { return bt.Conditions[i].Key })
+	}
 	se, ok := parseScriptError(err)
 	if !ok || se.code == "CONTEXTD_CORRUPT" {
 		return scriptFailed(ctx, op, keysOf(name), err, condKey,
