@@ -7,6 +7,7 @@ import (
 
 	"go.uber.org/goleak"
 
+	"github.com/contextd-go/contextd/backend"
 	"github.com/contextd-go/contextd/backend/memory"
 	"github.com/contextd-go/contextd/contextd"
 )
@@ -16,7 +17,7 @@ func TestMain(m *testing.M) {
 }
 
 // open returns an initialized Context on b, closed when the test ends.
-func open[T any](t testing.TB, b *memory.Backend, name string, opts *contextd.Options) *contextd.Context[T] {
+func open[T any](t testing.TB, b backend.Backend, name string, opts *contextd.Options) *contextd.Context[T] {
 	t.Helper()
 	c, err := contextd.New[T](b, name, opts)
 	if err != nil {

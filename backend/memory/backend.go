@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"time"
 
 	"github.com/contextd-go/contextd/backend"
 	"github.com/contextd-go/contextd/broadcaster"
@@ -54,6 +55,11 @@ type Options struct {
 	// ChangeLogSize is how many of the latest events ChangesSince can
 	// return per context. Zero or less means the default, 1024.
 	ChangeLogSize int
+
+	// Clock is the store's clock, by which lock leases expire. Tests set
+	// it to move time by hand, so that expiry does not depend on how fast
+	// a loaded machine runs their goroutines. Default: time.Now.
+	Clock func() time.Time
 }
 
 // Backend is an in-process backend.Backend with all optional capabilities.
@@ -117,6 +123,9 @@ func New(opts *Options) *Backend {
 	}
 	if o.ChangeLogSize <= 0 {
 		o.ChangeLogSize = defaultChangeLogSize
+	}
+	if o.Clock == nil {
+		o.Clock = time.Now
 	}
 	return &Backend{
 		opts:     o,

@@ -14,7 +14,7 @@ import (
 // because the backend runs no timers.
 type lockState struct {
 	token   string
-	expires time.Time // carries the monotonic clock reading of time.Now
+	expires time.Time // by Options.Clock
 }
 
 // lockID names a lock: a key inside a context.
@@ -27,13 +27,14 @@ type releaseWatch struct {
 	ch chan struct{}
 }
 
-// liveLock returns the unexpired lock on key, or nil. b.mu must be held.
-func (sp *space) liveLock(key string) *lockState {
+// liveLock returns the unexpired lock on key at now, or nil. b.mu must be
+// held.
+func (sp *space) liveLock(key string, now time.Time) *lockState {
 	lk := sp.locks[key]
 	if lk == nil {
 		return nil
 	}
-	if !time.Now().Before(lk.expires) {
+	if !now.Before(lk.expires) {
 		delete(sp.locks, key) // expired: forget it now that we see it
 		return nil
 	}
@@ -43,8 +44,8 @@ func (sp *space) liveLock(key string) *lockState {
 // holds reports whether the unexpired lock on key has token. An empty
 // token never holds a lock, so a zero Lease cannot pass for the holder.
 // b.mu must be held.
-func (sp *space) holds(key, token string) bool {
-	lk := sp.liveLock(key)
+func (sp *space) holds(key, token string, now time.Time) bool {
+	lk := sp.liveLock(key, now)
 	return lk != nil && token != "" && lk.token == token
 }
 
@@ -69,7 +70,7 @@ func (b *Backend) TryAcquire(ctx context.Context, name, key string, ttl time.Dur
 		return locker.Lease{}, errClosed(op)
 	}
 	sp := b.space(name)
-	if sp.liveLock(key) != nil {
+	if sp.liveLock(key, b.opts.Clock()) != nil {
 		return locker.Lease{}, fmt.Errorf("memory: %s: %w", op, locker.ErrNotAcquired)
 	}
 	if sp.locks == nil {
@@ -77,7 +78,7 @@ func (b *Backend) TryAcquire(ctx context.Context, name, key string, ttl time.Dur
 	}
 	sp.fence++
 	lease := locker.Lease{Name: name, Key: key, Token: randomID(), Fence: sp.fence, TTL: ttl}
-	sp.locks[key] = &lockState{token: lease.Token, expires: time.Now().Add(ttl)}
+	sp.locks[key] = &lockState{token: lease.Token, expires: b.opts.Clock().Add(ttl)}
 	return lease, nil
 }
 
@@ -95,7 +96,7 @@ func (b *Backend) Release(ctx context.Context, l locker.Lease) error {
 		return errClosed(op)
 	}
 	sp := b.spaces[l.Name]
-	if sp == nil || !sp.holds(l.Key, l.Token) {
+	if sp == nil || !sp.holds(l.Key, l.Token, b.opts.Clock()) {
 		return fmt.Errorf("memory: %s: %w", op, locker.ErrNotHeld)
 	}
 	delete(sp.locks, l.Key)
@@ -120,10 +121,10 @@ func (b *Backend) Extend(ctx context.Context, l locker.Lease, ttl time.Duration)
 		return errClosed(op)
 	}
 	sp := b.spaces[l.Name]
-	if sp == nil || !sp.holds(l.Key, l.Token) {
+	if sp == nil || !sp.holds(l.Key, l.Token, b.opts.Clock()) {
 		return fmt.Errorf("memory: %s: %w", op, locker.ErrNotHeld)
 	}
-	sp.locks[l.Key].expires = time.Now().Add(ttl)
+	sp.locks[l.Key].expires = b.opts.Clock().Add(ttl)
 	return nil
 }
 

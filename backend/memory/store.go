@@ -221,15 +221,16 @@ func (b *Backend) check(sp *space, d *contextData, name string, bt backend.Batch
 	if b.opts.DisableLockAwareCommit {
 		return nil
 	}
+	now := b.opts.Clock()
 	tokens := make(map[string]bool, len(bt.Leases))
 	for _, l := range bt.Leases {
-		if !sp.holds(l.Key, l.Token) {
+		if !sp.holds(l.Key, l.Token, now) {
 			return fmt.Errorf("lease on key %q (fence %d): %w", l.Key, l.Fence, locker.ErrNotHeld)
 		}
 		tokens[l.Token] = true
 	}
 	for _, o := range bt.Ops {
-		if lk := sp.liveLock(o.Key); lk != nil && !tokens[lk.token] {
+		if lk := sp.liveLock(o.Key, now); lk != nil && !tokens[lk.token] {
 			return fmt.Errorf("key %q: %w", o.Key, backend.ErrLocked)
 		}
 	}
