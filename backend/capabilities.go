@@ -21,6 +21,10 @@ type Capabilities struct {
 	LockAwareCommit bool
 	ChangeLog       bool
 	ReleaseNotify   bool
+	// FairLocks: the locker queues waiters and serves them in arrival
+	// order (locker.FairLocker); with LockAwareCommit too, commits join
+	// the same queues (Batch.Waiter).
+	FairLocks bool
 }
 
 // Capable is implemented by a Backend that offers optional capabilities.
@@ -66,6 +70,9 @@ func CapabilitiesOf(b Backend) Capabilities {
 	}
 	if _, ok := b.(locker.ReleaseWatcher); !ok {
 		c.ReleaseNotify = false
+	}
+	if _, ok := b.(locker.FairLocker); !ok {
+		c.FairLocks = false
 	}
 	return c
 }

@@ -14,8 +14,9 @@ import (
 // Compose makes a Backend of parts that may come from different backends,
 // for example a Redis store and locker with another broadcaster.
 //
-// The composed backend offers ChangeLog if the store does and ReleaseNotify
-// if the locker does. AtomicPublish and LockAwareCommit span two parts, so
+// The composed backend offers ChangeLog if the store does, and ReleaseNotify
+// and FairLocks if the locker does (commits join the lock queues only when
+// the store is also the locker, as for LockAwareCommit). AtomicPublish and LockAwareCommit span two parts, so
 // they are offered only when the store is also the broadcaster, or the
 // locker, respectively (the same value) and offers them.
 //
@@ -32,6 +33,9 @@ func Compose(s Store, l locker.Locker, b broadcaster.Broadcaster) (Backend, erro
 	if _, ok := l.(locker.ReleaseWatcher); ok && partCapabilities(l).ReleaseNotify {
 		c.caps.ReleaseNotify = true
 	}
+	if _, ok := l.(locker.FairLocker); ok && partCapabilities(l).FairLocks {
+		c.caps.FairLocks = true
+	}
 	if _, ok := s.(AtomicPublisher); ok && sc.AtomicPublish && same(s, b) {
 		c.caps.AtomicPublish = true
 	}
@@ -47,7 +51,7 @@ func partCapabilities(part any) Capabilities {
 	if cb, ok := part.(Capable); ok {
 		return cb.Capabilities()
 	}
-	return Capabilities{AtomicPublish: true, ChangeLog: true, ReleaseNotify: true}
+	return Capabilities{AtomicPublish: true, ChangeLog: true, ReleaseNotify: true, FairLocks: true}
 }
 
 // same reports whether a and b are the same value, without panicking on
@@ -70,6 +74,7 @@ var (
 	_ AtomicPublisher       = (*composed)(nil)
 	_ ChangeLog             = (*composed)(nil)
 	_ locker.ReleaseWatcher = (*composed)(nil)
+	_ locker.FairLocker     = (*composed)(nil)
 )
 
 func (c *composed) Capabilities() Capabilities { return c.caps }
@@ -121,6 +126,20 @@ func (c *composed) WatchRelease(ctx context.Context, name string, keys ...string
 		return nil, nil, fmt.Errorf("backend: composed locker cannot notify releases: %w", errors.ErrUnsupported)
 	}
 	return c.locker.(locker.ReleaseWatcher).WatchRelease(ctx, name, keys...)
+}
+
+func (c *composed) TryAcquireQueued(ctx context.Context, name, key string, ttl time.Duration, w locker.Waiter) (locker.Lease, error) {
+	if !c.caps.FairLocks {
+		return locker.Lease{}, fmt.Errorf("backend: composed locker has no fair queues: %w", errors.ErrUnsupported)
+	}
+	return c.locker.(locker.FairLocker).TryAcquireQueued(ctx, name, key, ttl, w)
+}
+
+func (c *composed) Dequeue(ctx context.Context, name string, w locker.Waiter, keys ...string) error {
+	if !c.caps.FairLocks {
+		return fmt.Errorf("backend: composed locker has no fair queues: %w", errors.ErrUnsupported)
+	}
+	return c.locker.(locker.FairLocker).Dequeue(ctx, name, w, keys...)
 }
 
 func (c *composed) Publish(ctx context.Context, channel string, payload []byte) error {

@@ -34,6 +34,6 @@ func ExampleCompose() {
 	v, _, _ := cx.Get(ctx, "k")
 	fmt.Println(v)
 	// Output:
-	// {AtomicPublish:false LockAwareCommit:true ChangeLog:true ReleaseNotify:true}
+	// {AtomicPublish:false LockAwareCommit:true ChangeLog:true ReleaseNotify:true FairLocks:true}
 	// 1
 }

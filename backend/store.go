@@ -108,6 +108,15 @@ type Batch struct {
 	// and with ErrLocked if an op's key is locked by a holder whose lease
 	// is not in the batch. Other stores ignore Leases.
 	Leases []locker.Lease
+	// Waiter is the writer's place in the keys' lock queues, for a store
+	// with both LockAwareCommit and FairLocks: such a store refuses the
+	// batch with ErrLocked while a key it writes (and no lease of the
+	// batch covers) has a live waiter queued before Waiter — any live
+	// waiter, when Waiter is nil — so no writer jumps the queue. A batch
+	// refused with ErrLocked or ErrConflict queues Waiter on those keys; a
+	// committed one dequeues it, and wakes the next waiter (ReleaseNotify).
+	// Other stores ignore it.
+	Waiter *locker.Waiter
 	// EventValueLimit bounds the value bytes an event carries: values are
 	// included in op order while their running total stays within the
 	// limit; the others are marked Omitted, and receivers fetch them.

@@ -20,6 +20,7 @@ func testCapabilities(t *testing.T, h Harness) {
 			{"LockAwareCommit", got.LockAwareCommit, want.LockAwareCommit},
 			{"ChangeLog", got.ChangeLog, want.ChangeLog},
 			{"ReleaseNotify", got.ReleaseNotify, want.ReleaseNotify},
+			{"FairLocks", got.FairLocks, want.FairLocks},
 		} {
 			switch {
 			case c.want && !c.got:

@@ -61,6 +61,9 @@ func Run(t *testing.T, h Harness) {
 	t.Run("Capabilities", func(t *testing.T) { testCapabilities(t, h) })
 	t.Run("Store", func(t *testing.T) { testStore(t, h) })
 	t.Run("Locker", func(t *testing.T) { testLocker(t, h) })
+	if h.Capabilities.FairLocks {
+		t.Run("FairLocks", func(t *testing.T) { testFairLocks(t, h) })
+	}
 	t.Run("Broadcaster", func(t *testing.T) { testBroadcaster(t, h) })
 	t.Run("Context", func(t *testing.T) { testContext(t, h) })
 }

@@ -34,6 +34,7 @@ type Context[T any] struct {
 	atomicPub backend.AtomicPublisher
 	changeLog backend.ChangeLog
 	notifier  locker.ReleaseWatcher
+	queue     locker.FairLocker
 
 	cache *cache[T]
 
@@ -92,6 +93,12 @@ func New[T any](b backend.Backend, contextKey string, opts *Options) (*Context[T
 	}
 	if c.caps.ReleaseNotify {
 		c.notifier = b.(locker.ReleaseWatcher)
+	}
+	if c.caps.FairLocks && c.caps.ReleaseNotify {
+		// Only the waiter first in a queue may proceed, so the queue needs
+		// release notifications to hand the turn on promptly: with polling
+		// alone every turn would cost a retry pause.
+		c.queue = b.(locker.FairLocker)
 	}
 	return c, nil
 }
@@ -252,6 +259,50 @@ func (c *Context[T]) Close() error {
 		return c.errorf("close", err)
 	}
 	return nil
+}
+
+// lockPolicy is how this Context waits for locks: with notifications and
+// fair queues where the backend has them. A waiter that gives up leaves
+// its queues in the background, so a failing backend does not hold the
+// caller up once more.
+func (c *Context[T]) lockPolicy(delay time.Duration, retries int) locker.Policy {
+	p := locker.Policy{RetryDelay: delay, MaxRetries: retries, Watcher: c.notifier, Queue: c.queue}
+	if c.queue != nil {
+		p.Leave = func(w locker.Waiter, keys []string) {
+			c.background(func(ctx context.Context) { _ = c.queue.Dequeue(ctx, c.name, w, keys...) })
+		}
+	}
+	return p
+}
+
+// background runs f in a goroutine of the Context, with a ctx that ends
+// after 5 s or at Close, which waits for it. After Close it does nothing.
+func (c *Context[T]) background(f func(context.Context)) {
+	c.lifeMu.Lock()
+	defer c.lifeMu.Unlock()
+	if c.closed.Load() || c.cancel == nil {
+		return
+	}
+	c.wg.Add(1)
+	go func() {
+		defer c.wg.Done()
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		finished := make(chan struct{})
+		var watch sync.WaitGroup
+		watch.Add(1)
+		go func() {
+			defer watch.Done()
+			select {
+			case <-c.done:
+				cancel()
+			case <-finished:
+			}
+		}()
+		f(ctx)
+		close(finished)
+		watch.Wait()
+	}()
 }
 
 // usable reports why the Context cannot be used now, if it cannot.

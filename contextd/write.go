@@ -75,8 +75,8 @@ func (c *Context[T]) put(ctx context.Context, values map[string]T, opts []WriteO
 	if len(ops) == 0 {
 		return ctx.Err()
 	}
-	return c.write(ctx, keys, opts, func(ctx context.Context, leases []locker.Lease) error {
-		return c.commit(ctx, backend.Batch{Ops: ops, Leases: leases}, ups)
+	return c.write(ctx, keys, opts, func(ctx context.Context, leases []locker.Lease, w *locker.Waiter) error {
+		return c.commit(ctx, backend.Batch{Ops: ops, Leases: leases, Waiter: w}, ups)
 	})
 }
 
@@ -99,8 +99,8 @@ func (c *Context[T]) remove(ctx context.Context, keys []string) error {
 	if len(ops) == 0 {
 		return ctx.Err()
 	}
-	return c.write(ctx, keys, nil, func(ctx context.Context, leases []locker.Lease) error {
-		return c.commit(ctx, backend.Batch{Ops: ops, Leases: leases}, ups)
+	return c.write(ctx, keys, nil, func(ctx context.Context, leases []locker.Lease, w *locker.Waiter) error {
+		return c.commit(ctx, backend.Batch{Ops: ops, Leases: leases, Waiter: w}, ups)
 	})
 }
 
@@ -137,7 +137,8 @@ func (c *Context[T]) modify(ctx context.Context, key string, fn func(T, bool) (T
 	if !ok {
 		rev, commit = 0, ""
 	}
-	err := c.write(ctx, []string{key}, opts, func(ctx context.Context, leases []locker.Lease) error {
+	var backoff conflictBackoff
+	err := c.write(ctx, []string{key}, opts, func(ctx context.Context, leases []locker.Lease, w *locker.Waiter) error {
 		for {
 			if curErr != nil {
 				return curErr
@@ -156,11 +157,20 @@ func (c *Context[T]) modify(ctx context.Context, key string, fn func(T, bool) (T
 				Ops:        []backend.Op{{Key: key, Value: b}},
 				Conditions: []backend.Condition{{Key: key, Revision: rev, Commit: commit}},
 				Leases:     leases,
+				Waiter:     w,
 			}
 			err = c.commit(ctx, batch, []update[T]{up})
 			if !errors.Is(err, backend.ErrConflict) {
 				result = up.value
 				return err
+			}
+			// A fair store queued the waiter on the conflict: its next
+			// attempt is served in turn. Elsewhere, back off so that
+			// contenders do not retry in lockstep.
+			if w == nil {
+				if err := backoff.wait(ctx, c.opts.RetryDelay); err != nil {
+					return err
+				}
 			}
 			fresh, err := c.store.Get(ctx, c.name, key)
 			var freshRev uint64
@@ -195,7 +205,7 @@ func (c *Context[T]) modify(ctx context.Context, key string, fn func(T, bool) (T
 //   - otherwise: the locks of keys not held through WithLock are taken in
 //     sorted order first and released after, and the WithLock leases are
 //     renewed to prove they are still held.
-func (c *Context[T]) write(ctx context.Context, keys []string, opts []WriteOption, attempt func(context.Context, []locker.Lease) error) error {
+func (c *Context[T]) write(ctx context.Context, keys []string, opts []WriteOption, attempt func(context.Context, []locker.Lease, *locker.Waiter) error) error {
 	var wo writeOptions
 	for _, o := range opts {
 		o(&wo)
@@ -217,11 +227,11 @@ func (c *Context[T]) write(ctx context.Context, keys []string, opts []WriteOptio
 	return err
 }
 
-func (c *Context[T]) writeLocked(ctx context.Context, keys []string, held []*Lock, leases []locker.Lease, attempt func(context.Context, []locker.Lease) error) error {
-	policy := locker.Policy{RetryDelay: c.opts.RetryDelay, MaxRetries: c.opts.MaxRetries, Watcher: c.notifier}
+func (c *Context[T]) writeLocked(ctx context.Context, keys []string, held []*Lock, leases []locker.Lease, attempt func(context.Context, []locker.Lease, *locker.Waiter) error) error {
+	policy := c.lockPolicy(c.opts.RetryDelay, c.opts.MaxRetries)
 	if c.caps.LockAwareCommit {
-		err := locker.Retry(ctx, c.name, keys, policy, func(ctx context.Context) error {
-			return attempt(ctx, leases)
+		err := locker.Retry(ctx, c.name, keys, policy, func(ctx context.Context, w *locker.Waiter) error {
+			return attempt(ctx, leases, w)
 		}, func(err error) bool { return errors.Is(err, backend.ErrLocked) })
 		if errors.Is(err, backend.ErrLocked) {
 			return fmt.Errorf("%w: %w", ErrLockNotAcquired, err)
@@ -253,7 +263,7 @@ func (c *Context[T]) writeLocked(ctx context.Context, keys []string, held []*Loc
 		}
 		taken = append(taken, l)
 	}
-	return attempt(ctx, append(leases, taken...))
+	return attempt(ctx, append(leases, taken...), nil)
 }
 
 // heldLeases checks the locks given with WithLock.

@@ -47,7 +47,7 @@ func (w *watcher) release() {
 
 func TestRetryFirstAttemptArmsNothing(t *testing.T) {
 	w := &watcher{}
-	err := locker.Retry(context.Background(), "c", []string{"k"}, locker.Policy{MaxRetries: 5, Watcher: w}, func(context.Context) error { return nil }, busy)
+	err := locker.Retry(context.Background(), "c", []string{"k"}, locker.Policy{MaxRetries: 5, Watcher: w}, func(context.Context, *locker.Waiter) error { return nil }, busy)
 	if err != nil || w.armed != 0 {
 		t.Fatalf("err %v, armed %d times; want nil, 0", err, w.armed)
 	}
@@ -56,13 +56,13 @@ func TestRetryFirstAttemptArmsNothing(t *testing.T) {
 func TestRetryExhausts(t *testing.T) {
 	var attempts int
 	err := locker.Retry(context.Background(), "c", []string{"k"}, locker.Policy{RetryDelay: time.Millisecond, MaxRetries: 3},
-		func(context.Context) error { attempts++; return errBusy }, busy)
+		func(context.Context, *locker.Waiter) error { attempts++; return errBusy }, busy)
 	if !errors.Is(err, errBusy) || attempts != 4 {
 		t.Fatalf("err %v after %d attempts; want the last error after 1+3", err, attempts)
 	}
 	attempts = 0
 	err = locker.Retry(context.Background(), "c", nil, locker.Policy{MaxRetries: 0},
-		func(context.Context) error { attempts++; return errBusy }, busy)
+		func(context.Context, *locker.Waiter) error { attempts++; return errBusy }, busy)
 	if !errors.Is(err, errBusy) || attempts != 1 {
 		t.Fatalf("MaxRetries 0: err %v after %d attempts; want one", err, attempts)
 	}
@@ -72,7 +72,7 @@ func TestRetryStopsOnOtherErrors(t *testing.T) {
 	other := errors.New("other")
 	var attempts int
 	err := locker.Retry(context.Background(), "c", nil, locker.Policy{RetryDelay: time.Millisecond, MaxRetries: 10},
-		func(context.Context) error {
+		func(context.Context, *locker.Waiter) error {
 			attempts++
 			if attempts == 2 {
 				return other
@@ -91,7 +91,7 @@ func TestRetryWokenByRelease(t *testing.T) {
 	done := make(chan error, 1)
 	go func() {
 		done <- locker.Retry(context.Background(), "c", []string{"k"}, locker.Policy{RetryDelay: time.Hour, MaxRetries: 1, Watcher: w},
-			func(context.Context) error {
+			func(context.Context, *locker.Waiter) error {
 				if attempts.Add(1) < 6 {
 					return errBusy
 				}
@@ -118,7 +118,7 @@ func TestRetryHonoursContext(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
 	defer cancel()
 	err := locker.Retry(ctx, "c", nil, locker.Policy{RetryDelay: time.Hour, MaxRetries: 5},
-		func(context.Context) error { return errBusy }, busy)
+		func(context.Context, *locker.Waiter) error { return errBusy }, busy)
 	if !errors.Is(err, context.DeadlineExceeded) || !errors.Is(err, errBusy) {
 		t.Fatalf("err %v; want both the deadline and the last error", err)
 	}
@@ -189,5 +189,66 @@ func TestKeepAliveGivesUpWhenUnreachable(t *testing.T) {
 		}
 	case <-time.After(5 * time.Second):
 		t.Fatal("lost not called while the backend stayed unreachable")
+	}
+}
+
+// queue is a FairLocker that records the waiters it sees and dequeues.
+type queue struct {
+	mu       sync.Mutex
+	waiters  map[string]bool
+	dequeued []string
+}
+
+func (q *queue) TryAcquireQueued(context.Context, string, string, time.Duration, locker.Waiter) (locker.Lease, error) {
+	return locker.Lease{}, locker.ErrNotAcquired
+}
+
+func (q *queue) Dequeue(_ context.Context, _ string, w locker.Waiter, _ ...string) error {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	q.dequeued = append(q.dequeued, w.ID)
+	return nil
+}
+
+// TestRetryWithAQueue: every attempt of one wait carries the same waiter,
+// with a hold of at least two seconds; a wait that fails gives its place
+// up (through Leave when set, else Dequeue), and one that succeeds does not.
+func TestRetryWithAQueue(t *testing.T) {
+	q := &queue{}
+	var ids []string
+	try := func(_ context.Context, w *locker.Waiter) error {
+		if w == nil || w.ID == "" || w.Hold < 2*time.Second {
+			t.Fatalf("attempt with waiter %+v; want an ID and a hold of 2 s or more", w)
+		}
+		ids = append(ids, w.ID)
+		return errBusy
+	}
+	p := locker.Policy{RetryDelay: time.Millisecond, MaxRetries: 3, Queue: q}
+	if err := locker.Retry(context.Background(), "c", []string{"k"}, p, try, busy); !errors.Is(err, errBusy) {
+		t.Fatalf("Retry = %v", err)
+	}
+	if len(ids) != 4 || ids[0] != ids[3] {
+		t.Fatalf("attempts had waiters %v; want one waiter in all four", ids)
+	}
+	if len(q.dequeued) != 1 || q.dequeued[0] != ids[0] {
+		t.Fatalf("dequeued %v after a failed wait; want %s", q.dequeued, ids[0])
+	}
+	var left []string
+	p.Leave = func(w locker.Waiter, keys []string) { left = append(left, w.ID) }
+	ids = nil
+	_ = locker.Retry(context.Background(), "c", []string{"k"}, p, try, busy)
+	if len(left) != 1 || left[0] != ids[0] || len(q.dequeued) != 1 {
+		t.Fatalf("with Leave set: left %v, dequeued %v; want Leave called once instead of Dequeue", left, q.dequeued)
+	}
+	left, ids = nil, nil
+	err := locker.Retry(context.Background(), "c", []string{"k"}, p, func(_ context.Context, w *locker.Waiter) error {
+		ids = append(ids, w.ID)
+		if len(ids) < 2 {
+			return errBusy
+		}
+		return nil
+	}, busy)
+	if err != nil || len(left) != 0 {
+		t.Fatalf("a wait that succeeded: %v, left %v; want nil and no dequeue (the store dequeues a served waiter)", err, left)
 	}
 }

@@ -23,6 +23,15 @@ type Policy struct {
 	// Watcher, if not nil, ends a pause early when a lock of interest is
 	// released.
 	Watcher ReleaseWatcher
+	// Queue, if not nil, is the fair locker that queues the caller: Retry
+	// then gives every attempt a Waiter, and dequeues it if the wait ends
+	// without success.
+	Queue FairLocker
+	// Leave, if not nil, is called instead of a Dequeue when a queued
+	// wait ends without success, so that the caller need not wait for it
+	// (the backend may be what failed); it must not block. A waiter that
+	// is never dequeued stops blocking others after its Hold.
+	Leave func(w Waiter, keys []string)
 }
 
 // Retry calls try until it returns nil or an error for which retryable is
@@ -35,7 +44,35 @@ type Policy struct {
 // arms the release notification for keys and tries again at once: a release
 // that happened between the attempt and the arming is not missed, and every
 // later release wakes the pause early.
-func Retry(ctx context.Context, name string, keys []string, p Policy, try func(context.Context) error, retryable func(error) bool) error {
+//
+// With p.Queue, every attempt gets the same Waiter, which the fair locker
+// queues at the first refusal; when Retry returns an error, the waiter is
+// dequeued from keys (the store dequeues it itself on success). Without
+// it, w is nil and waiting is jittered polling, with no bound on how often
+// one waiter can lose to others.
+func Retry(ctx context.Context, name string, keys []string, p Policy, try func(ctx context.Context, w *Waiter) error, retryable func(error) bool) (err error) {
+	var w *Waiter
+	if p.Queue != nil {
+		waiter := NewWaiter(holdFor(p))
+		w = &waiter
+		defer func() {
+			switch {
+			case err == nil:
+			case p.Leave != nil:
+				p.Leave(waiter, keys)
+			default:
+				// Give the place up even if ctx was cancelled: a waiter
+				// left queued would hold the others up for its Hold.
+				dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+				_ = p.Queue.Dequeue(dctx, name, waiter, keys...)
+				cancel()
+			}
+		}()
+	}
+	return retry(ctx, name, keys, p, func(ctx context.Context) error { return try(ctx, w) }, retryable)
+}
+
+func retry(ctx context.Context, name string, keys []string, p Policy, try func(context.Context) error, retryable func(error) bool) error {
 	err := try(ctx)
 	if err == nil || !retryable(err) || p.MaxRetries <= 0 {
 		return wrapExhausted(err, retryable, 0)
@@ -91,14 +128,19 @@ func jitter(d time.Duration) time.Duration {
 	return d/2 + rand.N(d)
 }
 
-// Acquire takes the lock on key of context name, waiting as p allows. It
-// returns an error matching ErrNotAcquired when the retries are exhausted,
-// also joined with ctx.Err() when ctx ended the wait.
+// Acquire takes the lock on key of context name, waiting as p allows (in
+// the queue of p.Queue, if set, which must be l's). It returns an error
+// matching ErrNotAcquired when the retries are exhausted, also joined with
+// ctx.Err() when ctx ended the wait.
 func Acquire(ctx context.Context, l Locker, name, key string, ttl time.Duration, p Policy) (Lease, error) {
 	var lease Lease
-	err := Retry(ctx, name, []string{key}, p, func(ctx context.Context) error {
+	err := Retry(ctx, name, []string{key}, p, func(ctx context.Context, w *Waiter) error {
 		var err error
-		lease, err = l.TryAcquire(ctx, name, key, ttl)
+		if w != nil {
+			lease, err = p.Queue.TryAcquireQueued(ctx, name, key, ttl, *w)
+		} else {
+			lease, err = l.TryAcquire(ctx, name, key, ttl)
+		}
 		return err
 	}, func(err error) bool { return errors.Is(err, ErrNotAcquired) })
 	if err != nil {

@@ -47,6 +47,12 @@ type Options struct {
 	// matching errors.ErrUnsupported. Default false.
 	DisableReleaseNotify bool
 
+	// DisableFairLocks switches the FairLocks capability off: Capabilities
+	// does not report it, TryAcquireQueued and Dequeue fail with an error
+	// matching errors.ErrUnsupported, and neither locks nor commits look
+	// at queues (waiters compete by retrying). Default false.
+	DisableFairLocks bool
+
 	// SubscriberBuffer is how many messages a Subscription holds unread;
 	// one more overflows it and makes it report a loss. Zero or less means
 	// the default, 1024.
@@ -98,6 +104,12 @@ type space struct {
 	// fence is the last fencing token handed out. It lives outside data and
 	// locks so that Wipe never resets it: a fence must never repeat.
 	fence uint64
+	// waiters and queues are the fair lock queues (queue.go): waiters by
+	// ID, and each key's waiters in ticket order; tickets is the last
+	// ticket handed out.
+	waiters map[string]*waiterState
+	queues  map[string]queue
+	tickets uint64
 }
 
 var (
@@ -108,6 +120,7 @@ var (
 	_ backend.Capable         = (*Backend)(nil)
 	_ backend.AtomicPublisher = (*Backend)(nil)
 	_ backend.ChangeLog       = (*Backend)(nil)
+	_ locker.FairLocker       = (*Backend)(nil)
 	_ locker.ReleaseWatcher   = (*Backend)(nil)
 )
 
@@ -143,6 +156,7 @@ func (b *Backend) Capabilities() backend.Capabilities {
 		LockAwareCommit: !b.opts.DisableLockAwareCommit,
 		ChangeLog:       !b.opts.DisableChangeLog,
 		ReleaseNotify:   !b.opts.DisableReleaseNotify,
+		FairLocks:       !b.opts.DisableFairLocks,
 	}
 }
 

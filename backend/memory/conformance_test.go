@@ -12,16 +12,22 @@ import (
 // TestConformance runs the suite against every combination of switched-off
 // capabilities, so both contextd's fast paths and its generic fallbacks
 // run on the memory backend, and the suite can check that a switched-off
-// capability is really absent.
+// capability is really absent. Fair locks are on in all sixteen, and off
+// in two more: with everything else on, and with everything off.
 func TestConformance(t *testing.T) {
 	const buffer = 1024 // the default, spelled out for OverflowAfter
-	for mask := range 16 {
+	for mask := range 18 {
 		opts := memory.Options{
 			DisableAtomicPublish:   mask&1 != 0,
 			DisableLockAwareCommit: mask&2 != 0,
 			DisableChangeLog:       mask&4 != 0,
 			DisableReleaseNotify:   mask&8 != 0,
+			DisableFairLocks:       mask >= 16,
 			SubscriberBuffer:       buffer,
+		}
+		if mask == 17 {
+			opts = memory.Options{DisableAtomicPublish: true, DisableLockAwareCommit: true, DisableChangeLog: true,
+				DisableReleaseNotify: true, DisableFairLocks: true, SubscriberBuffer: buffer}
 		}
 		// One Backend per combination, shared by every NewBackend call:
 		// several Contexts over one Backend are several processes over
@@ -31,10 +37,11 @@ func TestConformance(t *testing.T) {
 		// Declared from the mask, not asked of the backend, so the suite's
 		// check that the backend reports exactly these means something.
 		caps := backend.Capabilities{
-			AtomicPublish:   mask&1 == 0,
-			LockAwareCommit: mask&2 == 0,
-			ChangeLog:       mask&4 == 0,
-			ReleaseNotify:   mask&8 == 0,
+			AtomicPublish:   !opts.DisableAtomicPublish,
+			LockAwareCommit: !opts.DisableLockAwareCommit,
+			ChangeLog:       !opts.DisableChangeLog,
+			ReleaseNotify:   !opts.DisableReleaseNotify,
+			FairLocks:       !opts.DisableFairLocks,
 		}
 		t.Run(comboName(caps), func(t *testing.T) {
 			conformance.Run(t, conformance.Harness{
@@ -62,6 +69,9 @@ func comboName(c backend.Capabilities) string {
 	}
 	if c.ReleaseNotify {
 		on = append(on, "notify")
+	}
+	if c.FairLocks {
+		on = append(on, "fair")
 	}
 	if len(on) == 0 {
 		return "generic"

@@ -9,8 +9,8 @@ import "maps"
 // Wipe loses the data of context name as a flushed or restarted Redis
 // without persistence would: entries, revision, epoch, codec and change log
 // are gone (Load returns an empty Epoch and revision 0, and the next commit
-// starts a new random epoch at revision 1). The context's locks are dropped
-// too, and their WatchRelease watchers woken, since waiters may now
+// starts a new random epoch at revision 1). The context's locks and lock
+// queues are dropped too, and lock watchers woken, since waiters may now
 // acquire. Fencing tokens are not reset: the next lease's Fence is still
 // above every earlier one.
 //
@@ -30,6 +30,7 @@ func (b *Backend) Wipe(name string) {
 		b.notifyRelease(name, key)
 	}
 	sp.locks = nil
+	sp.waiters, sp.queues = nil, nil // waiters queue again at their next attempt
 }
 
 // Checkpoint records the data of context name; restore puts it back exactly

@@ -54,6 +54,11 @@ func (sp *space) holds(key, token string, now time.Time) bool {
 // lease's Fence is one more than the last fence handed out for any key of
 // the context, even across Wipe.
 func (b *Backend) TryAcquire(ctx context.Context, name, key string, ttl time.Duration) (locker.Lease, error) {
+	return b.tryAcquire(ctx, name, key, ttl, nil)
+}
+
+// tryAcquire takes the lock for waiter w (nil: a caller not queued).
+func (b *Backend) tryAcquire(ctx context.Context, name, key string, ttl time.Duration, w *locker.Waiter) (locker.Lease, error) {
 	op := fmt.Sprintf("acquire lock on %q in %q", key, name)
 	if err := begin(ctx, op); err != nil {
 		return locker.Lease{}, err
@@ -70,15 +75,23 @@ func (b *Backend) TryAcquire(ctx context.Context, name, key string, ttl time.Dur
 		return locker.Lease{}, errClosed(op)
 	}
 	sp := b.space(name)
-	if sp.liveLock(key, b.opts.Clock()) != nil {
+	now := b.opts.Clock()
+	fair := !b.opts.DisableFairLocks
+	if sp.liveLock(key, now) != nil || fair && sp.queuedBefore(key, w, now) {
+		if fair && w != nil {
+			sp.enqueue(key, *w, now)
+		}
 		return locker.Lease{}, fmt.Errorf("memory: %s: %w", op, locker.ErrNotAcquired)
+	}
+	if w != nil {
+		sp.leave(key, w.ID)
 	}
 	if sp.locks == nil {
 		sp.locks = make(map[string]*lockState)
 	}
 	sp.fence++
 	lease := locker.Lease{Name: name, Key: key, Token: randomID(), Fence: sp.fence, TTL: ttl}
-	sp.locks[key] = &lockState{token: lease.Token, expires: b.opts.Clock().Add(ttl)}
+	sp.locks[key] = &lockState{token: lease.Token, expires: now.Add(ttl)}
 	return lease, nil
 }
 

@@ -152,7 +152,7 @@ func (b *Backend) commit(ctx context.Context, name string, bt backend.Batch, cha
 	if d == nil {
 		d = &contextData{}
 	}
-	if err := b.check(sp, d, name, bt); err != nil {
+	if err := b.check(sp, d, bt); err != nil {
 		return backend.Head{}, fmt.Errorf("memory: %s: %w", op, err)
 	}
 
@@ -191,6 +191,7 @@ func (b *Backend) commit(ctx context.Context, name string, bt backend.Batch, cha
 	if d.log != nil {
 		d.log.append(event)
 	}
+	b.served(name, sp, bt)
 	if publish {
 		b.subMu.Lock()
 		b.deliver(channel, payload)
@@ -200,10 +201,51 @@ func (b *Backend) commit(ctx context.Context, name string, bt backend.Batch, cha
 }
 
 // check reports why bt cannot commit to the context of sp, whose data is d
-// (empty if it has none). b.mu must be held.
-func (b *Backend) check(sp *space, d *contextData, name string, bt backend.Batch) error {
+// (empty if it has none). b.mu must be held. Lock checks come before the
+// conditions, so a writer that must wait for a lock or its turn is told
+// to wait (ErrLocked) rather than to re-read (ErrConflict). On a refusal a
+// fair, lock-aware store queues the batch's Waiter on the keys concerned.
+func (b *Backend) check(sp *space, d *contextData, bt backend.Batch) error {
 	if d.codec != "" && bt.Codec != "" && bt.Codec != d.codec {
 		return fmt.Errorf("batch codec %q, context codec %q: %w", bt.Codec, d.codec, backend.ErrCodecMismatch)
+	}
+	lockAware := !b.opts.DisableLockAwareCommit
+	fair := lockAware && !b.opts.DisableFairLocks
+	now := b.opts.Clock()
+	leased := make(map[string]bool, len(bt.Leases))
+	if lockAware {
+		tokens := make(map[string]bool, len(bt.Leases))
+		for _, l := range bt.Leases {
+			if !sp.holds(l.Key, l.Token, now) {
+				return fmt.Errorf("lease on key %q (fence %d): %w", l.Key, l.Fence, locker.ErrNotHeld)
+			}
+			tokens[l.Token] = true
+			leased[l.Key] = true
+		}
+		var blocked error
+		for _, o := range bt.Ops {
+			if leased[o.Key] {
+				continue
+			}
+			var why string
+			switch lk := sp.liveLock(o.Key, now); {
+			case lk != nil && !tokens[lk.token]:
+				why = "locked"
+			case fair && sp.queuedBefore(o.Key, bt.Waiter, now):
+				why = "another waiter's turn"
+			default:
+				continue
+			}
+			if fair && bt.Waiter != nil {
+				sp.enqueue(o.Key, *bt.Waiter, now)
+			}
+			if blocked == nil {
+				blocked = fmt.Errorf("key %q (%s): %w", o.Key, why, backend.ErrLocked)
+			}
+		}
+		if blocked != nil {
+			return blocked
+		}
 	}
 	for _, c := range bt.Conditions {
 		var have uint64
@@ -211,30 +253,39 @@ func (b *Backend) check(sp *space, d *contextData, name string, bt backend.Batch
 		if e, ok := d.entries[c.Key]; ok {
 			have, commit = e.revision, e.commit
 		}
-		if have != c.Revision {
-			return fmt.Errorf("key %q is at revision %d, condition wants %d: %w", c.Key, have, c.Revision, backend.ErrConflict)
+		var err error
+		switch {
+		case have != c.Revision:
+			err = fmt.Errorf("key %q is at revision %d, condition wants %d: %w", c.Key, have, c.Revision, backend.ErrConflict)
+		case c.Commit != "" && c.Revision != 0 && commit != c.Commit:
+			err = fmt.Errorf("key %q was written at revision %d by commit %q, condition wants %q: %w", c.Key, have, commit, c.Commit, backend.ErrConflict)
+		default:
+			continue
 		}
-		if c.Commit != "" && c.Revision != 0 && commit != c.Commit {
-			return fmt.Errorf("key %q was written at revision %d by commit %q, condition wants %q: %w", c.Key, have, commit, c.Commit, backend.ErrConflict)
+		if fair && bt.Waiter != nil {
+			// The writer lost a race: keep its place for the retry.
+			for _, o := range bt.Ops {
+				if !leased[o.Key] {
+					sp.enqueue(o.Key, *bt.Waiter, now)
+				}
+			}
 		}
-	}
-	if b.opts.DisableLockAwareCommit {
-		return nil
-	}
-	now := b.opts.Clock()
-	tokens := make(map[string]bool, len(bt.Leases))
-	for _, l := range bt.Leases {
-		if !sp.holds(l.Key, l.Token, now) {
-			return fmt.Errorf("lease on key %q (fence %d): %w", l.Key, l.Fence, locker.ErrNotHeld)
-		}
-		tokens[l.Token] = true
-	}
-	for _, o := range bt.Ops {
-		if lk := sp.liveLock(o.Key, now); lk != nil && !tokens[lk.token] {
-			return fmt.Errorf("key %q: %w", o.Key, backend.ErrLocked)
-		}
+		return err
 	}
 	return nil
+}
+
+// served removes a committed batch's waiter from the queues of its keys,
+// and wakes the next waiter where it was first. b.mu must be held.
+func (b *Backend) served(name string, sp *space, bt backend.Batch) {
+	if bt.Waiter == nil || b.opts.DisableLockAwareCommit || b.opts.DisableFairLocks {
+		return
+	}
+	for _, o := range bt.Ops {
+		if sp.leave(o.Key, bt.Waiter.ID) {
+			b.notifyRelease(name, o.Key)
+		}
+	}
 }
 
 // validateBatch rejects batches no store could apply.

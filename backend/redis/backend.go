@@ -43,6 +43,7 @@ var (
 	_ backend.AtomicPublisher = (*Backend)(nil)
 	_ backend.ChangeLog       = (*Backend)(nil)
 	_ locker.ReleaseWatcher   = (*Backend)(nil)
+	_ locker.FairLocker       = (*Backend)(nil)
 )
 
 func newBackend(client goredis.UniversalClient, owned bool, o Options) *Backend {
@@ -80,6 +81,7 @@ func (b *Backend) Capabilities() backend.Capabilities {
 		LockAwareCommit: !b.opts.DisableLockAwareCommit,
 		ChangeLog:       !b.opts.DisableChangeLog,
 		ReleaseNotify:   !b.opts.DisableReleaseNotify,
+		FairLocks:       !b.opts.DisableFairLocks,
 	}
 }
 
@@ -98,22 +100,26 @@ func (b *Backend) Close() error {
 
 // keys names the Redis keys of one context.
 type keys struct {
-	tag, meta, data, revs, log, unlock string
+	tag, meta, data, revs, log, unlock, waiters string
 }
 
 func keysOf(name string) keys {
 	tag := backend.HashTag(name)
 	return keys{
-		tag:    tag,
-		meta:   tag + ":meta",
-		data:   tag + ":data",
-		revs:   tag + ":revs",
-		log:    tag + ":log",
-		unlock: tag + ":unlock",
+		tag:     tag,
+		meta:    tag + ":meta",
+		data:    tag + ":data",
+		revs:    tag + ":revs",
+		log:     tag + ":log",
+		unlock:  tag + ":unlock",
+		waiters: tag + ":waiters",
 	}
 }
 
 func (k keys) lock(key string) string { return k.tag + ":lock:" + key }
+
+// queue names a key's queue of lock waiters.
+func (k keys) queue(key string) string { return k.tag + ":queue:" + key }
 
 // commit names the key that remembers a commit's head, for clients that
 // may resend it.
@@ -199,6 +205,10 @@ func scriptFailed(ctx context.Context, op string, k keys, err error, condKey, lo
 		what = fmt.Sprintf("key %q: its value in %q and its revision in %q do not match (written by another program?)", name(condKey), k.data, k.revs)
 	case "lock":
 		what = fmt.Sprintf("lock key %q holds no lock", name(lockKey))
+	case "queue":
+		what = fmt.Sprintf("a lock queue of context %q is not a sorted set", k.tag)
+	case "waiters":
+		what = fmt.Sprintf("key %q is not a hash", k.waiters)
 	default:
 		if field, ok := strings.CutPrefix(se.detail, "meta."); ok {
 			what = fmt.Sprintf("field %q of %q does not parse", field, k.meta)

@@ -28,7 +28,8 @@ func TestConformance(t *testing.T) {
 		{"no-lock-aware-commit", redis.Options{DisableLockAwareCommit: true}},
 		{"no-change-log", redis.Options{DisableChangeLog: true}},
 		{"no-release-notify", redis.Options{DisableReleaseNotify: true}},
-		{"generic", redis.Options{DisableAtomicPublish: true, DisableLockAwareCommit: true, DisableChangeLog: true, DisableReleaseNotify: true}},
+		{"no-fair-locks", redis.Options{DisableFairLocks: true}},
+		{"generic", redis.Options{DisableAtomicPublish: true, DisableLockAwareCommit: true, DisableChangeLog: true, DisableReleaseNotify: true, DisableFairLocks: true}},
 	}
 	for _, cfg := range configs {
 		t.Run(cfg.name, func(t *testing.T) {
@@ -40,6 +41,7 @@ func TestConformance(t *testing.T) {
 					LockAwareCommit: !opts.DisableLockAwareCommit,
 					ChangeLog:       !opts.DisableChangeLog,
 					ReleaseNotify:   !opts.DisableReleaseNotify,
+					FairLocks:       !opts.DisableFairLocks,
 				},
 				NewBackend: func(t *testing.T) backend.Backend { return newBackend(t, srv, &opts) },
 				BreakSubscriptions: func(t *testing.T) {
@@ -79,7 +81,7 @@ func TestConformanceChild(t *testing.T) {
 		t.Skip("runs as a child of TestConformanceTwiceOnOneServer")
 	}
 	conformance.Run(t, conformance.Harness{
-		Capabilities: backend.Capabilities{AtomicPublish: true, LockAwareCommit: true, ChangeLog: true, ReleaseNotify: true},
+		Capabilities: backend.Capabilities{AtomicPublish: true, LockAwareCommit: true, ChangeLog: true, ReleaseNotify: true, FairLocks: true},
 		NewBackend: func(t *testing.T) backend.Backend {
 			return backendOn(t, goredis.NewClient(&goredis.Options{Addr: addr, ClientName: clientName(t)}), nil)
 		},

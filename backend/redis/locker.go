@@ -14,8 +14,27 @@ import (
 )
 
 // TryAcquire takes the lock with SET NX PX and a random token, and draws a
-// fencing token from the context's counter, in one script.
+// fencing token from the context's counter, in one script. Unless
+// Options.DisableFairLocks is set, it refuses a free lock while a waiter
+// is queued for it (locker.FairLocker).
 func (b *Backend) TryAcquire(ctx context.Context, name, key string, ttl time.Duration) (locker.Lease, error) {
+	return b.tryAcquire(ctx, name, key, ttl, nil)
+}
+
+// TryAcquireQueued takes the lock for waiter w as locker.FairLocker
+// describes, in one script: if the lock is free and no live waiter was
+// queued before w; otherwise w is queued, keeping its ticket.
+func (b *Backend) TryAcquireQueued(ctx context.Context, name, key string, ttl time.Duration, w locker.Waiter) (locker.Lease, error) {
+	if b.opts.DisableFairLocks {
+		return locker.Lease{}, fmt.Errorf("redis: acquire lock on %q in %q: fair locks are switched off: %w", key, name, errors.ErrUnsupported)
+	}
+	if w.ID == "" || w.Hold <= 0 {
+		return locker.Lease{}, fmt.Errorf("redis: acquire lock on %q in %q: waiter needs an ID and a positive Hold", key, name)
+	}
+	return b.tryAcquire(ctx, name, key, ttl, &w)
+}
+
+func (b *Backend) tryAcquire(ctx context.Context, name, key string, ttl time.Duration, w *locker.Waiter) (locker.Lease, error) {
 	op := fmt.Sprintf("acquire lock on %q in %q", key, name)
 	if key == "" {
 		return locker.Lease{}, fmt.Errorf("redis: %s: empty key", op)
@@ -25,7 +44,13 @@ func (b *Backend) TryAcquire(ctx context.Context, name, key string, ttl time.Dur
 	}
 	k := keysOf(name)
 	token := randomHex(16)
-	fence, err := b.run(ctx, acquireScript, []string{k.lock(key), k.meta}, token, ttl.Milliseconds()).Int64()
+	var waiterID string
+	var hold int64
+	if w != nil {
+		waiterID, hold = w.ID, max(w.Hold.Milliseconds(), 1)
+	}
+	fence, err := b.run(ctx, acquireScript, []string{k.lock(key), k.meta, k.queue(key), k.waiters},
+		token, ttl.Milliseconds(), flag(!b.opts.DisableFairLocks), waiterID, hold).Int64()
 	if errors.Is(err, goredis.Nil) {
 		return locker.Lease{}, fmt.Errorf("redis: %s: %w", op, locker.ErrNotAcquired)
 	}
@@ -33,6 +58,40 @@ func (b *Backend) TryAcquire(ctx context.Context, name, key string, ttl time.Dur
 		return locker.Lease{}, scriptFailed(ctx, op, k, err, nil, func(int) string { return k.lock(key) })
 	}
 	return locker.Lease{Name: name, Key: key, Token: token, Fence: uint64(fence), TTL: ttl}, nil
+}
+
+// Dequeue removes w from the queues of keys of context name, in one
+// script, and wakes the next waiter of a queue w was first in.
+func (b *Backend) Dequeue(ctx context.Context, name string, w locker.Waiter, keys ...string) error {
+	op := fmt.Sprintf("dequeue a waiter in %q", name)
+	if b.opts.DisableFairLocks {
+		return fmt.Errorf("redis: %s: fair locks are switched off: %w", op, errors.ErrUnsupported)
+	}
+	if len(keys) == 0 {
+		return nil
+	}
+	k := keysOf(name)
+	redisKeys := make([]string, 0, 1+len(keys))
+	redisKeys = append(redisKeys, k.waiters)
+	args := make([]any, 0, 3+len(keys))
+	args = append(args, w.ID, b.unlockChannel(k), flag(b.sharded))
+	for _, key := range keys {
+		redisKeys = append(redisKeys, k.queue(key))
+		args = append(args, key)
+	}
+	if err := dequeueScript.Run(ctx, b.client, redisKeys, args...).Err(); err != nil {
+		return scriptFailed(ctx, op, k, err, nil, nil)
+	}
+	return nil
+}
+
+// unlockChannel is where releases are announced to waiters, "" when
+// release notification is switched off.
+func (b *Backend) unlockChannel(k keys) string {
+	if b.opts.DisableReleaseNotify {
+		return ""
+	}
+	return k.unlock
 }
 
 // lockValue is what a held lock's key contains: its token and fence.
@@ -45,11 +104,7 @@ func lockValue(l locker.Lease) string {
 func (b *Backend) Release(ctx context.Context, l locker.Lease) error {
 	op := fmt.Sprintf("release lock on %q in %q", l.Key, l.Name)
 	k := keysOf(l.Name)
-	channel := k.unlock
-	if b.opts.DisableReleaseNotify {
-		channel = ""
-	}
-	n, err := releaseScript.Run(ctx, b.client, []string{k.lock(l.Key)}, lockValue(l), channel, flag(b.sharded), l.Key).Int64()
+	n, err := releaseScript.Run(ctx, b.client, []string{k.lock(l.Key)}, lockValue(l), b.unlockChannel(k), flag(b.sharded), l.Key).Int64()
 	if err != nil {
 		return scriptFailed(ctx, op, k, err, nil, func(int) string { return k.lock(l.Key) })
 	}

@@ -73,6 +73,7 @@ type Options struct {
 	DisableLockAwareCommit bool
 	DisableChangeLog       bool
 	DisableReleaseNotify   bool
+	DisableFairLocks       bool
 }
 
 // resolved fills in defaults.

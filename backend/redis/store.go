@@ -154,24 +154,39 @@ func (b *Backend) commit(ctx context.Context, name string, bt backend.Batch, cha
 		leases = nil // a store that does not check locks ignores leases
 	}
 	id := b.newID() // the commit's id, and the epoch if the context needs one
-	redisKeys := make([]string, 0, 5+len(bt.Ops)+len(leases))
-	redisKeys = append(redisKeys, k.meta, k.data, k.revs, k.log, k.commit(id))
+	fair := checkLocks && !b.opts.DisableFairLocks
+	redisKeys := make([]string, 0, 6+2*len(bt.Ops)+len(leases))
+	redisKeys = append(redisKeys, k.meta, k.data, k.revs, k.log, k.commit(id), k.waiters)
+	var lockKeys []string // in the script's order: ops', then leases'
 	if checkLocks {
 		for _, o := range bt.Ops {
-			redisKeys = append(redisKeys, k.lock(o.Key))
+			lockKeys = append(lockKeys, k.lock(o.Key))
+		}
+		redisKeys = append(redisKeys, lockKeys...)
+	}
+	if fair {
+		for _, o := range bt.Ops {
+			redisKeys = append(redisKeys, k.queue(o.Key))
 		}
 	}
 	for _, l := range leases {
+		lockKeys = append(lockKeys, k.lock(l.Key))
 		redisKeys = append(redisKeys, k.lock(l.Key))
 	}
 	logLen := 0
 	if !b.opts.DisableChangeLog {
 		logLen = b.opts.ChangeLogLength
 	}
+	var waiterID string
+	var hold int64
+	if fair && bt.Waiter != nil {
+		waiterID, hold = bt.Waiter.ID, max(bt.Waiter.Hold.Milliseconds(), 1)
+	}
 	body := backend.EncodeEventBody(bt.Origin, backend.EventFromBatch(backend.Head{}, bt).Changes)
-	args := make([]any, 0, 12+3*len(bt.Ops)+2*len(bt.Conditions)+2*len(leases))
+	args := make([]any, 0, 16+3*len(bt.Ops)+2*len(bt.Conditions)+2*len(leases))
 	args = append(args, bt.Codec, id, channel, flag(b.sharded), logLen, body,
-		len(bt.Ops), len(bt.Conditions), len(leases), flag(checkLocks), id, flag(b.mayResend))
+		len(bt.Ops), len(bt.Conditions), len(leases), flag(checkLocks), id, flag(b.mayResend),
+		flag(fair), waiterID, hold, b.unlockChannel(k))
 	for _, o := range bt.Ops {
 		if o.Delete {
 			args = append(args, o.Key, "d", "")
@@ -191,7 +206,7 @@ func (b *Backend) commit(ctx context.Context, name string, bt backend.Batch, cha
 	}
 	res, err := b.run(ctx, commitScript, redisKeys, args...).Slice()
 	if err != nil {
-		return backend.Head{}, b.commitError(ctx, name, op, bt, leases, redisKeys[5:], err)
+		return backend.Head{}, b.commitError(ctx, name, op, bt, leases, lockKeys, err)
 	}
 	if len(res) != 4 {
 		return backend.Head{}, fmt.Errorf("redis: %s: script returned %d elements", op, len(res))
