@@ -1,16 +1,27 @@
-package codec
+// Package msgpack is the MessagePack codec for contextd, in a package of
+// its own so that programs using only codec.JSON (or codec.Raw) do not link
+// github.com/vmihailenco/msgpack/v5.
+//
+//	cx, err := contextd.New[User](b, "users", &contextd.Options{Codec: msgpack.Codec})
+//
+// Its name is "msgpack", as it was when the codec lived in package codec,
+// so contexts written before the move open without ErrCodecMismatch.
+package msgpack
 
 import (
 	"bytes"
 
-	"github.com/vmihailenco/msgpack/v5"
+	vmsgpack "github.com/vmihailenco/msgpack/v5"
+
+	"github.com/contextd-go/contextd/codec"
 )
 
-// MsgPack encodes with MessagePack (github.com/vmihailenco/msgpack/v5):
+// Codec encodes with MessagePack (github.com/vmihailenco/msgpack/v5):
 // smaller and faster than JSON. Struct fields are named by their `msgpack`
 // tag, else by their `json` tag, else by the field name, so a type tagged
-// for JSON keeps its names under either codec.
-var MsgPack Codec = msgpackCodec{}
+// for JSON keeps its names under either codec. It is safe for concurrent
+// use.
+var Codec codec.Codec = msgpackCodec{}
 
 type msgpackCodec struct{}
 
@@ -18,7 +29,7 @@ func (msgpackCodec) Name() string { return "msgpack" }
 
 func (msgpackCodec) Marshal(v any) ([]byte, error) {
 	var buf bytes.Buffer
-	enc := msgpack.NewEncoder(&buf)
+	enc := vmsgpack.NewEncoder(&buf)
 	enc.SetCustomStructTag("json")
 	if err := enc.Encode(v); err != nil {
 		return nil, err
@@ -27,7 +38,7 @@ func (msgpackCodec) Marshal(v any) ([]byte, error) {
 }
 
 func (msgpackCodec) Unmarshal(data []byte, v any) error {
-	dec := msgpack.NewDecoder(bytes.NewReader(data))
+	dec := vmsgpack.NewDecoder(bytes.NewReader(data))
 	dec.SetCustomStructTag("json")
 	return dec.Decode(v)
 }
