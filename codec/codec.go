@@ -3,6 +3,10 @@
 // A Codec has a Name, which contextd records with the context the first time
 // it writes: an instance whose codec has another name then fails to
 // initialize (ErrCodecMismatch) instead of misreading the data.
+//
+// This package has JSON (the default) and Raw (byte slices stored as they
+// are). MessagePack lives in package codec/msgpack, so that programs which
+// do not use it do not link its library.
 package codec
 
 // Codec encodes and decodes values. Implementations must be safe for

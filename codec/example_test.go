@@ -16,18 +16,47 @@ func Example() {
 	b := memory.New(nil)
 	defer b.Close()
 
-	packed, _ := contextd.New[map[string]int](b, "scores", &contextd.Options{Codec: codec.MsgPack})
-	defer packed.Close()
-	if err := packed.Initialize(ctx); err != nil {
+	blobs, _ := contextd.New[[]byte](b, "thumbnails", &contextd.Options{Codec: codec.Raw})
+	defer blobs.Close()
+	if err := blobs.Initialize(ctx); err != nil {
 		panic(err)
 	}
-	if err := packed.UpdateContext(ctx, "alice", map[string]int{"go": 9}); err != nil {
+	if err := blobs.UpdateContext(ctx, "alice", []byte{0x89, 'P', 'N', 'G'}); err != nil {
 		panic(err)
 	}
 
-	wrong, _ := contextd.New[map[string]int](b, "scores", nil) // JSON
+	wrong, _ := contextd.New[[]byte](b, "thumbnails", nil) // JSON
 	defer wrong.Close()
 	fmt.Println(wrong.Initialize(ctx))
 	// Output:
-	// contextd: scores: initialize: context is encoded with "msgpack", this instance uses "json": backend: codec mismatch
+	// contextd: thumbnails: initialize: context is encoded with "raw", this instance uses "json": backend: codec mismatch
+}
+
+// Raw stores a Context[[]byte]'s values as they are; JSON would store
+// them base64-encoded in quotes.
+func ExampleRaw() {
+	ctx := context.Background()
+	b := memory.New(nil)
+	defer b.Close()
+
+	cx, _ := contextd.New[[]byte](b, "thumbnails", &contextd.Options{Codec: codec.Raw})
+	defer cx.Close()
+	if err := cx.Initialize(ctx); err != nil {
+		panic(err)
+	}
+	if err := cx.UpdateContext(ctx, "alice", []byte("\x89PNG")); err != nil {
+		panic(err)
+	}
+	stored, _ := b.Get(ctx, "thumbnails", "alice") // what the backend holds
+	fmt.Printf("%q\n", stored.Value)
+
+	asJSON, _ := codec.JSON.Marshal([]byte("\x89PNG"))
+	fmt.Printf("%s\n", asJSON)
+
+	_, err := codec.Raw.Marshal("a string")
+	fmt.Println(err)
+	// Output:
+	// "\x89PNG"
+	// "iVBORw=="
+	// codec: raw encodes []byte, not string: codec: unsupported type
 }

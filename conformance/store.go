@@ -44,7 +44,7 @@ var (
 	// testCodec is the codec name the suite's batches carry; otherCodec
 	// is a different one.
 	testCodec  = codec.JSON.Name()
-	otherCodec = codec.MsgPack.Name()
+	otherCodec = codec.Raw.Name()
 )
 
 func testStore(t *testing.T, h Harness) {

@@ -10,6 +10,7 @@ import (
 	"github.com/contextd-go/contextd/backend"
 	"github.com/contextd-go/contextd/backend/memory"
 	"github.com/contextd-go/contextd/codec"
+	"github.com/contextd-go/contextd/codec/msgpack"
 	"github.com/contextd-go/contextd/contextd"
 )
 
@@ -281,7 +282,7 @@ func TestCodecMismatch(t *testing.T) {
 	if err := w.UpdateContext(ctx, "k", 1); err != nil {
 		t.Fatal(err)
 	}
-	c, err := contextd.New[int](b, "ctx", &contextd.Options{Codec: codec.MsgPack})
+	c, err := contextd.New[int](b, "ctx", &contextd.Options{Codec: msgpack.Codec})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -292,7 +293,7 @@ func TestCodecMismatch(t *testing.T) {
 	// A msgpack instance that started before the first write is refused at
 	// its first write instead.
 	b2 := newMemory(t, nil)
-	mp := open[int](t, b2, "ctx", &contextd.Options{Codec: codec.MsgPack})
+	mp := open[int](t, b2, "ctx", &contextd.Options{Codec: msgpack.Codec})
 	js := open[int](t, b2, "ctx", nil)
 	if err := mp.UpdateContext(ctx, "k", 1); err != nil {
 		t.Fatal(err)

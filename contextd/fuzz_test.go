@@ -7,6 +7,7 @@ import (
 
 	"github.com/contextd-go/contextd/backend"
 	"github.com/contextd-go/contextd/codec"
+	"github.com/contextd-go/contextd/codec/msgpack"
 	"github.com/contextd-go/contextd/contextd"
 )
 
@@ -28,11 +29,11 @@ func FuzzStoredValue(f *testing.F) {
 	f.Add([]byte{0x81, 0xa4, 'n', 'a', 'm', 'e', 0xa1, 'x'}, true)
 	f.Add([]byte{0xdf, 0xff, 0xff, 0xff, 0xff}, true)
 	ctx := context.Background()
-	f.Fuzz(func(t *testing.T, raw []byte, msgpack bool) {
+	f.Fuzz(func(t *testing.T, raw []byte, packed bool) {
 		b := newMemory(t, nil)
 		c := codec.JSON
-		if msgpack {
-			c = codec.MsgPack
+		if packed {
+			c = msgpack.Codec
 		}
 		batch := backend.Batch{Codec: c.Name(), Ops: []backend.Op{{Key: "bad", Value: raw}, {Key: "good", Value: mustMarshal(t, c)}}}
 		if _, err := b.Commit(ctx, "fuzz", batch); err != nil {
