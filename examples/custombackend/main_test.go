@@ -16,7 +16,7 @@ func TestMain(m *testing.M) {
 	goleak.VerifyTestMain(m)
 }
 
-const want = `capabilities: {AtomicPublish:false LockAwareCommit:false ChangeLog:false ReleaseNotify:true}
+const want = `capabilities: {AtomicPublish:false LockAwareCommit:false ChangeLog:false ReleaseNotify:true FairLocks:true}
 second instance sees alice: Alice <alice@example.com>
 after 10 concurrent logins through both instances: 10 logins
 a write while alice is locked: refused=true
@@ -45,9 +45,10 @@ func TestCustomBackendRedisParts(t *testing.T) {
 }
 
 // composed is exactly what the store offers with a locker that notifies
-// releases: the store is neither the locker nor the broadcaster, and has
+// releases and queues waiters fairly: the store is neither the locker nor
+// the broadcaster, and has
 // no change log.
-var composed = backend.Capabilities{ReleaseNotify: true}
+var composed = backend.Capabilities{ReleaseNotify: true, FairLocks: true}
 
 // TestConformance proves mapStore with the suite every backend passes,
 // composed with the memory backend's locker and broadcaster. Every
