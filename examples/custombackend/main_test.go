@@ -46,8 +46,7 @@ func TestCustomBackendRedisParts(t *testing.T) {
 
 // composed is exactly what the store offers with a locker that notifies
 // releases and queues waiters fairly: the store is neither the locker nor
-// the broadcaster, and has
-// no change log.
+// the broadcaster, and has no change log.
 var composed = backend.Capabilities{ReleaseNotify: true, FairLocks: true}
 
 // TestConformance proves mapStore with the suite every backend passes,
