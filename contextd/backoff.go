@@ -2,8 +2,9 @@ package contextd
 
 import (
 	"context"
-	"math/rand/v2"
 	"time"
+
+	"github.com/contextd-go/contextd/internal/backoff"
 )
 
 // conflictBackoff spaces out the retries of a conditional write that lost
@@ -21,7 +22,7 @@ func (b *conflictBackoff) wait(ctx context.Context, ceiling time.Duration) error
 	if b.next == 0 {
 		b.next = first
 	}
-	d := jittered(min(b.next, max(ceiling, first)))
+	d := backoff.Jitter(min(b.next, max(ceiling, first)))
 	b.next *= 2
 	t := time.NewTimer(d)
 	defer t.Stop()
@@ -31,12 +32,4 @@ func (b *conflictBackoff) wait(ctx context.Context, ceiling time.Duration) error
 	case <-t.C:
 		return nil
 	}
-}
-
-// jittered returns a duration drawn uniformly from [d/2, 3d/2).
-func jittered(d time.Duration) time.Duration {
-	if d <= 0 {
-		return 0
-	}
-	return d/2 + rand.N(d)
 }

@@ -8,6 +8,7 @@ import (
 
 	"github.com/contextd-go/contextd/backend"
 	"github.com/contextd-go/contextd/broadcaster"
+	"github.com/contextd-go/contextd/internal/backoff"
 )
 
 var (
@@ -56,11 +57,13 @@ func (c *Context[T]) readLoop(ctx context.Context) {
 	}
 }
 
-// resubscribe replaces a failed subscription, retrying with backoff until it
-// succeeds or ctx ends (then it returns nil).
+// resubscribe replaces a failed subscription, retrying with jittered
+// backoff until it succeeds or ctx ends (then it returns nil). The jitter
+// keeps a fleet that lost its subscriptions at once (a Redis restart) from
+// resubscribing and reloading in lockstep.
 func (c *Context[T]) resubscribe(ctx context.Context, old broadcaster.Subscription) broadcaster.Subscription {
 	_ = old.Close()
-	delay := 50 * time.Millisecond
+	pause := backoff.New(50*time.Millisecond, 2*time.Second)
 	for {
 		sub, err := c.bcast.Subscribe(ctx, c.opts.Channel)
 		if err == nil {
@@ -77,9 +80,8 @@ func (c *Context[T]) resubscribe(ctx context.Context, old broadcaster.Subscripti
 		select {
 		case <-ctx.Done():
 			return nil
-		case <-time.After(delay):
+		case <-time.After(pause.Next()):
 		}
-		delay = min(2*delay, 2*time.Second)
 	}
 }
 
@@ -271,8 +273,7 @@ func (c *Context[T]) maintain(ctx context.Context) {
 		defer ticker.Stop()
 		tick = ticker.C
 	}
-	const firstBackoff, maxBackoff = 50 * time.Millisecond, 5 * time.Second
-	backoff := firstBackoff
+	pause := backoff.New(50*time.Millisecond, 5*time.Second)
 	var retry <-chan time.Time
 	var behindAt uint64 // store revision seen ahead of the copy last time
 	for {
@@ -283,15 +284,13 @@ func (c *Context[T]) maintain(ctx context.Context) {
 			behindAt = c.check(ctx, behindAt)
 		case <-c.repair:
 			if retry == nil {
-				retry = time.After(backoff)
+				retry = time.After(pause.Next())
 			}
 		case <-retry:
 			retry = nil
 			if c.catchUp(ctx, viaLog) == nil {
-				backoff = firstBackoff
-			} else {
-				backoff = min(2*backoff, maxBackoff) // catchUp asked again
-			}
+				pause.Reset()
+			} // else catchUp asked again, and the next pause is longer
 		}
 	}
 }

@@ -4,8 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"math/rand/v2"
 	"time"
+
+	"github.com/contextd-go/contextd/internal/backoff"
 )
 
 // Policy bounds how long a caller waits for locks.
@@ -93,7 +94,7 @@ func retry(ctx context.Context, name string, keys []string, p Policy, try func(c
 	}
 	start := time.Now()
 	budget := time.Duration(p.MaxRetries) * p.RetryDelay
-	timer := time.NewTimer(jitter(p.RetryDelay))
+	timer := time.NewTimer(backoff.Jitter(p.RetryDelay))
 	defer timer.Stop()
 	for pauses := 0; pauses < p.MaxRetries; {
 		select {
@@ -101,7 +102,7 @@ func retry(ctx context.Context, name string, keys []string, p Policy, try func(c
 			return errors.Join(err, ctx.Err())
 		case <-timer.C:
 			pauses++
-			timer.Reset(jitter(p.RetryDelay))
+			timer.Reset(backoff.Jitter(p.RetryDelay))
 		case <-notify:
 			if time.Since(start) >= budget {
 				pauses = p.MaxRetries
@@ -119,13 +120,6 @@ func wrapExhausted(err error, retryable func(error) bool, retries int) error {
 		return err
 	}
 	return fmt.Errorf("gave up after %d retries: %w", retries, err)
-}
-
-func jitter(d time.Duration) time.Duration {
-	if d <= 0 {
-		return 0
-	}
-	return d/2 + rand.N(d)
 }
 
 // Acquire takes the lock on key of context name, waiting as p allows (in

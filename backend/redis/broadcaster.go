@@ -11,6 +11,7 @@ import (
 	goredis "github.com/redis/go-redis/v9"
 
 	"github.com/contextd-go/contextd/broadcaster"
+	"github.com/contextd-go/contextd/internal/backoff"
 )
 
 // Publish sends payload on channel (SPUBLISH on a cluster).
@@ -122,7 +123,7 @@ func (s *subscription) resumed() {
 // migrations are handled here: reported at once as Interrupted, and as a
 // Loss when messages flow again.
 func (s *subscription) Next(ctx context.Context) (broadcaster.Message, error) {
-	backoff := 50 * time.Millisecond
+	pause := backoff.New(50*time.Millisecond, 2*time.Second)
 	for {
 		ps, err := s.current()
 		if err != nil {
@@ -172,13 +173,11 @@ func (s *subscription) Next(ctx context.Context) (broadcaster.Message, error) {
 				// ends the interruption. Meanwhile the server may be
 				// down: back off.
 				s.interrupt()
-				if s.sleep(ctx, backoff) {
-					backoff = min(2*backoff, 2*time.Second)
-				}
+				s.sleep(ctx, pause.Next())
 			}
 			continue
 		}
-		backoff = 50 * time.Millisecond
+		pause.Reset()
 		s.lastTraffic = time.Now()
 		s.pingSent = time.Time{}
 		switch m := msg.(type) {
@@ -225,7 +224,7 @@ func (s *subscription) replace(ctx context.Context, old *goredis.PubSub) {
 	_ = old.Close()
 	s.pingSent = time.Time{}
 	s.lastTraffic = time.Now()
-	backoff := 50 * time.Millisecond
+	pause := backoff.New(50*time.Millisecond, 2*time.Second)
 	for {
 		ps, err := s.b.subscribeConfirmed(ctx, s.channel)
 		if err == nil {
@@ -239,11 +238,10 @@ func (s *subscription) replace(ctx context.Context, old *goredis.PubSub) {
 			s.resumed()
 			return
 		}
-		if !s.sleep(ctx, backoff) {
+		if !s.sleep(ctx, pause.Next()) {
 			s.needReplace = true // ctx ended first: try again next time
 			return
 		}
-		backoff = min(2*backoff, 2*time.Second)
 	}
 }
 

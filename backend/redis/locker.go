@@ -10,6 +10,7 @@ import (
 
 	goredis "github.com/redis/go-redis/v9"
 
+	"github.com/contextd-go/contextd/internal/backoff"
 	"github.com/contextd-go/contextd/locker"
 )
 
@@ -154,16 +155,18 @@ func (b *Backend) WatchRelease(ctx context.Context, name string, keys ...string)
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
+		pause := backoff.New(50*time.Millisecond, time.Second)
 		for {
 			msg, err := ps.Receive(context.Background())
 			if err != nil {
 				select {
 				case <-done:
 					return
-				case <-time.After(50 * time.Millisecond): // go-redis reconnects on the next call
+				case <-time.After(pause.Next()): // go-redis reconnects on the next call
 				}
 				continue
 			}
+			pause.Reset()
 			if m, ok := msg.(*goredis.Message); ok {
 				if _, ok := want[m.Payload]; ok {
 					select {
