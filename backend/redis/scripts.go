@@ -24,6 +24,20 @@ const luaPrelude = `
 local function corrupt(role, i)
   return redis.error_reply('CONTEXTD_CORRUPT ' .. (i or 0) .. ' ' .. role)
 end
+-- failed turns the error of a redis.pcall into the script's refusal: a
+-- key of the wrong type is damage (CONTEXTD_CORRUPT); any other error (a
+-- command the ACL forbids, out of memory) is passed on as it is.
+local function failed(res, role, i)
+  if string.find(res['err'], 'WRONGTYPE', 1, true) then return corrupt(role, i) end
+  return redis.error_reply(res['err'])
+end
+-- counterFailed is failed for HINCRBY of a counter field of meta, which
+-- also fails when the field does not hold an integer.
+local function counterFailed(res, field)
+  if string.find(res['err'], 'WRONGTYPE', 1, true) then return corrupt('meta') end
+  if string.find(res['err'], 'not an integer', 1, true) then return corrupt('meta.' .. field) end
+  return redis.error_reply(res['err'])
+end
 local function typeIs(key, want)
   local t = redis.call('TYPE', key)['ok']
   return t == 'none' or t == want
@@ -32,7 +46,7 @@ end
 -- nil and the refusal if they are damaged.
 local function readMeta(meta)
   local m = redis.pcall('HMGET', meta, 'codec', 'epoch', 'rev', 'commit', 'parent')
-  if m['err'] then return nil, corrupt('meta') end
+  if m['err'] then return nil, failed(m, 'meta') end
   if m[2] and (#m[2] == 0 or #m[2] > 255) then return nil, corrupt('meta.epoch') end
   if m[3] and not string.match(m[3], '^%d+$') then return nil, corrupt('meta.rev') end
   if m[4] and (#m[4] > 255 or string.find(m[4], '%s')) then return nil, corrupt('meta.commit') end
@@ -61,10 +75,10 @@ end
 local function queueHead(q, waiters, now, i)
   while true do
     local h = redis.pcall('ZRANGE', q, 0, 0)
-    if h['err'] then return nil, corrupt('queue', i) end
+    if h['err'] then return nil, failed(h, 'queue', i) end
     if #h == 0 then return false end
     local v = redis.pcall('HGET', waiters, h[1])
-    if type(v) == 'table' then return nil, corrupt('waiters') end
+    if type(v) == 'table' then return nil, failed(v, 'waiters') end
     local _, dl = parseWaiter(v)
     if dl and dl > now() then return h[1] end
     -- Dead: gone from here, and from every other queue as soon as one
@@ -80,7 +94,7 @@ local function enqueue(q, waiters, meta, id, now, hold)
   local ticket, _, n = parseWaiter(redis.call('HGET', waiters, id))
   if not ticket then
     ticket = redis.pcall('HINCRBY', meta, 'ticket', 1)
-    if type(ticket) == 'table' then return corrupt('meta.ticket') end
+    if type(ticket) == 'table' then return counterFailed(ticket, 'ticket') end
     n = 0
   end
   n = n + redis.call('ZADD', q, ticket, id)
@@ -125,7 +139,7 @@ end
 -- refusal.
 local function readLock(key, i)
   local v = redis.pcall('GET', key)
-  if type(v) == 'table' then return nil, corrupt('lock', i) end
+  if type(v) == 'table' then return nil, failed(v, 'lock', i) end
   if v and not string.match(v, '^.+:%d+$') then return nil, corrupt('lock', i) end
   return v, nil
 end
@@ -180,7 +194,7 @@ if m[4] == commitID and epoch then
 end
 if remember then
   local seen = redis.pcall('GET', KEYS[5])
-  if type(seen) == 'table' then return corrupt('commit') end
+  if type(seen) == 'table' then return failed(seen, 'commit') end
   if seen then
     local e, r, p = string.match(seen, '^(%S+) (%d+) (%S*)$')
     if not e then return corrupt('commit') end
@@ -244,12 +258,12 @@ end
 for i = 0, nConds - 1 do
   local key, want = ARGV[condsAt + 2 * i], ARGV[condsAt + 2 * i + 1]
   local have = redis.pcall('HGET', revs, key)
-  if type(have) == 'table' then return corrupt('revs') end
+  if type(have) == 'table' then return failed(have, 'revs') end
   if have and not string.match(have, '^%d+ %S+$') and not string.match(have, '^%d+$') then
     return corrupt('revs.field', i)
   end
   local exists = redis.pcall('HEXISTS', data, key)
-  if type(exists) == 'table' then return corrupt('data') end
+  if type(exists) == 'table' then return failed(exists, 'data') end
   if (exists == 1) ~= (have ~= false) then return corrupt('revs.field', i) end
   have = have or '0'
   if not string.find(want, ' ', 1, true) then
@@ -361,9 +375,9 @@ var loadScript = goredis.NewScript(luaPrelude + `
 local m, bad = readMeta(KEYS[1])
 if bad then return bad end
 local d = redis.pcall('HGETALL', KEYS[2])
-if d['err'] then return corrupt('data') end
+if d['err'] then return failed(d, 'data') end
 local r = redis.pcall('HGETALL', KEYS[3])
-if r['err'] then return corrupt('revs') end
+if r['err'] then return failed(r, 'revs') end
 return {m[2] or '', m[3] or '0', m[1] or '', d, r, m[4] or '', m[5] or ''}
 `)
 
@@ -373,9 +387,9 @@ return {m[2] or '', m[3] or '0', m[1] or '', d, r, m[4] or '', m[5] or ''}
 //	returns {value or nil, revision field or nil}
 var getScript = goredis.NewScript(luaPrelude + `
 local v = redis.pcall('HGET', KEYS[1], ARGV[1])
-if type(v) == 'table' then return corrupt('data') end
+if type(v) == 'table' then return failed(v, 'data') end
 local r = redis.pcall('HGET', KEYS[2], ARGV[1])
-if type(r) == 'table' then return corrupt('revs') end
+if type(r) == 'table' then return failed(r, 'revs') end
 return {v, r}
 `)
 
@@ -393,7 +407,7 @@ local n = rev - tonumber(ARGV[1])
 if n <= 0 then return {epoch, rev, {}} end
 if n > tonumber(ARGV[2]) then return {epoch, rev, false} end
 local entries = redis.pcall('XREVRANGE', KEYS[2], '+', '-', 'COUNT', n)
-if entries['err'] then return corrupt('log') end
+if entries['err'] then return failed(entries, 'log') end
 return {epoch, rev, entries}
 `)
 
@@ -436,10 +450,7 @@ elseif held then
   return false
 end
 local fence = redis.pcall('HINCRBY', KEYS[2], 'fence', 1)
-if type(fence) == 'table' then
-  if string.find(fence['err'], 'WRONGTYPE', 1, true) then return corrupt('meta') end
-  return corrupt('meta.fence')
-end
+if type(fence) == 'table' then return counterFailed(fence, 'fence') end
 if fence == 1 then
   local t = redis.call('TIME')
   fence = tonumber(t[1]) * 1000000 + tonumber(t[2])
@@ -466,7 +477,7 @@ local n = 0
 for i = 2, #KEYS do
   local q = KEYS[i]
   local ok = redis.pcall('ZSCORE', q, id)
-  if type(ok) == 'table' then return corrupt('queue', i - 2) end
+  if type(ok) == 'table' then return failed(ok, 'queue', i - 2) end
   if ok then
     n = n + 1
     if leave(q, KEYS[1], id) then wake(unlock, sharded, ARGV[i + 2]) end
