@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log"
+	"strings"
 	"time"
 
 	goredis "github.com/redis/go-redis/v9"
@@ -78,4 +79,11 @@ func ExampleOptions_waitReplicas() {
 		log.Fatal(err)
 	}
 	defer b.Close()
+}
+
+// ExampleACLRules prints the ACL rules of a user that may use the context
+// "billing" and nothing else (see docs/redis-acl.md).
+func ExampleACLRules() {
+	fmt.Println(strings.Join(redis.ACLRules("billing")[:5], " "))
+	// Output: resetkeys resetchannels ~{contextd:billing}:* &{contextd:billing}:* -@all
 }
