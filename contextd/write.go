@@ -130,9 +130,7 @@ func (c *Context[T]) modify(ctx context.Context, key string, fn func(T, bool) (T
 		return result, invalid("nil function")
 	}
 	// Start from the local copy; on a conflict, from the store.
-	c.cache.mu.RLock()
-	e, exists := c.cache.entries[key]
-	c.cache.mu.RUnlock()
+	e, exists := c.cache.current().entries.Get(key)
 	cur, rev, commit, ok, curErr := e.value, e.rev, e.commit, exists && !e.deleted, e.err
 	if !ok {
 		rev, commit = 0, ""
