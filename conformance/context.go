@@ -203,13 +203,14 @@ func testNoHalfTransaction(t *testing.T, h Harness) {
 // counter with Modify. Every acknowledged increment must be in the final
 // count and no refused one (ErrLockNotAcquired: it gave up waiting) may
 // be. Where the backend serves lock waiters in turn (FairLocks with
-// ReleaseNotify), no increment may be refused: each waits only for those
-// queued before it, well within the default budget of 50 retries of
-// 100 ms. Elsewhere waiters poll with jittered pauses and one can lose to
-// the others every time, so refusals are counted, not failed.
+// ReleaseNotify), no increment may be refused: each waits only for the 23
+// queued before it at most, and the wait budget (a minute) is far above
+// that even on a machine so loaded that each increment takes a second.
+// Elsewhere waiters poll with jittered pauses and one can lose to the
+// others every time, so refusals are counted, not failed.
 func testModifyCounter(t *testing.T, h Harness) {
 	name := uniqueName(t)
-	cs := instances[int](t, h, name, 3, nil)
+	cs := instances[int](t, h, name, 3, &contextd.Options{RetryDelay: 100 * time.Millisecond, MaxRetries: 600})
 	ctx := context.Background()
 	const goroutines, increments = 8, 25
 	var acked, refused atomic.Int64
