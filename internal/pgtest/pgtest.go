@@ -27,9 +27,6 @@ const (
 	envBin     = "CONTEXTD_POSTGRES_BIN"
 	envRequire = "CONTEXTD_REQUIRE_POSTGRES"
 
-	// debianBinGlob is where Debian's postgresql packages put initdb.
-	debianBinGlob = "/usr/lib/postgresql/*/bin"
-
 	logFile = "postgres.log"
 
 	startAttempts = 5
@@ -40,6 +37,10 @@ const (
 	// User is the superuser of every cluster; it needs no password.
 	User = "postgres"
 )
+
+// debianBinGlob is where Debian's postgresql packages put initdb; a
+// variable for tests.
+var debianBinGlob = "/usr/lib/postgresql/*/bin"
 
 // InstallHint says how to get PostgreSQL where it is missing.
 const InstallHint = `install it with "apt-get install postgresql" (Debian/Ubuntu) or "brew install postgresql" (macOS), ` +
