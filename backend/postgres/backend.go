@@ -30,6 +30,9 @@ type Backend struct {
 
 	lis *listener
 
+	flightMu sync.Mutex
+	flights  map[flightKey]*flight // TryAcquire attempts under way
+
 	closed atomic.Bool
 	// ids makes commit ids and epoch candidates: a random prefix per
 	// Backend and a counter, unique without a system call per commit.
@@ -94,7 +97,7 @@ func New(pool *pgxpool.Pool, opts *Options) (*Backend, error) {
 }
 
 func newBackend(pool *pgxpool.Pool, owned bool, o Options) *Backend {
-	b := &Backend{pool: pool, owned: owned, opts: o, sql: statementsFor(o.Schema), idPrefix: randomHex(8)}
+	b := &Backend{pool: pool, owned: owned, opts: o, sql: statementsFor(o.Schema), idPrefix: randomHex(8), flights: make(map[flightKey]*flight)}
 	b.lis = newListener(b)
 	return b
 }

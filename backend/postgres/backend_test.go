@@ -15,6 +15,7 @@ import (
 	"github.com/contextd-go/contextd/backend/postgres"
 	"github.com/contextd-go/contextd/broadcaster"
 	"github.com/contextd-go/contextd/contextd"
+	"github.com/contextd-go/contextd/locker"
 )
 
 func TestOpenBadURL(t *testing.T) {
@@ -356,5 +357,43 @@ func TestCloseIdempotentAndPoolKept(t *testing.T) {
 	opened.Close()
 	if err := p.Ping(ctx); err == nil {
 		t.Error("the pool Open made is still open after Close")
+	}
+}
+
+// TestConcurrentAttemptsOneBackend: attempts on one lock through one
+// Backend that overlap share a round trip; still exactly one wins, and a
+// cancelled attempt does not make the others fail.
+func TestConcurrentAttemptsOneBackend(t *testing.T) {
+	db := newDB(t)
+	b := newBackend(t, db, nil)
+	const n = 16
+	errs := make(chan error, n)
+	start := make(chan struct{})
+	cancelled, cancel := context.WithCancel(t.Context())
+	cancel()
+	for i := range n {
+		go func() {
+			<-start
+			ctx := t.Context()
+			if i == 0 {
+				ctx = cancelled
+			}
+			_, err := b.TryAcquire(ctx, "flight", "k", time.Minute)
+			errs <- err
+		}()
+	}
+	close(start)
+	won := 0
+	for range n {
+		switch err := <-errs; {
+		case err == nil:
+			won++
+		case errors.Is(err, context.Canceled), errors.Is(err, locker.ErrNotAcquired):
+		default:
+			t.Errorf("TryAcquire: %v", err)
+		}
+	}
+	if won != 1 {
+		t.Errorf("%d of %d overlapping attempts through one Backend won, want 1", won, n)
 	}
 }

@@ -294,10 +294,10 @@ func (l *listener) sync(ctx context.Context, conn *pgx.Conn) error {
 	}
 	var sql strings.Builder
 	for _, name := range listen {
-		sql.WriteString("LISTEN " + pgx.Identifier{name}.Sanitize() + ";")
+		sql.WriteString(listenSQL(name))
 	}
 	for _, name := range unlisten {
-		sql.WriteString("UNLISTEN " + pgx.Identifier{name}.Sanitize() + ";")
+		sql.WriteString(unlistenSQL(name))
 	}
 	sctx, cancel := context.WithTimeout(ctx, l.b.opts.StallTimeout)
 	_, err := conn.Exec(sctx, sql.String())

@@ -14,6 +14,14 @@ import (
 // TryAcquire takes the lock, if it is free or expired, and draws a fencing
 // token from the context's counter, in one statement. Expiry is judged by
 // the server's clock.
+//
+// Attempts on one lock that overlap in time within one Backend share a
+// round trip: while one is on its way to the server, the others wait for
+// its answer and report ErrNotAcquired, whether it found the lock held or
+// took it itself (either way someone else holds it). Only an attempt that
+// failed for another reason (its ctx ended, the connection broke) lets a
+// waiting one try on its own. So the waiters that a release wakes in one
+// process cost one round trip, not one each.
 func (b *Backend) TryAcquire(ctx context.Context, name, key string, ttl time.Duration) (locker.Lease, error) {
 	op := fmt.Sprintf("acquire lock on %q in %q", key, name)
 	if err := b.begin(ctx, op); err != nil {
@@ -22,6 +30,45 @@ func (b *Backend) TryAcquire(ctx context.Context, name, key string, ttl time.Dur
 	if err := checkLockArgs(name, key, ttl); err != nil {
 		return locker.Lease{}, fmt.Errorf("postgres: %s: %w", op, err)
 	}
+	fk := flightKey{name, key}
+	for {
+		b.flightMu.Lock()
+		f := b.flights[fk]
+		if f == nil {
+			f = &flight{done: make(chan struct{})}
+			b.flights[fk] = f
+			b.flightMu.Unlock()
+			lease, err := b.tryAcquire(ctx, op, name, key, ttl)
+			f.shared = err == nil || errors.Is(err, locker.ErrNotAcquired)
+			b.flightMu.Lock()
+			delete(b.flights, fk)
+			b.flightMu.Unlock()
+			close(f.done)
+			return lease, err
+		}
+		b.flightMu.Unlock()
+		select {
+		case <-f.done:
+		case <-ctx.Done():
+			return locker.Lease{}, fmt.Errorf("postgres: %s: %w", op, ctx.Err())
+		}
+		if f.shared {
+			return locker.Lease{}, fmt.Errorf("postgres: %s: %w", op, locker.ErrNotAcquired)
+		}
+	}
+}
+
+// flight is an attempt on one lock in progress; shared is set before done
+// is closed and tells whether its outcome holds for the attempts that
+// waited for it.
+type flight struct {
+	done   chan struct{}
+	shared bool
+}
+
+type flightKey struct{ name, key string }
+
+func (b *Backend) tryAcquire(ctx context.Context, op, name, key string, ttl time.Duration) (locker.Lease, error) {
 	token := randomHex(16)
 	var fence *int64
 	err := b.pool.QueryRow(ctx, b.sql.acquire, []byte(name), []byte(key), token, ttl.Microseconds()).Scan(&fence)

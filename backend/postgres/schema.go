@@ -44,14 +44,14 @@ func (b *Backend) ensureSchema(ctx context.Context) error {
 		return wrap(ctx, fmt.Sprintf("check schema %q", b.opts.Schema), err)
 	}
 	err = pgx.BeginFunc(ctx, b.pool, func(tx pgx.Tx) error {
-		if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock(hashtextextended('contextd schema ' || $1, 0))`, b.opts.Schema); err != nil {
+		if _, err := tx.Exec(ctx, b.sql.schemaLock, b.opts.Schema); err != nil {
 			return err
 		}
 		// Someone may have created it while we waited for the lock. A
 		// failed statement would abort the transaction, so look in the
 		// catalogue rather than at the table.
 		var exists bool
-		if err := tx.QueryRow(ctx, `SELECT to_regclass($1) IS NOT NULL`, pgx.Identifier{b.opts.Schema, "schema_version"}.Sanitize()).Scan(&exists); err != nil {
+		if err := tx.QueryRow(ctx, b.sql.schemaExists, pgx.Identifier{b.opts.Schema, "schema_version"}.Sanitize()).Scan(&exists); err != nil {
 			return err
 		}
 		if exists {

@@ -17,10 +17,10 @@ import (
 
 // statements holds the SQL with the schema filled in.
 type statements struct {
-	schemaVersion, createSchema                     string
-	load, get, revision, commit                     string
-	changes, fetchEvent, fetchMessage               string
-	acquire, release, extend, publish, publishLarge string
+	schemaVersion, schemaLock, schemaExists, createSchema string
+	load, get, revision, commit                           string
+	changes, fetchEvent, fetchMessage                     string
+	acquire, release, extend, publish, publishLarge       string
 }
 
 func statementsFor(schema string) statements {
@@ -28,6 +28,8 @@ func statementsFor(schema string) statements {
 	r := strings.NewReplacer("{{s}}", s)
 	return statements{
 		schemaVersion: r.Replace(schemaVersionSQL),
+		schemaLock:    schemaLockSQL,
+		schemaExists:  schemaExistsSQL,
 		createSchema:  r.Replace(createSchemaSQL),
 		load:          r.Replace(loadSQL),
 		get:           r.Replace(getSQL),
@@ -50,6 +52,20 @@ func statementsFor(schema string) statements {
 //	returns: one row (version int), or fails with undefined_table (42P01)
 //	         or invalid_schema_name (3F000) when the schema is not there
 const schemaVersionSQL = `SELECT version FROM {{s}}.schema_version`
+
+// schemaLockSQL serialises schema creation among processes, until the
+// transaction ends.
+//
+//	takes:   $1 schema name
+//	returns: nothing
+const schemaLockSQL = `SELECT pg_advisory_xact_lock(hashtextextended('contextd schema ' || $1, 0))`
+
+// schemaExistsSQL says whether the version table exists, without failing
+// (and so aborting the transaction) when it does not.
+//
+//	takes:   $1 the version table's quoted, schema-qualified name
+//	returns: one row (exists)
+const schemaExistsSQL = `SELECT to_regclass($1) IS NOT NULL`
 
 // currentSchemaVersion is the version createSchemaSQL makes. A database
 // with another version is refused, never migrated silently.
@@ -397,6 +413,16 @@ SELECT coalesce((SELECT bool_or(live) FROM d), false), (SELECT count(*) FROM n)`
 const extendSQL = `
 UPDATE {{s}}.locks SET expires = clock_timestamp() + $5::bigint * interval '1 microsecond'
 WHERE context = $1 AND key = $2 AND token = $3 AND fence = $4 AND expires > clock_timestamp()`
+
+// listenSQL and unlistenSQL start and stop listening on the listening
+// connection; several are sent as one simple-protocol query.
+//
+//	takes:   the quoted channel name, in the text
+//	returns: nothing
+func listenSQL(channel string) string { return "LISTEN " + pgx.Identifier{channel}.Sanitize() + ";" }
+func unlistenSQL(channel string) string {
+	return "UNLISTEN " + pgx.Identifier{channel}.Sanitize() + ";"
+}
 
 // publishSQL sends a payload that fits in a NOTIFY.
 //
