@@ -251,6 +251,9 @@ func (l *listener) run(ctx context.Context) {
 // connect opens the listening connection with the pool's settings.
 func (l *listener) connect(ctx context.Context) (*pgx.Conn, error) {
 	cfg := l.b.pool.Config().ConnConfig.Copy()
+	if cfg.RuntimeParams == nil {
+		cfg.RuntimeParams = make(map[string]string)
+	}
 	if cfg.RuntimeParams["application_name"] == "" {
 		cfg.RuntimeParams["application_name"] = listenerAppName
 	}
