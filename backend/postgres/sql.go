@@ -145,7 +145,7 @@ CREATE FUNCTION {{s}}.commit(
 	p_check_locks bool, p_lease_keys bytea[], p_lease_tokens text[], p_lease_fences bigint[],
 	p_body bytea, p_log bool, p_log_len int, p_channel text, p_notify_max int,
 	OUT r_epoch text, OUT r_rev bigint, OUT r_commit text, OUT r_parent text)
-LANGUAGE plpgsql SET plan_cache_mode = force_generic_plan AS $fn$
+LANGUAGE plpgsql AS $fn$
 DECLARE
 	m {{s}}.contexts%ROWTYPE;
 	bad bigint;
@@ -276,7 +276,7 @@ $fn$;
 -- acquire takes a lock; see acquireSQL for its contract.
 CREATE FUNCTION {{s}}.acquire(p_name bytea, p_key bytea, p_token text, p_ttl_us bigint)
 RETURNS bigint
-LANGUAGE plpgsql SET plan_cache_mode = force_generic_plan AS $fn$
+LANGUAGE plpgsql AS $fn$
 DECLARE
 	f bigint;
 BEGIN
