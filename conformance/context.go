@@ -308,7 +308,7 @@ func testLockExpiry(t *testing.T, h Harness) {
 	name := uniqueName(t)
 	cs := instances[string](t, h, name, 2, &contextd.Options{RetryDelay: 5 * time.Millisecond, MaxRetries: 2000})
 	ctx := context.Background()
-	const ttl = 100 * time.Millisecond
+	ttl := 2 * h.shortTTL()
 	start := time.Now()
 	if _, err := cs[0].AcquireLock(ctx, contextd.LockOptions{Key: "k", LockTimeout: ttl}); err != nil {
 		t.Fatalf("AcquireLock: %v", err)
@@ -325,7 +325,7 @@ func testLostLockRefused(t *testing.T, h Harness) {
 	name := uniqueName(t)
 	cs := instances[string](t, h, name, 2, nil)
 	ctx := context.Background()
-	l, err := cs[0].AcquireLock(ctx, contextd.LockOptions{Key: "k", LockTimeout: 50 * time.Millisecond})
+	l, err := cs[0].AcquireLock(ctx, contextd.LockOptions{Key: "k", LockTimeout: h.shortTTL()})
 	if err != nil {
 		t.Fatalf("AcquireLock: %v", err)
 	}
