@@ -135,6 +135,10 @@ type cache[T any] struct {
 	deaf atomic.Pointer[errBox]
 
 	watchers []*watcher[T]
+	// pending and pendingReset are what watchers get once the view being
+	// changed is published (emit, resetWatchers).
+	pending      []Change[T]
+	pendingReset bool
 }
 
 func newCache[T any](self string) *cache[T] {
@@ -156,10 +160,24 @@ func (c *cache[T]) lock() {
 	c.edit = pmap.NewBuilder(c.cur.Load().entries)
 }
 
-// unlock publishes the changed copy as the new view and releases mu.
+// unlock publishes the changed copy as the new view, then hands watchers
+// what changed, and releases mu.
 func (c *cache[T]) unlock() {
 	c.cur.Store(&view[T]{entries: c.edit.Map(), live: c.live, epoch: c.epoch, applied: c.applied})
 	c.edit = nil
+	if c.pendingReset {
+		for _, w := range c.watchers {
+			w.reset()
+		}
+		c.pendingReset = false
+	}
+	if len(c.pending) > 0 {
+		for _, w := range c.watchers {
+			w.push(c.pending)
+		}
+		clear(c.pending)
+		c.pending = c.pending[:0]
+	}
 	c.mu.Unlock()
 }
 
@@ -169,7 +187,11 @@ func (c *cache[T]) entry(key string) (entry[T], bool) { return c.edit.Get(key) }
 // adoptable reports whether the cache has never seen data, so a first epoch
 // can be taken without a resync. Callers hold mu.
 func (c *cache[T]) adoptable() bool {
-	return c.epoch == "" && c.applied == 0 && len(c.ahead) == 0 && c.edit.Len() == 0
+	n := c.current().entries.Len()
+	if c.edit != nil {
+		n = c.edit.Len()
+	}
+	return c.epoch == "" && c.applied == 0 && len(c.ahead) == 0 && n == 0
 }
 
 // adopt reports whether a change of epoch can be applied to the cache: it
@@ -575,20 +597,26 @@ func (c *cache[T]) replace(h backend.Head, ents []snapshotEntry[T]) {
 			c.putNewer(ch.Key, entry[T]{value: ch.Value, rev: r, commit: mine.commit, deleted: ch.Deleted, err: ch.Err})
 		}
 	}
-	for _, w := range c.watchers {
-		w.reset()
-	}
+	c.resetWatchers()
 }
 
-// emit hands changes to every watcher. Callers hold mu, which is what keeps
-// each watcher's changes in revision order.
+// emit queues changes for every watcher; unlock hands them over once the
+// view that holds them is published, so a watcher that reads after a
+// change sees it. Callers hold mu, which is what keeps each watcher's
+// changes in revision order.
 func (c *cache[T]) emit(changes []Change[T]) {
-	if len(changes) == 0 {
+	if len(changes) == 0 || len(c.watchers) == 0 {
 		return
 	}
-	for _, w := range c.watchers {
-		w.push(changes)
-	}
+	c.pending = append(c.pending, changes...)
+}
+
+// resetWatchers owes every watcher a Reset (the copy was replaced), sent
+// when the new view is published; changes queued before it are moot.
+// Callers hold mu.
+func (c *cache[T]) resetWatchers() {
+	c.pendingReset = len(c.watchers) > 0
+	c.pending = c.pending[:0]
 }
 
 // head reports the epoch and applied revision of the current view.
@@ -636,6 +664,14 @@ func (c *cache[T]) heard(rev uint64) {
 	c.mu.Unlock()
 }
 
+// lagIf returns lag() if want, else 0 (sparing the lock).
+func (c *cache[T]) lagIf(want bool) uint64 {
+	if !want {
+		return 0
+	}
+	return c.lag()
+}
+
 // lag returns how far the store is known to be ahead of the copy.
 func (c *cache[T]) lag() uint64 {
 	c.mu.Lock()
@@ -653,8 +689,9 @@ func (c *cache[T]) lag() uint64 {
 // in time. A gap advances nothing: the catch-up it causes finds out what the
 // store really holds, so one bogus revision cannot poison the bookkeeping.
 func (c *cache[T]) classify(h backend.Head, ordered bool) verdict {
-	c.lock()
-	defer c.unlock()
+	// Bookkeeping only: no entry changes, so no new view.
+	c.mu.Lock()
+	defer c.mu.Unlock()
 	same := h.Epoch == c.epoch
 	if !same && !c.adoptable() {
 		return resync

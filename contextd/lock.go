@@ -58,7 +58,7 @@ func (c *Context[T]) acquireLock(ctx context.Context, opts LockOptions) (*Lock, 
 	if err := lockDefaults(&opts.LockTimeout, &opts.RetryDelay, &opts.MaxRetries); err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrInvalid, err)
 	}
-	policy := c.lockPolicy(opts.RetryDelay, opts.MaxRetries)
+	policy := c.lockPolicy(opts.RetryDelay, opts.MaxRetries, opts.Key)
 	lease, err := locker.Acquire(ctx, c.lock, c.name, opts.Key, opts.LockTimeout, policy)
 	if err != nil {
 		return nil, err

@@ -81,8 +81,12 @@ type Options struct {
 	FailClosed bool
 
 	// Logger receives background problems (resync failures, undecodable
-	// events). Default: none.
+	// events) and, at debug level, what catch-ups did. Default: none.
 	Logger *slog.Logger
+
+	// Trace receives hooks for metrics and traces (see Trace and package
+	// otelcontextd). Default: none.
+	Trace *Trace
 }
 
 // resolved returns o with defaults filled in, or an error for bad values.

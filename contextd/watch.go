@@ -12,6 +12,8 @@ import (
 // goroutine owns closing the channel.
 type watcher[T any] struct {
 	out chan Change[T]
+	// onReset is called for each Reset sent (Trace.WatchReset).
+	onReset func()
 
 	mu      sync.Mutex
 	closed  bool
@@ -85,6 +87,7 @@ func (w *watcher[T]) run(ctx context.Context, done <-chan struct{}) {
 			w.mu.Unlock()
 			select {
 			case w.out <- Change[T]{Reset: true}:
+				w.onReset()
 			case <-ctx.Done():
 				return
 			case <-done:
@@ -118,7 +121,7 @@ func (c *Context[T]) Watch(ctx context.Context) <-chan Change[T] {
 		close(closed)
 		return closed
 	}
-	w := &watcher[T]{out: make(chan Change[T], c.opts.WatchBuffer), wake: make(chan struct{}, 1)}
+	w := &watcher[T]{out: make(chan Change[T], c.opts.WatchBuffer), wake: make(chan struct{}, 1), onReset: c.opts.Trace.watchReset}
 	c.lifeMu.Lock()
 	defer c.lifeMu.Unlock()
 	if c.closed.Load() {

@@ -19,7 +19,9 @@ import (
 // On a backend with atomic publishing and lock-aware commits (Redis, memory)
 // it costs one round trip when key is not locked.
 func (c *Context[T]) UpdateContext(ctx context.Context, key string, value T, opts ...WriteOption) error {
-	err := c.put(ctx, map[string]T{key: value}, opts)
+	_, err := c.traced(ctx, 1, func(ctx context.Context) (uint64, error) {
+		return c.put(ctx, map[string]T{key: value}, opts)
+	})
 	if err != nil {
 		return c.errorf("update %q", err, key)
 	}
@@ -33,7 +35,8 @@ func (c *Context[T]) UpdateContext(ctx context.Context, key string, value T, opt
 // it takes their locks in sorted key order, so two transactions never
 // deadlock. An empty map writes nothing.
 func (c *Context[T]) TransactionalUpdate(ctx context.Context, values map[string]T, opts ...WriteOption) error {
-	if err := c.put(ctx, values, opts); err != nil {
+	_, err := c.traced(ctx, len(values), func(ctx context.Context) (uint64, error) { return c.put(ctx, values, opts) })
+	if err != nil {
 		return c.errorf("transactional update of %d keys", err, len(values))
 	}
 	return nil
@@ -41,20 +44,34 @@ func (c *Context[T]) TransactionalUpdate(ctx context.Context, values map[string]
 
 // Delete removes keys in one atomic step. Keys that do not exist are fine.
 func (c *Context[T]) Delete(ctx context.Context, keys ...string) error {
-	if err := c.remove(ctx, keys); err != nil {
+	_, err := c.traced(ctx, len(keys), func(ctx context.Context) (uint64, error) { return c.remove(ctx, keys) })
+	if err != nil {
 		return c.errorf("delete %q", err, keys)
 	}
 	return nil
 }
 
-func (c *Context[T]) put(ctx context.Context, values map[string]T, opts []WriteOption) error {
+// traced runs a write between the Trace's WriteStart hook and its done.
+func (c *Context[T]) traced(ctx context.Context, keys int, write func(context.Context) (uint64, error)) (uint64, error) {
+	if c == nil {
+		return write(ctx)
+	}
+	ctx, done := c.opts.Trace.writeStart(ctx, keys)
+	rev, err := write(ctx)
+	if done != nil {
+		done(rev, err)
+	}
+	return rev, err
+}
+
+func (c *Context[T]) put(ctx context.Context, values map[string]T, opts []WriteOption) (uint64, error) {
 	if err := c.usable(); err != nil {
-		return err
+		return 0, err
 	}
 	keys := make([]string, 0, len(values))
 	for k := range values {
 		if k == "" {
-			return errEmptyKey
+			return 0, errEmptyKey
 		}
 		keys = append(keys, k)
 	}
@@ -64,7 +81,7 @@ func (c *Context[T]) put(ctx context.Context, values map[string]T, opts []WriteO
 	for i, k := range keys {
 		b, err := c.encode(k, values[k])
 		if err != nil {
-			return err
+			return 0, err
 		}
 		ops[i] = backend.Op{Key: k, Value: b}
 		// The copy holds what other instances will decode, not the
@@ -73,16 +90,19 @@ func (c *Context[T]) put(ctx context.Context, values map[string]T, opts []WriteO
 		ups[i].value, ups[i].err = c.decode(k, b)
 	}
 	if len(ops) == 0 {
-		return ctx.Err()
+		return 0, ctx.Err()
 	}
-	return c.write(ctx, keys, opts, func(ctx context.Context, leases []locker.Lease, w *locker.Waiter) error {
-		return c.commit(ctx, backend.Batch{Ops: ops, Leases: leases, Waiter: w}, ups)
+	var head backend.Head
+	err := c.write(ctx, keys, opts, func(ctx context.Context, leases []locker.Lease, w *locker.Waiter) (err error) {
+		head, err = c.commit(ctx, backend.Batch{Ops: ops, Leases: leases, Waiter: w}, ups)
+		return err
 	})
+	return head.Revision, err
 }
 
-func (c *Context[T]) remove(ctx context.Context, keys []string) error {
+func (c *Context[T]) remove(ctx context.Context, keys []string) (uint64, error) {
 	if err := c.usable(); err != nil {
-		return err
+		return 0, err
 	}
 	keys = slices.Clone(keys)
 	slices.Sort(keys)
@@ -91,17 +111,20 @@ func (c *Context[T]) remove(ctx context.Context, keys []string) error {
 	ups := make([]update[T], len(keys))
 	for i, k := range keys {
 		if k == "" {
-			return errEmptyKey
+			return 0, errEmptyKey
 		}
 		ops[i] = backend.Op{Key: k, Delete: true}
 		ups[i] = update[T]{key: k, deleted: true}
 	}
 	if len(ops) == 0 {
-		return ctx.Err()
+		return 0, ctx.Err()
 	}
-	return c.write(ctx, keys, nil, func(ctx context.Context, leases []locker.Lease, w *locker.Waiter) error {
-		return c.commit(ctx, backend.Batch{Ops: ops, Leases: leases, Waiter: w}, ups)
+	var head backend.Head
+	err := c.write(ctx, keys, nil, func(ctx context.Context, leases []locker.Lease, w *locker.Waiter) (err error) {
+		head, err = c.commit(ctx, backend.Batch{Ops: ops, Leases: leases, Waiter: w}, ups)
+		return err
 	})
+	return head.Revision, err
 }
 
 // Modify replaces the value of key by fn's result, read-modify-write, and
@@ -111,24 +134,31 @@ func (c *Context[T]) remove(ctx context.Context, keys []string) error {
 // returns an error, nothing is written and Modify returns it. Modify waits
 // for locks like UpdateContext and accepts the same options.
 func (c *Context[T]) Modify(ctx context.Context, key string, fn func(cur T, ok bool) (T, error), opts ...WriteOption) (T, error) {
-	v, err := c.modify(ctx, key, fn, opts)
+	var v T
+	_, err := c.traced(ctx, 1, func(ctx context.Context) (uint64, error) {
+		var rev uint64
+		var err error
+		v, rev, err = c.modify(ctx, key, fn, opts)
+		return rev, err
+	})
 	if err != nil {
 		return v, c.errorf("modify %q", err, key)
 	}
 	return v, nil
 }
 
-func (c *Context[T]) modify(ctx context.Context, key string, fn func(T, bool) (T, error), opts []WriteOption) (T, error) {
+func (c *Context[T]) modify(ctx context.Context, key string, fn func(T, bool) (T, error), opts []WriteOption) (T, uint64, error) {
 	var result T
 	if err := c.usable(); err != nil {
-		return result, err
+		return result, 0, err
 	}
 	if key == "" {
-		return result, errEmptyKey
+		return result, 0, errEmptyKey
 	}
 	if fn == nil {
-		return result, invalid("nil function")
+		return result, 0, invalid("nil function")
 	}
+	var head backend.Head
 	var (
 		cur     T
 		rev     uint64
@@ -172,15 +202,18 @@ func (c *Context[T]) modify(ctx context.Context, key string, fn func(T, bool) (T
 				Leases:     leases,
 				Waiter:     w,
 			}
-			err = c.commit(ctx, batch, []update[T]{up})
+			head, err = c.commit(ctx, batch, []update[T]{up})
 			if !errors.Is(err, backend.ErrConflict) {
 				result = up.value
 				return err
 			}
 			// A fair store queued the waiter on the conflict: its next
-			// attempt is served in turn. Elsewhere, back off so that
+			// attempt is served in turn. A first attempt has no waiter
+			// yet: after a re-read it ends as a lock wait would, so that
+			// the next one is queued. Without queues, back off so that
 			// contenders do not retry in lockstep.
-			if w == nil {
+			lostRace := w == nil && c.queue != nil && c.caps.LockAwareCommit
+			if w == nil && !lostRace {
 				if err := backoff.wait(ctx, c.opts.RetryDelay); err != nil {
 					return err
 				}
@@ -207,10 +240,18 @@ func (c *Context[T]) modify(ctx context.Context, key string, fn func(T, bool) (T
 				return fmt.Errorf("key %q: the store refuses revision %d, which it reports: %w", key, rev, ErrCorrupt)
 			}
 			rev, commit = freshRev, freshCommit
+			if lostRace {
+				return errLostRace
+			}
 		}
 	})
-	return result, err
+	return result, head.Revision, err
 }
+
+// errLostRace ends a first, unqueued attempt of Modify that lost a race on
+// a fair store: it counts as a lock wait, so the next attempt carries a
+// waiter and is served in turn.
+var errLostRace = fmt.Errorf("lost a race for the key: %w", backend.ErrLocked)
 
 // write runs attempt under the backend's locking discipline for keys:
 //   - lock-aware store: the store checks locks in the commit; attempt is
@@ -241,7 +282,7 @@ func (c *Context[T]) write(ctx context.Context, keys []string, opts []WriteOptio
 }
 
 func (c *Context[T]) writeLocked(ctx context.Context, keys []string, held []*Lock, leases []locker.Lease, attempt func(context.Context, []locker.Lease, *locker.Waiter) error) error {
-	policy := c.lockPolicy(c.opts.RetryDelay, c.opts.MaxRetries)
+	policy := c.lockPolicy(c.opts.RetryDelay, c.opts.MaxRetries, keys[0])
 	if c.caps.LockAwareCommit {
 		err := locker.Retry(ctx, c.name, keys, policy, func(ctx context.Context, w *locker.Waiter) error {
 			return attempt(ctx, leases, w)
@@ -295,7 +336,7 @@ func (c *Context[T]) heldLeases(locks []*Lock) ([]*Lock, error) {
 }
 
 // commit writes one batch, publishes its event and applies it locally.
-func (c *Context[T]) commit(ctx context.Context, b backend.Batch, ups []update[T]) error {
+func (c *Context[T]) commit(ctx context.Context, b backend.Batch, ups []update[T]) (backend.Head, error) {
 	b.Codec = c.opts.Codec.Name()
 	b.Origin = c.id
 	b.EventValueLimit = c.opts.EventValueLimit
@@ -310,7 +351,7 @@ func (c *Context[T]) commit(ctx context.Context, b backend.Batch, ups []update[T
 		}
 	}
 	if err != nil {
-		return err
+		return backend.Head{}, err
 	}
 	v := c.cache.applyOwn(head, c.id, ups)
 	if v != applied && v != duplicate {
@@ -326,7 +367,7 @@ func (c *Context[T]) commit(ctx context.Context, b backend.Batch, ups []update[T
 		// The store has another history than the copy (a failover).
 		_ = c.catchUp(ctx, replaceAll)
 	}
-	return nil
+	return head, nil
 }
 
 // publish sends a committed batch's event. The commit stands whatever
