@@ -4,6 +4,7 @@ import (
 	"slices"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/contextd-go/contextd/backend"
 	"github.com/contextd-go/contextd/internal/pmap"
@@ -21,8 +22,27 @@ type entry[T any] struct {
 	// is caught as a conflict.
 	commit  string
 	deleted bool
+	// expires is when the key expires by the store's clock, in Unix
+	// milliseconds; 0 if it does not.
+	expires int64
 	// err is set when the stored value did not decode.
 	err error
+}
+
+// unixMilli is the time of Unix milliseconds ms, the zero time for 0.
+func unixMilli(ms int64) time.Time {
+	if ms == 0 {
+		return time.Time{}
+	}
+	return time.UnixMilli(ms)
+}
+
+// milliOf is t in Unix milliseconds, 0 for the zero time.
+func milliOf(t time.Time) int64 {
+	if t.IsZero() {
+		return 0
+	}
+	return t.UnixMilli()
 }
 
 // update is one decoded change, prepared outside the cache lock.
@@ -30,6 +50,7 @@ type update[T any] struct {
 	key     string
 	value   T
 	deleted bool
+	expires int64
 	err     error
 }
 
@@ -303,8 +324,8 @@ func (c *cache[T]) applyOwn(h backend.Head, origin string, ups []update[T]) verd
 func (c *cache[T]) set(rev uint64, commit, origin string, ups []update[T]) []Change[T] {
 	changes := make([]Change[T], 0, len(ups))
 	for _, u := range ups {
-		changes = append(changes, Change[T]{Key: u.key, Value: u.value, Deleted: u.deleted, Revision: rev, Origin: origin, Err: u.err})
-		c.putNewer(u.key, entry[T]{value: u.value, rev: rev, commit: commit, deleted: u.deleted, err: u.err})
+		changes = append(changes, Change[T]{Key: u.key, Value: u.value, Deleted: u.deleted, Revision: rev, Origin: origin, Expires: unixMilli(u.expires), Err: u.err})
+		c.putNewer(u.key, entry[T]{value: u.value, rev: rev, commit: commit, deleted: u.deleted, expires: u.expires, err: u.err})
 	}
 	return changes
 }
@@ -418,7 +439,7 @@ func (c *cache[T]) applySnapshot(h backend.Head, epochBefore string, appliedBefo
 		if se.rev == 0 {
 			continue // markDamaged took it
 		}
-		if !c.putNewer(se.key, entry[T]{value: se.value, rev: se.rev, commit: se.commit, err: se.err}) {
+		if !c.putNewer(se.key, entry[T]{value: se.value, rev: se.rev, commit: se.commit, expires: se.expires, err: se.err}) {
 			continue
 		}
 		if watched && se.rev > c.applied {
@@ -590,11 +611,11 @@ func (c *cache[T]) replace(h backend.Head, ents []snapshotEntry[T]) {
 	c.edit = pmap.NewBuilder(pmap.Map[entry[T]]{})
 	c.live = 0
 	for _, se := range ents {
-		c.put(se.key, entry[T]{value: se.value, rev: se.rev, commit: se.commit, err: se.err}, entry[T]{}, false)
+		c.put(se.key, entry[T]{value: se.value, rev: se.rev, commit: se.commit, expires: se.expires, err: se.err}, entry[T]{}, false)
 	}
 	for r, mine := range c.ahead {
 		for _, ch := range mine.changes {
-			c.putNewer(ch.Key, entry[T]{value: ch.Value, rev: r, commit: mine.commit, deleted: ch.Deleted, err: ch.Err})
+			c.putNewer(ch.Key, entry[T]{value: ch.Value, rev: r, commit: mine.commit, deleted: ch.Deleted, expires: milliOf(ch.Expires), err: ch.Err})
 		}
 	}
 	c.resetWatchers()

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"runtime"
+	"sync"
 	"time"
 
 	"github.com/contextd-go/contextd/backend"
@@ -263,20 +265,46 @@ func (c *Context[T]) load(ctx context.Context, epoch string, before uint64, repl
 		return fmt.Errorf("context is encoded with %q, this instance uses %q: %w", snap.Codec, c.opts.Codec.Name(), ErrCodecMismatch)
 	}
 	ents := make([]snapshotEntry[T], len(snap.Entries))
-	for i, e := range snap.Entries {
-		ents[i].key, ents[i].rev, ents[i].commit = e.Key, e.Revision, e.Commit
-		if e.Revision == 0 {
-			ents[i].err = damaged(e.Key)
-			continue
-		}
-		ents[i].value, ents[i].err = c.decode(e.Key, e.Value)
-	}
+	c.decodeAll(snap.Entries, ents)
 	loaded = len(ents)
 	outcome := c.cache.applySnapshot(snap.Head, epoch, before, ents, replace)
 	c.stats.snapshots.Add(1)
 	c.opts.Logger.Debug("contextd: snapshot loaded", "context", c.name, "epoch", snap.Epoch, "revision", snap.Revision,
 		"commit", snap.Commit, "entries", len(ents), "copy_revision_before", before, "outcome", string(outcome))
 	return nil
+}
+
+// decodeAll decodes a snapshot's entries into ents, on several cores when
+// there are many (decoding is most of the client's work of a large load).
+func (c *Context[T]) decodeAll(entries []backend.Entry, ents []snapshotEntry[T]) {
+	decode := func(from, to int) {
+		for i := from; i < to; i++ {
+			e := entries[i]
+			se := &ents[i]
+			se.key, se.rev, se.commit, se.expires = e.Key, e.Revision, e.Commit, milliOf(e.Expires)
+			if e.Revision == 0 {
+				se.err = damaged(e.Key)
+				continue
+			}
+			se.value, se.err = c.decode(e.Key, e.Value)
+		}
+	}
+	const perWorker = 2048
+	workers := min(runtime.GOMAXPROCS(0), len(entries)/perWorker)
+	if workers < 2 {
+		decode(0, len(entries))
+		return
+	}
+	var wg sync.WaitGroup
+	chunk := (len(entries) + workers - 1) / workers
+	for from := 0; from < len(entries); from += chunk {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			decode(from, min(from+chunk, len(entries)))
+		}()
+	}
+	wg.Wait()
 }
 
 // maintain repairs the copy after failed catch-ups, retrying with backoff
