@@ -1,0 +1,2 @@
+// Package sqlite is the SQLite backend of contextd.
+package sqlite
