@@ -67,3 +67,14 @@ func trimMessageLog(t testing.TB, path string) {
 		t.Fatal(err)
 	}
 }
+
+// countRows returns the number of rows of one of the package's tables.
+func countRows(t testing.TB, path, table string) int {
+	t.Helper()
+	var n int
+	// contract: takes nothing; returns one row, the table's row count.
+	if err := rawDB(t, path).QueryRow(`SELECT count(*) FROM ` + table).Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
