@@ -150,6 +150,9 @@ func checkPath(path string) (string, error) {
 	case !fi.IsDir():
 		return "", fmt.Errorf("sqlite: open %q: %q is not a directory", path, dir)
 	}
+	// Stat, never open: closing a descriptor of the file would drop the
+	// POSIX locks other connections of this process hold on it. Whether
+	// the file can be written, SQLite tells (setup writes).
 	fi, err = os.Stat(abs)
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
@@ -159,14 +162,6 @@ func checkPath(path string) (string, error) {
 	case fi.IsDir():
 		return "", fmt.Errorf("sqlite: open %q: is a directory, not a file", path)
 	}
-	f, err := os.OpenFile(abs, os.O_RDWR, 0)
-	if errors.Is(err, fs.ErrPermission) {
-		return "", fmt.Errorf("sqlite: open %q: %w: %w", path, ErrReadOnly, err)
-	}
-	if err != nil {
-		return "", fmt.Errorf("sqlite: open %q: %w", path, err)
-	}
-	_ = f.Close()
 	return abs, nil
 }
 

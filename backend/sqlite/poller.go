@@ -13,10 +13,6 @@ import (
 // pollBatch is how many messages one read of the poller takes at most.
 const pollBatch = 1024
 
-// fullCheckEvery bounds the time between two PRAGMA data_version checks of
-// a poller that watches the -shm file.
-const fullCheckEvery = time.Second
-
 // maxPollBackoff bounds the pause between attempts while the poller cannot
 // read the file.
 const maxPollBackoff = time.Second
@@ -29,11 +25,13 @@ const maxPollBackoff = time.Second
 //
 // Each turn it asks PRAGMA data_version whether another connection
 // committed since the last turn, and reads only then (and when a watched
-// lock's expiry has passed). Where it can map the -shm file (Linux, macOS),
-// it first compares the wal-index header there with its last copy, and
-// skips the statement while the header is unchanged (see shmWatch). A turn
-// comes every Options.PollInterval, or at once when this Backend wrote
-// something a reader of this process waits for.
+// lock's expiry has passed). A turn comes every Options.PollInterval, or at
+// once when this Backend wrote something a reader of this process waits
+// for.
+//
+// The poller never opens the database's files itself (to look at the
+// -wal or -shm file, say): closing any descriptor of a file drops every
+// POSIX lock the process holds on it, SQLite's WAL locks among them.
 type poller struct {
 	b *Backend
 
@@ -63,10 +61,7 @@ type poller struct {
 	failing    bool  // reads fail; the subscriptions were told
 	busySince  time.Time
 	lastDV     int64
-	lastFull   time.Time // of the last PRAGMA data_version
-	nextExpiry int64     // ms at which a watched live lock expires
-	shm        *shmWatch // nil until the connection opened the -shm file, or where unsupported
-	shmTried   bool
+	nextExpiry int64 // ms at which a watched live lock expires
 }
 
 func newPoller(b *Backend) *poller {
@@ -197,9 +192,6 @@ func (p *poller) run() {
 	defer close(p.exited)
 	var conn *dbConn
 	closeConn := func() {
-		// The mapping of the -shm file must not outlive the connection.
-		p.shm.close()
-		p.shm, p.shmTried = nil, false
 		if conn != nil {
 			conn.close()
 			conn = nil
@@ -294,32 +286,12 @@ func (p *poller) turn(conn *dbConn) error {
 
 	now := time.Now()
 	expired := haveWatches && now.UnixMilli() >= p.nextExpiry
-	// With the -shm file mapped, a moved wal-index header says a
-	// transaction committed, and an unmoved one that none did; PRAGMA
-	// data_version, the authority, is asked at least every
-	// fullCheckEvery, and on every turn without the mapping.
-	moved := false
-	full := p.shm == nil || now.Sub(p.lastFull) >= fullCheckEvery
-	if !full {
-		moved = p.shm.changed()
-		if !moved && !admitted && !rewatch && !expired {
-			return nil
-		}
-	}
-	changed := moved
 	var dv int64
-	if full {
-		if err := conn.scan(p.sctx, sqlDataVersion, nil, &dv); err != nil {
-			p.setRewatch(rewatch)
-			return err
-		}
-		changed = dv != p.lastDV
-		if p.shm == nil && !p.shmTried {
-			// The connection has the -shm file open now.
-			p.shmTried = true
-			p.shm = openShmWatch(p.b.path)
-		}
+	if err := conn.scan(p.sctx, sqlDataVersion, nil, &dv); err != nil {
+		p.setRewatch(rewatch)
+		return err
 	}
+	changed := dv != p.lastDV
 	// A turn without subscriptions may have taken in a data_version
 	// without reading the messages behind it; newcomers need them.
 	if len(channels) > 0 && (changed || admitted) {
@@ -334,9 +306,7 @@ func (p *poller) turn(conn *dbConn) error {
 			return err
 		}
 	}
-	if full {
-		p.lastDV, p.lastFull = dv, now
-	}
+	p.lastDV = dv
 	return nil
 }
 
