@@ -40,10 +40,12 @@ func (b *Backend) TryAcquire(ctx context.Context, name, key string, ttl time.Dur
 		return err
 	})
 	if err == nil {
-		err = b.writeTx(ctx, func(ctx context.Context, c *dbConn, now int64) error {
+		err = b.writeTx(ctx, func(ctx context.Context, c *dbConn, _ int64) error {
 			if err := c.scan(ctx, sqlNextFence, []any{name}, &fence); err != nil {
 				return err
 			}
+			// The TTL starts as late as it can: at the write.
+			now := time.Now().UnixMilli()
 			res, err := c.exec(ctx, sqlSetLock, name, key, token, fence, expiry(now, ttl), now)
 			if err != nil {
 				return err
