@@ -42,6 +42,9 @@ type Backend struct {
 	// writers of other processes are waited for by polling the lock. r
 	// holds the connections that read; the poller has one of its own.
 	w, r *connPool
+	// gate lets writers of other connections that wait for the write lock
+	// get their turn (gate.go); nil where it is not available.
+	gate *gate
 
 	poll *poller
 
@@ -119,9 +122,10 @@ func Open(ctx context.Context, path string, opts *Options) (*Backend, error) {
 	}
 	b.poll = newPoller(b)
 	if err := b.setup(ctx); err != nil {
-		b.closeDB()
+		_ = b.closeDB()
 		return nil, fmt.Errorf("sqlite: open %q: %w", path, err)
 	}
+	b.gate = openGate(abs)
 	return b, nil
 }
 
@@ -246,6 +250,7 @@ func (b *Backend) Close() error {
 }
 
 func (b *Backend) closeDB() error {
+	b.gate.close()
 	return errors.Join(b.w.close(), b.r.close())
 }
 
@@ -275,12 +280,28 @@ func unsupported(op, option string) error {
 // (SQLite rolls back a transaction whose statement or COMMIT failed busy,
 // and writeTx rolls back on any error).
 func (b *Backend) retry(ctx context.Context, attempt func() error) error {
+	return b.retryBusy(ctx, false, attempt)
+}
+
+// retryBusy is retry; a writer (write true) that waits also announces it
+// to holders of other connections (gate.go) until it is done.
+func (b *Backend) retryBusy(ctx context.Context, write bool, attempt func() error) error {
 	var deadline time.Time
 	pause := 20 * time.Microsecond
+	announced := false
+	defer func() {
+		if announced {
+			b.gate.withdraw()
+		}
+	}()
 	for {
 		err := attempt()
 		if err == nil || !isBusy(err) {
 			return err
+		}
+		if write && !announced {
+			b.gate.announce()
+			announced = true
 		}
 		now := time.Now()
 		if deadline.IsZero() {
@@ -313,7 +334,7 @@ func (b *Backend) retry(ctx context.Context, attempt func() error) error {
 // it.
 func (b *Backend) writeTx(ctx context.Context, fn func(ctx context.Context, c *dbConn, now int64) error) error {
 	sctx := context.WithoutCancel(ctx)
-	return b.retry(ctx, func() error {
+	return b.retryBusy(ctx, true, func() error {
 		c, err := b.w.get(ctx)
 		if err != nil {
 			return err
@@ -328,6 +349,7 @@ func (b *Backend) writeTx(ctx context.Context, fn func(ctx context.Context, c *d
 		}
 		if err == nil {
 			if _, err = c.exec(sctx, sqlCommit); err == nil {
+				b.handOff()
 				return nil
 			}
 			// A failed COMMIT may leave the transaction open (SQLite
@@ -369,13 +391,17 @@ func (b *Backend) readTx(ctx context.Context, fn func(ctx context.Context, c *db
 // fn gets a ctx without cancellation for the statement.
 func (b *Backend) writeOne(ctx context.Context, fn func(ctx context.Context, c *dbConn) error) error {
 	sctx := context.WithoutCancel(ctx)
-	return b.retry(ctx, func() error {
+	return b.retryBusy(ctx, true, func() error {
 		c, err := b.w.get(ctx)
 		if err != nil {
 			return err
 		}
 		defer b.w.put(c)
-		return fn(sctx, c)
+		err = fn(sctx, c)
+		if err == nil {
+			b.handOff()
+		}
+		return err
 	})
 }
 

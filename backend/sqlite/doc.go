@@ -45,7 +45,9 @@
 //	contextd_bus       (id, trimmed)                        messages up to trimmed are gone
 //
 // Every SQL statement opens with its contract in statements.go, schema.go
-// and conn.go.
+// and conn.go. Besides the file and SQLite's -wal and -shm files, the
+// directory holds <file>-contextd-wait, an empty file for the waiting
+// writers' flock.
 //
 // # Writes, WAL and busy waits
 //
@@ -65,8 +67,12 @@
 // that grows from 20 µs to 250 µs, until the lock is free, Options.BusyTimeout
 // (default 5 s) has passed (ErrBusy) or ctx ends. Only steps that did
 // nothing when they failed busy are tried again: taking the lock, a read,
-// or a single statement. There is no fairness between processes: under
-// heavy contention one can wait longer than others.
+// or a single statement. Because a holder's next goroutine would take the
+// lock again at once, waiting writers say so with a shared flock(2) on a
+// side file, <file>-contextd-wait, and a holder that sees them waiting
+// steps back for up to 2 ms after its commit (Linux and macOS; elsewhere
+// nothing is announced). This is not a queue: under heavy contention a
+// writer can still wait longer than others.
 //
 // By default commits do not wait for the disk (synchronous=NORMAL in WAL
 // mode): a commit survives the crash or kill of any process, but a crash

@@ -16,3 +16,7 @@ func PausePoller(b *Backend) (resume func()) {
 	b.poll.mu.Lock()
 	return b.poll.mu.Unlock
 }
+
+// OthersWaiting reports whether b sees writers of other connections
+// announce that they wait for the write lock.
+func OthersWaiting(b *Backend) bool { return b.gate.othersWaiting() }

@@ -107,3 +107,40 @@ func TestWaitsForTheWriteLock(t *testing.T) {
 		t.Fatalf("k = %+v, %v; want only the last commit applied, at revision 2", e, err)
 	}
 }
+
+// TestWaitingWritersAreSeen checks the signal a holder of the write lock
+// steps back for: while a Backend's commit waits for the lock another
+// connection holds, other Backends see it waiting, and once it committed,
+// they do not.
+func TestWaitingWritersAreSeen(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "gate.db")
+	holder, waiter := openBackend(t, path, nil), openBackend(t, path, nil)
+	if sqlite.OthersWaiting(holder) {
+		t.Fatal("a writer is seen waiting before anyone waits")
+	}
+	tx, err := rawDB(t, path).Begin() // BEGIN IMMEDIATE: holds the write lock
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() {
+		_, err := waiter.Commit(context.Background(), "c", put("k", "v"))
+		done <- err
+	}()
+	deadline := time.Now().Add(waitLimit)
+	for !sqlite.OthersWaiting(holder) {
+		if time.Now().After(deadline) {
+			t.Fatal("a commit waiting for the write lock is not seen waiting")
+		}
+		time.Sleep(time.Millisecond) // polling a condition, with a deadline
+	}
+	if err := tx.Rollback(); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if sqlite.OthersWaiting(holder) {
+		t.Fatal("the writer is still seen waiting after its commit")
+	}
+}
