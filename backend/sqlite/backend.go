@@ -280,29 +280,43 @@ func unsupported(op, option string) error {
 // (SQLite rolls back a transaction whose statement or COMMIT failed busy,
 // and writeTx rolls back on any error).
 func (b *Backend) retry(ctx context.Context, attempt func() error) error {
-	return b.retryBusy(ctx, false, attempt)
+	return b.retryBusy(ctx, nil, attempt)
 }
 
-// retryBusy is retry; a writer (write true) that waits also announces it
-// to holders of other connections (gate.go) until it is done.
-func (b *Backend) retryBusy(ctx context.Context, write bool, attempt func() error) error {
+// waiting is a writer's announcement that it waits for the write lock
+// (gate.go): made at its first busy attempt, withdrawn as soon as it holds
+// the lock or gives up.
+type waiting struct {
+	g         *gate
+	announced bool
+}
+
+func (w *waiting) start() {
+	if w != nil && !w.announced {
+		w.g.announce()
+		w.announced = true
+	}
+}
+
+func (w *waiting) done() {
+	if w != nil && w.announced {
+		w.g.withdraw()
+		w.announced = false
+	}
+}
+
+// retryBusy is retry; a writer (w not nil) that waits also announces it
+// to holders of other connections until it holds the lock or gives up.
+func (b *Backend) retryBusy(ctx context.Context, w *waiting, attempt func() error) error {
 	var deadline time.Time
 	pause := 20 * time.Microsecond
-	announced := false
-	defer func() {
-		if announced {
-			b.gate.withdraw()
-		}
-	}()
+	defer w.done()
 	for {
 		err := attempt()
 		if err == nil || !isBusy(err) {
 			return err
 		}
-		if write && !announced {
-			b.gate.announce()
-			announced = true
-		}
+		w.start()
 		now := time.Now()
 		if deadline.IsZero() {
 			deadline = now.Add(b.opts.BusyTimeout)
@@ -334,7 +348,8 @@ func (b *Backend) retryBusy(ctx context.Context, write bool, attempt func() erro
 // it.
 func (b *Backend) writeTx(ctx context.Context, fn func(ctx context.Context, c *dbConn, now int64) error) error {
 	sctx := context.WithoutCancel(ctx)
-	return b.retryBusy(ctx, true, func() error {
+	w := &waiting{g: b.gate}
+	return b.retryBusy(ctx, w, func() error {
 		c, err := b.w.get(ctx)
 		if err != nil {
 			return err
@@ -343,6 +358,7 @@ func (b *Backend) writeTx(ctx context.Context, fn func(ctx context.Context, c *d
 		if _, err := c.exec(sctx, sqlBeginWrite); err != nil {
 			return err
 		}
+		w.done() // holds the lock: no longer waiting
 		err = fn(sctx, c, time.Now().UnixMilli())
 		if err == nil {
 			err = ctx.Err()
@@ -391,7 +407,7 @@ func (b *Backend) readTx(ctx context.Context, fn func(ctx context.Context, c *db
 // fn gets a ctx without cancellation for the statement.
 func (b *Backend) writeOne(ctx context.Context, fn func(ctx context.Context, c *dbConn) error) error {
 	sctx := context.WithoutCancel(ctx)
-	return b.retryBusy(ctx, true, func() error {
+	return b.retryBusy(ctx, &waiting{g: b.gate}, func() error {
 		c, err := b.w.get(ctx)
 		if err != nil {
 			return err

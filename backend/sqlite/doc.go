@@ -70,7 +70,7 @@
 // or a single statement. Because a holder's next goroutine would take the
 // lock again at once, waiting writers say so with a shared flock(2) on a
 // side file, <file>-contextd-wait, and a holder that sees them waiting
-// steps back for up to 2 ms after its commit (Linux and macOS; elsewhere
+// steps back for up to 1 ms after its commit (Linux and macOS; elsewhere
 // nothing is announced). This is not a queue: under heavy contention a
 // writer can still wait longer than others.
 //

@@ -10,8 +10,9 @@ import "time"
 // once. A process that writes without pause could so keep the lock from
 // others for longer than BusyTimeout. The gate lets waiters say that they
 // wait, and a holder with waiters step back after its commit: it keeps its
-// write connection (so its own queue pauses too) until the waiters are
-// served or handOffMax has passed.
+// write connection (so its own queue pauses too) until no waiter is left
+// waiting (a waiter withdraws as soon as it holds the lock) or handOffMax
+// has passed. Then it goes on, and if the lock is taken, waits in turn.
 //
 // Waiters say so with a shared flock(2) on a side file, <db>-contextd-wait,
 // and a holder probes with an exclusive, non-blocking one on a descriptor
@@ -19,8 +20,9 @@ import "time"
 // database's own files would drop SQLite's POSIX locks. Where flock is not
 // available the gate does nothing.
 
-// handOffMax bounds how long a holder steps back for waiters.
-const handOffMax = 2 * time.Millisecond
+// handOffMax bounds how long a holder steps back for waiters: a few of
+// their polling pauses (at most 250 µs each).
+const handOffMax = time.Millisecond
 
 // handOffPoll is the pause between two probes while stepping back.
 const handOffPoll = 100 * time.Microsecond
