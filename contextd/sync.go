@@ -104,7 +104,7 @@ func (c *Context[T]) handleEvent(ctx context.Context, ev backend.Event) {
 			return
 		}
 		v = c.cache.applyEvent(ev.Head, ev.Origin, ups)
-		if v == applied {
+		if v == applied && ev.Origin != c.id {
 			c.opts.Trace.eventApplied(ev.Revision, c.cache.lagIf(c.opts.Trace != nil))
 		}
 	}

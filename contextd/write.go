@@ -125,6 +125,8 @@ func (c *Context[T]) Modify(ctx context.Context, key string, fn func(cur T, ok b
 
 // DeleteKey, returned by the function of Modify, makes Modify delete the
 // key instead of writing a value (as filepath.SkipDir steers a walk).
+//
+//lint:ignore ST1012 a signal, not an error, named as filepath.SkipDir is
 var DeleteKey = errors.New("contextd: delete the key")
 
 func (c *Context[T]) modify(ctx context.Context, key string, fn func(T, bool) (T, error), opts []WriteOption) (T, uint64, error) {

@@ -195,7 +195,6 @@ func TestKeepAliveGivesUpWhenUnreachable(t *testing.T) {
 // queue is a FairLocker that records the waiters it sees and dequeues.
 type queue struct {
 	mu       sync.Mutex
-	waiters  map[string]bool
 	dequeued []string
 }
 

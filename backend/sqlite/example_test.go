@@ -32,7 +32,7 @@ func Example() {
 		panic(err)
 	}
 	defer b2.Close()
-	fmt.Printf("%+v\n", backend.CapabilitiesOf(b1))
+	fmt.Println(backend.CapabilitiesOf(b1))
 
 	writer, err := contextd.New[int](b1, "counters", nil)
 	if err != nil {
@@ -68,6 +68,6 @@ func Example() {
 	}
 	fmt.Println("visits:", v)
 	// Output:
-	// {AtomicPublish:true LockAwareCommit:true ChangeLog:true ReleaseNotify:true}
+	// AtomicPublish+LockAwareCommit+ChangeLog+ReleaseNotify
 	// visits: 2
 }
