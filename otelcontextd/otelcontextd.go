@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"go.opentelemetry.io/otel"
@@ -92,10 +93,15 @@ type Instrumentation struct {
 
 	trace *contextd.Trace
 
-	mu       sync.Mutex
-	observed Copy
-	reg      metric.Registration // nil after Close
+	observed atomic.Pointer[observed] // read by the gauges' callback
+
+	mu     sync.Mutex // serializes Observe and Close
+	closed bool
+	reg    metric.Registration
 }
+
+// observed boxes the Copy that Observe was given.
+type observed struct{ Copy }
 
 // Copy is what Observe reads: the local copy of a context, as a
 // *contextd.Context[T] is.
@@ -228,8 +234,12 @@ func (i *Instrumentation) Trace() *contextd.Trace {
 func (i *Instrumentation) Observe(cx Copy) {
 	i.mu.Lock()
 	defer i.mu.Unlock()
-	if i.reg != nil {
-		i.observed = cx
+	switch {
+	case i.closed:
+	case cx == nil:
+		i.observed.Store(nil)
+	default:
+		i.observed.Store(&observed{cx})
 	}
 }
 
@@ -237,23 +247,24 @@ func (i *Instrumentation) Observe(cx Copy) {
 // the meter. The hooks of Trace keep working. Close is idempotent.
 func (i *Instrumentation) Close() error {
 	i.mu.Lock()
-	defer i.mu.Unlock()
-	if i.reg == nil {
+	if i.closed {
+		i.mu.Unlock()
 		return nil
 	}
-	err := i.reg.Unregister()
-	i.reg, i.observed = nil, nil
-	if err != nil {
+	i.closed = true
+	i.observed.Store(nil)
+	i.mu.Unlock()
+	// Unregister outside mu: the SDK holds its own lock while it runs
+	// the callback.
+	if err := i.reg.Unregister(); err != nil {
 		return fmt.Errorf("otelcontextd: close: %w", err)
 	}
 	return nil
 }
 
-// observe is the callback of the gauges.
+// observe is the callback of the gauges. It takes no lock of its own.
 func (i *Instrumentation) observe(_ context.Context, o metric.Observer) error {
-	i.mu.Lock()
-	cx := i.observed
-	i.mu.Unlock()
+	cx := i.observed.Load()
 	if cx == nil {
 		return nil
 	}

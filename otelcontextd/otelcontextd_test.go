@@ -13,6 +13,7 @@ import (
 	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/sdk/metric/metricdata"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/trace"
 
@@ -535,4 +536,61 @@ func TestNew(t *testing.T) {
 		name:  "contextd.write",
 		attrs: map[string]string{"contextd.context": "ctx", "contextd.write.keys": "2", "contextd.revision": "1"},
 	})
+}
+
+// gateCopy is a Copy whose Lag blocks until release is closed, to hold a
+// collection inside the gauges' callback.
+type gateCopy struct{ entered, release chan struct{} }
+
+func (g gateCopy) Lag() uint64 {
+	close(g.entered)
+	<-g.release
+	return 0
+}
+func (g gateCopy) Revision() uint64 { return 1 }
+
+// TestCloseDuringCollect calls Close while a collection is inside the
+// gauges' callback (the SDK holds its lock there, and Close's Unregister
+// waits for it): Close must return once the collection ends, Observe must
+// not block meanwhile, and the gauges must be gone afterwards.
+func TestCloseDuringCollect(t *testing.T) {
+	s := newSDK(t)
+	inst := s.instrument(t, "ctx", false)
+	g := gateCopy{entered: make(chan struct{}), release: make(chan struct{})}
+	inst.Observe(g)
+	collected := make(chan error, 1)
+	go func() {
+		var rm metricdata.ResourceMetrics
+		collected <- s.reader.Collect(context.Background(), &rm)
+	}()
+	select {
+	case <-g.entered:
+	case <-time.After(30 * time.Second):
+		t.Fatal("the collection did not call the gauges' callback")
+	}
+	closed := make(chan error, 1)
+	go func() { closed <- inst.Close() }()
+	observed := make(chan struct{})
+	go func() {
+		inst.Observe(fixedCopy{rev: 2})
+		close(observed)
+	}()
+	select {
+	case <-observed:
+	case <-time.After(30 * time.Second):
+		t.Fatal("Observe blocked while Close waited for the collection")
+	}
+	close(g.release)
+	if err := <-collected; err != nil {
+		t.Fatalf("Collect: %v", err)
+	}
+	if err := <-closed; err != nil {
+		t.Fatalf("Close: %v", err)
+	}
+	ms := s.metrics(t)
+	for _, name := range []string{"contextd.copy.lag", "contextd.copy.revision"} {
+		if _, ok := ms[name]; ok {
+			t.Errorf("%s reported after Close", name)
+		}
+	}
 }
