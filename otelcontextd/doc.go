@@ -45,7 +45,10 @@
 // SDK changes them.
 //
 // Propagation lag is measured in revisions: events do not carry the time of
-// their commit, so there is no lag in seconds.
+// their commit, so there is no lag in seconds. contextd.events.applied and
+// contextd.event.lag count what the Context's EventApplied hook reports;
+// today that includes, now and then, an instance's own commit whose event
+// reached its copy before the commit returned.
 //
 // # Spans
 //
