@@ -2,6 +2,8 @@ package backend
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"strings"
 	"time"
 
@@ -97,6 +99,18 @@ type Expirer interface {
 	// store's clock (next is zero if no key will), so the caller can tell
 	// how long to wait.
 	Expire(ctx context.Context, name, channel string) (ev Event, next, now time.Time, err error)
+}
+
+// NoTTL returns an error matching errors.ErrUnsupported if a put of b has
+// a TTL: what a store without expiry answers, so a TTL is never silently
+// ignored.
+func NoTTL(b Batch) error {
+	for _, op := range b.Ops {
+		if !op.Delete && op.TTL != 0 {
+			return fmt.Errorf("key %q has a TTL, and this store does not expire keys: %w", op.Key, errors.ErrUnsupported)
+		}
+	}
+	return nil
 }
 
 // CapabilitiesOf reports the capabilities b offers and can back with the

@@ -19,7 +19,7 @@ func TestComposeCapabilities(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := backend.CapabilitiesOf(same); got != (backend.Capabilities{AtomicPublish: true, LockAwareCommit: true, ChangeLog: true, ReleaseNotify: true, FairLocks: true}) {
+	if got := backend.CapabilitiesOf(same); got != (backend.Capabilities{AtomicPublish: true, LockAwareCommit: true, ChangeLog: true, ReleaseNotify: true, FairLocks: true, Expiry: true}) {
 		t.Errorf("parts of one backend: %+v, want all", got)
 	}
 	mixed, err := backend.Compose(a, other, other)

@@ -3,13 +3,18 @@ package backend
 import (
 	"encoding/binary"
 	"fmt"
+	"time"
 )
 
 // Event describes one commit: the head it produced and what it changed.
 type Event struct {
 	Head
-	// Origin identifies the instance that wrote it.
+	// Origin identifies the instance that wrote it; empty for a commit the
+	// store made itself (expiring keys).
 	Origin string
+	// Time is when the commit was made, by the store's clock; the zero
+	// time if the store (or the wire format) does not say.
+	Time time.Time
 	// Changes lists the written keys in the batch's op order.
 	Changes []Change
 }
@@ -24,10 +29,14 @@ type Change struct {
 	// Omitted marks a put whose value the event does not carry (it was
 	// over the event's value limit); receivers fetch it with Store.Get.
 	Omitted bool
+	// Expires is when a put key expires (Op.TTL), by the store's clock;
+	// the zero time if it does not or is not known.
+	Expires time.Time
 }
 
 // EventFromBatch returns the event of batch b committed at head h, carrying
-// values up to b.EventValueLimit.
+// values up to b.EventValueLimit. A store that knows the commit's time sets
+// Event.Time, and Change.Expires for ops with a TTL (ExpiresAt).
 func EventFromBatch(h Head, b Batch) Event {
 	e := Event{Head: h, Origin: b.Origin, Changes: make([]Change, len(b.Ops))}
 	budget := b.EventValueLimit
@@ -44,6 +53,17 @@ func EventFromBatch(h Head, b Batch) Event {
 		e.Changes[i] = ch
 	}
 	return e
+}
+
+// ExpiresAt sets e.Time to at and the Expires of every put of b (whose
+// event e is) that has a TTL.
+func (e *Event) ExpiresAt(b Batch, at time.Time) {
+	e.Time = at
+	for i, op := range b.Ops {
+		if !op.Delete && op.TTL > 0 && i < len(e.Changes) {
+			e.Changes[i].Expires = at.Add(op.TTL)
+		}
+	}
 }
 
 // The wire format, version 1. All of it is produced by this file, except

@@ -34,6 +34,6 @@ func ExampleCompose() {
 	v, _, _ := cx.Get(ctx, "k")
 	fmt.Println(v)
 	// Output:
-	// LockAwareCommit+ChangeLog+ReleaseNotify+FairLocks
+	// LockAwareCommit+ChangeLog+ReleaseNotify+FairLocks+Expiry
 	// 1
 }

@@ -21,6 +21,7 @@ func testCapabilities(t *testing.T, h Harness) {
 			{"ChangeLog", got.ChangeLog, want.ChangeLog},
 			{"ReleaseNotify", got.ReleaseNotify, want.ReleaseNotify},
 			{"FairLocks", got.FairLocks, want.FairLocks},
+			{"Expiry", got.Expiry, want.Expiry},
 		} {
 			switch {
 			case c.want && !c.got:

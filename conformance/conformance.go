@@ -81,8 +81,14 @@ func Run(t *testing.T, h Harness) {
 	if h.Capabilities.FairLocks {
 		t.Run("FairLocks", func(t *testing.T) { testFairLocks(t, h) })
 	}
+	if h.Capabilities.Expiry {
+		t.Run("Expiry", func(t *testing.T) { testExpiry(t, h) })
+	} else {
+		t.Run("NoExpiry", func(t *testing.T) { testNoExpiry(t, h) })
+	}
 	t.Run("Broadcaster", func(t *testing.T) { testBroadcaster(t, h) })
 	t.Run("Context", func(t *testing.T) { testContext(t, h) })
+	t.Run("ContextAPI", func(t *testing.T) { testContextAPI(t, h) })
 }
 
 var (

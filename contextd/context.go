@@ -35,6 +35,10 @@ type Context[T any] struct {
 	changeLog backend.ChangeLog
 	notifier  locker.ReleaseWatcher
 	queue     locker.FairLocker
+	expirer   backend.Expirer
+
+	// expiry tracks the next key to expire (only with an expirer).
+	expiry *expiry
 
 	cache *cache[T]
 
@@ -94,6 +98,10 @@ func New[T any](b backend.Backend, contextKey string, opts *Options) (*Context[T
 	if c.caps.ReleaseNotify {
 		c.notifier = b.(locker.ReleaseWatcher)
 	}
+	if c.caps.Expiry {
+		c.expirer = b.(backend.Expirer)
+	}
+	c.expiry = newExpiry()
 	if c.caps.FairLocks && c.caps.ReleaseNotify {
 		// Only the waiter first in a queue may proceed, so the queue needs
 		// release notifications to hand the turn on promptly: with polling
@@ -184,6 +192,13 @@ func (c *Context[T]) Initialize(ctx context.Context) error {
 		defer c.wg.Done()
 		c.maintain(run)
 	}()
+	if c.expirer != nil {
+		c.wg.Add(1)
+		go func() {
+			defer c.wg.Done()
+			c.expireLoop(run)
+		}()
+	}
 	c.initialized.Store(true)
 	return nil
 }

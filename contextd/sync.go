@@ -104,6 +104,7 @@ func (c *Context[T]) handleEvent(ctx context.Context, ev backend.Event) {
 			return
 		}
 		v = c.cache.applyEvent(ev.Head, ev.Origin, ups)
+		c.sawExpiries(ups)
 		if v == applied && ev.Origin != c.id {
 			c.opts.Trace.eventApplied(ev.Revision, c.cache.lagIf(c.opts.Trace != nil))
 		}
@@ -135,7 +136,7 @@ func (c *Context[T]) repairAfter(ctx context.Context, v verdict) {
 func (c *Context[T]) prepare(ctx context.Context, ev backend.Event) ([]update[T], error) {
 	ups := make([]update[T], 0, len(ev.Changes))
 	for _, ch := range ev.Changes {
-		u := update[T]{key: ch.Key, deleted: ch.Deleted}
+		u := update[T]{key: ch.Key, deleted: ch.Deleted, expires: milliOf(ch.Expires)}
 		switch {
 		case ch.Deleted:
 		case ch.Omitted:
@@ -236,7 +237,9 @@ func (c *Context[T]) catchUpFromLog(ctx context.Context, epoch string, before ui
 		if err != nil {
 			return resync, err
 		}
-		switch v := c.cache.applyEvent(ev.Head, ev.Origin, ups); v {
+		v := c.cache.applyEvent(ev.Head, ev.Origin, ups)
+		c.sawExpiries(ups)
+		switch v {
 		case applied:
 			c.opts.Trace.eventApplied(ev.Revision, c.cache.lagIf(c.opts.Trace != nil))
 		case gap, resync, diverged:
@@ -267,11 +270,26 @@ func (c *Context[T]) load(ctx context.Context, epoch string, before uint64, repl
 	ents := make([]snapshotEntry[T], len(snap.Entries))
 	c.decodeAll(snap.Entries, ents)
 	loaded = len(ents)
+	if c.expirer != nil {
+		for i := range ents {
+			c.expiry.saw(ents[i].expires)
+		}
+	}
 	outcome := c.cache.applySnapshot(snap.Head, epoch, before, ents, replace)
 	c.stats.snapshots.Add(1)
 	c.opts.Logger.Debug("contextd: snapshot loaded", "context", c.name, "epoch", snap.Epoch, "revision", snap.Revision,
 		"commit", snap.Commit, "entries", len(ents), "copy_revision_before", before, "outcome", string(outcome))
 	return nil
+}
+
+// sawExpiries tells the expiry tracker about keys that expire.
+func (c *Context[T]) sawExpiries(ups []update[T]) {
+	if c.expirer == nil {
+		return
+	}
+	for i := range ups {
+		c.expiry.saw(ups[i].expires)
+	}
 }
 
 // decodeAll decodes a snapshot's entries into ents, on several cores when

@@ -156,6 +156,7 @@ func (c *Context[T]) commitOps(ctx context.Context, ops []txnOp[T], conds []txnC
 		// The copy holds what other instances will decode, not the
 		// caller's value, which the caller may go on changing.
 		ups[i].value, ups[i].err = c.decode(op.key, b)
+		ups[i].expires = c.expiresAfter(ttl)
 	}
 	if o.ttlSet && o.ttl <= 0 {
 		return 0, invalid("WithTTL(%v): not positive", o.ttl)

@@ -191,6 +191,7 @@ func (c *Context[T]) modify(ctx context.Context, key string, fn func(T, bool) (T
 					return err
 				}
 				up.value, up.err = c.decode(key, op.Value)
+				up.expires = c.expiresAfter(o.ttl)
 			}
 			batch := backend.Batch{
 				Ops:        []backend.Op{op},
@@ -346,6 +347,7 @@ func (c *Context[T]) commit(ctx context.Context, b backend.Batch, ups []update[T
 		return backend.Head{}, err
 	}
 	v := c.cache.applyOwn(head, c.id, ups)
+	c.sawExpiries(ups)
 	if v != applied && v != duplicate {
 		c.opts.Logger.Debug("contextd: own commit does not apply", "context", c.name, "epoch", head.Epoch, "revision", head.Revision,
 			"commit", head.Commit, "parent", head.Parent, "verdict", v.String())

@@ -47,6 +47,11 @@ type Options struct {
 	// matching errors.ErrUnsupported. Default false.
 	DisableReleaseNotify bool
 
+	// DisableExpiry switches the Expiry capability off: Capabilities does
+	// not report it, and Expire and commits that put a key with a TTL fail
+	// with an error matching errors.ErrUnsupported. Default false.
+	DisableExpiry bool
+
 	// DisableFairLocks switches the FairLocks capability off: Capabilities
 	// does not report it, TryAcquireQueued and Dequeue fail with an error
 	// matching errors.ErrUnsupported, and neither locks nor commits look
@@ -62,9 +67,10 @@ type Options struct {
 	// return per context. Zero or less means the default, 1024.
 	ChangeLogSize int
 
-	// Clock is the store's clock, by which lock leases expire. Tests set
-	// it to move time by hand, so that expiry does not depend on how fast
-	// a loaded machine runs their goroutines. Default: time.Now.
+	// Clock is the store's clock, by which lock leases and keys (Op.TTL)
+	// expire. Tests set it to move time by hand, so that expiry does not
+	// depend on how fast a loaded machine runs their goroutines. Default:
+	// time.Now.
 	Clock func() time.Time
 }
 
@@ -121,6 +127,7 @@ var (
 	_ backend.AtomicPublisher = (*Backend)(nil)
 	_ backend.ChangeLog       = (*Backend)(nil)
 	_ locker.FairLocker       = (*Backend)(nil)
+	_ backend.Expirer         = (*Backend)(nil)
 	_ locker.ReleaseWatcher   = (*Backend)(nil)
 )
 
@@ -157,6 +164,7 @@ func (b *Backend) Capabilities() backend.Capabilities {
 		ChangeLog:       !b.opts.DisableChangeLog,
 		ReleaseNotify:   !b.opts.DisableReleaseNotify,
 		FairLocks:       !b.opts.DisableFairLocks,
+		Expiry:          !b.opts.DisableExpiry,
 	}
 }
 

@@ -14,7 +14,7 @@ import (
 
 func TestDefaultsOfferEveryCapability(t *testing.T) {
 	b := newBackend(t, nil)
-	want := backend.Capabilities{AtomicPublish: true, LockAwareCommit: true, ChangeLog: true, ReleaseNotify: true, FairLocks: true}
+	want := backend.Capabilities{AtomicPublish: true, LockAwareCommit: true, ChangeLog: true, ReleaseNotify: true, FairLocks: true, Expiry: true}
 	if got := b.Capabilities(); got != want {
 		t.Fatalf("Capabilities = %+v, want %+v", got, want)
 	}

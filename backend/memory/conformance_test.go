@@ -27,7 +27,7 @@ func TestConformance(t *testing.T) {
 		}
 		if mask == 17 {
 			opts = memory.Options{DisableAtomicPublish: true, DisableLockAwareCommit: true, DisableChangeLog: true,
-				DisableReleaseNotify: true, DisableFairLocks: true, SubscriberBuffer: buffer}
+				DisableReleaseNotify: true, DisableFairLocks: true, DisableExpiry: true, SubscriberBuffer: buffer}
 		}
 		// One Backend per combination, shared by every NewBackend call:
 		// several Contexts over one Backend are several processes over
@@ -42,6 +42,7 @@ func TestConformance(t *testing.T) {
 			ChangeLog:       !opts.DisableChangeLog,
 			ReleaseNotify:   !opts.DisableReleaseNotify,
 			FairLocks:       !opts.DisableFairLocks,
+			Expiry:          !opts.DisableExpiry,
 		}
 		t.Run(comboName(caps), func(t *testing.T) {
 			conformance.Run(t, conformance.Harness{
@@ -72,6 +73,9 @@ func comboName(c backend.Capabilities) string {
 	}
 	if c.FairLocks {
 		on = append(on, "fair")
+	}
+	if c.Expiry {
+		on = append(on, "expiry")
 	}
 	if len(on) == 0 {
 		return "generic"

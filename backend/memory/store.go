@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
+	"time"
 
 	"github.com/contextd-go/contextd/backend"
 	"github.com/contextd-go/contextd/locker"
@@ -31,7 +33,8 @@ func (d *contextData) head() backend.Head {
 type storedEntry struct {
 	value    []byte
 	revision uint64
-	commit   string // id of the commit that wrote it
+	commit   string    // id of the commit that wrote it
+	expires  time.Time // by Options.Clock; zero if it does not expire
 }
 
 // Load returns a consistent snapshot of context name. Entries are copies
@@ -52,7 +55,7 @@ func (b *Backend) Load(ctx context.Context, name string) (backend.Snapshot, erro
 		snap.Codec = d.codec
 		snap.Entries = make([]backend.Entry, 0, len(d.entries))
 		for k, e := range d.entries {
-			snap.Entries = append(snap.Entries, backend.Entry{Key: k, Value: e.value, Revision: e.revision, Commit: e.commit})
+			snap.Entries = append(snap.Entries, backend.Entry{Key: k, Value: e.value, Revision: e.revision, Commit: e.commit, Expires: e.expires})
 		}
 	}
 	b.mu.Unlock()
@@ -87,7 +90,7 @@ func (b *Backend) Get(ctx context.Context, name, key string) (backend.Entry, err
 	if !ok {
 		return backend.Entry{}, fmt.Errorf("memory: %s: %w", op, backend.ErrNotFound)
 	}
-	return backend.Entry{Key: key, Value: cloneBytes(e.value), Revision: e.revision, Commit: e.commit}, nil
+	return backend.Entry{Key: key, Value: cloneBytes(e.value), Revision: e.revision, Commit: e.commit, Expires: e.expires}, nil
 }
 
 // Revision returns the head of context name: an empty Epoch and revision 0
@@ -147,7 +150,16 @@ func (b *Backend) commit(ctx context.Context, name string, bt backend.Batch, cha
 	if b.closed {
 		return backend.Head{}, errClosed(op)
 	}
+	if b.opts.DisableExpiry && hasTTL(bt) {
+		return backend.Head{}, unsupported(op, "DisableExpiry")
+	}
 	sp := b.space(name)
+	now := b.opts.Clock()
+	// Keys whose time has come go first, in a commit of their own: the
+	// batch sees them gone, as every reader will.
+	if _, err := b.reap(sp, now, channel, publish); err != nil {
+		return backend.Head{}, fmt.Errorf("memory: %s: %w", op, err)
+	}
 	d := sp.data
 	if d == nil {
 		d = &contextData{}
@@ -155,21 +167,35 @@ func (b *Backend) commit(ctx context.Context, name string, bt backend.Batch, cha
 	if err := b.check(sp, d, bt); err != nil {
 		return backend.Head{}, fmt.Errorf("memory: %s: %w", op, err)
 	}
+	ev, err := b.apply(sp, backend.Batch{Ops: bt.Ops, Codec: bt.Codec, Origin: bt.Origin, EventValueLimit: bt.EventValueLimit}, now, channel, publish)
+	if err != nil {
+		return backend.Head{}, fmt.Errorf("memory: %s: %w", op, err)
+	}
+	b.served(name, sp, bt)
+	return ev.Head, nil
+}
 
-	// Everything that can fail is done before anything is written.
+// apply writes bt's ops to the context of sp as its next revision, at
+// now, appends the event to the change log and publishes it. Nothing is
+// written if it fails. b.mu must be held.
+func (b *Backend) apply(sp *space, bt backend.Batch, now time.Time, channel string, publish bool) (backend.Event, error) {
+	d := sp.data
+	if d == nil {
+		d = &contextData{}
+	}
 	head := backend.Head{Epoch: d.epoch, Revision: d.revision + 1, Commit: randomID(), Parent: d.commit}
 	if head.Epoch == "" {
 		head.Epoch = randomID()
 	}
 	event := backend.EventFromBatch(head, bt)
+	event.ExpiresAt(bt, now)
 	var payload []byte
 	if publish {
 		var err error
 		if payload, err = backend.EncodeEvent(event); err != nil {
-			return backend.Head{}, fmt.Errorf("memory: %s: %w", op, err)
+			return backend.Event{}, err
 		}
 	}
-
 	if sp.data == nil {
 		sp.data = &contextData{entries: make(map[string]storedEntry)}
 		if !b.opts.DisableChangeLog {
@@ -182,22 +208,85 @@ func (b *Backend) commit(ctx context.Context, name string, bt backend.Batch, cha
 	}
 	d.epoch, d.revision, d.commit, d.parent = head.Epoch, head.Revision, head.Commit, head.Parent
 	for _, o := range bt.Ops {
-		if o.Delete {
+		switch {
+		case o.Delete:
 			delete(d.entries, o.Key)
-		} else {
+		case o.TTL > 0:
+			d.entries[o.Key] = storedEntry{value: o.Value, revision: head.Revision, commit: head.Commit, expires: now.Add(o.TTL)}
+		default:
 			d.entries[o.Key] = storedEntry{value: o.Value, revision: head.Revision, commit: head.Commit}
 		}
 	}
 	if d.log != nil {
 		d.log.append(event)
 	}
-	b.served(name, sp, bt)
 	if publish {
 		b.subMu.Lock()
 		b.deliver(channel, payload)
 		b.subMu.Unlock()
 	}
-	return head, nil
+	return event, nil
+}
+
+// hasTTL reports whether a batch puts a key with a TTL.
+func hasTTL(bt backend.Batch) bool {
+	return slices.ContainsFunc(bt.Ops, func(o backend.Op) bool { return !o.Delete && o.TTL != 0 })
+}
+
+// reap deletes the keys of sp's context that have expired by now, in one
+// commit (with no origin: the store made it), and returns its event; the
+// zero Event if none had. b.mu must be held.
+func (b *Backend) reap(sp *space, now time.Time, channel string, publish bool) (backend.Event, error) {
+	d := sp.data
+	if d == nil {
+		return backend.Event{}, nil
+	}
+	var expired []backend.Op
+	for k, e := range d.entries {
+		if !e.expires.IsZero() && !now.Before(e.expires) {
+			expired = append(expired, backend.Op{Key: k, Delete: true})
+		}
+	}
+	if len(expired) == 0 {
+		return backend.Event{}, nil
+	}
+	slices.SortFunc(expired, func(a, b backend.Op) int { return strings.Compare(a.Key, b.Key) })
+	return b.apply(sp, backend.Batch{Ops: expired, Codec: d.codec}, now, channel, publish)
+}
+
+// Expire deletes the keys of context name that have expired by the store's
+// clock (Options.Clock) in one commit, published on channel when atomic
+// publishing is on, as backend.Expirer describes. It fails with an error
+// matching errors.ErrUnsupported if Options.DisableExpiry is set.
+func (b *Backend) Expire(ctx context.Context, name, channel string) (backend.Event, time.Time, time.Time, error) {
+	op := fmt.Sprintf("expire keys of %q", name)
+	if b.opts.DisableExpiry {
+		return backend.Event{}, time.Time{}, time.Time{}, unsupported(op, "DisableExpiry")
+	}
+	if err := begin(ctx, op); err != nil {
+		return backend.Event{}, time.Time{}, time.Time{}, err
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.closed {
+		return backend.Event{}, time.Time{}, time.Time{}, errClosed(op)
+	}
+	sp := b.space(name)
+	now := b.opts.Clock()
+	publish := channel != "" && !b.opts.DisableAtomicPublish
+	ev, err := b.reap(sp, now, channel, publish)
+	if err != nil {
+		return backend.Event{}, time.Time{}, time.Time{}, fmt.Errorf("memory: %s: %w", op, err)
+	}
+	var next time.Time
+	if d := sp.data; d != nil {
+		for _, e := range d.entries {
+			if !e.expires.IsZero() && (next.IsZero() || e.expires.Before(next)) {
+				next = e.expires
+			}
+		}
+	}
+	return ev, next, now, nil
 }
 
 // check reports why bt cannot commit to the context of sp, whose data is d

@@ -223,6 +223,9 @@ func validBatch(name string, bt backend.Batch) error {
 	if err := checkName(name); err != nil {
 		return err
 	}
+	if err := backend.NoTTL(bt); err != nil {
+		return err
+	}
 	if len(bt.Ops) == 0 {
 		return errors.New("empty batch")
 	}

@@ -270,6 +270,9 @@ func validBatch(bt backend.Batch) error {
 	if len(bt.Ops) == 0 {
 		return errors.New("empty batch")
 	}
+	if err := backend.NoTTL(bt); err != nil {
+		return err
+	}
 	seen := make(map[string]struct{}, len(bt.Ops))
 	for _, o := range bt.Ops {
 		if o.Key == "" {

@@ -334,6 +334,9 @@ func validateBatch(bt backend.Batch) error {
 	if len(bt.Ops) == 0 {
 		return errors.New("batch has no ops")
 	}
+	if err := backend.NoTTL(bt); err != nil {
+		return err
+	}
 	seen := make(map[string]bool, len(bt.Ops))
 	for _, o := range bt.Ops {
 		if o.Key == "" {

@@ -1,0 +1,178 @@
+package conformance
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/contextd-go/contextd/backend"
+	"github.com/contextd-go/contextd/contextd"
+)
+
+// putTTL is a put that expires after ttl.
+func putTTL(key, value string, ttl time.Duration) backend.Op {
+	return backend.Op{Key: key, Value: []byte(value), TTL: ttl}
+}
+
+// entryOf returns the entry of key in snap.
+func entryOf(snap backend.Snapshot, key string) (backend.Entry, bool) {
+	for _, e := range snap.Entries {
+		if e.Key == key {
+			return e, true
+		}
+	}
+	return backend.Entry{}, false
+}
+
+// testExpiry checks the Expiry capability: puts with a TTL expire, by an
+// ordinary revisioned delete, per key; a rewrite without TTL keeps the key,
+// one with a TTL sets a new deadline; Expire is idempotent.
+func testExpiry(t *testing.T, h Harness) {
+	expirer := func(t *testing.T, b backend.Backend) backend.Expirer {
+		t.Helper()
+		x, ok := b.(backend.Expirer)
+		if !ok {
+			t.Fatalf("Expiry is declared, but %T does not implement backend.Expirer", b)
+		}
+		return x
+	}
+	ttl, margin := h.shortTTL(), h.expiryMargin()
+	// pastTTL waits until ttl (plus a margin for the store's clock) has
+	// passed since start: time must pass, there is nothing to wait for.
+	pastTTL := func(start time.Time) { time.Sleep(time.Until(start.Add(ttl + margin))) }
+
+	t.Run("Recorded", func(t *testing.T) {
+		t.Parallel()
+		s, name := h.NewBackend(t), uniqueName(t)
+		before := time.Now()
+		mustCommit(t, s, name, batch(putTTL("k", "v", longTTL), put("forever", "v")))
+		after := time.Now()
+		snap := mustLoad(t, s, name)
+		e, _ := entryOf(snap, "k")
+		// Same-machine clocks; a second of slack for the store's.
+		if e.Expires.Before(before.Add(longTTL-time.Second)) || e.Expires.After(after.Add(longTTL+time.Second)) {
+			t.Errorf("Load: k expires at %v, want about %v after the commit (%v)", e.Expires, longTTL, before)
+		}
+		if f, _ := entryOf(snap, "forever"); !f.Expires.IsZero() {
+			t.Errorf("Load: a key put without TTL expires at %v, want never", f.Expires)
+		}
+		if g, err := s.Get(t.Context(), name, "k"); err != nil || !g.Expires.Equal(e.Expires) {
+			t.Errorf("Get: k expires at %v (%v), Load says %v", g.Expires, err, e.Expires)
+		}
+	})
+
+	t.Run("ExpireDeletes", func(t *testing.T) {
+		t.Parallel()
+		s, name := h.NewBackend(t), uniqueName(t)
+		x := expirer(t, s)
+		start := time.Now()
+		h1 := mustCommit(t, s, name, batch(putTTL("k", "v", ttl), put("j", "v"), putTTL("late", "v", longTTL)))
+		if ev, _, _, err := x.Expire(t.Context(), name, ""); err != nil || ev.Revision != 0 {
+			t.Fatalf("Expire before any deadline = %+v, %v; want no commit", ev.Head, err)
+		}
+		pastTTL(start)
+		ev, next, now, err := x.Expire(t.Context(), name, "")
+		if err != nil {
+			t.Fatalf("Expire: %v", err)
+		}
+		if ev.Revision != h1.Revision+1 || len(ev.Changes) != 1 || ev.Changes[0].Key != "k" || !ev.Changes[0].Deleted {
+			t.Fatalf("Expire after k's TTL = %s; want a delete of k at revision %d", fmtEvent(ev), h1.Revision+1)
+		}
+		if now.IsZero() || next.Before(now.Add(longTTL/2)) {
+			t.Errorf("Expire: next deadline %v, store clock %v; want late's deadline about %v ahead", next, now, longTTL)
+		}
+		wantEntries(t, "Load after k expired", mustLoad(t, s, name).Entries, entry("j", "v", h1.Revision), entry("late", "v", h1.Revision))
+		if again, _, _, err := x.Expire(t.Context(), name, ""); err != nil || again.Revision != 0 {
+			t.Errorf("a second Expire = %+v, %v; want nothing (expiring is idempotent)", again.Head, err)
+		}
+		if log, ok := s.(backend.ChangeLog); ok && h.Capabilities.ChangeLog {
+			evs, err := log.ChangesSince(t.Context(), name, h1.Epoch, h1.Revision)
+			if err != nil || len(evs) != 1 || evs[0].Revision != ev.Revision || !evs[0].Changes[0].Deleted {
+				t.Errorf("the change log after the expiry = %s, %v; want the delete", fmtEvents(evs), err)
+			}
+		}
+	})
+
+	t.Run("RewriteKeepsRefreshExtends", func(t *testing.T) {
+		t.Parallel()
+		s, name := h.NewBackend(t), uniqueName(t)
+		x := expirer(t, s)
+		start := time.Now()
+		mustCommit(t, s, name, batch(putTTL("kept", "1", ttl), putTTL("refreshed", "1", ttl), putTTL("gone", "1", ttl)))
+		h2 := mustCommit(t, s, name, batch(put("kept", "2"), putTTL("refreshed", "2", longTTL)))
+		pastTTL(start)
+		ev, _, _, err := x.Expire(t.Context(), name, "")
+		if err != nil || len(ev.Changes) != 1 || ev.Changes[0].Key != "gone" {
+			t.Fatalf("Expire = %s, %v; want only gone deleted (kept was rewritten without TTL, refreshed with a longer one)", fmtEvent(ev), err)
+		}
+		snap := mustLoad(t, s, name)
+		wantEntries(t, "Load", snap.Entries, entry("kept", "2", h2.Revision), entry("refreshed", "2", h2.Revision))
+		if e, _ := entryOf(snap, "kept"); !e.Expires.IsZero() {
+			t.Errorf("kept, rewritten without TTL, expires at %v", e.Expires)
+		}
+	})
+
+	t.Run("PublishedAndDeletedForEveryInstance", func(t *testing.T) {
+		t.Parallel()
+		name := uniqueName(t)
+		cs := instances[string](t, h, name, 2, nil)
+		ctx := t.Context()
+		watch := cs[1].Watch(ctx)
+		if err := cs[0].UpdateContext(ctx, "session", "alice", contextd.WithTTL(ttl)); err != nil {
+			t.Fatal(err)
+		}
+		put := nextChange(t, watch)
+		if put.Key != "session" || put.Deleted || put.Expires.IsZero() && h.Capabilities.AtomicPublish {
+			t.Logf("the put as watched: %+v", put)
+		}
+		// Nobody writes: an instance notices the deadline and the key
+		// goes for both, by a revisioned delete that Watch sees.
+		del := nextChange(t, watch)
+		if del.Key != "session" || !del.Deleted || del.Revision != put.Revision+1 {
+			t.Fatalf("after the TTL the watcher saw %+v; want the delete of session at revision %d", del, put.Revision+1)
+		}
+		waitRevision(t, del.Revision, cs...)
+		for i, c := range cs {
+			if _, ok, err := c.Get(ctx, "session"); ok || err != nil {
+				t.Errorf("instance %d still has the expired key (%v)", i, err)
+			}
+		}
+	})
+}
+
+// nextChange returns the next change of a watch that is not a Reset, failing
+// the test after waitTimeout.
+func nextChange[T any](t *testing.T, w <-chan contextd.Change[T]) contextd.Change[T] {
+	t.Helper()
+	timer := time.NewTimer(waitTimeout)
+	defer timer.Stop()
+	for {
+		select {
+		case ch, ok := <-w:
+			if !ok {
+				t.Fatal("watch closed")
+			}
+			if ch.Reset {
+				continue
+			}
+			return ch
+		case <-timer.C:
+			t.Fatalf("no change within %v", waitTimeout)
+		}
+	}
+}
+
+// testNoExpiry checks that a store without Expiry refuses a TTL rather than
+// keep the key for good.
+func testNoExpiry(t *testing.T, h Harness) {
+	t.Parallel()
+	s, name := h.NewBackend(t), uniqueName(t)
+	if _, err := s.Commit(t.Context(), name, batch(putTTL("k", "v", time.Minute))); !errors.Is(err, errors.ErrUnsupported) {
+		t.Errorf("Commit of a put with a TTL on a store without Expiry = %v; want an error matching errors.ErrUnsupported", err)
+	}
+	c := instances[string](t, h, name, 1, nil)[0]
+	if err := c.UpdateContext(context.Background(), "k", "v", contextd.WithTTL(time.Minute)); !errors.Is(err, errors.ErrUnsupported) {
+		t.Errorf("UpdateContext WithTTL on a backend without Expiry = %v; want errors.ErrUnsupported", err)
+	}
+}
