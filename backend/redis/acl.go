@@ -17,9 +17,11 @@ var aclCommands = []string{
 	"+zadd", "+zrem", "+zrange", "+zcard", "+zscore",
 	"+publish", "+spublish",
 	// Outside scripts: the periodic revision check (HMGET, above), pub/sub
-	// and its watchdog, and the WAIT-for-replicas mode. Subscriptions end
-	// by closing their connection, so no UNSUBSCRIBE.
-	"+subscribe", "+ssubscribe", "+ping", "+wait",
+	// and its watchdog, and the WAIT-for-replicas mode. Subscriptions
+	// share a connection, so the last one of a channel to close
+	// unsubscribes it (refused, the channel would only stay subscribed
+	// until the connection closes).
+	"+subscribe", "+ssubscribe", "+unsubscribe", "+sunsubscribe", "+ping", "+wait",
 }
 
 // ACLRules returns the Redis ACL rules, one argument each, that let a user
