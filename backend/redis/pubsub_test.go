@@ -311,30 +311,35 @@ func TestSlowSubscriberOverflowsAlone(t *testing.T) {
 	same := subscribe(t, b, "slow")
 	other := subscribe(t, b, "other")
 
-	read := func(sub broadcaster.Subscription, last string) chan error {
-		res := make(chan error, 1)
+	// The readers that keep up are never more than one message behind: the
+	// publisher waits for both to have read each message before the next.
+	type reader struct {
+		who  string
+		read chan int   // the index of each message read
+		err  chan error // why it stopped early
+	}
+	read := func(who string, sub broadcaster.Subscription) reader {
+		r := reader{who: who, read: make(chan int, n), err: make(chan error, 1)}
 		go func() {
-			for j := 0; ; j++ {
+			for j := range n {
 				m, err := sub.Next(ctx)
 				switch {
 				case err != nil:
-					res <- err
+					r.err <- err
 					return
 				case m.Loss || m.Interrupted:
-					res <- fmt.Errorf("a reader that keeps up got %s after %d messages", describe(m), j)
-					return
-				case string(m.Payload) == last:
-					res <- nil
+					r.err <- fmt.Errorf("a reader that keeps up got %s after %d messages", describe(m), j)
 					return
 				case string(m.Payload) != fmt.Sprint("m", j):
-					res <- fmt.Errorf("message %d is %q, want m%d", j, m.Payload, j)
+					r.err <- fmt.Errorf("message %d is %q, want m%d", j, m.Payload, j)
 					return
 				}
+				r.read <- j
 			}
 		}()
-		return res
+		return r
 	}
-	sameDone, otherDone := read(same, fmt.Sprint("m", n-1)), read(other, "end")
+	readers := []reader{read("same channel", same), read("other channel", other)}
 	for j := range n {
 		if err := pub.Publish(ctx, "slow", fmt.Appendf(nil, "m%d", j)); err != nil {
 			t.Fatal(err)
@@ -342,18 +347,19 @@ func TestSlowSubscriberOverflowsAlone(t *testing.T) {
 		if err := pub.Publish(ctx, "other", fmt.Appendf(nil, "m%d", j)); err != nil {
 			t.Fatal(err)
 		}
-	}
-	// "end" comes on the shared connection after every message of "slow":
-	// once other has it, all of them have been handed to slow.
-	if err := pub.Publish(ctx, "other", []byte("end")); err != nil {
-		t.Fatal(err)
-	}
-	for who, done := range map[string]chan error{"same channel": sameDone, "other channel": otherDone} {
-		if err := <-done; err != nil {
-			t.Errorf("the reader of the %s: %v", who, err)
+		for _, r := range readers {
+			select {
+			case <-r.read:
+			case err := <-r.err:
+				t.Fatalf("the reader of the %s: %v", r.who, err)
+			case <-time.After(faultWait):
+				t.Fatalf("the reader of the %s did not get m%d within %v", r.who, j, faultWait)
+			}
 		}
 	}
-
+	// Every message of "slow" has been handed to slow too, the last one
+	// perhaps a moment after the reader of the same channel read it (one
+	// dispatch hands it to both; Next waits for it).
 	if m := nextOf(t, slow, "the slow reader"); !m.Loss {
 		t.Fatalf("the slow reader's first delivery is %s, want Loss before anything after its dropped backlog", describe(m))
 	}
