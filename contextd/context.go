@@ -210,12 +210,7 @@ func (c *Context[T]) Lag() uint64 {
 	if c == nil {
 		return 0
 	}
-	c.cache.mu.RLock()
-	defer c.cache.mu.RUnlock()
-	if c.cache.known < c.cache.applied {
-		return 0
-	}
-	return c.cache.known - c.cache.applied
+	return c.cache.lag()
 }
 
 // Close stops the background work and waits for it, closes Watch channels,

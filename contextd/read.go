@@ -32,11 +32,8 @@ func (c *Context[T]) Get(ctx context.Context, key string, opts ...ReadOption) (T
 	if len(opts) > 0 && readOpts(opts).fresh {
 		return c.getFresh(ctx, key)
 	}
-	c.cache.mu.RLock()
-	e, ok := c.cache.entries[key]
-	stale := c.cache.staleness()
-	c.cache.mu.RUnlock()
-	if stale != nil && c.opts.FailClosed {
+	e, ok := c.cache.current().entries.Get(key)
+	if stale := c.cache.staleness(); stale != nil && c.opts.FailClosed {
 		return zero, false, c.errorf("get %q", staleError(stale), key)
 	}
 	if !ok || e.deleted {
@@ -89,14 +86,14 @@ func (c *Context[T]) GetContext(ctx context.Context) (map[string]T, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, c.errorf("get context", err)
 	}
-	c.cache.mu.RLock()
-	defer c.cache.mu.RUnlock()
 	if stale := c.cache.staleness(); stale != nil && c.opts.FailClosed {
 		return nil, c.errorf("get context", staleError(stale))
 	}
-	out := make(map[string]T, c.cache.live)
+	// One view, read without a lock: writers go on meanwhile.
+	v := c.cache.current()
+	out := make(map[string]T, v.live)
 	var errs []error
-	for k, e := range c.cache.entries {
+	for k, e := range v.entries.All() {
 		switch {
 		case e.deleted:
 		case e.err != nil:

@@ -298,9 +298,10 @@ func (c *Context[T]) maintain(ctx context.Context) {
 // check runs one comparison; it returns the store revision to look for at
 // the next check, if the copy is behind it now.
 func (c *Context[T]) check(ctx context.Context, behindAt uint64) uint64 {
-	c.cache.mu.RLock()
-	epoch, before, commit, stale := c.cache.epoch, c.cache.applied, c.cache.commit, c.cache.stale
-	c.cache.mu.RUnlock()
+	c.cache.mu.Lock()
+	epoch, before, commit := c.cache.epoch, c.cache.applied, c.cache.commit
+	c.cache.mu.Unlock()
+	stale := c.cache.staleErr()
 	h, err := c.store.Revision(ctx, c.name)
 	if err != nil {
 		if ctx.Err() == nil {

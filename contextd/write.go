@@ -129,16 +129,29 @@ func (c *Context[T]) modify(ctx context.Context, key string, fn func(T, bool) (T
 	if fn == nil {
 		return result, invalid("nil function")
 	}
-	// Start from the local copy; on a conflict, from the store.
-	c.cache.mu.RLock()
-	e, exists := c.cache.entries[key]
-	c.cache.mu.RUnlock()
-	cur, rev, commit, ok, curErr := e.value, e.rev, e.commit, exists && !e.deleted, e.err
-	if !ok {
-		rev, commit = 0, ""
+	var (
+		cur     T
+		rev     uint64
+		commit  string
+		ok      bool
+		curErr  error
+		backoff conflictBackoff
+	)
+	// Each attempt starts from the local copy as it is then — after a wait
+	// for a lock, events have usually brought it up to date, which saves a
+	// conflict and a read — unless the store reported something newer.
+	fromCopy := func() {
+		e, exists := c.cache.current().entries.Get(key)
+		if !exists || e.rev < rev {
+			return
+		}
+		cur, rev, commit, ok, curErr = e.value, e.rev, e.commit, !e.deleted, e.err
+		if !ok {
+			rev, commit = 0, ""
+		}
 	}
-	var backoff conflictBackoff
 	err := c.write(ctx, []string{key}, opts, func(ctx context.Context, leases []locker.Lease, w *locker.Waiter) error {
+		fromCopy()
 		for {
 			if curErr != nil {
 				return curErr

@@ -46,14 +46,16 @@ type Policy struct {
 // that happened between the attempt and the arming is not missed, and every
 // later release wakes the pause early.
 //
-// With p.Queue, every attempt gets the same Waiter, which the fair locker
-// queues at the first refusal; when Retry returns an error, the waiter is
+// With p.Queue and retries allowed, every attempt gets the same Waiter,
+// which the fair locker queues at the first refusal; when Retry returns an error, the waiter is
 // dequeued from keys (the store dequeues it itself on success). Without
 // it, w is nil and waiting is jittered polling, with no bound on how often
 // one waiter can lose to others.
 func Retry(ctx context.Context, name string, keys []string, p Policy, try func(ctx context.Context, w *Waiter) error, retryable func(error) bool) (err error) {
 	var w *Waiter
-	if p.Queue != nil {
+	// A caller that will not wait (one attempt) takes no place in a
+	// queue: it would only block the others until it left again.
+	if p.Queue != nil && p.MaxRetries > 0 {
 		waiter := NewWaiter(holdFor(p))
 		w = &waiter
 		defer func() {

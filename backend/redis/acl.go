@@ -16,12 +16,12 @@ var aclCommands = []string{
 	"+xadd", "+xrevrange",
 	"+zadd", "+zrem", "+zrange", "+zcard", "+zscore",
 	"+publish", "+spublish",
-	// Outside scripts: the periodic revision check (HMGET, above), pub/sub
-	// and its watchdog, and the WAIT-for-replicas mode. Subscriptions
-	// share a connection, so the last one of a channel to close
-	// unsubscribes it (refused, the channel would only stay subscribed
-	// until the connection closes).
-	"+subscribe", "+ssubscribe", "+unsubscribe", "+sunsubscribe", "+ping", "+wait",
+	// Outside scripts: snapshots (HMGET and HGETALL, above, in MULTI/EXEC),
+	// the periodic revision check (HMGET), pub/sub and its watchdog, and
+	// the WAIT-for-replicas mode. Subscriptions share a connection, so the
+	// last one of a channel to close unsubscribes it (refused, the channel
+	// would only stay subscribed until the connection closes).
+	"+multi", "+exec", "+subscribe", "+ssubscribe", "+unsubscribe", "+sunsubscribe", "+ping", "+wait",
 }
 
 // ACLRules returns the Redis ACL rules, one argument each, that let a user
