@@ -225,7 +225,10 @@ func (h *hub) join(ctx context.Context, name string, k sink) (*member, error) {
 		m.first = first
 		c.shard.kickLocked()
 		h.mu.Unlock()
-		return m, h.awaitFirst(ctx, m, first)
+		if err := h.awaitFirst(ctx, m, first); err != nil {
+			return nil, err
+		}
+		return m, nil
 	}
 }
 
@@ -749,6 +752,7 @@ func (s *shard) refused(ps *goredis.PubSub, rerr goredis.Error) bool {
 		s.retryLocked(c, now)
 		return true
 	}
+	c.subGen = 0 // refused: nothing to unsubscribe
 	h.failFirstLocked(c, rerr)
 	if h.channels[c.name] == c {
 		s.retryLocked(c, now)
