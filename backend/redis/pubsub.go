@@ -779,8 +779,12 @@ func isRedirect(msg string) bool {
 }
 
 // retryDue subscribes again the channels whose retry is due; it reports
-// false if ps is to be replaced.
+// false if it finds ps is to be replaced (a failed write also closes ps,
+// which ends the reader's Receive).
 func (s *shard) retryDue(ps *goredis.PubSub, now time.Time) bool {
+	if r := s.retryWake.Load(); r == 0 || now.UnixNano() < r {
+		return true // nothing due: spare the mutex on every message
+	}
 	h := s.h
 	h.mu.Lock()
 	if s.ps != ps || s.failed {
