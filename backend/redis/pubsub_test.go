@@ -699,3 +699,100 @@ func TestClusterConnectionPerShard(t *testing.T) {
 	check(byMaster[1], second, 2)
 	check(byMaster[2], third, 2)
 }
+
+// TestReleaseWatchesShareTheConnection arms ten release watches beside a
+// Subscription on one Backend: they add no connection (and one
+// subscriber of the context's unlock channel in Redis), and a release
+// wakes every one of them.
+func TestReleaseWatchesShareTheConnection(t *testing.T) {
+	t.Parallel()
+	srv := redistest.Start(t, nil)
+	ctx := faultCtx(t)
+	b := newBackend(t, srv, nil)
+	holder := newBackend(t, srv, nil)
+	const name = "watches"
+	_ = subscribe(t, b, backend.DefaultChannel(name))
+	lease, err := holder.TryAcquire(ctx, name, "k", time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var notes []<-chan struct{}
+	for range 10 {
+		notify, stop, err := b.WatchRelease(ctx, name, "k")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer stop()
+		notes = append(notes, notify)
+	}
+	if got, err := pubsubConns(ctx, srv, clientName(t)); err != nil || got != 1 {
+		t.Fatalf("a Subscription and 10 release watches use %d pub/sub connections (%v), want 1", got, err)
+	}
+	v, err := srv.Do(ctx, "PUBSUB", "NUMSUB", backend.HashTag(name)+":unlock")
+	if a, _ := v.([]any); err != nil || len(a) != 2 || a[1] != int64(1) {
+		t.Fatalf("PUBSUB NUMSUB of the unlock channel = %v (%v), want 1 subscriber", v, err)
+	}
+	if err := holder.Release(ctx, lease); err != nil {
+		t.Fatal(err)
+	}
+	for i, notify := range notes {
+		select {
+		case <-notify:
+		case <-time.After(faultWait):
+			t.Fatalf("release watch %d not woken by the release", i)
+		}
+	}
+}
+
+// TestClusterSlotMigrationMovesOnlyItsChannels subscribes, on one Backend,
+// to channels of two slots of the same master, and moves one slot to
+// another master: only that slot's Subscription is interrupted and
+// reports a loss (it follows the slot to its new owner); the other goes on
+// undisturbed on the same connection.
+func TestClusterSlotMigrationMovesOnlyItsChannels(t *testing.T) {
+	c := redistest.StartCluster(t, 3)
+	ctx := faultCtx(t)
+	b := clusterBackend(t, c)
+	pub := backendOn(t, goredis.NewClusterClient(&goredis.ClusterOptions{Addrs: c.Addrs()}), nil)
+	// Two contexts on one master, in different slots.
+	var names []string
+	var slots []int
+	owner := -1
+	for i := 0; len(names) < 2; i++ {
+		n := fmt.Sprint("migrate-", i)
+		slot := redistest.KeySlot(backend.HashTag(n))
+		o, err := c.SlotOwner(ctx, slot)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if (owner == -1 || o == owner) && (len(slots) == 0 || slots[0] != slot) {
+			owner = o
+			names, slots = append(names, n), append(slots, slot)
+		}
+	}
+	moving := subscribe(t, b, backend.DefaultChannel(names[0]))
+	staying := subscribe(t, b, backend.DefaultChannel(names[1]))
+	if err := c.MigrateSlot(ctx, slots[0], (owner+1)%3); err != nil {
+		t.Fatal(err)
+	}
+	if m := nextOf(t, moving, "the moved slot's Subscription"); !m.Interrupted {
+		t.Fatalf("the moved slot's Subscription first delivered %s, want Interrupted", describe(m))
+	}
+	if m := nextOf(t, moving, "the moved slot's Subscription"); !m.Loss {
+		t.Fatalf("the moved slot's Subscription delivered %s after Interrupted, want Loss", describe(m))
+	}
+	for i, n := range names {
+		if err := pub.Publish(ctx, backend.DefaultChannel(n), []byte("after")); err != nil {
+			t.Fatalf("publish to %s: %v", n, err)
+		}
+		sub := []broadcaster.Subscription{moving, staying}[i]
+		expectMessage(t, sub, "after", fmt.Sprintf("the Subscription of %s after the migration", n))
+	}
+	for i, node := range c.Nodes() {
+		want := 0
+		if i == owner || i == (owner+1)%3 {
+			want = 1
+		}
+		waitConns(t, node, clientName(t), want)
+	}
+}
