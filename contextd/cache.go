@@ -4,6 +4,7 @@ import (
 	"slices"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/contextd-go/contextd/backend"
 	"github.com/contextd-go/contextd/internal/pmap"
@@ -21,8 +22,27 @@ type entry[T any] struct {
 	// is caught as a conflict.
 	commit  string
 	deleted bool
+	// expires is when the key expires by the store's clock, in Unix
+	// milliseconds; 0 if it does not.
+	expires int64
 	// err is set when the stored value did not decode.
 	err error
+}
+
+// unixMilli is the time of Unix milliseconds ms, the zero time for 0.
+func unixMilli(ms int64) time.Time {
+	if ms == 0 {
+		return time.Time{}
+	}
+	return time.UnixMilli(ms)
+}
+
+// milliOf is t in Unix milliseconds, 0 for the zero time.
+func milliOf(t time.Time) int64 {
+	if t.IsZero() {
+		return 0
+	}
+	return t.UnixMilli()
 }
 
 // update is one decoded change, prepared outside the cache lock.
@@ -30,6 +50,7 @@ type update[T any] struct {
 	key     string
 	value   T
 	deleted bool
+	expires int64
 	err     error
 }
 
@@ -135,6 +156,10 @@ type cache[T any] struct {
 	deaf atomic.Pointer[errBox]
 
 	watchers []*watcher[T]
+	// pending and pendingReset are what watchers get once the view being
+	// changed is published (emit, resetWatchers).
+	pending      []Change[T]
+	pendingReset bool
 }
 
 func newCache[T any](self string) *cache[T] {
@@ -156,10 +181,24 @@ func (c *cache[T]) lock() {
 	c.edit = pmap.NewBuilder(c.cur.Load().entries)
 }
 
-// unlock publishes the changed copy as the new view and releases mu.
+// unlock publishes the changed copy as the new view, then hands watchers
+// what changed, and releases mu.
 func (c *cache[T]) unlock() {
 	c.cur.Store(&view[T]{entries: c.edit.Map(), live: c.live, epoch: c.epoch, applied: c.applied})
 	c.edit = nil
+	if c.pendingReset {
+		for _, w := range c.watchers {
+			w.reset()
+		}
+		c.pendingReset = false
+	}
+	if len(c.pending) > 0 {
+		for _, w := range c.watchers {
+			w.push(c.pending)
+		}
+		clear(c.pending)
+		c.pending = c.pending[:0]
+	}
 	c.mu.Unlock()
 }
 
@@ -169,7 +208,11 @@ func (c *cache[T]) entry(key string) (entry[T], bool) { return c.edit.Get(key) }
 // adoptable reports whether the cache has never seen data, so a first epoch
 // can be taken without a resync. Callers hold mu.
 func (c *cache[T]) adoptable() bool {
-	return c.epoch == "" && c.applied == 0 && len(c.ahead) == 0 && c.edit.Len() == 0
+	n := c.current().entries.Len()
+	if c.edit != nil {
+		n = c.edit.Len()
+	}
+	return c.epoch == "" && c.applied == 0 && len(c.ahead) == 0 && n == 0
 }
 
 // adopt reports whether a change of epoch can be applied to the cache: it
@@ -281,8 +324,8 @@ func (c *cache[T]) applyOwn(h backend.Head, origin string, ups []update[T]) verd
 func (c *cache[T]) set(rev uint64, commit, origin string, ups []update[T]) []Change[T] {
 	changes := make([]Change[T], 0, len(ups))
 	for _, u := range ups {
-		changes = append(changes, Change[T]{Key: u.key, Value: u.value, Deleted: u.deleted, Revision: rev, Origin: origin, Err: u.err})
-		c.putNewer(u.key, entry[T]{value: u.value, rev: rev, commit: commit, deleted: u.deleted, err: u.err})
+		changes = append(changes, Change[T]{Key: u.key, Value: u.value, Deleted: u.deleted, Revision: rev, Origin: origin, Expires: unixMilli(u.expires), Err: u.err})
+		c.putNewer(u.key, entry[T]{value: u.value, rev: rev, commit: commit, deleted: u.deleted, expires: u.expires, err: u.err})
 	}
 	return changes
 }
@@ -396,7 +439,7 @@ func (c *cache[T]) applySnapshot(h backend.Head, epochBefore string, appliedBefo
 		if se.rev == 0 {
 			continue // markDamaged took it
 		}
-		if !c.putNewer(se.key, entry[T]{value: se.value, rev: se.rev, commit: se.commit, err: se.err}) {
+		if !c.putNewer(se.key, entry[T]{value: se.value, rev: se.rev, commit: se.commit, expires: se.expires, err: se.err}) {
 			continue
 		}
 		if watched && se.rev > c.applied {
@@ -568,27 +611,33 @@ func (c *cache[T]) replace(h backend.Head, ents []snapshotEntry[T]) {
 	c.edit = pmap.NewBuilder(pmap.Map[entry[T]]{})
 	c.live = 0
 	for _, se := range ents {
-		c.put(se.key, entry[T]{value: se.value, rev: se.rev, commit: se.commit, err: se.err}, entry[T]{}, false)
+		c.put(se.key, entry[T]{value: se.value, rev: se.rev, commit: se.commit, expires: se.expires, err: se.err}, entry[T]{}, false)
 	}
 	for r, mine := range c.ahead {
 		for _, ch := range mine.changes {
-			c.putNewer(ch.Key, entry[T]{value: ch.Value, rev: r, commit: mine.commit, deleted: ch.Deleted, err: ch.Err})
+			c.putNewer(ch.Key, entry[T]{value: ch.Value, rev: r, commit: mine.commit, deleted: ch.Deleted, expires: milliOf(ch.Expires), err: ch.Err})
 		}
 	}
-	for _, w := range c.watchers {
-		w.reset()
-	}
+	c.resetWatchers()
 }
 
-// emit hands changes to every watcher. Callers hold mu, which is what keeps
-// each watcher's changes in revision order.
+// emit queues changes for every watcher; unlock hands them over once the
+// view that holds them is published, so a watcher that reads after a
+// change sees it. Callers hold mu, which is what keeps each watcher's
+// changes in revision order.
 func (c *cache[T]) emit(changes []Change[T]) {
-	if len(changes) == 0 {
+	if len(changes) == 0 || len(c.watchers) == 0 {
 		return
 	}
-	for _, w := range c.watchers {
-		w.push(changes)
-	}
+	c.pending = append(c.pending, changes...)
+}
+
+// resetWatchers owes every watcher a Reset (the copy was replaced), sent
+// when the new view is published; changes queued before it are moot.
+// Callers hold mu.
+func (c *cache[T]) resetWatchers() {
+	c.pendingReset = len(c.watchers) > 0
+	c.pending = c.pending[:0]
 }
 
 // head reports the epoch and applied revision of the current view.
@@ -636,6 +685,14 @@ func (c *cache[T]) heard(rev uint64) {
 	c.mu.Unlock()
 }
 
+// lagIf returns lag() if want, else 0 (sparing the lock).
+func (c *cache[T]) lagIf(want bool) uint64 {
+	if !want {
+		return 0
+	}
+	return c.lag()
+}
+
 // lag returns how far the store is known to be ahead of the copy.
 func (c *cache[T]) lag() uint64 {
 	c.mu.Lock()
@@ -653,8 +710,9 @@ func (c *cache[T]) lag() uint64 {
 // in time. A gap advances nothing: the catch-up it causes finds out what the
 // store really holds, so one bogus revision cannot poison the bookkeeping.
 func (c *cache[T]) classify(h backend.Head, ordered bool) verdict {
-	c.lock()
-	defer c.unlock()
+	// Bookkeeping only: no entry changes, so no new view.
+	c.mu.Lock()
+	defer c.mu.Unlock()
 	same := h.Epoch == c.epoch
 	if !same && !c.adoptable() {
 		return resync

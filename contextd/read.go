@@ -4,8 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-
-	"github.com/contextd-go/contextd/backend"
 )
 
 // Get returns the value of key from the local copy, and whether the key
@@ -54,19 +52,8 @@ func readOpts(opts []ReadOption) readOptions {
 }
 
 func (c *Context[T]) getFresh(ctx context.Context, key string) (T, bool, error) {
-	var zero T
-	e, err := c.store.Get(ctx, c.name, key)
-	if errors.Is(err, backend.ErrNotFound) {
-		return zero, false, nil
-	}
-	if err != nil {
-		return zero, false, c.errorf("get %q", err, key)
-	}
-	v, err := c.decode(key, e.Value)
-	if err != nil {
-		return zero, false, c.errorf("get %q", err, key)
-	}
-	return v, true, nil
+	e, ok, err := c.freshEntry(ctx, key)
+	return e.Value, ok, err
 }
 
 func staleError(cause error) error {

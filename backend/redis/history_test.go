@@ -386,7 +386,11 @@ func (h *history) work(i, id int, rng *rand.Rand) {
 			for _, j := range rng.Perm(len(deletable))[:1+rng.IntN(2)] {
 				op.Deletes = append(op.Deletes, deletable[j])
 			}
-			err = cx.Delete(ctx, op.Deletes...)
+			txn := cx.Txn()
+			for _, k := range op.Deletes {
+				txn.Delete(k)
+			}
+			_, err = txn.Commit(ctx)
 		case p < 52:
 			v := next()
 			op.Kind, op.Key, op.Puts = checker.Inc, histCounter, map[string]checker.Value{histCounter: v}

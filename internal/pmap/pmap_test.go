@@ -131,7 +131,9 @@ func FuzzOps(f *testing.F) {
 				want[k] = i
 			}
 			if op&128 != 0 {
+				// A map handed out must not change with later edits.
 				m = b.Map()
+				check(t, m, maps.Clone(want))
 			}
 		}
 		check(t, b.Map(), want)
