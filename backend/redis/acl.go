@@ -18,9 +18,10 @@ var aclCommands = []string{
 	"+publish", "+spublish",
 	// Outside scripts: snapshots (HMGET and HGETALL, above, in MULTI/EXEC),
 	// the periodic revision check (HMGET), pub/sub and its watchdog, and
-	// the WAIT-for-replicas mode. Subscriptions end by closing their
-	// connection, so no UNSUBSCRIBE.
-	"+multi", "+exec", "+subscribe", "+ssubscribe", "+ping", "+wait",
+	// the WAIT-for-replicas mode. Subscriptions share a connection, so the
+	// last one of a channel to close unsubscribes it (refused, the channel
+	// would only stay subscribed until the connection closes).
+	"+multi", "+exec", "+subscribe", "+ssubscribe", "+unsubscribe", "+sunsubscribe", "+ping", "+wait",
 }
 
 // ACLRules returns the Redis ACL rules, one argument each, that let a user

@@ -35,6 +35,12 @@ type Backend struct {
 	// Backend and a counter, unique without a system call per commit.
 	idPrefix string
 	idSeq    atomic.Uint64
+	// hub holds the shared pub/sub connections (pubsub.go).
+	hub *hub
+	// subscribeHook, when set, replaces Subscribe: only tests set it, to
+	// measure the former one-connection-per-subscription design against
+	// the shared connections in the same run.
+	subscribeHook func(ctx context.Context, channel string) (broadcaster.Subscription, error)
 }
 
 var (
@@ -48,7 +54,9 @@ var (
 
 func newBackend(client goredis.UniversalClient, owned bool, o Options) *Backend {
 	_, sharded := client.(*goredis.ClusterClient)
-	return &Backend{client: client, owned: owned, opts: o, sharded: sharded, mayResend: mayResend(client), idPrefix: randomHex(8)}
+	b := &Backend{client: client, owned: owned, opts: o, sharded: sharded, mayResend: mayResend(client), idPrefix: randomHex(8)}
+	b.hub = newHub(b)
+	return b
 }
 
 // mayResend reports whether client may send a command again after its
@@ -85,11 +93,18 @@ func (b *Backend) Capabilities() backend.Capabilities {
 	}
 }
 
-// Close closes the client if the Backend opened it (Open, OpenURL); a
-// client passed to New stays open. Subscriptions made by the Backend stop
-// working. Close is idempotent.
+// Close closes the Backend's pub/sub connections, and the client if the
+// Backend opened it (Open, OpenURL); a client passed to New stays open.
+// Subscriptions made by the Backend end (Next returns an error matching
+// broadcaster.ErrClosed), and so do their goroutines; Subscribe and
+// WatchRelease fail with broadcaster.ErrClosed afterwards. Close is
+// idempotent.
 func (b *Backend) Close() error {
-	if b.closed.Swap(true) || !b.owned {
+	if b.closed.Swap(true) {
+		return nil
+	}
+	b.hub.close()
+	if !b.owned {
 		return nil
 	}
 	if err := b.client.Close(); err != nil {

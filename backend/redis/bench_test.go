@@ -3,6 +3,7 @@ package redis_test
 import (
 	"context"
 	"fmt"
+	"runtime"
 	"slices"
 	"sync"
 	"testing"
@@ -11,6 +12,7 @@ import (
 	goredis "github.com/redis/go-redis/v9"
 
 	"github.com/contextd-go/contextd/backend"
+	"github.com/contextd-go/contextd/backend/redis"
 	"github.com/contextd-go/contextd/contextd"
 	"github.com/contextd-go/contextd/internal/redistest"
 )
@@ -321,6 +323,165 @@ func BenchmarkWriteBySize(b *testing.B) {
 			for i := 0; b.Loop(); i++ {
 				if err := cx.UpdateContext(ctx, "key-000001", benchValue{N: i, Name: "x"}); err != nil {
 					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
+
+// manyContexts is how many contexts BenchmarkManyContexts opens on one
+// Backend.
+const manyContexts = 1000
+
+// manyBackend returns a Backend on a client of its own on srv, named so
+// its pub/sub connections can be counted; perContext gives it the former
+// design, a pub/sub connection per Subscription. close closes both.
+func manyBackend(b *testing.B, srv *redistest.Server, perContext bool) (be *redis.Backend, close func()) {
+	b.Helper()
+	client := goredis.NewClient(&goredis.Options{Addr: srv.Addr(), ClientName: clientName(b)})
+	be, err := redis.New(client, nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	if perContext {
+		redis.UseConnectionPerSubscription(be)
+	}
+	return be, func() {
+		_ = be.Close()
+		_ = client.Close()
+	}
+}
+
+func manyName(i int) string { return fmt.Sprintf("many-%04d", i) }
+
+// openMany initializes manyContexts contexts on be.
+func openMany(b *testing.B, be *redis.Backend) []*contextd.Context[int] {
+	b.Helper()
+	cs := make([]*contextd.Context[int], manyContexts)
+	for i := range cs {
+		c, err := contextd.New[int](be, manyName(i), &contextd.Options{ResyncInterval: -1})
+		if err != nil {
+			b.Fatal(err)
+		}
+		if err := c.Initialize(context.Background()); err != nil {
+			b.Fatal(err)
+		}
+		cs[i] = c
+	}
+	return cs
+}
+
+func closeMany(cs []*contextd.Context[int]) {
+	for _, c := range cs {
+		_ = c.Close()
+	}
+}
+
+// BenchmarkManyContexts opens 1,000 contexts on one Backend, as a service
+// with many contexts does, with a pub/sub connection per context (the
+// former design, kept in legacy_test.go as the baseline) and with the
+// shared connection, in the same run:
+//
+//	go test -run '^$' -bench ManyContexts -count 6 ./backend/redis
+//
+// Initialize measures the time to initialize all 1,000 (ns/op is for all
+// of them), the heap they keep (heap-MB), their goroutines and the pub/sub
+// connections on the server. Propagation measures a write by another
+// process to one of them (in turn) until that context's Watch delivers
+// it, p50 and p99. Burst writes once to each of the 1,000 from another
+// process (8 writers) until every context has applied its own (ns/op is
+// for the burst).
+func BenchmarkManyContexts(b *testing.B) {
+	srv := benchServer(b)
+	ctx := context.Background()
+	modes := []struct {
+		name       string
+		perContext bool
+	}{{"connection-per-context", true}, {"shared-connection", false}}
+	for _, mode := range modes {
+		b.Run("Initialize/"+mode.name, func(b *testing.B) {
+			var heap, goroutines, conns float64
+			for i := 0; i < b.N; i++ {
+				b.StopTimer()
+				var before, after runtime.MemStats
+				runtime.GC()
+				runtime.ReadMemStats(&before)
+				g := runtime.NumGoroutine()
+				be, closeBackend := manyBackend(b, srv, mode.perContext)
+				b.StartTimer()
+				cs := openMany(b, be)
+				b.StopTimer()
+				runtime.GC()
+				runtime.ReadMemStats(&after)
+				heap += float64(int64(after.HeapInuse)-int64(before.HeapInuse)) / 1e6
+				goroutines += float64(runtime.NumGoroutine() - g)
+				n, err := pubsubConns(ctx, srv, clientName(b))
+				if err != nil {
+					b.Fatal(err)
+				}
+				conns += float64(n)
+				closeMany(cs)
+				closeBackend()
+				b.StartTimer()
+			}
+			b.ReportMetric(heap/float64(b.N), "heap-MB")
+			b.ReportMetric(goroutines/float64(b.N), "goroutines")
+			b.ReportMetric(conns/float64(b.N), "pubsub-conns")
+		})
+	}
+	for _, mode := range modes {
+		b.Run("Propagation/"+mode.name, func(b *testing.B) {
+			be, closeBackend := manyBackend(b, srv, mode.perContext)
+			defer closeBackend()
+			cs := openMany(b, be)
+			defer closeMany(cs)
+			wctx, cancel := context.WithCancel(ctx)
+			defer cancel()
+			watches := make([]<-chan contextd.Change[int], len(cs))
+			for i, c := range cs {
+				watches[i] = c.Watch(wctx)
+			}
+			writer := newBackend(b, srv, nil)
+			var samples []time.Duration
+			for i := 0; b.Loop(); i++ {
+				k := i % len(cs)
+				start := time.Now()
+				if err := commitValue(ctx, writer, manyName(k), "k", i); err != nil {
+					b.Fatal(err)
+				}
+				for c := range watches[k] {
+					if c.Value == i {
+						break
+					}
+				}
+				samples = append(samples, time.Since(start))
+			}
+			reportLatencies(b, samples)
+		})
+	}
+	for _, mode := range modes {
+		b.Run("Burst/"+mode.name, func(b *testing.B) {
+			be, closeBackend := manyBackend(b, srv, mode.perContext)
+			defer closeBackend()
+			cs := openMany(b, be)
+			defer closeMany(cs)
+			wctx, cancel := context.WithCancel(ctx)
+			defer cancel()
+			watches := make([]<-chan contextd.Change[int], len(cs))
+			for i, c := range cs {
+				watches[i] = c.Watch(wctx)
+			}
+			writer := newBackend(b, srv, nil)
+			for i := 0; b.Loop(); i++ {
+				if err := parallel(len(cs), func(k int) error { return commitValue(ctx, writer, manyName(k), "k", i) }); err != nil {
+					b.Fatal(err)
+				}
+				for _, w := range watches {
+					for c := range w {
+						if c.Value == i {
+							break
+						}
+					}
 				}
 			}
 		})

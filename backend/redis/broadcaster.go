@@ -6,12 +6,8 @@ import (
 	"fmt"
 	"net"
 	"sync"
-	"time"
-
-	goredis "github.com/redis/go-redis/v9"
 
 	"github.com/contextd-go/contextd/broadcaster"
-	"github.com/contextd-go/contextd/internal/backoff"
 )
 
 // Publish sends payload on channel (SPUBLISH on a cluster).
@@ -28,250 +24,196 @@ func (b *Backend) Publish(ctx context.Context, channel string, payload []byte) e
 	return nil
 }
 
-// Subscribe returns a Subscription on a pub/sub connection of its own, once
-// Redis has confirmed it.
+// Subscribe returns a Subscription of channel once Redis has confirmed it.
+// Every Subscription of the Backend shares one pub/sub connection per
+// Redis node (on a cluster, per master in use; see the package
+// documentation); two Subscriptions of one channel both get every message.
+// Each has a buffer of Options.SubscriberBuffer unread messages: one more
+// overflows it, which drops them and reports a loss, to that Subscription
+// alone. It fails with an error matching broadcaster.ErrClosed once the
+// Backend is closed.
 func (b *Backend) Subscribe(ctx context.Context, channel string) (broadcaster.Subscription, error) {
-	ps, err := b.subscribeConfirmed(ctx, channel)
+	if b.subscribeHook != nil {
+		return b.subscribeHook(ctx, channel)
+	}
+	s := &subscription{channel: channel, limit: b.opts.SubscriberBuffer, ready: make(chan struct{}, 1), done: make(chan struct{})}
+	m, err := b.hub.join(ctx, channel, s)
 	if err != nil {
 		return nil, wrap(ctx, fmt.Sprintf("subscribe to %q", channel), err)
 	}
-	return &subscription{b: b, channel: channel, ps: ps, closing: make(chan struct{}), lastTraffic: time.Now()}, nil
+	s.h, s.m = b.hub, m
+	return s, nil
 }
 
-// subscribeConfirmed subscribes on a new connection and waits for Redis to
-// confirm: go-redis's Subscribe returns as soon as the command is written.
-func (b *Backend) subscribeConfirmed(ctx context.Context, channel string) (*goredis.PubSub, error) {
-	if b.closed.Load() && b.owned {
-		return nil, broadcaster.ErrClosed
-	}
-	var ps *goredis.PubSub
-	if b.sharded {
-		ps = b.client.SSubscribe(ctx, channel)
-	} else {
-		ps = b.client.Subscribe(ctx, channel)
-	}
-	// Bound the wait even if ctx has no deadline: a stalled server must
-	// not hang Initialize forever.
-	wait := b.opts.StallTimeout + b.opts.PingInterval
-	if d, ok := ctx.Deadline(); ok {
-		wait = min(wait, time.Until(d))
-	}
-	for {
-		msg, err := ps.ReceiveTimeout(ctx, wait)
-		if err != nil {
-			_ = ps.Close()
-			if ctx.Err() != nil {
-				return nil, ctx.Err()
-			}
-			return nil, err
-		}
-		if s, ok := msg.(*goredis.Subscription); ok && (s.Kind == "subscribe" || s.Kind == "ssubscribe") && s.Channel == channel {
-			return ps, nil
-		}
-	}
+// Kinds of entry in a subscription's queue.
+const (
+	kindPayload = iota
+	kindInterrupted
+	kindLoss
+)
+
+type entry struct {
+	kind    uint8
+	payload string
 }
 
-// subscription reads one channel with a Receive loop (see the package
-// documentation for why) and a ping watchdog.
+// subscription is the Backend's broadcaster.Subscription: a member of its
+// channel on the shared connection, with a queue the shard's reader fills
+// (never blocking) and Next empties. No goroutine runs for it.
 type subscription struct {
-	b       *Backend
+	h       *hub
+	m       *member
 	channel string
+	limit   int // most unread payloads before an overflow
 
-	mu      sync.Mutex // guards ps and closed against Close
-	ps      *goredis.PubSub
-	closed  bool
-	closing chan struct{}
-
-	// Read only by Next, which is called from one goroutine at a time.
-	interrupted      bool // receiving stopped; a Loss is owed once it resumes
-	interruptPending bool // the reader has not been told yet
-	lossPending      bool
-	needReplace      bool      // start over on a new connection
-	pingSent         time.Time // zero when no ping is outstanding
-	lastTraffic      time.Time
+	mu    sync.Mutex
+	queue []entry // unread from head on, in order
+	head  int
+	// payloads counts the unread payloads; markers (Interrupted, Loss)
+	// do not count against limit, and at most two follow one another.
+	payloads int
+	closed   bool
+	// ready holds one pending wake-up for the reader; done is closed once
+	// the subscription (or its Backend) is.
+	ready chan struct{}
+	done  chan struct{}
 }
 
-// pollInterval bounds how long one Receive blocks, so Next notices ctx
-// cancellation and runs the watchdog even when nothing arrives.
-const pollInterval = 200 * time.Millisecond
+var _ broadcaster.Subscription = (*subscription)(nil)
 
-func (s *subscription) current() (*goredis.PubSub, error) {
+func (s *subscription) wakeLocked() {
+	select {
+	case s.ready <- struct{}{}:
+	default:
+	}
+}
+
+// deliver queues payload or, if limit payloads are unread, drops them and
+// payload and queues a loss instead.
+func (s *subscription) deliver(payload string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {
-		return nil, broadcaster.ErrClosed
+		return
 	}
-	return s.ps, nil
+	if s.payloads >= s.limit {
+		clear(s.queue) // let the payloads be collected
+		s.queue, s.head, s.payloads = append(s.queue[:0], entry{kind: kindLoss}), 0, 0
+		s.wakeLocked()
+		return
+	}
+	s.queue = append(s.queue, entry{kind: kindPayload, payload: payload})
+	s.payloads++
+	s.wakeLocked()
 }
 
-// interrupt notes that receiving stopped, to be told once.
+// interrupt queues an Interrupted notice. Unread notices after the last
+// unread payload go: a Loss always follows an Interrupted before any
+// further payload, and covers them.
 func (s *subscription) interrupt() {
-	if !s.interrupted {
-		s.interrupted = true
-		s.interruptPending = true
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return
 	}
+	for len(s.queue) > s.head && s.queue[len(s.queue)-1].kind != kindPayload {
+		s.queue = s.queue[:len(s.queue)-1]
+	}
+	s.queue = append(s.queue, entry{kind: kindInterrupted})
+	s.wakeLocked()
 }
 
-// resumed notes that receiving works again, which may have lost messages.
-func (s *subscription) resumed() {
-	s.interrupted = false
-	s.interruptPending = false
-	s.lossPending = true
+// resume queues a Loss, unless one is the last unread entry already.
+func (s *subscription) resume() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return
+	}
+	if len(s.queue) > s.head && s.queue[len(s.queue)-1].kind == kindLoss {
+		return
+	}
+	s.queue = append(s.queue, entry{kind: kindLoss})
+	s.wakeLocked()
 }
 
-// Next returns the next message. Reconnects, stalls, refusals and slot
-// migrations are handled here: reported at once as Interrupted, and as a
-// Loss when messages flow again.
+// end closes the subscription from the Backend's side.
+func (s *subscription) end() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.closeLocked()
+}
+
+func (s *subscription) closeLocked() {
+	if s.closed {
+		return
+	}
+	s.closed = true
+	clear(s.queue)
+	s.queue, s.head, s.payloads = nil, 0, 0
+	close(s.done)
+}
+
+// Next returns the next message in the order the shared connection
+// received it. Reconnects, stalls, refusals, slot migrations and overflows
+// are reported as Interrupted at once and as a Loss when messages flow
+// again (an overflow as a Loss only).
 func (s *subscription) Next(ctx context.Context) (broadcaster.Message, error) {
-	pause := backoff.New(50*time.Millisecond, 2*time.Second)
 	for {
-		ps, err := s.current()
-		if err != nil {
+		if err := ctx.Err(); err != nil {
 			return broadcaster.Message{}, err
 		}
+		s.mu.Lock()
+		if s.closed {
+			s.mu.Unlock()
+			return broadcaster.Message{}, broadcaster.ErrClosed
+		}
+		if s.head < len(s.queue) {
+			e := s.queue[s.head]
+			s.queue[s.head] = entry{}
+			s.head++
+			switch {
+			case s.head == len(s.queue) && cap(s.queue) > 64:
+				s.queue, s.head = nil, 0 // a backlog is gone: give its memory back
+			case s.head == len(s.queue):
+				s.queue, s.head = s.queue[:0], 0
+			case s.head >= 64 && 2*s.head >= len(s.queue):
+				n := copy(s.queue, s.queue[s.head:])
+				clear(s.queue[n:])
+				s.queue, s.head = s.queue[:n], 0
+			}
+			if e.kind == kindPayload {
+				s.payloads--
+			}
+			s.mu.Unlock()
+			switch e.kind {
+			case kindInterrupted:
+				return broadcaster.Message{Interrupted: true}, nil
+			case kindLoss:
+				return broadcaster.Message{Loss: true}, nil
+			}
+			return broadcaster.Message{Payload: []byte(e.payload)}, nil
+		}
+		s.mu.Unlock()
 		select {
 		case <-ctx.Done():
 			return broadcaster.Message{}, ctx.Err()
-		default:
-		}
-		switch {
-		case s.interruptPending:
-			s.interruptPending = false
-			return broadcaster.Message{Interrupted: true}, nil
-		case s.lossPending:
-			s.lossPending = false
-			return broadcaster.Message{Loss: true}, nil
-		case s.needReplace:
-			s.needReplace = false
-			s.replace(ctx, ps)
-			continue
-		}
-		msg, err := ps.ReceiveTimeout(ctx, pollInterval)
-		if err != nil {
-			if _, cerr := s.current(); cerr != nil {
-				return broadcaster.Message{}, cerr
-			}
-			if ctx.Err() != nil {
-				return broadcaster.Message{}, ctx.Err()
-			}
-			var refused goredis.Error
-			switch {
-			case isTimeout(err):
-				if s.stalled(ctx, ps) {
-					s.interrupt()
-					s.needReplace = true
-				}
-			case errors.As(err, &refused):
-				// Redis refused something on this connection (say, a
-				// resubscription the ACL no longer allows); go-redis
-				// would stay connected but deaf: start over.
-				s.interrupt()
-				s.needReplace = true
-			default:
-				// The connection broke; go-redis dials again and
-				// resubscribes on the next call, and the confirmation
-				// ends the interruption. Meanwhile the server may be
-				// down: back off.
-				s.interrupt()
-				s.sleep(ctx, pause.Next())
-			}
-			continue
-		}
-		pause.Reset()
-		s.lastTraffic = time.Now()
-		s.pingSent = time.Time{}
-		switch m := msg.(type) {
-		case *goredis.Message:
-			return broadcaster.Message{Payload: []byte(m.Payload)}, nil
-		case *goredis.Subscription:
-			switch m.Kind {
-			case "subscribe", "ssubscribe":
-				// A confirmation after the first one means go-redis
-				// reconnected: whatever was published meanwhile is lost.
-				s.resumed()
-			case "sunsubscribe", "unsubscribe":
-				// A slot moved to another shard (or someone unsubscribed
-				// us); go-redis does not follow, so subscribe anew.
-				s.interrupt()
-				s.needReplace = true
-			}
-		case *goredis.Pong:
+		case <-s.done:
+			return broadcaster.Message{}, broadcaster.ErrClosed
+		case <-s.ready:
 		}
 	}
 }
 
-// stalled runs the watchdog on an idle connection: it pings, and reports a
-// stall when the ping goes unanswered for StallTimeout. go-redis's own
-// health check never waits for a PONG, so a connection that accepts bytes
-// but forwards nothing would go unnoticed.
-func (s *subscription) stalled(ctx context.Context, ps *goredis.PubSub) bool {
-	now := time.Now()
-	switch {
-	case !s.pingSent.IsZero() && now.Sub(s.pingSent) >= s.b.opts.StallTimeout:
-		return true
-	case s.pingSent.IsZero() && now.Sub(s.lastTraffic) >= s.b.opts.PingInterval:
-		s.pingSent = now
-		// An error here shows on the next Receive.
-		_ = ps.Ping(ctx)
-	}
-	return false
-}
-
-// replace closes the pub/sub connection and subscribes on a new one,
-// retrying with backoff until it succeeds, ctx ends or the subscription is
-// closed; on success it owes the reader a Loss.
-func (s *subscription) replace(ctx context.Context, old *goredis.PubSub) {
-	_ = old.Close()
-	s.pingSent = time.Time{}
-	s.lastTraffic = time.Now()
-	pause := backoff.New(50*time.Millisecond, 2*time.Second)
-	for {
-		ps, err := s.b.subscribeConfirmed(ctx, s.channel)
-		if err == nil {
-			s.mu.Lock()
-			defer s.mu.Unlock()
-			if s.closed {
-				_ = ps.Close()
-				return
-			}
-			s.ps = ps
-			s.resumed()
-			return
-		}
-		if !s.sleep(ctx, pause.Next()) {
-			s.needReplace = true // ctx ended first: try again next time
-			return
-		}
-	}
-}
-
-// sleep waits d; it reports false if ctx ended or the subscription closed.
-func (s *subscription) sleep(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return true
-	case <-ctx.Done():
-		return false
-	case <-s.closing:
-		return false
-	}
-}
-
-// Close ends the subscription; a Next blocked in Receive returns
-// broadcaster.ErrClosed.
+// Close ends the subscription; a Next blocked meanwhile returns
+// broadcaster.ErrClosed. The last Subscription (or release watch) of a
+// channel to close unsubscribes it, and the last of a connection closes
+// it.
 func (s *subscription) Close() error {
+	s.h.leave(s.m)
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.closed {
-		return nil
-	}
-	s.closed = true
-	close(s.closing)
-	if err := s.ps.Close(); err != nil && !errors.Is(err, goredis.ErrClosed) {
-		return fmt.Errorf("redis: close subscription to %q: %w", s.channel, err)
-	}
+	s.closeLocked()
 	return nil
 }
 

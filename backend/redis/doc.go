@@ -34,12 +34,48 @@
 //
 // # Subscriptions
 //
-// Each Subscription owns one pub/sub connection. It reads with a Receive
-// loop rather than go-redis's Channel, because Channel hides reconnects:
-// every resubscription after the first is reported as a loss, and a stalled
-// connection (no reply to an application-level PING within
-// Options.StallTimeout) is replaced and reported too. On a cluster it uses
-// sharded pub/sub and resubscribes itself after a slot migration.
+// A Backend has one pub/sub connection per Redis node, whatever the number
+// of its Subscriptions: on a single server or a Sentinel-managed master one,
+// on a cluster one per master that owns a channel in use (sharded pub/sub:
+// SSUBSCRIBE is routed by slot, and a context's channels carry its hash
+// tag), on a ring one per shard. Every Subscription and every release
+// watch (WatchRelease, used by lock waiters) of the Backend is a member of
+// its channel on that connection: Subscribe sends SUBSCRIBE for a channel
+// not subscribed yet and returns once Redis has confirmed it (a member of
+// a channel already live returns at once); the last member of a channel to
+// close sends UNSUBSCRIBE, and the last of a connection closes it. Two
+// Subscriptions of one channel (two Contexts of one context name) both get
+// every message. 1,000 contexts in a process are one connection, not 1,000.
+//
+// Each connection has a reader goroutine that receives and hands messages
+// to the members' queues, and a writer goroutine that sends SUBSCRIBE,
+// UNSUBSCRIBE and PING in the order they were queued. Each channel is
+// subscribed with a command of its own, and replies are matched to
+// commands in order, so a refused SUBSCRIBE (an ACL that forbids the
+// channel) fails that Subscribe, or keeps that channel's Subscriptions
+// interrupted and tries again with backoff, without touching the others.
+//
+// What each Subscription is told is what a connection of its own would
+// tell it:
+//
+//   - messages in publish order;
+//   - Interrupted as soon as the connection stops receiving: it broke, or
+//     the watchdog found it stalled (idle for Options.PingInterval, then no
+//     reply to a PING within Options.StallTimeout), or Redis refused or
+//     dropped its channel (a sunsubscribe after a slot migration);
+//   - Loss once its channel is confirmed again on a new connection (or on
+//     the master that owns the slot now), as every resubscription may have
+//     missed messages. go-redis's own reconnection is not used: it
+//     resubscribes all channels in one command, which a cluster refuses
+//     when they span slots, and does not follow moved slots.
+//
+// A reader that falls behind holds up nobody: each Subscription buffers up
+// to Options.SubscriberBuffer unread messages; one more drops them and
+// reports a Loss to that Subscription alone. A release watch is woken by a
+// release of one of its keys, and once more when it receives again after
+// an interruption (a release may have been missed). Backend.Close ends
+// every Subscription (Next returns broadcaster.ErrClosed), closes the
+// connections and waits for their goroutines.
 //
 // # Errors
 //

@@ -10,7 +10,6 @@ import (
 
 	goredis "github.com/redis/go-redis/v9"
 
-	"github.com/contextd-go/contextd/internal/backoff"
 	"github.com/contextd-go/contextd/locker"
 )
 
@@ -132,58 +131,50 @@ func (b *Backend) Extend(ctx context.Context, l locker.Lease, ttl time.Duration)
 	return nil
 }
 
-// WatchRelease subscribes to the context's unlock channel on a connection
-// of its own and returns once Redis has confirmed the subscription, so no
-// later release is missed. Notifications lost to a reconnect only make the
-// waiter fall back to its retry delay.
+// WatchRelease subscribes to the context's unlock channel, on the
+// Backend's shared pub/sub connection, and returns once Redis has
+// confirmed the subscription, so no later release is missed. Notifications
+// lost to a reconnect are made up for by one sent when the subscription
+// receives again (a retry may succeed then); either way a waiter falls
+// back to its retry delay.
 func (b *Backend) WatchRelease(ctx context.Context, name string, keys ...string) (<-chan struct{}, func(), error) {
 	op := fmt.Sprintf("watch lock releases in %q", name)
 	if b.opts.DisableReleaseNotify {
 		return nil, nil, fmt.Errorf("redis: %s: release notification is switched off: %w", op, errors.ErrUnsupported)
 	}
-	ps, err := b.subscribeConfirmed(ctx, keysOf(name).unlock)
+	w := &releaseWatch{want: make(map[string]struct{}, len(keys)), notify: make(chan struct{}, 1)}
+	for _, k := range keys {
+		w.want[k] = struct{}{}
+	}
+	m, err := b.hub.join(ctx, keysOf(name).unlock, w)
 	if err != nil {
 		return nil, nil, wrap(ctx, op, err)
 	}
-	want := make(map[string]struct{}, len(keys))
-	for _, k := range keys {
-		want[k] = struct{}{}
-	}
-	notify := make(chan struct{}, 1)
-	done := make(chan struct{})
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		pause := backoff.New(50*time.Millisecond, time.Second)
-		for {
-			msg, err := ps.Receive(context.Background())
-			if err != nil {
-				select {
-				case <-done:
-					return
-				case <-time.After(pause.Next()): // go-redis reconnects on the next call
-				}
-				continue
-			}
-			pause.Reset()
-			if m, ok := msg.(*goredis.Message); ok {
-				if _, ok := want[m.Payload]; ok {
-					select {
-					case notify <- struct{}{}:
-					default:
-					}
-				}
-			}
-		}
-	}()
 	var once sync.Once
-	stop := func() {
-		once.Do(func() {
-			close(done)
-			_ = ps.Close()
-			wg.Wait()
-		})
-	}
-	return notify, stop, nil
+	stop := func() { once.Do(func() { b.hub.leave(m) }) }
+	return w.notify, stop, nil
 }
+
+// releaseWatch is the sink of a WatchRelease: a wake-up when one of want
+// is released, or when the subscription receives again after a break.
+type releaseWatch struct {
+	want   map[string]struct{}
+	notify chan struct{}
+}
+
+func (w *releaseWatch) deliver(key string) {
+	if _, ok := w.want[key]; ok {
+		w.wake()
+	}
+}
+
+func (w *releaseWatch) wake() {
+	select {
+	case w.notify <- struct{}{}:
+	default:
+	}
+}
+
+func (w *releaseWatch) interrupt() {}
+func (w *releaseWatch) resume()    { w.wake() }
+func (w *releaseWatch) end()       {}

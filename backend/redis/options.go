@@ -13,12 +13,13 @@ import (
 
 // Defaults, as in the original library where it had them.
 const (
-	DefaultHost            = "localhost"
-	DefaultPort            = 6379
-	DefaultChangeLogLength = 1000
-	DefaultPingInterval    = time.Second
-	DefaultStallTimeout    = 2 * time.Second
-	DefaultWaitTimeout     = time.Second
+	DefaultHost             = "localhost"
+	DefaultPort             = 6379
+	DefaultChangeLogLength  = 1000
+	DefaultPingInterval     = time.Second
+	DefaultStallTimeout     = 2 * time.Second
+	DefaultWaitTimeout      = time.Second
+	DefaultSubscriberBuffer = 1024
 )
 
 // Options configure a Backend. The zero value (or nil) means defaults; each
@@ -54,6 +55,13 @@ type Options struct {
 	// 2 s.
 	PingInterval time.Duration
 	StallTimeout time.Duration
+
+	// SubscriberBuffer is how many messages a Subscription holds unread
+	// (they arrive on a connection shared with the Backend's other
+	// Subscriptions, which a slow reader must not hold up); one more
+	// overflows it: its unread messages are dropped and it reports a
+	// loss. Default: 1024.
+	SubscriberBuffer int
 
 	// WaitReplicas turns on the WAIT-for-replicas write mode: every commit,
 	// lock acquisition and extension waits until this many replicas have
@@ -99,6 +107,9 @@ func (o *Options) resolved() Options {
 	}
 	if r.WaitTimeout <= 0 {
 		r.WaitTimeout = DefaultWaitTimeout
+	}
+	if r.SubscriberBuffer <= 0 {
+		r.SubscriberBuffer = DefaultSubscriberBuffer
 	}
 	return r
 }

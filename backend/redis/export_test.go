@@ -1,0 +1,6 @@
+package redis
+
+// UseConnectionPerSubscription makes b's Subscribe open a pub/sub
+// connection per Subscription, as before the shared connections: the
+// baseline of BenchmarkManyContexts. Call it before b subscribes.
+func UseConnectionPerSubscription(b *Backend) { b.subscribeHook = b.legacySubscribe }
