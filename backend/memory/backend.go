@@ -120,6 +120,7 @@ var (
 	_ backend.Capable         = (*Backend)(nil)
 	_ backend.AtomicPublisher = (*Backend)(nil)
 	_ backend.ChangeLog       = (*Backend)(nil)
+	_ backend.MultiGetter     = (*Backend)(nil)
 	_ locker.FairLocker       = (*Backend)(nil)
 	_ locker.ReleaseWatcher   = (*Backend)(nil)
 )

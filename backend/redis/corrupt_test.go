@@ -37,7 +37,7 @@ var corruptions = []corruption{
 	{"meta not a hash", []string{"EVAL", "redis.call('DEL', KEYS[1]); return redis.call('SET', KEYS[1], 'x')", "1", "{tag}:meta"}, []string{"initialize", "update", "modify", "acquire", "sync"}},
 	{"data not a hash", []string{"EVAL", "redis.call('DEL', KEYS[1]); return redis.call('SET', KEYS[1], 'x')", "1", "{tag}:data"}, []string{"initialize", "update", "fresh get", "modify", "sync"}},
 	{"revs not a hash", []string{"EVAL", "redis.call('DEL', KEYS[1]); return redis.call('SET', KEYS[1], 'x')", "1", "{tag}:revs"}, []string{"initialize", "update", "fresh get", "modify", "sync"}},
-	{"log not a stream", []string{"EVAL", "redis.call('DEL', KEYS[1]); return redis.call('SET', KEYS[1], 'x')", "1", "{tag}:log"}, []string{"update", "modify"}},
+	{"log not a hash", []string{"EVAL", "redis.call('DEL', KEYS[1]); return redis.call('SET', KEYS[1], 'x')", "1", "{tag}:ring"}, []string{"update", "modify"}},
 	{"lock garbage", []string{"SET", "{tag}:lock:k", "garbage"}, []string{"update", "modify", "acquire"}},
 	{"lock not a string", []string{"HSET", "{tag}:lock:k", "a", "b"}, []string{"update", "modify", "acquire"}},
 }

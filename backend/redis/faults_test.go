@@ -1327,7 +1327,7 @@ func TestFaultGarbageLogEntry(t *testing.T) {
 	for _, args := range [][]string{
 		{"HSET", tag + ":data", "x", "5"},
 		{"HSET", tag + ":revs", "x", r},
-		{"XADD", tag + ":log", "*", "r", r, "e", "not an event"},
+		{"HSET", tag + ":ring", fmt.Sprint(rev.(int64) % redis.DefaultChangeLogLength), "not an event"},
 	} {
 		if _, err := srv.Do(ctx, args...); err != nil {
 			t.Fatal(err)
