@@ -174,3 +174,44 @@ func waitRevision(t *testing.T, rev uint64, cs ...*contextd.Context[int]) {
 		})
 	}
 }
+
+// TestModifyConflictNeedsNoRead has another instance write the key while a
+// Modify computes its value, so the Modify's commit meets a conflict: the
+// script's refusal carries the key's current value and revision
+// (backend.ConflictError), so the retry follows without a read — two
+// commands in all — and still loses no update.
+func TestModifyConflictNeedsNoRead(t *testing.T) {
+	srv := redistest.Start(t, nil)
+	ctx := context.Background()
+	client := goredis.NewClient(&goredis.Options{Addr: srv.Addr(), MaxRetries: -1})
+	defer client.Close()
+	hook := &countingHook{}
+	client.AddHook(hook)
+	b, err := redis.New(client, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const name = "modify-conflict"
+	cx := openInstance[int](t, b, name, noResync)
+	other := instances[int](t, srv, name, 1, noResync, nil)[0]
+	if err := cx.UpdateContext(ctx, "n", 1); err != nil {
+		t.Fatal(err)
+	}
+	hook.take()
+	calls := 0
+	got, err := cx.Modify(ctx, "n", func(cur int, _ bool) (int, error) {
+		calls++
+		if calls == 1 {
+			if err := other.UpdateContext(ctx, "n", 10); err != nil {
+				return 0, err
+			}
+		}
+		return cur + 1, nil
+	})
+	if err != nil || got != 11 || calls != 2 {
+		t.Fatalf("Modify = %d, %v after %d calls; want 11 after 2 (the second with the other instance's 10)", got, err, calls)
+	}
+	if sent := hook.take(); len(sent) != 2 {
+		t.Fatalf("a Modify that met one conflict sent %d commands %v; want 2 (commit, commit), no read", len(sent), sent)
+	}
+}
