@@ -225,3 +225,40 @@ func FuzzDecodeEvent(f *testing.F) {
 		}
 	})
 }
+
+// FuzzEncodeEvent checks that any event with ids within the limits
+// encodes, in both versions, to bytes that decode to the same event: ids
+// in hex or not, of any length, upper or lower case.
+func FuzzEncodeEvent(f *testing.F) {
+	f.Add("0123456789abcdef", uint64(7), "c7", "", "ABCDEF", "k", []byte("v"), byte(0))
+	f.Add("", uint64(0), "0", "00", "0123456789abcdef", "gone", []byte{}, byte(1))
+	f.Add("e", uint64(1<<63), "abc", "ab", "", "big", []byte(nil), byte(2))
+	f.Fuzz(func(t *testing.T, epoch string, rev uint64, commit, parent, origin, key string, value []byte, kind byte) {
+		if key == "" || len(epoch) > backend.MaxEpochLen || len(commit) > backend.MaxEpochLen || len(parent) > backend.MaxEpochLen {
+			return
+		}
+		ch := backend.Change{Key: key}
+		switch kind % 3 {
+		case 0:
+			ch.Value = append([]byte{}, value...)
+		case 1:
+			ch.Deleted = true
+		case 2:
+			ch.Omitted = true
+		}
+		want := backend.Event{Head: backend.Head{Epoch: epoch, Revision: rev, Commit: commit, Parent: parent}, Origin: origin, Changes: []backend.Change{ch}}
+		for version, encode := range map[int]func(backend.Event) ([]byte, error){1: backend.EncodeEventV1, 2: backend.EncodeEvent} {
+			p, err := encode(want)
+			if err != nil {
+				t.Fatalf("version %d: %v", version, err)
+			}
+			got, err := backend.DecodeEvent(p)
+			if err != nil {
+				t.Fatalf("version %d: decoding an encoded event: %v", version, err)
+			}
+			if !reflect.DeepEqual(got, want) {
+				t.Fatalf("version %d round trip:\n got %+v\nwant %+v", version, got, want)
+			}
+		}
+	})
+}
