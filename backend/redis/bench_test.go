@@ -235,7 +235,11 @@ func BenchmarkWireBytes(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		payload := len(p.(string))
+		ps, ok := p.(string)
+		if !ok {
+			return // a version without the :ring change log
+		}
+		payload := len(ps)
 		channel := backend.DefaultChannel(name)
 		frame := len(fmt.Sprintf("*3\r\n$7\r\nmessage\r\n$%d\r\n%s\r\n$%d\r\n", len(channel), channel, payload)) + payload + 2
 		b.ReportMetric(float64(payload), "payload-B")
@@ -250,39 +254,49 @@ func BenchmarkWireBytes(b *testing.B) {
 type storeOnly struct{ backend.Store }
 
 // roundTrips counts the round trips a client makes: one per command or
-// pipeline.
+// pipeline, apart from the handshakes of new connections (HELLO, CLIENT)
+// and the subscription's watchdog PINGs.
 type roundTrips struct{ n atomic.Int64 }
 
 func (h *roundTrips) DialHook(next goredis.DialHook) goredis.DialHook { return next }
 func (h *roundTrips) ProcessHook(next goredis.ProcessHook) goredis.ProcessHook {
 	return func(ctx context.Context, cmd goredis.Cmder) error {
-		h.n.Add(1)
+		if !setupCommand(cmd.Name()) {
+			h.n.Add(1)
+		}
 		return next(ctx, cmd)
 	}
 }
 func (h *roundTrips) ProcessPipelineHook(next goredis.ProcessPipelineHook) goredis.ProcessPipelineHook {
 	return func(ctx context.Context, cmds []goredis.Cmder) error {
-		h.n.Add(1)
+		if !slices.ContainsFunc(cmds, func(c goredis.Cmder) bool { return setupCommand(c.Name()) }) {
+			h.n.Add(1)
+		}
 		return next(ctx, cmds)
 	}
 }
 
+func setupCommand(name string) bool {
+	return name == "hello" || name == "client" || name == "ping"
+}
+
 // BenchmarkLargeTransaction measures how long another instance takes to
-// apply a transaction of 20,000 keys whose values do not all fit in the
-// event (64 KiB of values travel; the receiver fetches the rest), from
-// the writer's return until the receiver has the revision, and how many
-// round trips the receiver makes: with bulk reads (backend.MultiGetter)
-// and, as the baseline in the same run, one Get per key; the floor is a
-// raw HMGET of all 20,000 values.
+// apply a transaction of 20,000 keys of 100-byte values, of which the
+// event carries 64 KiB (the default EventValueLimit) and the receiver
+// fetches the rest: from the start of the write until the receiver has the
+// revision, and how many round trips the receiver makes, with bulk reads
+// (backend.MultiGetter) and, as the baseline in the same run, one Get per
+// key; the floor is a raw HMGET of all 20,000 values.
 func BenchmarkLargeTransaction(b *testing.B) {
 	srv := benchServer(b)
 	ctx := context.Background()
 	const keys = 20000
-	values := make(map[string]int, keys)
+	pad := strings.Repeat("x", 84)
+	values := make(map[string]string, keys)
 	fields := make([]string, 0, keys)
 	for i := range keys {
 		k := fmt.Sprintf("key-%05d", i)
-		values[k] = i
+		values[k] = pad
 		fields = append(fields, k)
 	}
 	b.Run("raw-HMGET-20k", func(b *testing.B) {
@@ -297,7 +311,7 @@ func BenchmarkLargeTransaction(b *testing.B) {
 		timedLoop(b, func(int) error { return c.HMGet(ctx, "bench:large", fields...).Err() })
 	})
 	run := func(b *testing.B, name string, bulk bool) {
-		w := benchInstance[int](b, srv, name)
+		w := benchInstance[string](b, srv, name)
 		hook := &roundTrips{}
 		client := goredis.NewClient(&goredis.Options{Addr: srv.Addr(), MaxRetries: -1, ContextTimeoutEnabled: true})
 		client.AddHook(hook)
@@ -309,30 +323,38 @@ func BenchmarkLargeTransaction(b *testing.B) {
 				b.Fatal(err)
 			}
 		}
-		r := benchInstanceOn[int](b, be, name, nil)
-		var samples []time.Duration
+		r := benchInstanceOn[string](b, be, name, nil)
+		var total, apply []time.Duration
 		var trips int64
-		for i := 0; b.Loop(); i++ {
+		write := func(i int) {
 			for k := range values {
-				values[k]++
-			}
-			if err := w.TransactionalUpdate(ctx, values); err != nil {
-				b.Fatal(err)
+				values[k] = fmt.Sprintf("%s-%09d", pad, i) // 100 bytes in JSON
 			}
 			before := hook.n.Load()
 			start := time.Now()
+			if err := w.TransactionalUpdate(ctx, values); err != nil {
+				b.Fatal(err)
+			}
+			written := time.Now()
 			for r.Revision() < w.Revision() {
 				time.Sleep(50 * time.Microsecond) // polling, in a benchmark
 			}
-			samples = append(samples, time.Since(start))
+			total = append(total, time.Since(start))
+			apply = append(apply, time.Since(written))
 			trips += hook.n.Load() - before
 		}
-		b.ReportMetric(float64(trips)/float64(len(samples)), "roundtrips/op")
-		reportLatencies(b, samples)
-		slices.Sort(samples)
-		b.ReportMetric(float64(samples[len(samples)/2].Milliseconds()), "apply-p50-ms")
+		write(-1) // loads the scripts
+		total, apply, trips = nil, nil, 0
+		for i := 0; b.Loop(); i++ {
+			write(i)
+		}
+		b.ReportMetric(float64(trips)/float64(len(total)), "roundtrips/op")
+		slices.Sort(total)
+		slices.Sort(apply)
+		b.ReportMetric(float64(total[len(total)/2].Milliseconds()), "write-to-applied-p50-ms")
+		b.ReportMetric(float64(apply[len(apply)/2].Milliseconds()), "after-write-p50-ms")
 		if v, ok, err := r.Get(ctx, "key-19999"); err != nil || !ok || v != values["key-19999"] {
-			b.Fatalf("receiver has key-19999 = %d, %v, %v; want %d", v, ok, err, values["key-19999"])
+			b.Fatalf("receiver has key-19999 = %q, %v, %v; want %q", v, ok, err, values["key-19999"])
 		}
 	}
 	b.Run("apply-bulk", func(b *testing.B) { run(b, "bench-large-bulk", true) })
