@@ -82,7 +82,7 @@ func BenchmarkWrite(b *testing.B) {
 		c := rawClient(b, srv)
 		timedLoop(b, func(i int) error {
 			return c.HSet(ctx, "bench:raw", "k", fmt.Sprintf(`{"n":%d,"name":"x"}`, i)).Err()
-		})
+		}, srv)
 	})
 	// What the original library did per update, and what hand-rolled code
 	// needs for the same promises: take the key's lock, write, publish the
@@ -101,7 +101,7 @@ func BenchmarkWrite(b *testing.B) {
 				return err
 			}
 			return c.Del(ctx, "bench:lock:k").Err()
-		})
+		}, srv)
 	})
 	// The floor of any Lua write path: an EVALSHA of a script that does
 	// nothing, with as many keys and arguments (and bytes) as the commit
@@ -113,7 +113,7 @@ func BenchmarkWrite(b *testing.B) {
 		timedLoop(b, func(i int) error {
 			return s.Run(ctx, c, keys, "1 0 0 1000 0 1010", "json", "0123456789abcdef0001", "0123456789", "012345678",
 				"{b}:events", "{b}:unlock", "", "p", "k", fmt.Sprintf(`{"n":%d,"name":"x"}`, i)).Err()
-		})
+		}, srv)
 	})
 	// The backend's commit alone (script, log, publish; no Context, no
 	// subscriber): the difference to UpdateContext is the cost of the
@@ -125,14 +125,14 @@ func BenchmarkWrite(b *testing.B) {
 			bt := backend.Batch{Ops: []backend.Op{{Key: "k", Value: fmt.Appendf(nil, `{"n":%d,"name":"x"}`, i)}}, Codec: "json", EventValueLimit: 1 << 16}
 			_, err := be.CommitAndPublish(ctx, "bench-commit", bt, channel)
 			return err
-		})
+		}, srv)
 	})
 	b.Run("UpdateContext", func(b *testing.B) {
 		cx := benchInstance[benchValue](b, srv, "bench-write")
 		b.ReportAllocs()
 		timedLoop(b, func(i int) error {
 			return cx.UpdateContext(ctx, "k", benchValue{N: i, Name: "x"})
-		})
+		}, srv)
 	})
 	// A go-redis client left at its default of 3 retries may resend a
 	// commit, so each commit also remembers its head for a minute.
@@ -140,15 +140,21 @@ func BenchmarkWrite(b *testing.B) {
 		cx := benchInstanceOn[benchValue](b, newBackend(b, srv, nil), "bench-write-resend", nil)
 		timedLoop(b, func(i int) error {
 			return cx.UpdateContext(ctx, "k", benchValue{N: i, Name: "x"})
-		})
+		}, srv)
 	})
 }
 
 // timedLoop runs op b.N times (b.Loop) and reports p50 and p99 of its
-// latency beside the mean.
-func timedLoop(b *testing.B, op func(i int) error) {
+// latency beside the mean and, when srv is given, the CPU time per op of
+// the server's main thread and of this process: on a loaded machine these
+// move much less than latencies do.
+func timedLoop(b *testing.B, op func(i int) error, srv ...*redistest.Server) {
 	b.Helper()
 	samples := make([]time.Duration, 0, 1024)
+	var server0, client0 time.Duration
+	if len(srv) > 0 {
+		server0, client0 = serverCPU(b, srv[0]), processCPU()
+	}
 	for i := 0; b.Loop(); i++ {
 		start := time.Now()
 		if err := op(i); err != nil {
@@ -156,7 +162,30 @@ func timedLoop(b *testing.B, op func(i int) error) {
 		}
 		samples = append(samples, time.Since(start))
 	}
+	if len(srv) > 0 {
+		n := float64(len(samples))
+		b.ReportMetric(float64((serverCPU(b, srv[0])-server0).Microseconds())/n, "server-cpu-µs/op")
+		b.ReportMetric(float64((processCPU()-client0).Microseconds())/n, "client-cpu-µs/op")
+	}
 	reportLatencies(b, samples)
+}
+
+// serverCPU returns the CPU time the server's main thread has used.
+func serverCPU(b *testing.B, srv *redistest.Server) time.Duration {
+	b.Helper()
+	v, err := srv.Do(context.Background(), "INFO", "cpu")
+	if err != nil {
+		b.Fatal(err)
+	}
+	var total float64
+	for _, line := range strings.Split(v.(string), "\n") {
+		name, val, _ := strings.Cut(strings.TrimSpace(line), ":")
+		if name == "used_cpu_sys_main_thread" || name == "used_cpu_user_main_thread" {
+			f, _ := strconv.ParseFloat(val, 64)
+			total += f
+		}
+	}
+	return time.Duration(total * float64(time.Second))
 }
 
 // serverStats reads counters of INFO stats.
