@@ -132,19 +132,38 @@ func EncodeEvent(e Event) ([]byte, error) {
 // release. It fails only for an epoch or a commit id longer than
 // MaxEpochLen.
 func EncodeEventV1(e Event) ([]byte, error) {
-	if err := checkIDs(e.Head); err != nil {
+	return FrameEvent(e.Head, EncodeEventBody(e.Origin, e.Changes))
+}
+
+// FrameEvent puts the version 1 header (version, kind, epoch, revision,
+// commit, parent) of head h in front of an event body made by
+// EncodeEventBody: for a store that frames version 1 events itself, in SQL
+// or a script, where the head is first known. Decoders read version 1 as
+// well as 2, so such a store's events are understood; a store built now
+// should produce version 2 (EncodeEvent, or the layout above with
+// AppendWireID). It fails only for an epoch or a commit id longer than
+// MaxEpochLen.
+func FrameEvent(h Head, body []byte) ([]byte, error) {
+	if err := checkIDs(h); err != nil {
 		return nil, err
 	}
-	buf := make([]byte, 0, 5+len(e.Epoch)+8+len(e.Commit)+len(e.Parent)+binary.MaxVarintLen64+len(e.Origin)+binary.MaxVarintLen64+changesSize(e.Changes))
-	buf = append(buf, wireVersion1, wireKindCommit, byte(len(e.Epoch)))
-	buf = append(buf, e.Epoch...)
-	buf = binary.BigEndian.AppendUint64(buf, e.Revision)
-	buf = append(buf, byte(len(e.Commit)))
-	buf = append(buf, e.Commit...)
-	buf = append(buf, byte(len(e.Parent)))
-	buf = append(buf, e.Parent...)
-	buf = appendString(buf, e.Origin)
-	return appendChanges(buf, e.Changes), nil
+	buf := make([]byte, 0, 5+len(h.Epoch)+8+len(h.Commit)+len(h.Parent)+len(body))
+	buf = append(buf, wireVersion1, wireKindCommit, byte(len(h.Epoch)))
+	buf = append(buf, h.Epoch...)
+	buf = binary.BigEndian.AppendUint64(buf, h.Revision)
+	buf = append(buf, byte(len(h.Commit)))
+	buf = append(buf, h.Commit...)
+	buf = append(buf, byte(len(h.Parent)))
+	buf = append(buf, h.Parent...)
+	return append(buf, body...), nil
+}
+
+// EncodeEventBody returns the body of a version 1 event: everything after
+// the parent commit id (see FrameEvent).
+func EncodeEventBody(origin string, changes []Change) []byte {
+	buf := make([]byte, 0, binary.MaxVarintLen64+len(origin)+binary.MaxVarintLen64+changesSize(changes))
+	buf = appendString(buf, origin)
+	return appendChanges(buf, changes)
 }
 
 func checkIDs(h Head) error {

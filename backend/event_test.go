@@ -47,6 +47,18 @@ func TestEventRoundTrip(t *testing.T) {
 	}
 }
 
+func TestFrameMatchesEncodeV1(t *testing.T) {
+	e := sampleEvent()
+	whole, _ := backend.EncodeEventV1(e)
+	framed, err := backend.FrameEvent(e.Head, backend.EncodeEventBody(e.Origin, e.Changes))
+	if err != nil || !bytes.Equal(whole, framed) {
+		t.Fatalf("FrameEvent(EncodeEventBody) differs from EncodeEventV1: %v", err)
+	}
+	if _, err := backend.FrameEvent(backend.Head{Epoch: strings.Repeat("e", 256)}, nil); err == nil {
+		t.Fatal("an epoch of 256 bytes was framed")
+	}
+}
+
 func TestEventV1RoundTrip(t *testing.T) {
 	want := sampleEvent()
 	p, err := backend.EncodeEventV1(want)
