@@ -2,6 +2,8 @@ package backend
 
 import (
 	"context"
+	"strings"
+	"time"
 
 	"github.com/contextd-go/contextd/broadcaster"
 	"github.com/contextd-go/contextd/locker"
@@ -25,6 +27,29 @@ type Capabilities struct {
 	// order (locker.FairLocker); with LockAwareCommit too, commits join
 	// the same queues (Batch.Waiter).
 	FairLocks bool
+	// Expiry: puts may carry a TTL (Op.TTL); expired keys are deleted by
+	// revisioned commits (Expirer).
+	Expiry bool
+}
+
+// String lists the capabilities that are on, joined by "+", or "none".
+func (c Capabilities) String() string {
+	var on []string
+	for _, f := range []struct {
+		name string
+		on   bool
+	}{
+		{"AtomicPublish", c.AtomicPublish}, {"LockAwareCommit", c.LockAwareCommit}, {"ChangeLog", c.ChangeLog},
+		{"ReleaseNotify", c.ReleaseNotify}, {"FairLocks", c.FairLocks}, {"Expiry", c.Expiry},
+	} {
+		if f.on {
+			on = append(on, f.name)
+		}
+	}
+	if len(on) == 0 {
+		return "none"
+	}
+	return strings.Join(on, "+")
 }
 
 // Capable is implemented by a Backend that offers optional capabilities.
@@ -69,6 +94,26 @@ type MultiGetter interface {
 	GetMany(ctx context.Context, name string, keys []string) ([]Entry, error)
 }
 
+// Expirer is a Store that expires keys (Capabilities.Expiry).
+//
+// A put with Op.TTL records when its key expires, by the store's clock
+// (Entry.Expires); a later put of the key without TTL clears it, a delete
+// drops it. Keys whose time has come are deleted by an ordinary commit: a
+// new revision whose event carries the deletes, in the change log like
+// any other. Expire makes that commit; a store may also make it itself
+// before another commit of the context (then that commit's own revision
+// follows). Expiring is idempotent: keys already deleted stay deleted.
+type Expirer interface {
+	// Expire deletes the context's keys that have expired by now, in one
+	// commit, and returns its event (with a zero Head if nothing had
+	// expired); with channel set, a store with AtomicPublish publishes the
+	// event in the same step (else the caller publishes it). It also
+	// returns when the next key expires and the time now, both by the
+	// store's clock (next is zero if no key will), so the caller can tell
+	// how long to wait.
+	Expire(ctx context.Context, name, channel string) (ev Event, next, now time.Time, err error)
+}
+
 // CapabilitiesOf reports the capabilities b offers and can back with the
 // methods they need; a capability reported without its methods is not
 // offered.
@@ -88,6 +133,9 @@ func CapabilitiesOf(b Backend) Capabilities {
 	}
 	if _, ok := b.(locker.FairLocker); !ok {
 		c.FairLocks = false
+	}
+	if _, ok := b.(Expirer); !ok {
+		c.Expiry = false
 	}
 	return c
 }

@@ -36,6 +36,9 @@ func Compose(s Store, l locker.Locker, b broadcaster.Broadcaster) (Backend, erro
 	if _, ok := l.(locker.FairLocker); ok && partCapabilities(l).FairLocks {
 		c.caps.FairLocks = true
 	}
+	if _, ok := s.(Expirer); ok && sc.Expiry {
+		c.caps.Expiry = true
+	}
 	if _, ok := s.(AtomicPublisher); ok && sc.AtomicPublish && same(s, b) {
 		c.caps.AtomicPublish = true
 	}
@@ -51,7 +54,7 @@ func partCapabilities(part any) Capabilities {
 	if cb, ok := part.(Capable); ok {
 		return cb.Capabilities()
 	}
-	return Capabilities{AtomicPublish: true, ChangeLog: true, ReleaseNotify: true, FairLocks: true}
+	return Capabilities{AtomicPublish: true, ChangeLog: true, ReleaseNotify: true, FairLocks: true, Expiry: true}
 }
 
 // same reports whether a and b are the same value, without panicking on
@@ -76,6 +79,7 @@ var (
 	_ MultiGetter           = (*composed)(nil)
 	_ locker.ReleaseWatcher = (*composed)(nil)
 	_ locker.FairLocker     = (*composed)(nil)
+	_ Expirer               = (*composed)(nil)
 )
 
 func (c *composed) Capabilities() Capabilities { return c.caps }
@@ -150,6 +154,16 @@ func (c *composed) Dequeue(ctx context.Context, name string, w locker.Waiter, ke
 		return fmt.Errorf("backend: composed locker has no fair queues: %w", errors.ErrUnsupported)
 	}
 	return c.locker.(locker.FairLocker).Dequeue(ctx, name, w, keys...)
+}
+
+func (c *composed) Expire(ctx context.Context, name, channel string) (Event, time.Time, time.Time, error) {
+	if !c.caps.Expiry {
+		return Event{}, time.Time{}, time.Time{}, fmt.Errorf("backend: composed store does not expire keys: %w", errors.ErrUnsupported)
+	}
+	if !c.caps.AtomicPublish {
+		channel = "" // the caller publishes: the store is not the broadcaster
+	}
+	return c.store.(Expirer).Expire(ctx, name, channel)
 }
 
 func (c *composed) Publish(ctx context.Context, channel string, payload []byte) error {

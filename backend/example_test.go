@@ -20,7 +20,7 @@ func ExampleCompose() {
 	if err != nil {
 		panic(err)
 	}
-	fmt.Printf("%+v\n", backend.CapabilitiesOf(b))
+	fmt.Println(backend.CapabilitiesOf(b))
 
 	cx, _ := contextd.New[int](b, "composed", nil)
 	defer cx.Close()
@@ -34,6 +34,6 @@ func ExampleCompose() {
 	v, _, _ := cx.Get(ctx, "k")
 	fmt.Println(v)
 	// Output:
-	// {AtomicPublish:false LockAwareCommit:true ChangeLog:true ReleaseNotify:true FairLocks:true}
+	// LockAwareCommit+ChangeLog+ReleaseNotify+FairLocks
 	// 1
 }

@@ -2,6 +2,7 @@ package backend
 
 import (
 	"context"
+	"time"
 
 	"github.com/contextd-go/contextd/locker"
 )
@@ -54,12 +55,19 @@ type Head struct {
 
 // Entry is one stored key with its value and the revision that last wrote it.
 type Entry struct {
-	Key      string
-	Value    []byte
+	Key   string
+	Value []byte
+	// Revision is the revision that last wrote the key, at least 1. A
+	// store reports an entry it holds without a valid revision (written
+	// by another program, or damaged) with Revision 0: contextd then reads
+	// it as ErrCorrupt.
 	Revision uint64
 	// Commit is the id of the commit that last wrote the key (Head.Commit
 	// of Revision); empty if the store does not know it.
 	Commit string
+	// Expires is when the key expires by the store's clock (a put with
+	// Op.TTL), the zero time if it does not.
+	Expires time.Time
 }
 
 // Snapshot is the state of a context at one head.
@@ -76,6 +84,11 @@ type Op struct {
 	Key    string
 	Value  []byte
 	Delete bool
+	// TTL, on a put to a store with Capabilities.Expiry, makes the key
+	// expire TTL after the commit by the store's clock; zero means it does
+	// not expire (and clears an earlier expiry). Other stores refuse a
+	// batch with a TTL.
+	TTL time.Duration
 }
 
 // Condition requires a key's revision to equal Revision when the batch

@@ -22,6 +22,7 @@ import (
 	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/contextd-go/contextd/backend"
 )
@@ -51,7 +52,23 @@ type Harness struct {
 	// which a subscription is guaranteed to have overflowed and must
 	// report a loss.
 	OverflowAfter int
+
+	// MinLockTTL is the shortest lock TTL the backend supports (etcd
+	// leases and NATS message TTLs count in whole seconds). The tests that
+	// wait for a lock to expire use it instead of their default of 50 ms
+	// when it is longer, and scale their timing margins with it. Zero
+	// keeps the defaults.
+	MinLockTTL time.Duration
 }
+
+// shortTTL is the TTL of locks that tests wait to expire: 50 ms, or
+// MinLockTTL if that is longer.
+func (h Harness) shortTTL() time.Duration { return max(defaultShortTTL, h.MinLockTTL) }
+
+// expiryMargin is how long tests wait past a short TTL to be sure it has
+// passed on the backend's clock: 10 ms for the default TTL, a fifth of
+// MinLockTTL for longer ones.
+func (h Harness) expiryMargin() time.Duration { return max(defaultExpiryMargin, h.MinLockTTL/5) }
 
 // Run runs the whole suite.
 func Run(t *testing.T, h Harness) {

@@ -74,6 +74,7 @@ func testFairLocks(t *testing.T, h Harness) {
 		b, name := h.NewBackend(t), uniqueName(t)
 		f := fairOf(t, b)
 		held := mustAcquire(t, b, name, "k", longTTL)
+		shortTTL, expiryMargin := h.shortTTL(), h.expiryMargin()
 		gone, patient := waiter(shortTTL), waiter(longTTL)
 		refused(t, f, name, "k", gone, "a waiter that will stop trying")
 		queued := time.Now()

@@ -14,6 +14,7 @@ import (
 )
 
 func testLocker(t *testing.T, h Harness) {
+	shortTTL, expiryMargin := h.shortTTL(), h.expiryMargin()
 	t.Run("TryAcquireFree", func(t *testing.T) {
 		t.Parallel()
 		l, name := h.NewBackend(t), uniqueName(t)

@@ -22,16 +22,18 @@ const (
 	// broken backend fails a test instead of hanging the suite.
 	waitLimit = 5 * time.Second
 
-	// shortTTL is the lease TTL of tests that wait for a lock to expire.
-	shortTTL = 50 * time.Millisecond
+	// defaultShortTTL is the lease TTL of tests that wait for a lock to
+	// expire, unless Harness.MinLockTTL is longer (see Harness.shortTTL).
+	defaultShortTTL = 50 * time.Millisecond
 
 	// longTTL is the TTL of locks that must not expire during a test.
 	longTTL = time.Minute
 
-	// expiryMargin is added to a TTL where a test must be sure it has
-	// passed on the backend's clock too (Redis counts expiry in whole
-	// milliseconds).
-	expiryMargin = 10 * time.Millisecond
+	// defaultExpiryMargin is added to a TTL where a test must be sure it
+	// has passed on the backend's clock too (Redis counts expiry in whole
+	// milliseconds); it grows with Harness.MinLockTTL (see
+	// Harness.expiryMargin).
+	defaultExpiryMargin = 10 * time.Millisecond
 
 	// pollInterval is the pause between checks while a TTL runs out.
 	pollInterval = 5 * time.Millisecond
@@ -759,10 +761,11 @@ func testLockAwareCommit(t *testing.T, h Harness) {
 		t.Parallel()
 		holder, s, name := h.NewBackend(t), h.NewBackend(t), uniqueName(t)
 		mustCommit(t, s, name, batch(put("k", "0")))
+		shortTTL := h.shortTTL()
 		lease := mustAcquire(t, holder, name, "k", shortTTL)
 		acquired := time.Now()
 		before := mustLoad(t, s, name)
-		time.Sleep(time.Until(acquired.Add(shortTTL + expiryMargin))) // the lease's TTL must pass
+		time.Sleep(time.Until(acquired.Add(shortTTL + h.expiryMargin()))) // the lease's TTL must pass
 		b := batch(put("k", "1"))
 		b.Leases = []locker.Lease{lease}
 		if head, err := s.Commit(t.Context(), name, b); !errors.Is(err, locker.ErrNotHeld) {

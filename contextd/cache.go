@@ -3,8 +3,11 @@ package contextd
 import (
 	"slices"
 	"sync"
+	"sync/atomic"
+	"time"
 
 	"github.com/contextd-go/contextd/backend"
+	"github.com/contextd-go/contextd/internal/pmap"
 )
 
 // entry is one key of the local copy.
@@ -19,8 +22,27 @@ type entry[T any] struct {
 	// is caught as a conflict.
 	commit  string
 	deleted bool
+	// expires is when the key expires by the store's clock, in Unix
+	// milliseconds; 0 if it does not.
+	expires int64
 	// err is set when the stored value did not decode.
 	err error
+}
+
+// unixMilli is the time of Unix milliseconds ms, the zero time for 0.
+func unixMilli(ms int64) time.Time {
+	if ms == 0 {
+		return time.Time{}
+	}
+	return time.UnixMilli(ms)
+}
+
+// milliOf is t in Unix milliseconds, 0 for the zero time.
+func milliOf(t time.Time) int64 {
+	if t.IsZero() {
+		return 0
+	}
+	return t.UnixMilli()
 }
 
 // update is one decoded change, prepared outside the cache lock.
@@ -28,6 +50,7 @@ type update[T any] struct {
 	key     string
 	value   T
 	deleted bool
+	expires int64
 	err     error
 }
 
@@ -65,12 +88,33 @@ type own[T any] struct {
 	commit, parent string
 }
 
+// view is one consistent state of the local copy. A view is never changed:
+// writers publish a new one (sharing all but what changed, see package
+// pmap), so readers load the current view and read or iterate it without
+// locks, never waiting for a writer or a copy.
+type view[T any] struct {
+	entries pmap.Map[entry[T]]
+	live    int // entries that are not tombstones
+	epoch   string
+	applied uint64
+}
+
+// errBox holds an error in an atomic.Pointer.
+type errBox struct{ err error }
+
 // cache is the local copy of a context and the bookkeeping that keeps it
 // exact: it knows the last revision up to which it has every change
 // (applied), holds this instance's own commits that got ahead of that point,
 // and feeds watchers in revision order.
+//
+// Writers hold mu (lock), change the entries through edit, and publish a
+// new view when they unlock; readers use current and never lock.
 type cache[T any] struct {
-	mu sync.RWMutex
+	mu sync.Mutex
+	// cur is the view readers see.
+	cur atomic.Pointer[view[T]]
+	// edit holds the entries being changed while mu is held.
+	edit *pmap.Builder[entry[T]]
 
 	epoch string
 	// applied is the revision up to which every change is reflected.
@@ -102,32 +146,73 @@ type cache[T any] struct {
 	// in time.
 	lastEvent uint64
 
-	entries map[string]entry[T]
-	live    int // entries that are not tombstones
+	live int // entries that are not tombstones
 
 	// stale is nil while the copy is believed current, else why not: the
 	// last catch-up failed, or is due.
-	stale error
+	stale atomic.Pointer[errBox]
 	// deaf is set while the subscription reports it is not receiving
 	// (Interrupted until the next Loss): catching up does not clear it.
-	deaf error
+	deaf atomic.Pointer[errBox]
 
 	watchers []*watcher[T]
+	// pending and pendingReset are what watchers get once the view being
+	// changed is published (emit, resetWatchers).
+	pending      []Change[T]
+	pendingReset bool
 }
 
 func newCache[T any](self string) *cache[T] {
-	return &cache[T]{
-		self:    self,
-		entries: make(map[string]entry[T]),
-		ahead:   make(map[uint64]own[T]),
-		echoed:  make(map[uint64]struct{}),
+	c := &cache[T]{
+		self:   self,
+		ahead:  make(map[uint64]own[T]),
+		echoed: make(map[uint64]struct{}),
 	}
+	c.cur.Store(&view[T]{})
+	return c
 }
+
+// current returns the view readers see.
+func (c *cache[T]) current() *view[T] { return c.cur.Load() }
+
+// lock takes mu for a change of the copy.
+func (c *cache[T]) lock() {
+	c.mu.Lock()
+	c.edit = pmap.NewBuilder(c.cur.Load().entries)
+}
+
+// unlock publishes the changed copy as the new view, then hands watchers
+// what changed, and releases mu.
+func (c *cache[T]) unlock() {
+	c.cur.Store(&view[T]{entries: c.edit.Map(), live: c.live, epoch: c.epoch, applied: c.applied})
+	c.edit = nil
+	if c.pendingReset {
+		for _, w := range c.watchers {
+			w.reset()
+		}
+		c.pendingReset = false
+	}
+	if len(c.pending) > 0 {
+		for _, w := range c.watchers {
+			w.push(c.pending)
+		}
+		clear(c.pending)
+		c.pending = c.pending[:0]
+	}
+	c.mu.Unlock()
+}
+
+// entry returns a key's entry in the copy being changed. Callers hold mu.
+func (c *cache[T]) entry(key string) (entry[T], bool) { return c.edit.Get(key) }
 
 // adoptable reports whether the cache has never seen data, so a first epoch
 // can be taken without a resync. Callers hold mu.
 func (c *cache[T]) adoptable() bool {
-	return c.epoch == "" && c.applied == 0 && len(c.ahead) == 0 && len(c.entries) == 0
+	n := c.current().entries.Len()
+	if c.edit != nil {
+		n = c.edit.Len()
+	}
+	return c.epoch == "" && c.applied == 0 && len(c.ahead) == 0 && n == 0
 }
 
 // adopt reports whether a change of epoch can be applied to the cache: it
@@ -154,8 +239,8 @@ func (c *cache[T]) follows(parent string) bool {
 // applyEvent applies a change event received from the broadcast or the
 // change log.
 func (c *cache[T]) applyEvent(h backend.Head, origin string, ups []update[T]) verdict {
-	c.mu.Lock()
-	defer c.mu.Unlock()
+	c.lock()
+	defer c.unlock()
 	if !c.adopt(h.Epoch) {
 		return resync
 	}
@@ -196,8 +281,8 @@ func (c *cache[T]) noteEcho(rev uint64) {
 // applyOwn applies a commit this instance made, at once, for
 // read-your-writes, even if earlier revisions have not arrived yet.
 func (c *cache[T]) applyOwn(h backend.Head, origin string, ups []update[T]) verdict {
-	c.mu.Lock()
-	defer c.mu.Unlock()
+	c.lock()
+	defer c.unlock()
 	if !c.adopt(h.Epoch) {
 		return resync
 	}
@@ -239,8 +324,8 @@ func (c *cache[T]) applyOwn(h backend.Head, origin string, ups []update[T]) verd
 func (c *cache[T]) set(rev uint64, commit, origin string, ups []update[T]) []Change[T] {
 	changes := make([]Change[T], 0, len(ups))
 	for _, u := range ups {
-		changes = append(changes, Change[T]{Key: u.key, Value: u.value, Deleted: u.deleted, Revision: rev, Origin: origin, Err: u.err})
-		c.putNewer(u.key, entry[T]{value: u.value, rev: rev, commit: commit, deleted: u.deleted, err: u.err})
+		changes = append(changes, Change[T]{Key: u.key, Value: u.value, Deleted: u.deleted, Revision: rev, Origin: origin, Expires: unixMilli(u.expires), Err: u.err})
+		c.putNewer(u.key, entry[T]{value: u.value, rev: rev, commit: commit, deleted: u.deleted, expires: u.expires, err: u.err})
 	}
 	return changes
 }
@@ -248,7 +333,7 @@ func (c *cache[T]) set(rev uint64, commit, origin string, ups []update[T]) []Cha
 // putNewer puts e unless the key holds a revision at least as new, and
 // reports whether it did. Callers hold mu.
 func (c *cache[T]) putNewer(key string, e entry[T]) bool {
-	cur, ok := c.entries[key]
+	cur, ok := c.entry(key)
 	if ok && cur.rev >= e.rev {
 		return false
 	}
@@ -264,7 +349,7 @@ func (c *cache[T]) put(key string, e entry[T], old entry[T], existed bool) {
 	if !e.deleted {
 		c.live++
 	}
-	c.entries[key] = e
+	c.edit.Set(key, e)
 }
 
 // advance moves applied over own commits that are now contiguous; it
@@ -308,8 +393,8 @@ type snapshotEntry[T any] struct {
 // context's first commits, the instance's own among them): it is dropped,
 // not taken for a store that lost its data.
 func (c *cache[T]) applySnapshot(h backend.Head, epochBefore string, appliedBefore uint64, ents []snapshotEntry[T], replace bool) snapshotOutcome {
-	c.mu.Lock()
-	defer c.mu.Unlock()
+	c.lock()
+	defer c.unlock()
 	if !replace && h.Epoch == "" && epochBefore == "" && c.epoch != "" {
 		return snapshotDropped
 	}
@@ -344,6 +429,9 @@ func (c *cache[T]) applySnapshot(h backend.Head, epochBefore string, appliedBefo
 		c.replace(h, ents)
 		return replacedMissingWrite
 	}
+	// Changes are collected for watchers only: with none, a large
+	// snapshot skips building and sorting them.
+	watched := len(c.watchers) > 0
 	var changes []Change[T]
 	inSnapshot := make(map[string]struct{}, len(ents))
 	for _, se := range ents {
@@ -351,41 +439,55 @@ func (c *cache[T]) applySnapshot(h backend.Head, epochBefore string, appliedBefo
 		if se.rev == 0 {
 			continue // markDamaged took it
 		}
-		if !c.putNewer(se.key, entry[T]{value: se.value, rev: se.rev, commit: se.commit, err: se.err}) {
+		if !c.putNewer(se.key, entry[T]{value: se.value, rev: se.rev, commit: se.commit, expires: se.expires, err: se.err}) {
 			continue
 		}
-		if se.rev > c.applied {
+		if watched && se.rev > c.applied {
 			changes = append(changes, Change[T]{Key: se.key, Value: se.value, Revision: se.rev, Err: se.err})
 		}
 	}
-	for key, cur := range c.entries {
-		if _, ok := inSnapshot[key]; ok || cur.rev > rev {
-			continue // in the snapshot, or written after it by this instance
+	var gone []string
+	for key, cur := range c.current().entries.All() {
+		if _, ok := inSnapshot[key]; !ok && cur.rev <= rev {
+			gone = append(gone, key)
 		}
-		// Gone from the store at or before rev: a tombstone that the
-		// snapshot now covers, or a delete this instance missed.
-		delete(c.entries, key)
+	}
+	for _, key := range gone {
+		// Gone from the store at or before rev (unless this instance
+		// wrote it meanwhile): a tombstone that the snapshot now covers,
+		// or a delete this instance missed.
+		cur, ok := c.entry(key)
+		if !ok || cur.rev > rev {
+			continue
+		}
+		c.edit.Delete(key)
 		if !cur.deleted {
 			c.live--
-			changes = append(changes, Change[T]{Key: key, Deleted: true, Revision: rev})
+			if watched {
+				changes = append(changes, Change[T]{Key: key, Deleted: true, Revision: rev})
+			}
 		}
 	}
 	for r, mine := range c.ahead {
 		if r <= rev {
-			changes = append(changes, mine.changes...)
+			if watched {
+				changes = append(changes, mine.changes...)
+			}
 			delete(c.ahead, r)
 		}
 	}
-	slices.SortStableFunc(changes, func(a, b Change[T]) int {
-		switch {
-		case a.Revision < b.Revision:
-			return -1
-		case a.Revision > b.Revision:
-			return 1
-		}
-		return 0
-	})
-	c.emit(changes)
+	if watched {
+		slices.SortStableFunc(changes, func(a, b Change[T]) int {
+			switch {
+			case a.Revision < b.Revision:
+				return -1
+			case a.Revision > b.Revision:
+				return 1
+			}
+			return 0
+		})
+		c.emit(changes)
+	}
 	c.setApplied(rev, h.Commit)
 	if c.advance() == diverged {
 		// An own commit made on another history than the snapshot's
@@ -423,7 +525,7 @@ func (c *cache[T]) markDamaged(rev uint64, ents []snapshotEntry[T]) {
 		if se.rev != 0 {
 			continue
 		}
-		cur, ok := c.entries[se.key]
+		cur, ok := c.entry(se.key)
 		if ok && (cur.rev > rev || cur.err != nil && !cur.deleted) {
 			continue
 		}
@@ -440,7 +542,7 @@ func (c *cache[T]) markDamaged(rev uint64, ents []snapshotEntry[T]) {
 // master hands out their revisions again. Callers hold mu.
 func (c *cache[T]) divergesFrom(rev uint64, ents []snapshotEntry[T]) bool {
 	for _, se := range ents {
-		cur, ok := c.entries[se.key]
+		cur, ok := c.entry(se.key)
 		if !ok || cur.rev > rev {
 			continue
 		}
@@ -506,59 +608,74 @@ func (c *cache[T]) replace(h backend.Head, ents []snapshotEntry[T]) {
 		}
 	}
 	clear(c.echoed)
-	c.entries = make(map[string]entry[T], len(ents))
+	c.edit = pmap.NewBuilder(pmap.Map[entry[T]]{})
 	c.live = 0
 	for _, se := range ents {
-		c.put(se.key, entry[T]{value: se.value, rev: se.rev, commit: se.commit, err: se.err}, entry[T]{}, false)
+		c.put(se.key, entry[T]{value: se.value, rev: se.rev, commit: se.commit, expires: se.expires, err: se.err}, entry[T]{}, false)
 	}
 	for r, mine := range c.ahead {
 		for _, ch := range mine.changes {
-			c.putNewer(ch.Key, entry[T]{value: ch.Value, rev: r, commit: mine.commit, deleted: ch.Deleted, err: ch.Err})
+			c.putNewer(ch.Key, entry[T]{value: ch.Value, rev: r, commit: mine.commit, deleted: ch.Deleted, expires: milliOf(ch.Expires), err: ch.Err})
 		}
 	}
-	for _, w := range c.watchers {
-		w.reset()
-	}
+	c.resetWatchers()
 }
 
-// emit hands changes to every watcher. Callers hold mu, which is what keeps
-// each watcher's changes in revision order.
+// emit queues changes for every watcher; unlock hands them over once the
+// view that holds them is published, so a watcher that reads after a
+// change sees it. Callers hold mu, which is what keeps each watcher's
+// changes in revision order.
 func (c *cache[T]) emit(changes []Change[T]) {
-	if len(changes) == 0 {
+	if len(changes) == 0 || len(c.watchers) == 0 {
 		return
 	}
-	for _, w := range c.watchers {
-		w.push(changes)
-	}
+	c.pending = append(c.pending, changes...)
 }
 
-// head reports the epoch and applied revision.
+// resetWatchers owes every watcher a Reset (the copy was replaced), sent
+// when the new view is published; changes queued before it are moot.
+// Callers hold mu.
+func (c *cache[T]) resetWatchers() {
+	c.pendingReset = len(c.watchers) > 0
+	c.pending = c.pending[:0]
+}
+
+// head reports the epoch and applied revision of the current view.
 func (c *cache[T]) head() (string, uint64) {
-	c.mu.RLock()
-	defer c.mu.RUnlock()
-	return c.epoch, c.applied
+	v := c.current()
+	return v.epoch, v.applied
 }
 
-// staleness returns why reads may be out of date, or nil. Callers hold mu.
+// staleness returns why reads may be out of date, or nil.
 func (c *cache[T]) staleness() error {
-	if c.deaf != nil {
-		return c.deaf
+	if b := c.deaf.Load(); b != nil {
+		return b.err
 	}
-	return c.stale
+	if b := c.stale.Load(); b != nil {
+		return b.err
+	}
+	return nil
 }
 
 // setDeaf records whether the subscription is receiving (nil: it is).
-func (c *cache[T]) setDeaf(err error) {
-	c.mu.Lock()
-	c.deaf = err
-	c.mu.Unlock()
-}
+func (c *cache[T]) setDeaf(err error) { c.deaf.Store(box(err)) }
 
 // setStale records why the copy may be out of date (nil: it is current).
-func (c *cache[T]) setStale(err error) {
-	c.mu.Lock()
-	c.stale = err
-	c.mu.Unlock()
+func (c *cache[T]) setStale(err error) { c.stale.Store(box(err)) }
+
+// staleErr returns what setStale recorded last.
+func (c *cache[T]) staleErr() error {
+	if b := c.stale.Load(); b != nil {
+		return b.err
+	}
+	return nil
+}
+
+func box(err error) *errBox {
+	if err == nil {
+		return nil
+	}
+	return &errBox{err}
 }
 
 // heard records a revision seen in the store, for Lag.
@@ -568,6 +685,24 @@ func (c *cache[T]) heard(rev uint64) {
 	c.mu.Unlock()
 }
 
+// lagIf returns lag() if want, else 0 (sparing the lock).
+func (c *cache[T]) lagIf(want bool) uint64 {
+	if !want {
+		return 0
+	}
+	return c.lag()
+}
+
+// lag returns how far the store is known to be ahead of the copy.
+func (c *cache[T]) lag() uint64 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.known < c.applied {
+		return 0
+	}
+	return c.known - c.applied
+}
+
 // classify tells what an event from the subscription would do, before its
 // values are decoded, so duplicates (such as the echo of this instance's own
 // commits) cost nothing. ordered says the subscription delivers in revision
@@ -575,6 +710,7 @@ func (c *cache[T]) heard(rev uint64) {
 // in time. A gap advances nothing: the catch-up it causes finds out what the
 // store really holds, so one bogus revision cannot poison the bookkeeping.
 func (c *cache[T]) classify(h backend.Head, ordered bool) verdict {
+	// Bookkeeping only: no entry changes, so no new view.
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	same := h.Epoch == c.epoch

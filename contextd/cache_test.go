@@ -21,7 +21,7 @@ func TestSnapshotOlderThanContextCreation(t *testing.T) {
 		t.Fatalf("applyOwn = %v", v)
 	}
 	c.applySnapshot(empty, "", 0, nil, false) // load started with no epoch known
-	if e, ok := c.entries["k"]; !ok || e.value != 7 || e.rev != 3 {
+	if e, ok := c.lookup("k"); !ok || e.value != 7 || e.rev != 3 {
 		t.Errorf("after a snapshot loaded before the context existed, k = %+v, %v; want the own write 7 at revision 3", e, ok)
 	}
 	if epoch, _ := c.head(); epoch != "e1" {
@@ -31,7 +31,7 @@ func TestSnapshotOlderThanContextCreation(t *testing.T) {
 	// The same empty snapshot, loaded when the copy already knew the
 	// epoch: the store lost the context, and the copy follows it.
 	c.applySnapshot(empty, "e1", 0, nil, false)
-	if _, ok := c.entries["k"]; ok {
+	if _, ok := c.lookup("k"); ok {
 		t.Error("a snapshot of a wiped store, loaded after the epoch was known, did not replace the copy")
 	}
 	if epoch, rev := c.head(); epoch != "" || rev != 0 {
@@ -60,7 +60,7 @@ func TestSnapshotOfAnotherHistoryAtAPassedRevision(t *testing.T) {
 	// The same history at revision 3: nothing to do.
 	same := backend.Head{Epoch: "e1", Revision: 3, Commit: "c3", Parent: "c2"}
 	c.applySnapshot(same, "e1", 3, []snapshotEntry[int]{{update: update[int]{key: "k", value: 3}, rev: 3, commit: "c3"}}, false)
-	if e := c.entries["k"]; e.value != 5 || c.applied != 5 {
+	if e := c.get("k"); e.value != 5 || c.applied != 5 {
 		t.Fatalf("a snapshot of the copy's own past changed it: k=%d, applied %d", e.value, c.applied)
 	}
 
@@ -68,7 +68,7 @@ func TestSnapshotOfAnotherHistoryAtAPassedRevision(t *testing.T) {
 	// did not go back as far as the copy can tell from revisions).
 	other := backend.Head{Epoch: "e1", Revision: 3, Commit: "x3", Parent: "c2"}
 	c.applySnapshot(other, "e1", 3, []snapshotEntry[int]{{update: update[int]{key: "k", value: 30}, rev: 3, commit: "x3"}}, false)
-	if e := c.entries["k"]; e.value != 30 || c.applied != 3 || c.commit != "x3" {
+	if e := c.get("k"); e.value != 30 || c.applied != 3 || c.commit != "x3" {
 		t.Errorf("after a snapshot of another history: k=%d, applied %d, commit %q; want 30, 3, x3", e.value, c.applied, c.commit)
 	}
 }
@@ -91,7 +91,7 @@ func TestSnapshotMissingTheCopysWrite(t *testing.T) {
 		{update: update[int]{key: "j", value: 7}, rev: 2, commit: "c2"},
 		{update: update[int]{key: "m", value: 9}, rev: 3, commit: "c3"},
 	}, false)
-	if e := c.entries["k"]; e.value != 1 || e.rev != 1 {
+	if e := c.get("k"); e.value != 1 || e.rev != 1 {
 		t.Errorf("k = %d at revision %d after a snapshot without the copy's write of it; want the store's 1 at revision 1", e.value, e.rev)
 	}
 	if c.applied != 3 || c.commit != "c3" {
@@ -110,10 +110,10 @@ func TestReplaceKeepsOwnCommitsAboveTheSnapshot(t *testing.T) {
 	}
 	c.applySnapshot(backend.Head{Epoch: "e1", Revision: 3, Commit: "c3"}, "e1", 1,
 		[]snapshotEntry[int]{{update: update[int]{key: "k", value: 3}, rev: 3, commit: "c3"}}, true)
-	if e, ok := c.entries["mine"]; !ok || e.value != 5 || e.rev != 5 {
+	if e, ok := c.lookup("mine"); !ok || e.value != 5 || e.rev != 5 {
 		t.Errorf("own write at revision 5 after a replacement at 3: %+v, %v; want 5", e, ok)
 	}
-	if e := c.entries["k"]; e.value != 3 {
+	if e := c.get("k"); e.value != 3 {
 		t.Errorf("k = %d, want the snapshot's 3", e.value)
 	}
 	if _, ok := c.ahead[5]; !ok {
@@ -146,13 +146,22 @@ func TestReplacementOlderThanEventsAppliedDuringTheLoad(t *testing.T) {
 	// The load began at revision 2 and read the store at 3.
 	c.applySnapshot(backend.Head{Epoch: "e1", Revision: 3, Commit: "c3", Parent: "c2"}, "e1", 2,
 		[]snapshotEntry[int]{{update: update[int]{key: "k", value: 3}, rev: 3, commit: "c3"}}, true)
-	if e := c.entries["k"]; e.value != 5 || c.applied != 5 {
+	if e := c.get("k"); e.value != 5 || c.applied != 5 {
 		t.Errorf("after a replacement older than the copy's own chain: k=%d, applied %d; want 5, 5", e.value, c.applied)
 	}
 	// Another commit at 3 is another history: it replaces the copy.
 	c.applySnapshot(backend.Head{Epoch: "e1", Revision: 3, Commit: "x3", Parent: "c2"}, "e1", 5,
 		[]snapshotEntry[int]{{update: update[int]{key: "k", value: 30}, rev: 3, commit: "x3"}}, true)
-	if e := c.entries["k"]; e.value != 30 || c.applied != 3 {
+	if e := c.get("k"); e.value != 30 || c.applied != 3 {
 		t.Errorf("after a replacement of another history: k=%d, applied %d; want 30, 3", e.value, c.applied)
 	}
 }
+
+// get returns a key's entry in the current view.
+func (c *cache[T]) get(key string) entry[T] {
+	e, _ := c.lookup(key)
+	return e
+}
+
+// lookup returns a key's entry in the current view and whether it is there.
+func (c *cache[T]) lookup(key string) (entry[T], bool) { return c.current().entries.Get(key) }

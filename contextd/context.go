@@ -210,12 +210,7 @@ func (c *Context[T]) Lag() uint64 {
 	if c == nil {
 		return 0
 	}
-	c.cache.mu.RLock()
-	defer c.cache.mu.RUnlock()
-	if c.cache.known < c.cache.applied {
-		return 0
-	}
-	return c.cache.known - c.cache.applied
+	return c.cache.lag()
 }
 
 // Close stops the background work and waits for it, closes Watch channels,
@@ -265,8 +260,8 @@ func (c *Context[T]) Close() error {
 // fair queues where the backend has them. A waiter that gives up leaves
 // its queues in the background, so a failing backend does not hold the
 // caller up once more.
-func (c *Context[T]) lockPolicy(delay time.Duration, retries int) locker.Policy {
-	p := locker.Policy{RetryDelay: delay, MaxRetries: retries, Watcher: c.notifier, Queue: c.queue}
+func (c *Context[T]) lockPolicy(delay time.Duration, retries int, key string) locker.Policy {
+	p := locker.Policy{RetryDelay: delay, MaxRetries: retries, Watcher: c.notifier, Queue: c.queue, OnWait: c.opts.Trace.lockWait(key)}
 	if c.queue != nil {
 		p.Leave = func(w locker.Waiter, keys []string) {
 			c.background(func(ctx context.Context) { _ = c.queue.Dequeue(ctx, c.name, w, keys...) })

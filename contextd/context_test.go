@@ -137,7 +137,11 @@ func TestBadInputWritesNothing(t *testing.T) {
 		}, `"bad"`},
 		{"UpdateContext with an unencodable value", func() error { return c.UpdateContext(ctx, "k", func() {}) }, `"k"`},
 		{"TransactionalUpdate with an empty key", func() error { return c.TransactionalUpdate(ctx, map[string]any{"": 1}) }, "empty key"},
-		{"Delete with an empty key", func() error { return c.Delete(ctx, "a", "") }, "empty key"},
+		{"Delete with an empty key", func() error { return c.Delete(ctx, "") }, "empty key"},
+		{"Txn deleting an empty key", func() error { _, err := c.Txn().Delete("a").Delete("").Commit(ctx); return err }, "empty key"},
+		{"Txn writing a key twice", func() error { _, err := c.Txn().Put("a", 1).Delete("a").Commit(ctx); return err }, "twice"},
+		{"Txn with a condition on an empty key", func() error { _, err := c.Txn().Put("a", 1).IfAbsent("").Commit(ctx); return err }, "empty key"},
+		{"Delete WithTTL", func() error { return c.Delete(ctx, "a", contextd.WithTTL(time.Second)) }, "WithTTL"},
 		{"Get with an empty key", func() error { _, _, err := c.Get(ctx, ""); return err }, "empty key"},
 		{"AcquireLock without a key", func() error { _, err := c.AcquireLock(ctx, contextd.LockOptions{}); return err }, "empty key"},
 		{"AcquireLock with a negative timeout", func() error {
@@ -246,7 +250,7 @@ func TestReadYourWritesAndDelete(t *testing.T) {
 	if v, ok, err := c.Get(ctx, "a"); v != "1" || !ok || err != nil {
 		t.Fatalf("Get after UpdateContext = %q, %v, %v", v, ok, err)
 	}
-	if err := c.Delete(ctx, "a", "missing"); err != nil {
+	if _, err := c.Txn().Delete("a").Delete("missing").Commit(ctx); err != nil {
 		t.Fatal(err)
 	}
 	if _, ok, err := c.Get(ctx, "a"); ok || err != nil {

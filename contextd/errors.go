@@ -50,6 +50,13 @@ var (
 	// stay readable.
 	ErrDecode = errors.New("contextd: value does not decode")
 
+	// ErrAlreadyHeld is returned by AcquireLock for a key this Context
+	// already holds a lock on. Locks are held by a Context, not by a
+	// goroutine, and are not reentrant: goroutines of one process that
+	// share a Context coordinate with a sync.Mutex (or use a Context
+	// each), and a holder passes its Lock around (WithLock).
+	ErrAlreadyHeld = errors.New("contextd: lock already held by this Context")
+
 	// ErrInvalid is matched by the error of a call with bad arguments: an
 	// empty key or context name, a nil function, WithLock(nil) or a lock of
 	// another Context, a value the codec cannot encode, a negative

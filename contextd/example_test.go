@@ -325,7 +325,11 @@ func ExampleContext_Delete() {
 		panic(err)
 	}
 
-	if err := sessions.Delete(ctx, "s1", "s2", "s-unknown"); err != nil {
+	if err := sessions.Delete(ctx, "s1"); err != nil {
+		panic(err)
+	}
+	// Several keys at once: a transaction.
+	if _, err := sessions.Txn().Delete("s2").Delete("s-unknown").Commit(ctx); err != nil {
 		panic(err)
 	}
 	left, _ := sessions.GetContext(ctx)

@@ -30,6 +30,10 @@ type Lock struct {
 
 	lost     chan struct{}
 	lostOnce sync.Once
+	// cancels are the contexts made by Context, cancelled when the lock
+	// is lost. cancelMu guards them; it is taken after mu, never before.
+	cancelMu sync.Mutex
+	cancels  map[*int]context.CancelCauseFunc
 }
 
 // AcquireLock takes the lock on opts.Key (the original's acquireLock),
@@ -58,7 +62,10 @@ func (c *Context[T]) acquireLock(ctx context.Context, opts LockOptions) (*Lock, 
 	if err := lockDefaults(&opts.LockTimeout, &opts.RetryDelay, &opts.MaxRetries); err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrInvalid, err)
 	}
-	policy := c.lockPolicy(opts.RetryDelay, opts.MaxRetries)
+	if c.holds(opts.Key) {
+		return nil, fmt.Errorf("lock %q: %w", opts.Key, ErrAlreadyHeld)
+	}
+	policy := c.lockPolicy(opts.RetryDelay, opts.MaxRetries, opts.Key)
 	lease, err := locker.Acquire(ctx, c.lock, c.name, opts.Key, opts.LockTimeout, policy)
 	if err != nil {
 		return nil, err
@@ -95,6 +102,49 @@ func (c *Context[T]) acquireLock(ctx context.Context, opts LockOptions) (*Lock, 
 
 // errNilLock is the error of a method called on a nil *Lock.
 var errNilLock = invalid("nil *Lock")
+
+// holds reports whether this Context holds a live lock on key.
+func (c *Context[T]) holds(key string) bool {
+	c.lifeMu.Lock()
+	defer c.lifeMu.Unlock()
+	for l := range c.locks {
+		if l.lease.Key == key && !l.isLost() {
+			return true
+		}
+	}
+	return false
+}
+
+// Context returns a context derived from parent that is cancelled when the
+// lock is no longer held (released, expired, taken over, renewal failed),
+// with context.Cause ErrLockLost, as well as when parent is done: work
+// guarded by the lock runs under it (like rueidislock's and etcd's session
+// contexts). Call the returned cancel when the work is done.
+func (l *Lock) Context(parent context.Context) (context.Context, context.CancelFunc) {
+	ctx, cancel := context.WithCancelCause(parent)
+	if l == nil {
+		cancel(errNilLock)
+		return ctx, func() {}
+	}
+	id := new(int)
+	l.cancelMu.Lock()
+	if l.isLost() {
+		l.cancelMu.Unlock()
+		cancel(ErrLockLost)
+		return ctx, func() {}
+	}
+	if l.cancels == nil {
+		l.cancels = make(map[*int]context.CancelCauseFunc)
+	}
+	l.cancels[id] = cancel
+	l.cancelMu.Unlock()
+	return ctx, func() {
+		l.cancelMu.Lock()
+		delete(l.cancels, id)
+		l.cancelMu.Unlock()
+		cancel(context.Canceled)
+	}
+}
 
 // Key returns the locked key ("" for a nil Lock).
 func (l *Lock) Key() string {
@@ -142,7 +192,16 @@ func (l *Lock) isLost() bool {
 }
 
 func (l *Lock) markLost() {
-	l.lostOnce.Do(func() { close(l.lost) })
+	l.lostOnce.Do(func() {
+		l.cancelMu.Lock()
+		close(l.lost)
+		cancels := l.cancels
+		l.cancels = nil
+		l.cancelMu.Unlock()
+		for _, cancel := range cancels {
+			cancel(ErrLockLost)
+		}
+	})
 }
 
 // checkLost is called after a write with this lock was refused as not held:

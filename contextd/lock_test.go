@@ -292,3 +292,52 @@ func TestWriteWithLockTheStoreForgot(t *testing.T) {
 		}
 	})
 }
+
+// TestLockContext: the context of a lock ends when the lock is lost —
+// here released by Close's cleanup elsewhere, taken over after expiry — with
+// ErrLockLost as its cause, and when its parent ends.
+func TestLockContext(t *testing.T) {
+	clock := newManualClock()
+	b := newMemory(t, &memory.Options{Clock: clock.Now})
+	a := open[int](t, b, "ctx", nil)
+	ctx := t.Context()
+	l, err := a.AcquireLock(ctx, contextd.LockOptions{Key: "k", LockTimeout: time.Minute})
+	if err != nil {
+		t.Fatal(err)
+	}
+	work, cancel := l.Context(ctx)
+	defer cancel()
+	parent, stop := context.WithCancel(ctx)
+	other, cancelOther := l.Context(parent)
+	defer cancelOther()
+	stop()
+	<-other.Done() // the parent ended it
+	if work.Err() != nil {
+		t.Fatal("the lock's context ended while the lock is held")
+	}
+	if _, err := a.AcquireLock(ctx, contextd.LockOptions{Key: "k", MaxRetries: -1}); !errors.Is(err, contextd.ErrAlreadyHeld) {
+		t.Fatalf("AcquireLock of a key the Context holds = %v, want ErrAlreadyHeld", err)
+	}
+	if err := l.Release(ctx); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-work.Done():
+	case <-time.After(5 * time.Second):
+		t.Fatal("the lock's context did not end when the lock was released")
+	}
+	if cause := context.Cause(work); !errors.Is(cause, contextd.ErrLockLost) {
+		t.Fatalf("cause = %v, want ErrLockLost", cause)
+	}
+	late, cancelLate := l.Context(ctx)
+	defer cancelLate()
+	if late.Err() == nil {
+		t.Fatal("a context of a released lock is not done")
+	}
+	// Released, the key can be locked again.
+	l2, err := a.AcquireLock(ctx, contextd.LockOptions{Key: "k", MaxRetries: -1})
+	if err != nil {
+		t.Fatalf("AcquireLock after Release: %v", err)
+	}
+	_ = l2.Release(ctx)
+}

@@ -81,8 +81,12 @@ type Options struct {
 	FailClosed bool
 
 	// Logger receives background problems (resync failures, undecodable
-	// events). Default: none.
+	// events) and, at debug level, what catch-ups did. Default: none.
 	Logger *slog.Logger
+
+	// Trace receives hooks for metrics and traces (see Trace and package
+	// otelcontextd). Default: none.
+	Trace *Trace
 }
 
 // resolved returns o with defaults filled in, or an error for bad values.
@@ -143,11 +147,43 @@ func lockDefaults(timeout, delay *time.Duration, retries *int) error {
 	return nil
 }
 
-// WriteOption changes one write.
+// WriteOption changes one write: UpdateContext, TransactionalUpdate,
+// Delete, Create, Modify, Txn.Commit (and Txn.Put for WithTTL).
 type WriteOption func(*writeOptions)
 
 type writeOptions struct {
 	locks []*Lock
+	// ifRevision is the revision IfRevision requires of every written
+	// key; ifSet says it was given (0 with ifSet: IfAbsent).
+	ifRevision uint64
+	ifSet      bool
+	ttl        time.Duration
+	ttlSet     bool
+}
+
+// IfRevision makes the write conditional: it goes through only if every key
+// it writes is still at revision rev (Entry.Revision; 0 means the key must
+// be absent), and otherwise fails with an error matching ErrConflict and
+// writes nothing. The check is made by the store in the same atomic step
+// as the write, so it is linearizable; on a store that names its commits
+// (Redis, memory) it also checks that the key was last written by the same
+// commit the local copy saw at rev, which matters after a failover.
+func IfRevision(rev uint64) WriteOption {
+	return func(o *writeOptions) { o.ifRevision, o.ifSet = rev, true }
+}
+
+// IfAbsent makes the write conditional on every key it writes being absent:
+// IfRevision(0). Create is UpdateContext with IfAbsent.
+func IfAbsent() WriteOption { return IfRevision(0) }
+
+// WithTTL makes the keys a write puts expire d after the write, by the
+// store's clock: they are then deleted by an ordinary revisioned delete,
+// seen by every instance and by Watch. A later write of a key without
+// WithTTL keeps it for good; one with WithTTL sets a new expiry. A backend
+// without expiry (Capabilities().Expiry) refuses it with an error matching
+// errors.ErrUnsupported; d must be positive.
+func WithTTL(d time.Duration) WriteOption {
+	return func(o *writeOptions) { o.ttl, o.ttlSet = d, true }
 }
 
 // WithLock makes the write under a lock the caller holds: the write does not

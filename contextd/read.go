@@ -4,8 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-
-	"github.com/contextd-go/contextd/backend"
 )
 
 // Get returns the value of key from the local copy, and whether the key
@@ -32,11 +30,8 @@ func (c *Context[T]) Get(ctx context.Context, key string, opts ...ReadOption) (T
 	if len(opts) > 0 && readOpts(opts).fresh {
 		return c.getFresh(ctx, key)
 	}
-	c.cache.mu.RLock()
-	e, ok := c.cache.entries[key]
-	stale := c.cache.staleness()
-	c.cache.mu.RUnlock()
-	if stale != nil && c.opts.FailClosed {
+	e, ok := c.cache.current().entries.Get(key)
+	if stale := c.cache.staleness(); stale != nil && c.opts.FailClosed {
 		return zero, false, c.errorf("get %q", staleError(stale), key)
 	}
 	if !ok || e.deleted {
@@ -57,19 +52,8 @@ func readOpts(opts []ReadOption) readOptions {
 }
 
 func (c *Context[T]) getFresh(ctx context.Context, key string) (T, bool, error) {
-	var zero T
-	e, err := c.store.Get(ctx, c.name, key)
-	if errors.Is(err, backend.ErrNotFound) {
-		return zero, false, nil
-	}
-	if err != nil {
-		return zero, false, c.errorf("get %q", err, key)
-	}
-	v, err := c.decode(key, e.Value)
-	if err != nil {
-		return zero, false, c.errorf("get %q", err, key)
-	}
-	return v, true, nil
+	e, ok, err := c.freshEntry(ctx, key)
+	return e.Value, ok, err
 }
 
 func staleError(cause error) error {
@@ -89,14 +73,14 @@ func (c *Context[T]) GetContext(ctx context.Context) (map[string]T, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, c.errorf("get context", err)
 	}
-	c.cache.mu.RLock()
-	defer c.cache.mu.RUnlock()
 	if stale := c.cache.staleness(); stale != nil && c.opts.FailClosed {
 		return nil, c.errorf("get context", staleError(stale))
 	}
-	out := make(map[string]T, c.cache.live)
+	// One view, read without a lock: writers go on meanwhile.
+	v := c.cache.current()
+	out := make(map[string]T, v.live)
 	var errs []error
-	for k, e := range c.cache.entries {
+	for k, e := range v.entries.All() {
 		switch {
 		case e.deleted:
 		case e.err != nil:

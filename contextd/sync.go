@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"runtime"
+	"sync"
 	"time"
 
 	"github.com/contextd-go/contextd/backend"
@@ -41,6 +43,7 @@ func (c *Context[T]) readLoop(ctx context.Context) {
 		}
 		if msg.Loss {
 			c.stats.losses.Add(1)
+			c.opts.Trace.gap("loss")
 			c.cache.setDeaf(nil)
 			c.cache.setStale(errLoss)
 			c.catchUp(ctx, viaLog)
@@ -101,6 +104,9 @@ func (c *Context[T]) handleEvent(ctx context.Context, ev backend.Event) {
 			return
 		}
 		v = c.cache.applyEvent(ev.Head, ev.Origin, ups)
+		if v == applied && ev.Origin != c.id {
+			c.opts.Trace.eventApplied(ev.Revision, c.cache.lagIf(c.opts.Trace != nil))
+		}
 	}
 	c.repairAfter(ctx, v)
 }
@@ -113,10 +119,12 @@ func (c *Context[T]) repairAfter(ctx context.Context, v verdict) {
 	switch v {
 	case gap:
 		c.stats.gaps.Add(1)
+		c.opts.Trace.gap("gap")
 		c.catchUp(ctx, viaLog)
 	case resync:
 		c.catchUp(ctx, viaSnapshot)
 	case diverged:
+		c.opts.Trace.gap("diverged")
 		c.catchUp(ctx, replaceAll)
 	}
 }
@@ -215,18 +223,22 @@ func (c *Context[T]) catchUp(ctx context.Context, mode catchMode) error {
 		switch {
 		case err != nil:
 			c.cache.setStale(err)
+			c.opts.Trace.catchUp("log", err)
 			c.opts.Logger.Warn("contextd: catching up from the change log failed", "context", c.name, "error", err)
 			c.requestRepair()
 			return err
 		case v == applied:
 			c.stats.logCatchUps.Add(1)
 			c.cache.setStale(nil)
+			c.opts.Trace.catchUp("log", nil)
 			return nil
 		case v == diverged:
 			mode = replaceAll
 		}
 	}
-	if err := c.load(ctx, epoch, before, mode == replaceAll); err != nil {
+	err := c.load(ctx, epoch, before, mode == replaceAll)
+	c.opts.Trace.catchUp("snapshot", err)
+	if err != nil {
 		c.cache.setStale(err)
 		c.opts.Logger.Warn("contextd: loading a snapshot failed", "context", c.name, "error", err)
 		c.requestRepair()
@@ -263,6 +275,8 @@ func (c *Context[T]) catchUpFromLog(ctx context.Context, epoch string, before ui
 			return resync, err
 		}
 		switch v := c.cache.applyEvent(ev.Head, ev.Origin, ups); v {
+		case applied:
+			c.opts.Trace.eventApplied(ev.Revision, c.cache.lagIf(c.opts.Trace != nil))
 		case gap, resync, diverged:
 			c.opts.Logger.Debug("contextd: logged event does not apply", "context", c.name, "epoch", ev.Epoch, "revision", ev.Revision,
 				"commit", ev.Commit, "parent", ev.Parent, "verdict", v.String())
@@ -275,7 +289,12 @@ func (c *Context[T]) catchUpFromLog(ctx context.Context, epoch string, before ui
 // load applies a fresh snapshot; epoch and before are the copy's epoch and
 // applied revision when the catch-up started, and replace replaces the
 // copy whatever it holds.
-func (c *Context[T]) load(ctx context.Context, epoch string, before uint64, replace bool) error {
+func (c *Context[T]) load(ctx context.Context, epoch string, before uint64, replace bool) (err error) {
+	ctx, done := c.opts.Trace.snapshotStart(ctx)
+	var loaded int
+	if done != nil {
+		defer func() { done(loaded, err) }()
+	}
 	snap, err := c.store.Load(ctx, c.name)
 	if err != nil {
 		return fmt.Errorf("load: %w", err)
@@ -284,19 +303,46 @@ func (c *Context[T]) load(ctx context.Context, epoch string, before uint64, repl
 		return fmt.Errorf("context is encoded with %q, this instance uses %q: %w", snap.Codec, c.opts.Codec.Name(), ErrCodecMismatch)
 	}
 	ents := make([]snapshotEntry[T], len(snap.Entries))
-	for i, e := range snap.Entries {
-		ents[i].key, ents[i].rev, ents[i].commit = e.Key, e.Revision, e.Commit
-		if e.Revision == 0 {
-			ents[i].err = damaged(e.Key)
-			continue
-		}
-		ents[i].value, ents[i].err = c.decode(e.Key, e.Value)
-	}
+	c.decodeAll(snap.Entries, ents)
+	loaded = len(ents)
 	outcome := c.cache.applySnapshot(snap.Head, epoch, before, ents, replace)
 	c.stats.snapshots.Add(1)
 	c.opts.Logger.Debug("contextd: snapshot loaded", "context", c.name, "epoch", snap.Epoch, "revision", snap.Revision,
 		"commit", snap.Commit, "entries", len(ents), "copy_revision_before", before, "outcome", string(outcome))
 	return nil
+}
+
+// decodeAll decodes a snapshot's entries into ents, on several cores when
+// there are many (decoding is most of the client's work of a large load).
+func (c *Context[T]) decodeAll(entries []backend.Entry, ents []snapshotEntry[T]) {
+	decode := func(from, to int) {
+		for i := from; i < to; i++ {
+			e := entries[i]
+			se := &ents[i]
+			se.key, se.rev, se.commit, se.expires = e.Key, e.Revision, e.Commit, milliOf(e.Expires)
+			if e.Revision == 0 {
+				se.err = damaged(e.Key)
+				continue
+			}
+			se.value, se.err = c.decode(e.Key, e.Value)
+		}
+	}
+	const perWorker = 2048
+	workers := min(runtime.GOMAXPROCS(0), len(entries)/perWorker)
+	if workers < 2 {
+		decode(0, len(entries))
+		return
+	}
+	var wg sync.WaitGroup
+	chunk := (len(entries) + workers - 1) / workers
+	for from := 0; from < len(entries); from += chunk {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			decode(from, min(from+chunk, len(entries)))
+		}()
+	}
+	wg.Wait()
 }
 
 // maintain repairs the copy after failed catch-ups, retrying with backoff
@@ -336,9 +382,10 @@ func (c *Context[T]) maintain(ctx context.Context) {
 // check runs one comparison; it returns the store revision to look for at
 // the next check, if the copy is behind it now.
 func (c *Context[T]) check(ctx context.Context, behindAt uint64) uint64 {
-	c.cache.mu.RLock()
-	epoch, before, commit, stale := c.cache.epoch, c.cache.applied, c.cache.commit, c.cache.stale
-	c.cache.mu.RUnlock()
+	c.cache.mu.Lock()
+	epoch, before, commit := c.cache.epoch, c.cache.applied, c.cache.commit
+	c.cache.mu.Unlock()
+	stale := c.cache.staleErr()
 	h, err := c.store.Revision(ctx, c.name)
 	if err != nil {
 		if ctx.Err() == nil {

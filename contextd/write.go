@@ -14,16 +14,38 @@ import (
 // UpdateContext sets key to value (the original's updateContext). The write
 // is atomic, waits while another holder has key locked (up to
 // Options.MaxRetries pauses of Options.RetryDelay, or ctx), and is visible
-// to this instance's reads when UpdateContext returns.
+// to this instance's reads when UpdateContext returns. With IfRevision or
+// IfAbsent it is conditional; with WithTTL the key expires.
 //
 // On a backend with atomic publishing and lock-aware commits (Redis, memory)
 // it costs one round trip when key is not locked.
 func (c *Context[T]) UpdateContext(ctx context.Context, key string, value T, opts ...WriteOption) error {
-	err := c.put(ctx, map[string]T{key: value}, opts)
+	_, err := c.traced(ctx, 1, func(ctx context.Context) (uint64, error) {
+		return c.commitOps(ctx, []txnOp[T]{{key: key, value: value}}, nil, writeOptionsOf(opts))
+	})
 	if err != nil {
 		return c.errorf("update %q", err, key)
 	}
 	return nil
+}
+
+// Create sets key to value if it does not exist yet, and returns the
+// revision it committed at; if key exists it fails with an error matching
+// ErrConflict. It is UpdateContext with IfAbsent (as NATS KV's Create and
+// Redisson's putIfAbsent).
+func (c *Context[T]) Create(ctx context.Context, key string, value T, opts ...WriteOption) (uint64, error) {
+	o := writeOptionsOf(opts)
+	if o.ifSet && o.ifRevision != 0 {
+		return 0, c.errorf("create %q", invalid("IfRevision(%d) with Create, which requires the key absent", o.ifRevision), key)
+	}
+	o.ifSet, o.ifRevision = true, 0
+	rev, err := c.traced(ctx, 1, func(ctx context.Context) (uint64, error) {
+		return c.commitOps(ctx, []txnOp[T]{{key: key, value: value}}, nil, o)
+	})
+	if err != nil {
+		return 0, c.errorf("create %q", err, key)
+	}
+	return rev, nil
 }
 
 // TransactionalUpdate sets several keys in one atomic step (the original's
@@ -31,144 +53,163 @@ func (c *Context[T]) UpdateContext(ctx context.Context, key string, value T, opt
 // The keys are treated as one unit for locking: it waits while any of them
 // is locked by another holder; where the backend has no lock-aware commits
 // it takes their locks in sorted key order, so two transactions never
-// deadlock. An empty map writes nothing.
+// deadlock. An empty map writes nothing. IfRevision and IfAbsent apply to
+// every key, WithTTL to every key; Txn mixes puts, deletes and per-key
+// conditions.
 func (c *Context[T]) TransactionalUpdate(ctx context.Context, values map[string]T, opts ...WriteOption) error {
-	if err := c.put(ctx, values, opts); err != nil {
+	ops := make([]txnOp[T], 0, len(values))
+	for k, v := range values {
+		ops = append(ops, txnOp[T]{key: k, value: v})
+	}
+	_, err := c.traced(ctx, len(ops), func(ctx context.Context) (uint64, error) {
+		return c.commitOps(ctx, ops, nil, writeOptionsOf(opts))
+	})
+	if err != nil {
 		return c.errorf("transactional update of %d keys", err, len(values))
 	}
 	return nil
 }
 
-// Delete removes keys in one atomic step. Keys that do not exist are fine.
-func (c *Context[T]) Delete(ctx context.Context, keys ...string) error {
-	if err := c.remove(ctx, keys); err != nil {
-		return c.errorf("delete %q", err, keys)
+// Delete removes key; a key that does not exist is fine. It waits for
+// locks like UpdateContext, and takes WithLock (a holder deletes its own
+// locked key) and IfRevision. Txn deletes several keys at once.
+func (c *Context[T]) Delete(ctx context.Context, key string, opts ...WriteOption) error {
+	o := writeOptionsOf(opts)
+	_, err := c.traced(ctx, 1, func(ctx context.Context) (uint64, error) {
+		if o.ttlSet {
+			return 0, invalid("WithTTL on a delete")
+		}
+		return c.commitOps(ctx, []txnOp[T]{{key: key, del: true}}, nil, o)
+	})
+	if err != nil {
+		return c.errorf("delete %q", err, key)
 	}
 	return nil
 }
 
-func (c *Context[T]) put(ctx context.Context, values map[string]T, opts []WriteOption) error {
-	if err := c.usable(); err != nil {
-		return err
+// traced runs a write between the Trace's WriteStart hook and its done.
+func (c *Context[T]) traced(ctx context.Context, keys int, write func(context.Context) (uint64, error)) (uint64, error) {
+	if c == nil {
+		return write(ctx)
 	}
-	keys := make([]string, 0, len(values))
-	for k := range values {
-		if k == "" {
-			return errEmptyKey
-		}
-		keys = append(keys, k)
+	ctx, done := c.opts.Trace.writeStart(ctx, keys)
+	rev, err := write(ctx)
+	if done != nil {
+		done(rev, err)
 	}
-	slices.Sort(keys)
-	ops := make([]backend.Op, len(keys))
-	ups := make([]update[T], len(keys))
-	for i, k := range keys {
-		b, err := c.encode(k, values[k])
-		if err != nil {
-			return err
-		}
-		ops[i] = backend.Op{Key: k, Value: b}
-		// The copy holds what other instances will decode, not the
-		// caller's value, which the caller may go on changing.
-		ups[i] = update[T]{key: k}
-		ups[i].value, ups[i].err = c.decode(k, b)
-	}
-	if len(ops) == 0 {
-		return ctx.Err()
-	}
-	return c.write(ctx, keys, opts, func(ctx context.Context, leases []locker.Lease, w *locker.Waiter) error {
-		return c.commit(ctx, backend.Batch{Ops: ops, Leases: leases, Waiter: w}, ups)
-	})
-}
-
-func (c *Context[T]) remove(ctx context.Context, keys []string) error {
-	if err := c.usable(); err != nil {
-		return err
-	}
-	keys = slices.Clone(keys)
-	slices.Sort(keys)
-	keys = slices.Compact(keys)
-	ops := make([]backend.Op, len(keys))
-	ups := make([]update[T], len(keys))
-	for i, k := range keys {
-		if k == "" {
-			return errEmptyKey
-		}
-		ops[i] = backend.Op{Key: k, Delete: true}
-		ups[i] = update[T]{key: k, deleted: true}
-	}
-	if len(ops) == 0 {
-		return ctx.Err()
-	}
-	return c.write(ctx, keys, nil, func(ctx context.Context, leases []locker.Lease, w *locker.Waiter) error {
-		return c.commit(ctx, backend.Batch{Ops: ops, Leases: leases, Waiter: w}, ups)
-	})
+	return rev, err
 }
 
 // Modify replaces the value of key by fn's result, read-modify-write, and
 // never loses an update: if another write got in between, fn is called
 // again with the newer value, so fn may run several times and should have no
 // side effects. fn gets the current value and whether the key exists; if fn
-// returns an error, nothing is written and Modify returns it. Modify waits
-// for locks like UpdateContext and accepts the same options.
+// returns an error, nothing is written and Modify returns it, except
+// DeleteKey, which makes Modify delete the key. Modify waits for locks like
+// UpdateContext and accepts the same options: with IfRevision it runs fn
+// only if the key is at that revision, and fails with ErrConflict instead
+// of trying again; WithTTL makes the new value expire.
 func (c *Context[T]) Modify(ctx context.Context, key string, fn func(cur T, ok bool) (T, error), opts ...WriteOption) (T, error) {
-	v, err := c.modify(ctx, key, fn, opts)
+	var v T
+	_, err := c.traced(ctx, 1, func(ctx context.Context) (uint64, error) {
+		var rev uint64
+		var err error
+		v, rev, err = c.modify(ctx, key, fn, opts)
+		return rev, err
+	})
 	if err != nil {
 		return v, c.errorf("modify %q", err, key)
 	}
 	return v, nil
 }
 
-func (c *Context[T]) modify(ctx context.Context, key string, fn func(T, bool) (T, error), opts []WriteOption) (T, error) {
+// DeleteKey, returned by the function of Modify, makes Modify delete the
+// key instead of writing a value (as filepath.SkipDir steers a walk).
+//
+//lint:ignore ST1012 a signal, not an error, named as filepath.SkipDir is
+var DeleteKey = errors.New("contextd: delete the key")
+
+func (c *Context[T]) modify(ctx context.Context, key string, fn func(T, bool) (T, error), opts []WriteOption) (T, uint64, error) {
 	var result T
 	if err := c.usable(); err != nil {
-		return result, err
+		return result, 0, err
 	}
 	if key == "" {
-		return result, errEmptyKey
+		return result, 0, errEmptyKey
 	}
 	if fn == nil {
-		return result, invalid("nil function")
+		return result, 0, invalid("nil function")
 	}
-	// Start from the local copy; on a conflict, from what the store
-	// reports or, if it does not, from a read.
-	c.cache.mu.RLock()
-	e, exists := c.cache.entries[key]
-	c.cache.mu.RUnlock()
-	cur, rev, commit, ok, curErr := e.value, e.rev, e.commit, exists && !e.deleted, e.err
-	if !ok {
-		rev, commit = 0, ""
+	o := writeOptionsOf(opts)
+	if o.ttlSet && o.ttl <= 0 {
+		return result, 0, invalid("WithTTL(%v): not positive", o.ttl)
 	}
-	var backoff conflictBackoff
-	err := c.write(ctx, []string{key}, opts, func(ctx context.Context, leases []locker.Lease, w *locker.Waiter) error {
+	if o.ttlSet && !c.caps.Expiry {
+		return result, 0, fmt.Errorf("WithTTL: the backend does not expire keys: %w", errors.ErrUnsupported)
+	}
+	var head backend.Head
+	var (
+		cur     T
+		rev     uint64
+		commit  string
+		ok      bool
+		curErr  error
+		backoff conflictBackoff
+	)
+	// Each attempt starts from the local copy as it is then — after a wait
+	// for a lock, events have usually brought it up to date, which saves a
+	// conflict and a read — unless the store reported something newer.
+	fromCopy := func() {
+		e, exists := c.cache.current().entries.Get(key)
+		if !exists || e.rev < rev {
+			return
+		}
+		cur, rev, commit, ok, curErr = e.value, e.rev, e.commit, !e.deleted, e.err
+		if !ok {
+			rev, commit = 0, ""
+		}
+	}
+	err := c.write(ctx, []string{key}, o, func(ctx context.Context, leases []locker.Lease, w *locker.Waiter) error {
+		fromCopy()
 		for {
 			if curErr != nil {
 				return curErr
 			}
-			next, err := fn(cur, ok)
-			if err != nil {
-				return err
+			if o.ifSet && rev != o.ifRevision {
+				return fmt.Errorf("key %q is at revision %d, not %d: %w", key, rev, o.ifRevision, ErrConflict)
 			}
-			b, err := c.encode(key, next)
-			if err != nil {
-				return err
-			}
+			op := backend.Op{Key: key, TTL: o.ttl}
 			up := update[T]{key: key}
-			up.value, up.err = c.decode(key, b)
+			next, err := fn(cur, ok)
+			switch {
+			case errors.Is(err, DeleteKey):
+				op, up.deleted = backend.Op{Key: key, Delete: true}, true
+			case err != nil:
+				return err
+			default:
+				if op.Value, err = c.encode(key, next); err != nil {
+					return err
+				}
+				up.value, up.err = c.decode(key, op.Value)
+			}
 			batch := backend.Batch{
-				Ops:        []backend.Op{{Key: key, Value: b}},
+				Ops:        []backend.Op{op},
 				Conditions: []backend.Condition{{Key: key, Revision: rev, Commit: commit}},
 				Leases:     leases,
 				Waiter:     w,
 			}
-			err = c.commit(ctx, batch, []update[T]{up})
-			if !errors.Is(err, backend.ErrConflict) {
+			head, err = c.commit(ctx, batch, []update[T]{up})
+			if !errors.Is(err, backend.ErrConflict) || o.ifSet {
 				result = up.value
 				return err
 			}
 			// A fair store queued the waiter on the conflict: its next
-			// attempt is served in turn. Elsewhere, back off so that
+			// attempt is served in turn. A first attempt has no waiter
+			// yet: after a re-read it ends as a lock wait would, so that
+			// the next one is queued. Without queues, back off so that
 			// contenders do not retry in lockstep.
-			if w == nil {
+			lostRace := w == nil && c.queue != nil && c.caps.LockAwareCommit
+			if w == nil && !lostRace {
 				if err := backoff.wait(ctx, c.opts.RetryDelay); err != nil {
 					return err
 				}
@@ -206,10 +247,18 @@ func (c *Context[T]) modify(ctx context.Context, key string, fn func(T, bool) (T
 				return fmt.Errorf("key %q: the store refuses revision %d, which it reports: %w", key, rev, ErrCorrupt)
 			}
 			rev, commit = freshRev, freshCommit
+			if lostRace {
+				return errLostRace
+			}
 		}
 	})
-	return result, err
+	return result, head.Revision, err
 }
+
+// errLostRace ends a first, unqueued attempt of Modify that lost a race on
+// a fair store: it counts as a lock wait, so the next attempt carries a
+// waiter and is served in turn.
+var errLostRace = fmt.Errorf("lost a race for the key: %w", backend.ErrLocked)
 
 // write runs attempt under the backend's locking discipline for keys:
 //   - lock-aware store: the store checks locks in the commit; attempt is
@@ -217,11 +266,7 @@ func (c *Context[T]) modify(ctx context.Context, key string, fn func(T, bool) (T
 //   - otherwise: the locks of keys not held through WithLock are taken in
 //     sorted order first and released after, and the WithLock leases are
 //     renewed to prove they are still held.
-func (c *Context[T]) write(ctx context.Context, keys []string, opts []WriteOption, attempt func(context.Context, []locker.Lease, *locker.Waiter) error) error {
-	var wo writeOptions
-	for _, o := range opts {
-		o(&wo)
-	}
+func (c *Context[T]) write(ctx context.Context, keys []string, wo writeOptions, attempt func(context.Context, []locker.Lease, *locker.Waiter) error) error {
 	held, err := c.heldLeases(wo.locks)
 	if err != nil {
 		return err
@@ -240,7 +285,7 @@ func (c *Context[T]) write(ctx context.Context, keys []string, opts []WriteOptio
 }
 
 func (c *Context[T]) writeLocked(ctx context.Context, keys []string, held []*Lock, leases []locker.Lease, attempt func(context.Context, []locker.Lease, *locker.Waiter) error) error {
-	policy := c.lockPolicy(c.opts.RetryDelay, c.opts.MaxRetries)
+	policy := c.lockPolicy(c.opts.RetryDelay, c.opts.MaxRetries, keys[0])
 	if c.caps.LockAwareCommit {
 		err := locker.Retry(ctx, c.name, keys, policy, func(ctx context.Context, w *locker.Waiter) error {
 			return attempt(ctx, leases, w)
@@ -294,7 +339,7 @@ func (c *Context[T]) heldLeases(locks []*Lock) ([]*Lock, error) {
 }
 
 // commit writes one batch, publishes its event and applies it locally.
-func (c *Context[T]) commit(ctx context.Context, b backend.Batch, ups []update[T]) error {
+func (c *Context[T]) commit(ctx context.Context, b backend.Batch, ups []update[T]) (backend.Head, error) {
 	b.Codec = c.opts.Codec.Name()
 	b.Origin = c.id
 	b.EventValueLimit = c.opts.EventValueLimit
@@ -309,7 +354,7 @@ func (c *Context[T]) commit(ctx context.Context, b backend.Batch, ups []update[T
 		}
 	}
 	if err != nil {
-		return err
+		return backend.Head{}, err
 	}
 	v := c.cache.applyOwn(head, c.id, ups)
 	if v != applied && v != duplicate {
@@ -325,7 +370,7 @@ func (c *Context[T]) commit(ctx context.Context, b backend.Batch, ups []update[T
 		// The store has another history than the copy (a failover).
 		_ = c.catchUp(ctx, replaceAll)
 	}
-	return nil
+	return head, nil
 }
 
 // publish sends a committed batch's event. The commit stands whatever

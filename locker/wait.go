@@ -33,6 +33,11 @@ type Policy struct {
 	// (the backend may be what failed); it must not block. A waiter that
 	// is never dequeued stops blocking others after its Hold.
 	Leave func(w Waiter, keys []string)
+	// OnWait, if not nil, is called when the first attempt was refused
+	// and the caller starts to wait; the ctx it returns is used for the
+	// rest of the wait, and done is called when the wait ends, with nil if
+	// an attempt went through. For metrics and traces.
+	OnWait func(ctx context.Context) (context.Context, func(err error))
 }
 
 // Retry calls try until it returns nil or an error for which retryable is
@@ -46,37 +51,49 @@ type Policy struct {
 // that happened between the attempt and the arming is not missed, and every
 // later release wakes the pause early.
 //
-// With p.Queue, every attempt gets the same Waiter, which the fair locker
-// queues at the first refusal; when Retry returns an error, the waiter is
-// dequeued from keys (the store dequeues it itself on success). Without
-// it, w is nil and waiting is jittered polling, with no bound on how often
-// one waiter can lose to others.
+// With p.Queue, every attempt after the first gets the same Waiter, which
+// the fair locker queues when it refuses it; when Retry returns an error,
+// the waiter is dequeued from keys (the store dequeues it itself on
+// success). Without a queue, w is nil and waiting is jittered polling,
+// with no bound on how often one waiter can lose to others.
 func Retry(ctx context.Context, name string, keys []string, p Policy, try func(ctx context.Context, w *Waiter) error, retryable func(error) bool) (err error) {
+	// The first attempt goes without a waiter: an uncontended caller
+	// pays nothing for the queue. The waiter is made for the attempt that
+	// follows a refusal, and is queued there. A caller that will not wait
+	// (one attempt) takes no place in a queue at all.
 	var w *Waiter
-	if p.Queue != nil {
-		waiter := NewWaiter(holdFor(p))
-		w = &waiter
-		defer func() {
-			switch {
-			case err == nil:
-			case p.Leave != nil:
-				p.Leave(waiter, keys)
-			default:
-				// Give the place up even if ctx was cancelled: a waiter
-				// left queued would hold the others up for its Hold.
-				dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-				_ = p.Queue.Dequeue(dctx, name, waiter, keys...)
-				cancel()
-			}
-		}()
-	}
-	return retry(ctx, name, keys, p, func(ctx context.Context) error { return try(ctx, w) }, retryable)
+	attempts := 0
+	defer func() {
+		switch {
+		case err == nil || w == nil:
+		case p.Leave != nil:
+			p.Leave(*w, keys)
+		default:
+			// Give the place up even if ctx was cancelled: a waiter left
+			// queued would hold the others up for its Hold.
+			dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+			_ = p.Queue.Dequeue(dctx, name, *w, keys...)
+			cancel()
+		}
+	}()
+	return retry(ctx, name, keys, p, func(ctx context.Context) error {
+		if attempts++; attempts == 2 && p.Queue != nil {
+			waiter := NewWaiter(holdFor(p))
+			w = &waiter
+		}
+		return try(ctx, w)
+	}, retryable)
 }
 
-func retry(ctx context.Context, name string, keys []string, p Policy, try func(context.Context) error, retryable func(error) bool) error {
-	err := try(ctx)
+func retry(ctx context.Context, name string, keys []string, p Policy, try func(context.Context) error, retryable func(error) bool) (err error) {
+	err = try(ctx)
 	if err == nil || !retryable(err) || p.MaxRetries <= 0 {
 		return wrapExhausted(err, retryable, 0)
+	}
+	if p.OnWait != nil {
+		var done func(error)
+		ctx, done = p.OnWait(ctx)
+		defer func() { done(err) }()
 	}
 	var notify <-chan struct{}
 	if p.Watcher != nil {

@@ -15,10 +15,11 @@ var aclCommands = []string{
 	"+get", "+set", "+del", "+exists", "+pexpire", "+type", "+time",
 	"+zadd", "+zrem", "+zrange", "+zcard", "+zscore",
 	"+publish", "+spublish",
-	// Outside scripts: the periodic revision check (HMGET, above), pub/sub
-	// and its watchdog, and the WAIT-for-replicas mode. Subscriptions end
-	// by closing their connection, so no UNSUBSCRIBE.
-	"+subscribe", "+ssubscribe", "+ping", "+wait",
+	// Outside scripts: snapshots (HMGET and HGETALL, above, in MULTI/EXEC),
+	// the periodic revision check (HMGET), pub/sub and its watchdog, and
+	// the WAIT-for-replicas mode. Subscriptions end by closing their
+	// connection, so no UNSUBSCRIBE.
+	"+multi", "+exec", "+subscribe", "+ssubscribe", "+ping", "+wait",
 }
 
 // ACLRules returns the Redis ACL rules, one argument each, that let a user

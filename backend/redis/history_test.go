@@ -386,7 +386,11 @@ func (h *history) work(i, id int, rng *rand.Rand) {
 			for _, j := range rng.Perm(len(deletable))[:1+rng.IntN(2)] {
 				op.Deletes = append(op.Deletes, deletable[j])
 			}
-			err = cx.Delete(ctx, op.Deletes...)
+			txn := cx.Txn()
+			for _, k := range op.Deletes {
+				txn.Delete(k)
+			}
+			_, err = txn.Commit(ctx)
 		case p < 52:
 			v := next()
 			op.Kind, op.Key, op.Puts = checker.Inc, histCounter, map[string]checker.Value{histCounter: v}
@@ -813,6 +817,7 @@ func runServerScenario(t *testing.T, sc serverScenario, seed uint64, length time
 	h.start()
 	defer h.halt()
 	sc.fault(t, srv, h, rng, time.Now().Add(length))
+	h.settle()
 	h.halt()
 	fresh := newProcess(t, clientName(t)+"-fresh", goredis.NewClient(historyClient(srv.Addr(), clientName(t)+"-fresh")), ropts)
 	rep := h.checkHistory(fresh.b, checker.NoLoss)
@@ -855,13 +860,39 @@ func TestHistory(t *testing.T) {
 	}
 }
 
+// minActivity is how many operations of each kind a scenario must see
+// succeed to prove anything.
+const minActivity = 10
+
+var activityKinds = []checker.Kind{checker.Write, checker.Inc, checker.StrongRead, checker.CachedRead, checker.Snapshot}
+
+// settle lets the workload go on after a scenario's faults until it has
+// done enough to prove something — minActivity successes of each kind,
+// and a write with an expired lock where locks are held — or up to two
+// minutes. On a loaded machine the scheduled length may pass with little
+// done; the checks must not depend on how fast the machine is.
+func (h *history) settle() {
+	h.t.Helper()
+	deadline := time.Now().Add(2 * time.Minute)
+	for time.Now().Before(deadline) {
+		enough := !h.w.locks || h.staleWrites.Load() > 0
+		for _, k := range activityKinds {
+			enough = enough && h.rec.Succeeded(k) >= minActivity
+		}
+		if enough {
+			return
+		}
+		time.Sleep(50 * time.Millisecond) // polling a condition, with a deadline
+	}
+}
+
 // requireActivity fails a scenario that did too little to prove anything:
 // each kind of operation must have succeeded a few times, and lock holders
 // must have tried writes with expired locks.
 func (h *history) requireActivity(rep checker.Report) {
 	h.t.Helper()
-	for _, k := range []checker.Kind{checker.Write, checker.Inc, checker.StrongRead, checker.CachedRead, checker.Snapshot} {
-		if n := rep.Counts[k][checker.OK]; n < 10 {
+	for _, k := range activityKinds {
+		if n := rep.Counts[k][checker.OK]; n < minActivity {
 			h.t.Errorf("%s: only %d %ss succeeded", h.name, n, k)
 		}
 	}

@@ -132,6 +132,7 @@ func runFailoverScenario(t *testing.T, mode failoverMode, seed uint64, length ti
 	})
 	t.Logf("the old master replicates the new one after %v", time.Since(begin).Round(time.Millisecond))
 	sleepUntil(length*2/3, time.Now().Add(length*2/3))
+	h.settle()
 	h.halt()
 
 	freshName := clientName(t) + "-fresh"
@@ -249,6 +250,7 @@ func runClusterScenario(t *testing.T, seed uint64, length time.Duration, killNor
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
+			h.settle()
 			h.halt()
 		}()
 	}

@@ -478,21 +478,6 @@ end
 return {epoch, rev, commitID, parent}
 `
 
-// loadScript reads a consistent snapshot.
-//
-//	KEYS: meta, data, revs
-//	returns {epoch, revision, codec, HGETALL data, HGETALL revs, commit,
-//	parent}
-var loadScript = goredis.NewScript(luaCore + `
-local m, bad = readMeta(KEYS[1])
-if bad then return bad end
-local d = redis.pcall('HGETALL', KEYS[2])
-if d['err'] then return failed(d, 'data') end
-local r = redis.pcall('HGETALL', KEYS[3])
-if r['err'] then return failed(r, 'revs') end
-return {m[2] or '', m[3] or '0', m[1] or '', d, r, m[4] or '', m[5] or ''}
-`)
-
 // getScript reads one entry.
 //
 //	KEYS: data, revs; ARGV: key

@@ -15,55 +15,64 @@ import (
 	"github.com/contextd-go/contextd/locker"
 )
 
-// Load returns a consistent snapshot, read by one script in one round trip.
+// Load returns a consistent snapshot: the meta fields and both hashes,
+// read in one MULTI/EXEC transaction, one round trip. (A script would do
+// the same atomically, but Lua would first turn every field of a large
+// context into a table and back, which holds the server up several times
+// as long.)
 func (b *Backend) Load(ctx context.Context, name string) (backend.Snapshot, error) {
 	k := keysOf(name)
 	op := fmt.Sprintf("load %q", name)
-	res, err := loadScript.Run(ctx, b.client, []string{k.meta, k.data, k.revs}).Slice()
-	if err != nil {
-		return backend.Snapshot{}, scriptFailed(ctx, op, k, err, nil, nil)
+	pipe := b.client.TxPipeline()
+	meta := pipe.HMGet(ctx, k.meta, "epoch", "rev", "codec", "commit", "parent")
+	data := pipe.HGetAll(ctx, k.data)
+	revs := pipe.HGetAll(ctx, k.revs)
+	if _, err := pipe.Exec(ctx); err != nil {
+		// A refused command aborts the transaction (EXECABORT); its own
+		// error says why (WRONGTYPE: damage; NOPERM: the ACL).
+		for _, c := range []struct {
+			key string
+			cmd goredis.Cmder
+		}{{k.meta, meta}, {k.data, data}, {k.revs, revs}} {
+			switch cerr := c.cmd.Err(); {
+			case isWrongType(cerr):
+				return backend.Snapshot{}, fmt.Errorf("redis: %s: key %q is not a hash: %w", op, c.key, backend.ErrCorrupt)
+			case cerr != nil && !errors.Is(cerr, err):
+				return backend.Snapshot{}, wrap(ctx, op, cerr)
+			}
+		}
+		return backend.Snapshot{}, wrap(ctx, op, err)
 	}
-	snap, err := parseSnapshot(res)
-	if err != nil {
-		return backend.Snapshot{}, fmt.Errorf("redis: %s: %w", op, err)
+	var snap backend.Snapshot
+	if err := parseMeta(meta.Val(), &snap); err != nil {
+		return backend.Snapshot{}, fmt.Errorf("redis: %s: %s of %q: %w", op, err, k.meta, backend.ErrCorrupt)
+	}
+	written := revs.Val()
+	snap.Entries = make([]backend.Entry, 0, len(data.Val()))
+	for key, val := range data.Val() {
+		e := backend.Entry{Key: key, Value: []byte(val)}
+		e.Revision, e.Commit = parseWritten(written[key])
+		snap.Entries = append(snap.Entries, e)
 	}
 	return snap, nil
 }
 
-func parseSnapshot(res []any) (backend.Snapshot, error) {
-	var snap backend.Snapshot
-	if len(res) != 7 {
-		return snap, fmt.Errorf("load script returned %d elements", len(res))
-	}
-	snap.Commit, _ = res[5].(string)
-	snap.Parent, _ = res[6].(string)
-	snap.Epoch, _ = res[0].(string)
-	rev, err := parseUint(res[1])
+// parseMeta reads the meta fields epoch, rev, codec, commit and parent
+// into snap, with the checks the scripts make (readMeta in scripts.go).
+func parseMeta(m []any, snap *backend.Snapshot) error {
+	field := func(i int) string { s, _ := m[i].(string); return s }
+	snap.Epoch, snap.Codec, snap.Commit, snap.Parent = field(0), field(2), field(3), field(4)
+	rev, err := parseUint(m[1])
 	if err != nil {
-		return snap, fmt.Errorf("revision: %w", err)
+		return fmt.Errorf("field \"rev\" does not parse (%w)", err)
 	}
 	snap.Revision = rev
-	snap.Codec, _ = res[2].(string)
-	data, _ := res[3].([]any)
-	revList, _ := res[4].([]any)
-	type written struct {
-		rev    uint64
-		commit string
+	for name, v := range map[string]string{"epoch": snap.Epoch, "commit": snap.Commit, "parent": snap.Parent} {
+		if len(v) > backend.MaxEpochLen || strings.ContainsAny(v, " \t\r\n") || name == "epoch" && m[0] != nil && v == "" {
+			return fmt.Errorf("field %q does not parse", name)
+		}
 	}
-	revs := make(map[string]written, len(revList)/2)
-	for i := 0; i+1 < len(revList); i += 2 {
-		key, _ := revList[i].(string)
-		r, c := parseWritten(revList[i+1])
-		revs[key] = written{r, c}
-	}
-	snap.Entries = make([]backend.Entry, 0, len(data)/2)
-	for i := 0; i+1 < len(data); i += 2 {
-		key, _ := data[i].(string)
-		val, _ := data[i+1].(string)
-		w := revs[key]
-		snap.Entries = append(snap.Entries, backend.Entry{Key: key, Value: []byte(val), Revision: w.rev, Commit: w.commit})
-	}
-	return snap, nil
+	return nil
 }
 
 // parseWritten reads a key's field of the revs hash: "<revision> <commit
@@ -71,8 +80,7 @@ func parseSnapshot(res []any) (backend.Snapshot, error) {
 // scribbled there, reads as revision 0, which backend.Entry defines as
 // damage: the entry still loads, reads of it fail with
 // backend.ErrCorrupt, and any newer change replaces it.
-func parseWritten(v any) (rev uint64, commit string) {
-	s, _ := v.(string)
+func parseWritten(s string) (rev uint64, commit string) {
 	r, commit, _ := strings.Cut(s, " ")
 	rev, err := strconv.ParseUint(r, 10, 64)
 	if err != nil || strings.ContainsAny(commit, " \t\r\n") {
@@ -100,7 +108,8 @@ func (b *Backend) Get(ctx context.Context, name, key string) (backend.Entry, err
 	}
 	val, _ := res[0].(string)
 	e := backend.Entry{Key: key, Value: []byte(val)}
-	if e.Revision, e.Commit = parseWritten(res[1]); e.Revision == 0 {
+	field, _ := res[1].(string)
+	if e.Revision, e.Commit = parseWritten(field); e.Revision == 0 {
 		return backend.Entry{}, fmt.Errorf("redis: %s: field %q of %q holds no revision (a value written without one?): %w", op, key, k.revs, backend.ErrCorrupt)
 	}
 	return e, nil
@@ -268,7 +277,8 @@ func conflictReply(op string, bt backend.Batch, res []any) error {
 		ce.Exists = true
 		ce.Current.Value = []byte(v)
 		// The script refuses fields that do not parse, as damage.
-		ce.Current.Revision, ce.Current.Commit = parseWritten(res[2])
+		field, _ := res[2].(string)
+		ce.Current.Revision, ce.Current.Commit = parseWritten(field)
 	}
 	return fmt.Errorf("redis: %s: key %q changed: %w", op, key, ce)
 }
@@ -408,7 +418,8 @@ func (b *Backend) GetMany(ctx context.Context, name string, keys []string) ([]ba
 			}
 			val, _ := vals[j].(string)
 			e := backend.Entry{Key: key, Value: []byte(val)}
-			e.Revision, e.Commit = parseWritten(revs[j]) // 0 when damaged
+			field, _ := revs[j].(string)
+			e.Revision, e.Commit = parseWritten(field) // 0 when damaged
 			out = append(out, e)
 		}
 		at += len(parts[i])

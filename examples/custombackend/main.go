@@ -80,7 +80,7 @@ func run(out io.Writer, redisAddr string) error {
 		return err
 	}
 	defer second.Close()
-	fmt.Fprintf(out, "capabilities: %+v\n", first.Capabilities())
+	fmt.Fprintf(out, "capabilities: %v\n", first.Capabilities())
 
 	// A write through one instance reaches the other.
 	watchCtx, stopWatch := context.WithCancel(ctx)

@@ -16,7 +16,7 @@ func TestMain(m *testing.M) {
 	goleak.VerifyTestMain(m)
 }
 
-const want = `capabilities: {AtomicPublish:false LockAwareCommit:false ChangeLog:false ReleaseNotify:true FairLocks:true}
+const want = `capabilities: ReleaseNotify+FairLocks
 second instance sees alice: Alice <alice@example.com>
 after 10 concurrent logins through both instances: 10 logins
 a write while alice is locked: refused=true

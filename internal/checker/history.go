@@ -242,6 +242,19 @@ func (r *Recorder) History() []Op {
 	return ops
 }
 
+// Succeeded returns how many operations of kind k have succeeded so far.
+func (r *Recorder) Succeeded(k Kind) int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	n := 0
+	for _, op := range r.ops {
+		if op.Kind == k && op.Outcome == OK {
+			n++
+		}
+	}
+	return n
+}
+
 // Notes returns the violations recorded with Fail.
 func (r *Recorder) Notes() []Violation {
 	r.mu.Lock()

@@ -1,0 +1,253 @@
+package postgres
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/contextd-go/contextd/backend"
+	"github.com/contextd-go/contextd/locker"
+)
+
+// Load returns a consistent snapshot, read by one statement.
+func (b *Backend) Load(ctx context.Context, name string) (backend.Snapshot, error) {
+	op := fmt.Sprintf("load %q", name)
+	if err := b.begin(ctx, op); err != nil {
+		return backend.Snapshot{}, err
+	}
+	if err := checkName(name); err != nil {
+		return backend.Snapshot{}, fmt.Errorf("postgres: %s: %w", op, err)
+	}
+	rows, err := b.pool.Query(ctx, b.sql.load, []byte(name))
+	if err != nil {
+		return backend.Snapshot{}, wrap(ctx, op, err)
+	}
+	defer rows.Close()
+	var snap backend.Snapshot
+	var (
+		meta                bool
+		epoch, codec        string
+		rev                 int64
+		commit, parent      string
+		key, value          []byte
+		haveMeta, haveEntry bool
+	)
+	for rows.Next() {
+		if err := rows.Scan(&meta, &epoch, &rev, &codec, &commit, &parent, &key, &value); err != nil {
+			return backend.Snapshot{}, wrap(ctx, op, err)
+		}
+		if meta {
+			haveMeta = true
+			snap.Head = backend.Head{Epoch: epoch, Revision: uint64(rev), Commit: commit, Parent: parent}
+			snap.Codec = codec
+			continue
+		}
+		haveEntry = true
+		// Scan reuses nothing across rows for []byte targets of a
+		// binary column, but the copy makes ownership plain.
+		snap.Entries = append(snap.Entries, backend.Entry{Key: string(key), Value: append([]byte{}, value...), Revision: uint64(rev), Commit: commit})
+	}
+	if err := rows.Err(); err != nil {
+		return backend.Snapshot{}, wrap(ctx, op, err)
+	}
+	if haveEntry && !haveMeta {
+		return backend.Snapshot{}, fmt.Errorf("postgres: %s: entries without a context row", op)
+	}
+	return snap, nil
+}
+
+// Get reads one entry.
+func (b *Backend) Get(ctx context.Context, name, key string) (backend.Entry, error) {
+	op := fmt.Sprintf("get %q of %q", key, name)
+	if err := b.begin(ctx, op); err != nil {
+		return backend.Entry{}, err
+	}
+	if err := checkName(name); err != nil {
+		return backend.Entry{}, fmt.Errorf("postgres: %s: %w", op, err)
+	}
+	e := backend.Entry{Key: key}
+	var rev int64
+	err := b.pool.QueryRow(ctx, b.sql.get, []byte(name), []byte(key)).Scan(&e.Value, &rev, &e.Commit)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return backend.Entry{}, fmt.Errorf("postgres: %s: %w", op, backend.ErrNotFound)
+	}
+	if err != nil {
+		return backend.Entry{}, wrap(ctx, op, err)
+	}
+	if e.Value == nil {
+		e.Value = []byte{}
+	}
+	e.Revision = uint64(rev)
+	return e, nil
+}
+
+// Revision returns the context's head.
+func (b *Backend) Revision(ctx context.Context, name string) (backend.Head, error) {
+	op := fmt.Sprintf("revision of %q", name)
+	if err := b.begin(ctx, op); err != nil {
+		return backend.Head{}, err
+	}
+	if err := checkName(name); err != nil {
+		return backend.Head{}, fmt.Errorf("postgres: %s: %w", op, err)
+	}
+	var h backend.Head
+	var rev int64
+	err := b.pool.QueryRow(ctx, b.sql.revision, []byte(name)).Scan(&h.Epoch, &rev, &h.Commit, &h.Parent)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return backend.Head{}, nil
+	}
+	if err != nil {
+		return backend.Head{}, wrap(ctx, op, err)
+	}
+	h.Revision = uint64(rev)
+	return h, nil
+}
+
+// Commit applies the batch in one transaction, without notifying.
+func (b *Backend) Commit(ctx context.Context, name string, bt backend.Batch) (backend.Head, error) {
+	return b.commit(ctx, name, bt, "")
+}
+
+// CommitAndPublish applies the batch and, in the same transaction, sends
+// its event with NOTIFY, which PostgreSQL delivers when (and only if) the
+// transaction commits.
+func (b *Backend) CommitAndPublish(ctx context.Context, name string, bt backend.Batch, channel string) (backend.Head, error) {
+	if b.opts.DisableAtomicPublish {
+		return backend.Head{}, fmt.Errorf("postgres: commit to %q: atomic publish is switched off: %w", name, errors.ErrUnsupported)
+	}
+	if channel == "" {
+		return backend.Head{}, fmt.Errorf("postgres: commit to %q: empty channel", name)
+	}
+	return b.commit(ctx, name, bt, channel)
+}
+
+func (b *Backend) commit(ctx context.Context, name string, bt backend.Batch, channel string) (backend.Head, error) {
+	op := fmt.Sprintf("commit to %q", name)
+	if err := b.begin(ctx, op); err != nil {
+		return backend.Head{}, err
+	}
+	if err := validBatch(name, bt); err != nil {
+		return backend.Head{}, fmt.Errorf("postgres: %s: %w", op, err)
+	}
+	checkLocks := !b.opts.DisableLockAwareCommit
+	leases := bt.Leases
+	if !checkLocks {
+		leases = nil // a store that does not check locks ignores leases
+	}
+	// Never nil slices: pgx sends a nil slice as NULL, not as an empty
+	// array.
+	putKeys, putValues := make([][]byte, 0, len(bt.Ops)), make([][]byte, 0, len(bt.Ops))
+	delKeys, opKeys := make([][]byte, 0), make([][]byte, 0, len(bt.Ops))
+	for _, o := range bt.Ops {
+		opKeys = append(opKeys, []byte(o.Key))
+		if o.Delete {
+			delKeys = append(delKeys, []byte(o.Key))
+			continue
+		}
+		v := o.Value
+		if v == nil {
+			v = []byte{}
+		}
+		putKeys = append(putKeys, []byte(o.Key))
+		putValues = append(putValues, v)
+	}
+	condKeys, condRevs, condCommits := make([][]byte, 0, len(bt.Conditions)), make([]int64, 0, len(bt.Conditions)), make([]string, 0, len(bt.Conditions))
+	for _, c := range bt.Conditions {
+		condKeys = append(condKeys, []byte(c.Key))
+		condRevs = append(condRevs, int64(c.Revision))
+		condCommits = append(condCommits, c.Commit)
+	}
+	leaseKeys, leaseTokens, leaseFences := make([][]byte, 0, len(leases)), make([]string, 0, len(leases)), make([]int64, 0, len(leases))
+	for _, l := range leases {
+		leaseKeys = append(leaseKeys, []byte(l.Key))
+		leaseTokens = append(leaseTokens, l.Token)
+		leaseFences = append(leaseFences, int64(l.Fence))
+	}
+	body := backend.EncodeEventBody(bt.Origin, backend.EventFromBatch(backend.Head{}, bt).Changes)
+	var pgch string
+	if channel != "" {
+		pgch = pgChannel(b.opts.Schema, channel)
+	}
+	id := b.newID() // the commit's id; a new context's epoch is another
+	var h backend.Head
+	var rev int64
+	err := b.pool.QueryRow(ctx, b.sql.commit,
+		[]byte(name), bt.Codec, b.newID(), id,
+		putKeys, putValues, delKeys, opKeys,
+		condKeys, condRevs, condCommits,
+		checkLocks, leaseKeys, leaseTokens, leaseFences,
+		body, !b.opts.DisableChangeLog, b.opts.ChangeLogLength, pgch, maxNotifyPayload,
+	).Scan(&h.Epoch, &rev, &h.Commit, &h.Parent)
+	if err != nil {
+		return backend.Head{}, commitError(ctx, op, bt, leases, err)
+	}
+	h.Revision = uint64(rev)
+	return h, nil
+}
+
+// commitError translates a refusal of the commit function.
+func commitError(ctx context.Context, op string, bt backend.Batch, leases []locker.Lease, err error) error {
+	var pgErr *pgconn.PgError
+	if !errors.As(err, &pgErr) {
+		return wrap(ctx, op, err)
+	}
+	i, _ := strconv.Atoi(pgErr.Message)
+	at := func(n int, key func(int) string) string {
+		if i >= 0 && i < n {
+			return key(i)
+		}
+		return "?"
+	}
+	switch pgErr.Code {
+	case "CDX01":
+		return fmt.Errorf("postgres: %s: the context is encoded with %q, not %q: %w", op, pgErr.Message, bt.Codec, backend.ErrCodecMismatch)
+	case "CDC01":
+		key := at(len(bt.Conditions), func(i int) string { return bt.Conditions[i].Key })
+		return fmt.Errorf("postgres: %s: key %q changed: %w", op, key, backend.ErrConflict)
+	case "CDN01":
+		key := at(len(leases), func(i int) string { return leases[i].Key })
+		return fmt.Errorf("postgres: %s: lock on %q: %w", op, key, locker.ErrNotHeld)
+	case "CDL01":
+		key := at(len(bt.Ops), func(i int) string { return bt.Ops[i].Key })
+		return fmt.Errorf("postgres: %s: key %q: %w", op, key, backend.ErrLocked)
+	}
+	return wrap(ctx, op, err)
+}
+
+// validBatch refuses batches the commit must never see.
+func validBatch(name string, bt backend.Batch) error {
+	if err := checkName(name); err != nil {
+		return err
+	}
+	if len(bt.Ops) == 0 {
+		return errors.New("empty batch")
+	}
+	seen := make(map[string]struct{}, len(bt.Ops))
+	for _, o := range bt.Ops {
+		if err := checkKey(o.Key); err != nil {
+			return err
+		}
+		if _, dup := seen[o.Key]; dup {
+			return fmt.Errorf("key %q written twice", o.Key)
+		}
+		seen[o.Key] = struct{}{}
+	}
+	for _, c := range bt.Conditions {
+		if err := checkKey(c.Key); err != nil {
+			return fmt.Errorf("condition: %w", err)
+		}
+	}
+	for _, l := range bt.Leases {
+		if l.Key == "" || l.Token == "" {
+			return errors.New("lease without key or token")
+		}
+	}
+	if !printable(bt.Codec) {
+		return fmt.Errorf("codec name %q is not printable text", bt.Codec)
+	}
+	return nil
+}

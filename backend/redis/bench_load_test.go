@@ -1,0 +1,159 @@
+package redis_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"runtime"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/contextd-go/contextd/contextd"
+	"github.com/contextd-go/contextd/internal/redistest"
+)
+
+// fillContext writes n keys of benchValue (about 40 bytes of JSON each)
+// into context name, in transactions of 1000.
+func fillContext(b *testing.B, srv *redistest.Server, name string, n int) {
+	b.Helper()
+	cx := benchInstance[benchValue](b, srv, name)
+	ctx := context.Background()
+	for i := 0; i < n; i += 1000 {
+		batch := make(map[string]benchValue, 1000)
+		for j := i; j < min(i+1000, n); j++ {
+			batch[fmt.Sprintf("key-%07d", j)] = benchValue{N: j, Name: "name-of-the-value"}
+		}
+		if err := cx.TransactionalUpdate(ctx, batch); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// heapInUse returns the live heap after a collection.
+func heapInUse() uint64 {
+	runtime.GC()
+	runtime.GC()
+	var m runtime.MemStats
+	runtime.ReadMemStats(&m)
+	return m.HeapAlloc
+}
+
+// BenchmarkInitialize compares loading a context of 10k and 100k keys with
+// what a user would write instead: HGETALL of the data hash and decoding
+// every value with the same codec (JSON) into a map. It reports the live
+// heap each keeps per key (B/key) and the raw value bytes per key.
+func BenchmarkInitialize(b *testing.B) {
+	srv := benchServer(b)
+	ctx := context.Background()
+	for _, n := range []int{10_000, 100_000} {
+		name := fmt.Sprintf("bench-init-%d", n)
+		fillContext(b, srv, name, n)
+		raw := rawClient(b, srv)
+		valueBytes := 0
+		b.Run(fmt.Sprintf("keys=%d/raw-HGETALL+decode", n), func(b *testing.B) {
+			var keep map[string]benchValue
+			before := heapInUse()
+			for b.Loop() {
+				keep = nil
+				all, err := raw.HGetAll(ctx, "{contextd:"+name+"}:data").Result()
+				if err != nil {
+					b.Fatal(err)
+				}
+				keep = make(map[string]benchValue, len(all))
+				valueBytes = 0
+				for k, v := range all {
+					var bv benchValue
+					if err := json.Unmarshal([]byte(v), &bv); err != nil {
+						b.Fatal(err)
+					}
+					keep[k] = bv
+					valueBytes += len(v)
+				}
+			}
+			b.ReportMetric(float64(heapInUse()-before)/float64(n), "B/key")
+			b.ReportMetric(float64(valueBytes)/float64(n), "value-B/key")
+			runtime.KeepAlive(keep)
+		})
+		b.Run(fmt.Sprintf("keys=%d/Initialize", n), func(b *testing.B) {
+			be := newBackend(b, srv, nil)
+			var keep *contextd.Context[benchValue]
+			before := heapInUse()
+			for b.Loop() {
+				if keep != nil {
+					_ = keep.Close()
+				}
+				cx, err := contextd.New[benchValue](be, name, &contextd.Options{ResyncInterval: -1})
+				if err != nil {
+					b.Fatal(err)
+				}
+				if err := cx.Initialize(ctx); err != nil {
+					b.Fatal(err)
+				}
+				keep = cx
+			}
+			b.ReportMetric(float64(heapInUse()-before)/float64(n), "B/key")
+			if got, _ := keep.GetContext(ctx); len(got) != n {
+				b.Fatalf("initialized %d keys, want %d", len(got), n)
+			}
+			_ = keep.Close()
+		})
+		b.Run(fmt.Sprintf("keys=%d/Sync", n), func(b *testing.B) {
+			cx := benchInstance[benchValue](b, srv, name)
+			for b.Loop() {
+				if err := cx.Sync(ctx); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
+
+// BenchmarkGetWhileCopying measures Get on a 100k-key context while another
+// goroutine loops over GetContext and a third writes: reads must not wait
+// for the copy. It reports p50 and p99 of Get.
+func BenchmarkGetWhileCopying(b *testing.B) {
+	srv := benchServer(b)
+	const n, name = 100_000, "bench-get-copy"
+	fillContext(b, srv, name, n)
+	cx := benchInstance[benchValue](b, srv, name)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan struct{}, 2)
+	go func() {
+		defer func() { done <- struct{}{} }()
+		for ctx.Err() == nil {
+			_, _ = cx.GetContext(ctx)
+		}
+	}()
+	go func() {
+		defer func() { done <- struct{}{} }()
+		for i := 0; ctx.Err() == nil; i++ {
+			_ = cx.UpdateContext(ctx, fmt.Sprintf("key-%07d", i%n), benchValue{N: i})
+		}
+	}()
+	lat := make([]time.Duration, 0, 1<<20)
+	i := 0
+	for b.Loop() {
+		start := time.Now()
+		_, _, _ = cx.Get(ctx, fmt.Sprintf("key-%07d", i%n))
+		lat = append(lat, time.Since(start))
+		i++
+	}
+	cancel()
+	<-done
+	<-done
+	reportPercentiles(b, lat)
+}
+
+func reportPercentiles(b *testing.B, lat []time.Duration) {
+	if len(lat) == 0 {
+		return
+	}
+	sorted := append([]time.Duration(nil), lat...)
+	slicesSort(sorted)
+	b.ReportMetric(float64(sorted[len(sorted)/2].Nanoseconds()), "p50-ns")
+	b.ReportMetric(float64(sorted[len(sorted)*99/100].Nanoseconds()), "p99-ns")
+}
+
+func slicesSort(d []time.Duration) { slices.Sort(d) }
