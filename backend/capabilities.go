@@ -81,6 +81,21 @@ type ChangeLog interface {
 	ChangesSince(ctx context.Context, name, epoch string, after uint64) ([]Event, error)
 }
 
+// MultiGetter is a Store that reads many keys in one call, so a receiver
+// of an event that omitted many values (a large transaction) fetches them
+// in bulk instead of one round trip per key. It is an optional interface,
+// checked with a type assertion where it is needed, as io.WriterTo is:
+// without it, callers use Store.Get per key.
+type MultiGetter interface {
+	// GetMany returns the entries of those of keys that exist, in the
+	// order of keys; a key that does not exist is left out, and a key
+	// given twice is returned twice. Each entry is as Get would return
+	// it, read at one moment for all keys or, for very many keys, in a
+	// few consistent parts. A damaged entry (see ErrCorrupt) is returned
+	// with Revision 0 rather than failing the whole call.
+	GetMany(ctx context.Context, name string, keys []string) ([]Entry, error)
+}
+
 // Expirer is a Store that expires keys (Capabilities.Expiry).
 //
 // A put with Op.TTL records when its key expires, by the store's clock

@@ -76,6 +76,7 @@ var (
 	_ Capable               = (*composed)(nil)
 	_ AtomicPublisher       = (*composed)(nil)
 	_ ChangeLog             = (*composed)(nil)
+	_ MultiGetter           = (*composed)(nil)
 	_ locker.ReleaseWatcher = (*composed)(nil)
 	_ locker.FairLocker     = (*composed)(nil)
 	_ Expirer               = (*composed)(nil)
@@ -89,6 +90,15 @@ func (c *composed) Load(ctx context.Context, name string) (Snapshot, error) {
 
 func (c *composed) Get(ctx context.Context, name, key string) (Entry, error) {
 	return c.store.Get(ctx, name, key)
+}
+
+// GetMany uses the store's GetMany, or Get per key when the store has
+// none.
+func (c *composed) GetMany(ctx context.Context, name string, keys []string) ([]Entry, error) {
+	if mg, ok := c.store.(MultiGetter); ok {
+		return mg.GetMany(ctx, name, keys)
+	}
+	return getEach(ctx, c.store, name, keys)
 }
 
 func (c *composed) Commit(ctx context.Context, name string, b Batch) (Head, error) {
@@ -162,4 +172,23 @@ func (c *composed) Publish(ctx context.Context, channel string, payload []byte) 
 
 func (c *composed) Subscribe(ctx context.Context, channel string) (broadcaster.Subscription, error) {
 	return c.bcast.Subscribe(ctx, channel)
+}
+
+// getEach is GetMany for a store without MultiGetter: one Get per key.
+func getEach(ctx context.Context, s Store, name string, keys []string) ([]Entry, error) {
+	out := make([]Entry, 0, len(keys))
+	for _, k := range keys {
+		e, err := s.Get(ctx, name, k)
+		switch {
+		case errors.Is(err, ErrNotFound):
+			continue
+		case errors.Is(err, ErrCorrupt):
+			out = append(out, Entry{Key: k})
+			continue
+		case err != nil:
+			return nil, err
+		}
+		out = append(out, e)
+	}
+	return out, nil
 }

@@ -22,6 +22,12 @@
 //   - ReleaseNotify (locker.ReleaseWatcher): waiters wake up on release
 //     instead of sleeping a retry delay.
 //
+// Two optional interfaces change only the number of round trips, and are
+// checked with a type assertion where they are used, without a flag:
+// MultiGetter (GetMany: a receiver of an event that omitted many values
+// fetches them in bulk) and ConflictError (a refused condition says what
+// the key holds now, so Modify retries without reading it).
+//
 // contextd looks the capabilities up once, with CapabilitiesOf, when a
 // Context is built. The conformance package checks both the capabilities a
 // backend declares and the absence of those it does not.
@@ -37,7 +43,18 @@
 //
 // The event wire format (EncodeEvent, DecodeEvent) lives here rather than in
 // package contextd because a store with AtomicPublish must produce it inside
-// its own atomic step (the Redis backend frames it in a Lua script). contextd
-// still owns it: backends only ever produce it through this package's
-// functions or the framing described on EncodeEvent.
+// its own atomic step (the Redis backend builds it in a Lua script, byte for
+// byte as EncodeEvent does). contextd still owns it: backends produce it
+// only through this package's functions or the layout documented in
+// event.go.
+//
+// The format is binary and versioned by its first byte. EncodeEvent writes
+// version 2: ids (epoch, commit, parent, origin) travel in binary when they
+// are lowercase hex of even length, as contextd's and its backends' are, and
+// as they are otherwise; the revision is a uvarint. One put costs its value
+// plus about 50 bytes. DecodeEvent reads version 1 too, so during a rolling
+// upgrade instances of this release apply the events of instances of the
+// previous release; those, which know only version 1, take a version 2
+// event for an invalid one and catch up from the store instead — correct,
+// but slower, until they are upgraded.
 package backend

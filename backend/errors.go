@@ -1,6 +1,9 @@
 package backend
 
-import "errors"
+import (
+	"errors"
+	"fmt"
+)
 
 var (
 	// ErrNotFound is returned by Store.Get for a key that does not exist.
@@ -33,3 +36,28 @@ var (
 	// a well-formed event of a known version.
 	ErrInvalidEvent = errors.New("backend: invalid event")
 )
+
+// ConflictError is the ErrConflict of a store that tells, in the same
+// reply, what the key whose condition failed holds now, so a writer can
+// retry without reading it again (contextd's Modify does). It matches
+// ErrConflict with errors.Is and is found with errors.As. Returning it is
+// optional: a caller that gets a plain ErrConflict reads the key itself.
+type ConflictError struct {
+	// Key is the key whose condition did not hold.
+	Key string
+	// Current is the key's entry as the store saw it when it refused the
+	// condition; when Exists is false only its Key is set.
+	Current Entry
+	// Exists reports whether the key existed.
+	Exists bool
+}
+
+func (e *ConflictError) Error() string {
+	if !e.Exists {
+		return fmt.Sprintf("%v: key %q does not exist", ErrConflict, e.Key)
+	}
+	return fmt.Sprintf("%v: key %q is at revision %d", ErrConflict, e.Key, e.Current.Revision)
+}
+
+// Is reports whether target is ErrConflict.
+func (e *ConflictError) Is(target error) bool { return target == ErrConflict }

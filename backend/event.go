@@ -66,9 +66,27 @@ func (e *Event) ExpiresAt(b Batch, at time.Time) {
 	}
 }
 
-// The wire format, version 1. All of it is produced by this file, except
-// that a store may frame a body made by EncodeEventBody itself (the Redis
-// backend does so in Lua, where the new revision is first known):
+// The wire format is versioned by its first byte. EncodeEvent writes
+// version 2; DecodeEvent reads versions 1 and 2, so instances of this
+// release understand the events of the previous one during a rolling
+// upgrade (the other way round, an instance of the previous release takes
+// a version 2 event for an invalid one and catches up from the store:
+// correct, but slower, until every instance runs this release). The Redis
+// backend builds version 2 in its commit script, byte for byte as
+// EncodeEvent does.
+//
+// Version 2:
+//
+//	byte 0       version, 2
+//	byte 1       kind, 1 (commit)
+//	id           epoch
+//	uvarint      revision
+//	id           commit id
+//	id           parent commit id
+//	id           origin
+//	changes
+//
+// Version 1:
 //
 //	byte 0       version, 1
 //	byte 1       kind, 1 (commit)
@@ -79,18 +97,30 @@ func (e *Event) ExpiresAt(b Batch, at time.Time) {
 //	c bytes      commit id
 //	byte         length p of the parent commit id, 0..255
 //	p bytes      parent commit id
-//	body:
-//	  uvarint length + bytes   origin
-//	  uvarint                  number of changes
-//	  per change:
-//	    byte                   flags: 1 delete, 2 value omitted, 0 put with value
-//	    uvarint length + bytes key (not empty)
-//	    uvarint length + bytes value (only when flags is 0)
+//	uvarint length + bytes   origin
+//	changes
+//
+// changes, the same in both versions:
+//
+//	uvarint                  number of changes
+//	per change:
+//	  byte                   flags: 1 delete, 2 value omitted, 0 put with value
+//	  uvarint length + bytes key (not empty)
+//	  uvarint length + bytes value (only when flags is 0)
+//
+// An id of version 2 is a uvarint t and t>>1 bytes. When t is odd the bytes
+// are the id in binary and the id is their lowercase hexadecimal form: ids
+// made by contextd and its backends are random hex, so each costs half its
+// length on the wire. When t is even the bytes are the id as it is. An id
+// that can be written in binary (a non-empty, even number of the
+// characters 0-9 and a-f) must be, so every event has one form. Epochs and
+// commit ids are at most MaxEpochLen bytes long in either version.
 //
 // A decoder rejects unknown versions and kinds, so a later version can be
 // rolled out by first teaching every instance to read it.
 const (
-	wireVersion    = 1
+	wireVersion1   = 1
+	wireVersion2   = 2
 	wireKindCommit = 1
 
 	flagDelete  = 1
@@ -101,21 +131,79 @@ const (
 	MaxEpochLen = 255
 )
 
-// EncodeEvent returns the wire form of e. It fails only for an epoch or a
-// commit id longer than MaxEpochLen.
+// EncodeEvent returns the wire form of e, version 2. It fails only for an
+// epoch or a commit id longer than MaxEpochLen.
 func EncodeEvent(e Event) ([]byte, error) {
+	if err := checkIDs(e.Head); err != nil {
+		return nil, err
+	}
+	buf := make([]byte, 0, 2+4*binary.MaxVarintLen16+len(e.Epoch)+len(e.Commit)+len(e.Parent)+len(e.Origin)+binary.MaxVarintLen64+changesSize(e.Changes))
+	buf = append(buf, wireVersion2, wireKindCommit)
+	buf = appendID(buf, e.Epoch)
+	buf = binary.AppendUvarint(buf, e.Revision)
+	buf = appendID(buf, e.Commit)
+	buf = appendID(buf, e.Parent)
+	buf = appendID(buf, e.Origin)
+	return appendChanges(buf, e.Changes), nil
+}
+
+// EncodeEventV1 returns the wire form of e in version 1, the format of the
+// previous release, for tests and tools that talk to instances of that
+// release. It fails only for an epoch or a commit id longer than
+// MaxEpochLen.
+func EncodeEventV1(e Event) ([]byte, error) {
 	return FrameEvent(e.Head, EncodeEventBody(e.Origin, e.Changes))
 }
 
-// EncodeEventBody returns the body of an event: everything after the
-// revision.
+// FrameEvent puts the version 1 header (version, kind, epoch, revision,
+// commit, parent) of head h in front of an event body made by
+// EncodeEventBody: for a store that frames version 1 events itself, in SQL
+// or a script, where the head is first known. Decoders read version 1 as
+// well as 2, so such a store's events are understood; a store built now
+// should produce version 2 (EncodeEvent, or the layout above with
+// AppendWireID). It fails only for an epoch or a commit id longer than
+// MaxEpochLen.
+func FrameEvent(h Head, body []byte) ([]byte, error) {
+	if err := checkIDs(h); err != nil {
+		return nil, err
+	}
+	buf := make([]byte, 0, 5+len(h.Epoch)+8+len(h.Commit)+len(h.Parent)+len(body))
+	buf = append(buf, wireVersion1, wireKindCommit, byte(len(h.Epoch)))
+	buf = append(buf, h.Epoch...)
+	buf = binary.BigEndian.AppendUint64(buf, h.Revision)
+	buf = append(buf, byte(len(h.Commit)))
+	buf = append(buf, h.Commit...)
+	buf = append(buf, byte(len(h.Parent)))
+	buf = append(buf, h.Parent...)
+	return append(buf, body...), nil
+}
+
+// EncodeEventBody returns the body of a version 1 event: everything after
+// the parent commit id (see FrameEvent).
 func EncodeEventBody(origin string, changes []Change) []byte {
-	size := binary.MaxVarintLen64*2 + len(origin)
+	buf := make([]byte, 0, binary.MaxVarintLen64+len(origin)+binary.MaxVarintLen64+changesSize(changes))
+	buf = appendString(buf, origin)
+	return appendChanges(buf, changes)
+}
+
+func checkIDs(h Head) error {
+	for _, id := range []struct{ what, s string }{{"epoch", h.Epoch}, {"commit id", h.Commit}, {"parent id", h.Parent}} {
+		if len(id.s) > MaxEpochLen {
+			return fmt.Errorf("backend: %s of %d bytes is longer than %d", id.what, len(id.s), MaxEpochLen)
+		}
+	}
+	return nil
+}
+
+func changesSize(changes []Change) int {
+	size := 0
 	for _, ch := range changes {
 		size += 1 + 2*binary.MaxVarintLen64 + len(ch.Key) + len(ch.Value)
 	}
-	buf := make([]byte, 0, size)
-	buf = appendString(buf, origin)
+	return size
+}
+
+func appendChanges(buf []byte, changes []Change) []byte {
 	buf = binary.AppendUvarint(buf, uint64(len(changes)))
 	for _, ch := range changes {
 		switch {
@@ -135,47 +223,81 @@ func EncodeEventBody(origin string, changes []Change) []byte {
 	return buf
 }
 
-// FrameEvent puts the header (version, kind, epoch, revision, commit,
-// parent) of head h in front of an event body.
-func FrameEvent(h Head, body []byte) ([]byte, error) {
-	for what, s := range map[string]string{"epoch": h.Epoch, "commit id": h.Commit, "parent id": h.Parent} {
-		if len(s) > MaxEpochLen {
-			return nil, fmt.Errorf("backend: %s of %d bytes is longer than %d", what, len(s), MaxEpochLen)
-		}
-	}
-	buf := make([]byte, 0, 5+len(h.Epoch)+8+len(h.Commit)+len(h.Parent)+len(body))
-	buf = append(buf, wireVersion, wireKindCommit, byte(len(h.Epoch)))
-	buf = append(buf, h.Epoch...)
-	buf = binary.BigEndian.AppendUint64(buf, h.Revision)
-	buf = append(buf, byte(len(h.Commit)))
-	buf = append(buf, h.Commit...)
-	buf = append(buf, byte(len(h.Parent)))
-	buf = append(buf, h.Parent...)
-	return append(buf, body...), nil
-}
-
 func appendString(buf []byte, s string) []byte {
 	buf = binary.AppendUvarint(buf, uint64(len(s)))
 	return append(buf, s...)
 }
 
-// DecodeEvent parses a payload made by EncodeEvent. Any malformed input
-// gives an error matching ErrInvalidEvent; it never panics. The returned
-// values do not alias p.
+// AppendWireID appends id as version 2 of the wire format writes it: in
+// binary when it is lowercase hex of even length, else as it is. A store
+// that builds events itself (the Redis commit script) gets the ids it
+// knows in advance from here.
+func AppendWireID(buf []byte, id string) []byte {
+	return appendID(buf, id)
+}
+
+func appendID(buf []byte, id string) []byte {
+	if !packable(id) {
+		buf = binary.AppendUvarint(buf, uint64(len(id))<<1)
+		return append(buf, id...)
+	}
+	n := len(id) / 2
+	buf = binary.AppendUvarint(buf, uint64(n)<<1|1)
+	for i := 0; i < n; i++ {
+		buf = append(buf, unhex(id[2*i])<<4|unhex(id[2*i+1]))
+	}
+	return buf
+}
+
+// packable reports whether id is written in binary: a non-empty, even
+// number of lowercase hex digits.
+func packable(id string) bool {
+	if len(id) == 0 || len(id)%2 != 0 {
+		return false
+	}
+	for i := 0; i < len(id); i++ {
+		if c := id[i]; (c < '0' || c > '9') && (c < 'a' || c > 'f') {
+			return false
+		}
+	}
+	return true
+}
+
+func unhex(c byte) byte {
+	if c <= '9' {
+		return c - '0'
+	}
+	return c - 'a' + 10
+}
+
+const hexDigits = "0123456789abcdef"
+
+// DecodeEvent parses a payload of version 1 or 2 of the wire format. Any
+// malformed input gives an error matching ErrInvalidEvent; it never panics.
+// The returned values do not alias p.
 func DecodeEvent(p []byte) (Event, error) {
 	d := decoder{buf: p}
 	var e Event
-	if v := d.byte(); d.err == nil && v != wireVersion {
-		return Event{}, fmt.Errorf("%w: unknown version %d", ErrInvalidEvent, v)
+	version := d.byte()
+	if d.err == nil && version != wireVersion1 && version != wireVersion2 {
+		return Event{}, fmt.Errorf("%w: unknown version %d", ErrInvalidEvent, version)
 	}
 	if k := d.byte(); d.err == nil && k != wireKindCommit {
 		return Event{}, fmt.Errorf("%w: unknown kind %d", ErrInvalidEvent, k)
 	}
-	e.Epoch = string(d.take(int(d.byte())))
-	e.Revision = d.uint64()
-	e.Commit = string(d.take(int(d.byte())))
-	e.Parent = string(d.take(int(d.byte())))
-	e.Origin = string(d.bytes())
+	if version == wireVersion1 {
+		e.Epoch = string(d.take(int(d.byte())))
+		e.Revision = d.uint64()
+		e.Commit = string(d.take(int(d.byte())))
+		e.Parent = string(d.take(int(d.byte())))
+		e.Origin = string(d.bytes())
+	} else {
+		e.Epoch = d.id(MaxEpochLen)
+		e.Revision = d.uvarint()
+		e.Commit = d.id(MaxEpochLen)
+		e.Parent = d.id(MaxEpochLen)
+		e.Origin = d.id(-1)
+	}
 	count := d.uvarint()
 	// Each change takes at least two bytes, so a count larger than what is
 	// left is a lie; checking it first keeps a hostile count from making us
@@ -278,6 +400,45 @@ func (d *decoder) bytes() []byte {
 		return nil
 	}
 	return d.take(int(n))
+}
+
+// id reads an id of version 2, at most limit bytes long once decoded
+// (limit < 0: no limit).
+func (d *decoder) id(limit int) string {
+	t := d.uvarint()
+	n := t >> 1
+	if d.err == nil && n > uint64(len(d.buf)-d.off) {
+		d.fail("truncated")
+		return ""
+	}
+	raw := d.take(int(n))
+	if d.err != nil {
+		return ""
+	}
+	if t&1 == 0 {
+		if limit >= 0 && len(raw) > limit {
+			d.fail("id too long")
+			return ""
+		}
+		if packable(string(raw)) {
+			d.fail("id in hex that belongs in binary")
+			return ""
+		}
+		return string(raw)
+	}
+	if n == 0 {
+		d.fail("empty binary id")
+		return ""
+	}
+	if limit >= 0 && 2*len(raw) > limit {
+		d.fail("id too long")
+		return ""
+	}
+	s := make([]byte, 2*len(raw))
+	for i, b := range raw {
+		s[2*i], s[2*i+1] = hexDigits[b>>4], hexDigits[b&15]
+	}
+	return string(s)
 }
 
 func varintLen(v uint64) int {

@@ -47,23 +47,103 @@ func TestEventRoundTrip(t *testing.T) {
 	}
 }
 
-func TestFrameMatchesEncode(t *testing.T) {
+func TestFrameMatchesEncodeV1(t *testing.T) {
 	e := sampleEvent()
-	whole, _ := backend.EncodeEvent(e)
+	whole, _ := backend.EncodeEventV1(e)
 	framed, err := backend.FrameEvent(e.Head, backend.EncodeEventBody(e.Origin, e.Changes))
 	if err != nil || !bytes.Equal(whole, framed) {
-		t.Fatalf("FrameEvent(EncodeEventBody) differs from EncodeEvent: %v", err)
-	}
-	// The header layout the Redis script reproduces: version, kind, epoch
-	// length, epoch, revision big-endian.
-	if whole[0] != 1 || whole[1] != 1 || int(whole[2]) != len(e.Epoch) {
-		t.Fatalf("header % x", whole[:3])
+		t.Fatalf("FrameEvent(EncodeEventBody) differs from EncodeEventV1: %v", err)
 	}
 	if _, err := backend.FrameEvent(backend.Head{Epoch: strings.Repeat("e", 256)}, nil); err == nil {
 		t.Fatal("an epoch of 256 bytes was framed")
 	}
-	if _, err := backend.FrameEvent(backend.Head{Commit: strings.Repeat("c", 256)}, nil); err == nil {
-		t.Fatal("a commit id of 256 bytes was framed")
+}
+
+func TestEventV1RoundTrip(t *testing.T) {
+	want := sampleEvent()
+	p, err := backend.EncodeEventV1(want)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p[0] != 1 || p[1] != 1 || int(p[2]) != len(want.Epoch) {
+		t.Fatalf("version 1 header % x", p[:3])
+	}
+	got, err := backend.DecodeEvent(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want.Changes[3].Value = []byte{}
+	if !reflect.DeepEqual(got, want) {
+		t.Fatalf("version 1 round trip:\n got %+v\nwant %+v", got, want)
+	}
+}
+
+// TestEventV2Layout pins the bytes of version 2, which the Redis commit
+// script reproduces: hex ids in binary, other ids as they are, the
+// revision as a uvarint.
+func TestEventV2Layout(t *testing.T) {
+	e := backend.Event{
+		Head:    backend.Head{Epoch: "0aff", Revision: 300, Commit: "x7", Parent: ""},
+		Origin:  "ABCD",
+		Changes: []backend.Change{{Key: "k", Value: []byte("v")}, {Key: "d", Deleted: true}, {Key: "o", Omitted: true}},
+	}
+	p, err := backend.EncodeEvent(e)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []byte{
+		2, 1, // version, kind
+		2<<1 | 1, 0x0a, 0xff, // epoch "0aff" in binary
+		0xac, 0x02, // revision 300
+		2 << 1, 'x', '7', // commit "x7" is not hex: as it is
+		0,                          // no parent
+		4 << 1, 'A', 'B', 'C', 'D', // upper case is not packed
+		3,                 // changes
+		0, 1, 'k', 1, 'v', // put
+		1, 1, 'd', // delete
+		2, 1, 'o', // omitted
+	}
+	if !bytes.Equal(p, want) {
+		t.Fatalf("version 2 bytes\n got % x\nwant % x", p, want)
+	}
+	if got := backend.AppendWireID([]byte{9}, "0aff"); !bytes.Equal(got, []byte{9, 5, 0x0a, 0xff}) {
+		t.Fatalf("AppendWireID = % x", got)
+	}
+}
+
+// TestEventV2Size checks the budget the issue sets: an event of one put,
+// with the 16-hex-digit ids contextd and its backends make, costs at most
+// the value plus 64 bytes.
+func TestEventV2Size(t *testing.T) {
+	id := func(n int) string { return strings.Repeat("9f", n/2) }
+	e := backend.Event{
+		Head:    backend.Head{Epoch: id(18), Revision: 1 << 20, Commit: id(18), Parent: id(18)},
+		Origin:  id(16),
+		Changes: []backend.Change{{Key: "counter", Value: make([]byte, 100)}},
+	}
+	p, err := backend.EncodeEvent(e)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if over := len(p) - 100; over > 64 {
+		t.Fatalf("event of a 100-byte value takes %d bytes, %d over the value; want at most 64", len(p), over)
+	}
+	v1, _ := backend.EncodeEventV1(e)
+	t.Logf("version 2: value + %d bytes; version 1: value + %d", len(p)-100, len(v1)-100)
+}
+
+func TestEncodeRefusesLongIDs(t *testing.T) {
+	for _, h := range []backend.Head{{Epoch: strings.Repeat("e", 256)}, {Commit: strings.Repeat("c", 256)}, {Parent: strings.Repeat("ab", 128)}} {
+		if _, err := backend.EncodeEvent(backend.Event{Head: h}); err == nil {
+			t.Errorf("EncodeEvent of %d/%d/%d-byte ids succeeded", len(h.Epoch), len(h.Commit), len(h.Parent))
+		}
+		if _, err := backend.EncodeEventV1(backend.Event{Head: h}); err == nil {
+			t.Errorf("EncodeEventV1 of %d/%d/%d-byte ids succeeded", len(h.Epoch), len(h.Commit), len(h.Parent))
+		}
+	}
+	// 254 hex digits are the longest id that fits.
+	if _, err := backend.EncodeEvent(backend.Event{Head: backend.Head{Commit: strings.Repeat("ab", 127)}}); err != nil {
+		t.Errorf("EncodeEvent of a 254-digit hex commit id: %v", err)
 	}
 }
 
@@ -95,15 +175,23 @@ func TestEventFromBatchValueLimit(t *testing.T) {
 
 func TestDecodeRejectsMalformed(t *testing.T) {
 	good, _ := backend.EncodeEvent(sampleEvent())
+	v1, _ := backend.EncodeEventV1(sampleEvent())
 	cases := map[string][]byte{
-		"empty":           {},
-		"unknown version": append([]byte{9}, good[1:]...),
-		"unknown kind":    append([]byte{1, 7}, good[2:]...),
-		"trailing bytes":  append(append([]byte{}, good...), 0),
-		"huge count":      mustFrame(t, append([]byte{0}, 0xff, 0xff, 0xff, 0xff, 0x0f)),
-		"bad flags":       mustFrame(t, []byte{0, 1, 9, 1, 'k'}),
-		"empty key":       mustFrame(t, []byte{0, 1, 1, 0}),
-		"bad varint":      mustFrame(t, []byte{0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff}),
+		"v1 trailing bytes":     append(append([]byte{}, v1...), 0),
+		"v1 truncated":          v1[:len(v1)-1],
+		"hex id written raw":    {2, 1, 2 << 1, 'a', 'b', 1, 0, 0, 0, 0},
+		"empty binary id":       {2, 1, 1, 1, 0, 0, 0, 0},
+		"binary id too long":    append([]byte{2, 1, 0xff, 0x01}, make([]byte, 130)...),
+		"raw id too long":       append([]byte{2, 1, 0x80, 0x04}, bytes.Repeat([]byte{'x'}, 256)...),
+		"v2 revision not short": {2, 1, 0, 0x80, 0x00, 0, 0, 0, 0},
+		"empty":                 {},
+		"unknown version":       append([]byte{9}, good[1:]...),
+		"unknown kind":          append([]byte{1, 7}, good[2:]...),
+		"trailing bytes":        append(append([]byte{}, good...), 0),
+		"huge count":            v2Body(0xff, 0xff, 0xff, 0xff, 0x0f),
+		"bad flags":             v2Body(1, 9, 1, 'k'),
+		"empty key":             v2Body(1, 1, 0),
+		"bad varint":            v2Body(0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff),
 	}
 	for i := 1; i < len(good); i++ {
 		cases["truncated at "+string(rune('0'+i%10))+"/"+strings.Repeat("|", i/10)] = good[:i]
@@ -115,33 +203,74 @@ func TestDecodeRejectsMalformed(t *testing.T) {
 	}
 }
 
-func mustFrame(t *testing.T, body []byte) []byte {
-	t.Helper()
-	p, err := backend.FrameEvent(backend.Head{Epoch: "e", Revision: 1}, body)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return p
+// v2Body returns a version 2 event with empty ids at revision 1 and the
+// given bytes after the origin.
+func v2Body(changes ...byte) []byte {
+	return append([]byte{2, 1, 0, 1, 0, 0, 0}, changes...)
 }
 
 // FuzzDecodeEvent checks that decoding never panics, and that whatever
-// decodes encodes back to the same bytes.
+// decodes encodes back to the same bytes in its version.
 func FuzzDecodeEvent(f *testing.F) {
 	good, _ := backend.EncodeEvent(sampleEvent())
+	v1, _ := backend.EncodeEventV1(sampleEvent())
 	f.Add(good)
+	f.Add(v1)
 	f.Add([]byte{})
 	f.Add([]byte{1, 1, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0})
+	f.Add([]byte{2, 1, 3, 0xab, 1, 0, 0, 0, 1, 0, 1, 'k', 0})
 	f.Fuzz(func(t *testing.T, p []byte) {
 		e, err := backend.DecodeEvent(p)
 		if err != nil {
 			return
 		}
-		again, err := backend.EncodeEvent(e)
+		encode := backend.EncodeEvent
+		if p[0] == 1 {
+			encode = backend.EncodeEventV1
+		}
+		again, err := encode(e)
 		if err != nil {
 			t.Fatalf("a decoded event does not encode: %v", err)
 		}
 		if !bytes.Equal(again, p) {
 			t.Fatalf("decode/encode changed the bytes:\n% x\n% x", p, again)
+		}
+	})
+}
+
+// FuzzEncodeEvent checks that any event with ids within the limits
+// encodes, in both versions, to bytes that decode to the same event: ids
+// in hex or not, of any length, upper or lower case.
+func FuzzEncodeEvent(f *testing.F) {
+	f.Add("0123456789abcdef", uint64(7), "c7", "", "ABCDEF", "k", []byte("v"), byte(0))
+	f.Add("", uint64(0), "0", "00", "0123456789abcdef", "gone", []byte{}, byte(1))
+	f.Add("e", uint64(1<<63), "abc", "ab", "", "big", []byte(nil), byte(2))
+	f.Fuzz(func(t *testing.T, epoch string, rev uint64, commit, parent, origin, key string, value []byte, kind byte) {
+		if key == "" || len(epoch) > backend.MaxEpochLen || len(commit) > backend.MaxEpochLen || len(parent) > backend.MaxEpochLen {
+			return
+		}
+		ch := backend.Change{Key: key}
+		switch kind % 3 {
+		case 0:
+			ch.Value = append([]byte{}, value...)
+		case 1:
+			ch.Deleted = true
+		case 2:
+			ch.Omitted = true
+		}
+		want := backend.Event{Head: backend.Head{Epoch: epoch, Revision: rev, Commit: commit, Parent: parent}, Origin: origin, Changes: []backend.Change{ch}}
+		for version, encode := range map[int]func(backend.Event) ([]byte, error){1: backend.EncodeEventV1, 2: backend.EncodeEvent} {
+			p, err := encode(want)
+			if err != nil {
+				t.Fatalf("version %d: %v", version, err)
+			}
+			got, err := backend.DecodeEvent(p)
+			if err != nil {
+				t.Fatalf("version %d: decoding an encoded event: %v", version, err)
+			}
+			if !reflect.DeepEqual(got, want) {
+				t.Fatalf("version %d round trip:\n got %+v\nwant %+v", version, got, want)
+			}
 		}
 	})
 }

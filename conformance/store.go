@@ -403,6 +403,11 @@ func testStore(t *testing.T, h Harness) {
 		assertUnchanged(t, s, name, before, "a Commit with a cancelled ctx")
 	})
 
+	t.Run("GetMany", func(t *testing.T) {
+		t.Parallel()
+		testGetMany(t, h)
+	})
+
 	if h.Capabilities.LockAwareCommit {
 		t.Run("LockAwareCommit", func(t *testing.T) {
 			t.Parallel()
@@ -619,6 +624,31 @@ func testConditions(t *testing.T, h Harness) {
 		mustCommit(t, s, name, revOnly)
 	})
 
+	// ConflictError is optional; a store that returns it reports the key's
+	// current entry, value, revision and writing commit included (checked
+	// by expectConflict in every test above too).
+	t.Run("ConflictReportsCurrent", func(t *testing.T) {
+		t.Parallel()
+		s, name := h.NewBackend(t), uniqueName(t)
+		mustCommit(t, s, name, batch(put("k", "1")))
+		mustCommit(t, s, name, batch(put("k", "second value")))
+		before := mustLoad(t, s, name)
+		b := batch(put("k", "3"))
+		b.Conditions = []backend.Condition{{Key: "k", Revision: 1}}
+		_, err := s.Commit(t.Context(), name, b)
+		var ce *backend.ConflictError
+		if !errors.As(err, &ce) {
+			if !errors.Is(err, backend.ErrConflict) {
+				t.Fatalf("Commit with a stale condition = %v; want an error matching backend.ErrConflict", err)
+			}
+			t.Skip("the store returns a plain ErrConflict, not a backend.ConflictError")
+		}
+		if ce.Key != "k" || !ce.Exists {
+			t.Fatalf("ConflictError = %+v; want key \"k\", existing", ce)
+		}
+		checkConflictError(t, b, before, ce)
+	})
+
 	t.Run("AllMustHold", func(t *testing.T) {
 		t.Parallel()
 		s, name := h.NewBackend(t), uniqueName(t)
@@ -631,13 +661,48 @@ func testConditions(t *testing.T, h Harness) {
 }
 
 // expectConflict commits b, which must fail with ErrConflict and leave the
-// context as before.
+// context as before. A store that reports the key's entry with the
+// refusal (backend.ConflictError) must report the truth: a condition of b
+// that does not hold, and the entry the key has in before.
 func expectConflict(t *testing.T, s backend.Store, name string, b backend.Batch, before backend.Snapshot) {
 	t.Helper()
-	if head, err := s.Commit(t.Context(), name, b); !errors.Is(err, backend.ErrConflict) {
+	head, err := s.Commit(t.Context(), name, b)
+	if !errors.Is(err, backend.ErrConflict) {
 		t.Errorf("Commit of %s at revision %d = %+v, %v; want an error matching backend.ErrConflict", describeBatch(b), before.Revision, head, err)
 	}
+	var ce *backend.ConflictError
+	if errors.As(err, &ce) {
+		checkConflictError(t, b, before, ce)
+	}
 	assertUnchanged(t, s, name, before, "a conflicting Commit")
+}
+
+// checkConflictError checks what a ConflictError reports against the
+// snapshot taken just before the refused commit.
+func checkConflictError(t *testing.T, b backend.Batch, before backend.Snapshot, ce *backend.ConflictError) {
+	t.Helper()
+	var have backend.Entry
+	exists := false
+	for _, e := range before.Entries {
+		if e.Key == ce.Key {
+			have, exists = e, true
+		}
+	}
+	failing := false
+	for _, c := range b.Conditions {
+		if c.Key == ce.Key && (c.Revision != have.Revision || c.Revision != 0 && c.Commit != "" && c.Commit != have.Commit) {
+			failing = true
+		}
+	}
+	switch {
+	case !failing:
+		t.Errorf("Commit of %s: the ConflictError names key %q, which has no condition that fails", describeBatch(b), ce.Key)
+	case ce.Exists != exists:
+		t.Errorf("Commit of %s: ConflictError.Exists = %v for key %q, but the key exists: %v", describeBatch(b), ce.Exists, ce.Key, exists)
+	case exists && (!entryEqual(ce.Current, have) || ce.Current.Commit != have.Commit):
+		t.Errorf("Commit of %s: ConflictError reports %q as %s (commit %q), but it is %s (commit %q)", describeBatch(b), ce.Key,
+			fmtEntry(ce.Current), ce.Current.Commit, fmtEntry(have), have.Commit)
+	}
 }
 
 func testLockAwareCommit(t *testing.T, h Harness) {

@@ -130,24 +130,23 @@ func (c *Context[T]) repairAfter(ctx context.Context, v verdict) {
 	}
 }
 
-// prepare decodes an event's values, fetching those the event omitted. A
-// value that was overwritten again before the fetch is left out: a later
-// event carries it.
+// prepare decodes an event's values, fetching those the event omitted, in
+// one bulk read where the store offers one (backend.MultiGetter). A value
+// that was overwritten again before the fetch is left out: a later event
+// carries it.
 func (c *Context[T]) prepare(ctx context.Context, ev backend.Event) ([]update[T], error) {
+	fetched, err := c.fetchOmitted(ctx, ev)
+	if err != nil {
+		return nil, err
+	}
 	ups := make([]update[T], 0, len(ev.Changes))
 	for _, ch := range ev.Changes {
 		u := update[T]{key: ch.Key, deleted: ch.Deleted, expires: milliOf(ch.Expires)}
 		switch {
 		case ch.Deleted:
 		case ch.Omitted:
-			e, err := c.store.Get(ctx, c.name, ch.Key)
-			if errors.Is(err, backend.ErrNotFound) {
-				continue
-			}
-			if err != nil {
-				return nil, fmt.Errorf("fetch %q: %w", ch.Key, err)
-			}
-			if e.Revision != ev.Revision {
+			e, ok := fetched[ch.Key]
+			if !ok || e.Revision != ev.Revision {
 				continue
 			}
 			u.value, u.err = c.decode(ch.Key, e.Value)
@@ -157,6 +156,45 @@ func (c *Context[T]) prepare(ctx context.Context, ev backend.Event) ([]update[T]
 		ups = append(ups, u)
 	}
 	return ups, nil
+}
+
+// fetchOmitted reads the keys whose values ev omitted: the entries found,
+// by key. A damaged entry fails the fetch, as Store.Get does.
+func (c *Context[T]) fetchOmitted(ctx context.Context, ev backend.Event) (map[string]backend.Entry, error) {
+	var keys []string
+	for _, ch := range ev.Changes {
+		if ch.Omitted {
+			keys = append(keys, ch.Key)
+		}
+	}
+	if len(keys) == 0 {
+		return nil, nil
+	}
+	fetched := make(map[string]backend.Entry, len(keys))
+	if mg, ok := c.store.(backend.MultiGetter); ok && len(keys) > 1 {
+		es, err := mg.GetMany(ctx, c.name, keys)
+		if err != nil {
+			return nil, fmt.Errorf("fetch %d keys: %w", len(keys), err)
+		}
+		for _, e := range es {
+			if e.Revision == 0 {
+				return nil, damaged(e.Key)
+			}
+			fetched[e.Key] = e
+		}
+		return fetched, nil
+	}
+	for _, k := range keys {
+		e, err := c.store.Get(ctx, c.name, k)
+		if errors.Is(err, backend.ErrNotFound) {
+			continue
+		}
+		if err != nil {
+			return nil, fmt.Errorf("fetch %q: %w", k, err)
+		}
+		fetched[k] = e
+	}
+	return fetched, nil
 }
 
 // catchMode says how a catch-up may proceed.

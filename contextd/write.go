@@ -215,7 +215,18 @@ func (c *Context[T]) modify(ctx context.Context, key string, fn func(T, bool) (T
 					return err
 				}
 			}
-			fresh, err := c.store.Get(ctx, c.name, key)
+			// A store that says what the key holds now in its refusal
+			// (backend.ConflictError) saves the read.
+			var fresh backend.Entry
+			var ce *backend.ConflictError
+			if errors.As(err, &ce) && ce.Key == key {
+				fresh, err = ce.Current, nil
+				if !ce.Exists {
+					err = backend.ErrNotFound
+				}
+			} else {
+				fresh, err = c.store.Get(ctx, c.name, key)
+			}
 			var freshRev uint64
 			var freshCommit string
 			switch {

@@ -126,6 +126,7 @@ var (
 	_ backend.Capable         = (*Backend)(nil)
 	_ backend.AtomicPublisher = (*Backend)(nil)
 	_ backend.ChangeLog       = (*Backend)(nil)
+	_ backend.MultiGetter     = (*Backend)(nil)
 	_ locker.FairLocker       = (*Backend)(nil)
 	_ backend.Expirer         = (*Backend)(nil)
 	_ locker.ReleaseWatcher   = (*Backend)(nil)

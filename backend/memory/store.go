@@ -93,6 +93,34 @@ func (b *Backend) Get(ctx context.Context, name, key string) (backend.Entry, err
 	return backend.Entry{Key: key, Value: cloneBytes(e.value), Revision: e.revision, Commit: e.commit, Expires: e.expires}, nil
 }
 
+// GetMany returns copies of the entries of those of keys that exist, in
+// the order of keys, read at one moment (backend.MultiGetter).
+func (b *Backend) GetMany(ctx context.Context, name string, keys []string) ([]backend.Entry, error) {
+	op := fmt.Sprintf("get %d keys in %q", len(keys), name)
+	if err := begin(ctx, op); err != nil {
+		return nil, err
+	}
+	out := make([]backend.Entry, 0, len(keys))
+	b.mu.Lock()
+	if b.closed {
+		b.mu.Unlock()
+		return nil, errClosed(op)
+	}
+	if sp := b.spaces[name]; sp != nil && sp.data != nil {
+		for _, k := range keys {
+			if e, ok := sp.data.entries[k]; ok {
+				out = append(out, backend.Entry{Key: k, Value: e.value, Revision: e.revision, Commit: e.commit})
+			}
+		}
+	}
+	b.mu.Unlock()
+	// Stored values are never modified in place: copy them unlocked.
+	for i := range out {
+		out[i].Value = cloneBytes(out[i].Value)
+	}
+	return out, nil
+}
+
 // Revision returns the head of context name: an empty Epoch and revision 0
 // if it has no data.
 func (b *Backend) Revision(ctx context.Context, name string) (backend.Head, error) {
@@ -339,15 +367,22 @@ func (b *Backend) check(sp *space, d *contextData, bt backend.Batch) error {
 	for _, c := range bt.Conditions {
 		var have uint64
 		var commit string
-		if e, ok := d.entries[c.Key]; ok {
+		e, exists := d.entries[c.Key]
+		if exists {
 			have, commit = e.revision, e.commit
+		}
+		// The refusal carries the key's entry, so the writer need not
+		// read it again (backend.ConflictError).
+		conflict := &backend.ConflictError{Key: c.Key, Exists: exists, Current: backend.Entry{Key: c.Key}}
+		if exists {
+			conflict.Current = backend.Entry{Key: c.Key, Value: cloneBytes(e.value), Revision: e.revision, Commit: e.commit}
 		}
 		var err error
 		switch {
 		case have != c.Revision:
-			err = fmt.Errorf("key %q is at revision %d, condition wants %d: %w", c.Key, have, c.Revision, backend.ErrConflict)
+			err = fmt.Errorf("key %q is at revision %d, condition wants %d: %w", c.Key, have, c.Revision, conflict)
 		case c.Commit != "" && c.Revision != 0 && commit != c.Commit:
-			err = fmt.Errorf("key %q was written at revision %d by commit %q, condition wants %q: %w", c.Key, have, commit, c.Commit, backend.ErrConflict)
+			err = fmt.Errorf("key %q was written at revision %d by commit %q, condition wants %q: %w", c.Key, have, commit, c.Commit, conflict)
 		default:
 			continue
 		}

@@ -9,11 +9,10 @@ import "strings"
 var aclCommands = []string{
 	// Scripts.
 	"+evalsha", "+eval", "+script|load",
-	// Called by the scripts: the context's hashes, log, locks and lock
-	// queues, and the server's clock.
+	// Called by the scripts: the context's hashes (the change log is one),
+	// locks and lock queues, and the server's clock.
 	"+hmget", "+hget", "+hgetall", "+hexists", "+hset", "+hdel", "+hincrby",
-	"+get", "+set", "+del", "+pexpire", "+type", "+time",
-	"+xadd", "+xrevrange",
+	"+get", "+set", "+del", "+exists", "+pexpire", "+type", "+time",
 	"+zadd", "+zrem", "+zrange", "+zcard", "+zscore",
 	"+publish", "+spublish",
 	// Outside scripts: snapshots (HMGET and HGETALL, above, in MULTI/EXEC),

@@ -48,35 +48,50 @@ var (
 	_ backend.Capable         = (*Backend)(nil)
 	_ backend.AtomicPublisher = (*Backend)(nil)
 	_ backend.ChangeLog       = (*Backend)(nil)
+	_ backend.MultiGetter     = (*Backend)(nil)
 	_ locker.ReleaseWatcher   = (*Backend)(nil)
 	_ locker.FairLocker       = (*Backend)(nil)
 )
 
-func newBackend(client goredis.UniversalClient, owned bool, o Options) *Backend {
+// newBackend makes a Backend; resend says whether client may send a
+// command again after its connection broke (see mayResend).
+func newBackend(client goredis.UniversalClient, owned bool, o Options, resend bool) *Backend {
 	_, sharded := client.(*goredis.ClusterClient)
-	b := &Backend{client: client, owned: owned, opts: o, sharded: sharded, mayResend: mayResend(client), idPrefix: randomHex(8)}
+	b := &Backend{client: client, owned: owned, opts: o, sharded: sharded, mayResend: resend, idPrefix: randomHex(8)}
 	b.hub = newHub(b)
 	return b
 }
 
-// mayResend reports whether client may send a command again after its
-// connection broke, so that a commit could reach Redis twice: go-redis
-// retries unless MaxRetries is -1, and a ClusterClient retries up to
-// MaxRedirects times whatever MaxRetries says.
+// mayResend reports whether a client the caller made may send a command
+// again after its connection broke, so that a commit could reach Redis
+// twice. It reads the client's options after go-redis normalised them:
+// NewClient turns MaxRetries -1 into 0 (no retries) and 0 into its
+// default, 3, and NewClusterClient does the same with MaxRedirects (a
+// ClusterClient retries a command up to MaxRedirects times, whatever
+// MaxRetries says; its MaxRetries 0 becomes -1 and reaches the node
+// clients as no retries). So a normalised 0 means no resend, and more
+// than 0 means resends. Clients of other types are assumed to resend.
+// Open and OpenURL know what they configured and do not ask.
 func mayResend(client goredis.UniversalClient) bool {
 	switch c := client.(type) {
 	case *goredis.Client:
-		return c.Options().MaxRetries >= 0
+		return c.Options().MaxRetries > 0
 	case *goredis.ClusterClient:
-		return c.Options().MaxRedirects >= 0
+		o := c.Options()
+		return o.MaxRedirects > 0 || o.MaxRetries > 0
 	}
 	return true
 }
 
-// newID returns an id unique among all Backends: for commit ids and epoch
-// candidates.
+// newID returns an id unique among all Backends, for commit ids and epoch
+// candidates: the Backend's random prefix and a counter, in lowercase hex
+// of even length, so that events carry it in binary (half its length).
 func (b *Backend) newID() string {
-	return b.idPrefix + strconv.FormatUint(b.idSeq.Add(1), 36)
+	seq := strconv.FormatUint(b.idSeq.Add(1), 16)
+	if len(seq)%2 != 0 {
+		return b.idPrefix + "0" + seq
+	}
+	return b.idPrefix + seq
 }
 
 // Client returns the go-redis client the Backend uses.
@@ -115,7 +130,7 @@ func (b *Backend) Close() error {
 
 // keys names the Redis keys of one context.
 type keys struct {
-	tag, meta, data, revs, log, unlock, waiters string
+	tag, meta, data, revs, ring, unlock, waiters string
 }
 
 func keysOf(name string) keys {
@@ -125,7 +140,7 @@ func keysOf(name string) keys {
 		meta:    tag + ":meta",
 		data:    tag + ":data",
 		revs:    tag + ":revs",
-		log:     tag + ":log",
+		ring:    tag + ":ring",
 		unlock:  tag + ":unlock",
 		waiters: tag + ":waiters",
 	}
@@ -213,7 +228,7 @@ func scriptFailed(ctx context.Context, op string, k keys, err error, condKey, lo
 	case "meta", "data", "revs":
 		what = fmt.Sprintf("key %q is not a hash", map[string]string{"meta": k.meta, "data": k.data, "revs": k.revs}[se.detail])
 	case "log":
-		what = fmt.Sprintf("key %q is not a stream", k.log)
+		what = fmt.Sprintf("key %q is not a hash", k.ring)
 	case "commit":
 		what = "a commit's id key holds no commit head"
 	case "revs.field":

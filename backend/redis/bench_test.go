@@ -5,7 +5,10 @@ import (
 	"fmt"
 	"runtime"
 	"slices"
+	"strconv"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -40,10 +43,26 @@ func rawClient(b *testing.B, srv *redistest.Server) *goredis.Client {
 	return c
 }
 
+// benchBackend returns a Backend on a client configured as redis.Open
+// configures its own (no retries, ctx deadlines), so commits need not
+// remember their heads for resends.
+func benchBackend(b *testing.B, srv *redistest.Server) *redis.Backend {
+	b.Helper()
+	return backendOn(b, goredis.NewClient(&goredis.Options{Addr: srv.Addr(), MaxRetries: -1, ContextTimeoutEnabled: true}), nil)
+}
+
 func benchInstance[T any](b *testing.B, srv *redistest.Server, name string) *contextd.Context[T] {
 	b.Helper()
-	be := newBackend(b, srv, nil)
-	c, err := contextd.New[T](be, name, &contextd.Options{ResyncInterval: -1})
+	return benchInstanceOn[T](b, benchBackend(b, srv), name, nil)
+}
+
+func benchInstanceOn[T any](b *testing.B, be backend.Backend, name string, opts *contextd.Options) *contextd.Context[T] {
+	b.Helper()
+	if opts == nil {
+		opts = &contextd.Options{}
+	}
+	opts.ResyncInterval = -1
+	c, err := contextd.New[T](be, name, opts)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -55,61 +74,320 @@ func benchInstance[T any](b *testing.B, srv *redistest.Server, name string) *con
 }
 
 // BenchmarkWrite compares UpdateContext of a free key with the one-round-
-// trip floor, a raw HSET.
+// trip floor, a raw HSET of the same value, by mean (ns/op) and p50/p99.
 func BenchmarkWrite(b *testing.B) {
 	srv := benchServer(b)
 	ctx := context.Background()
 	b.Run("raw-HSET", func(b *testing.B) {
 		c := rawClient(b, srv)
-		for i := 0; b.Loop(); i++ {
-			if err := c.HSet(ctx, "bench:raw", "k", fmt.Sprintf(`{"n":%d,"name":"x"}`, i)).Err(); err != nil {
-				b.Fatal(err)
-			}
-		}
+		timedLoop(b, func(i int) error {
+			return c.HSet(ctx, "bench:raw", "k", fmt.Sprintf(`{"n":%d,"name":"x"}`, i)).Err()
+		}, srv)
 	})
 	// What the original library did per update, and what hand-rolled code
 	// needs for the same promises: take the key's lock, write, publish the
 	// change, release the lock — four round trips.
 	b.Run("raw-lock-HSET-PUBLISH-unlock", func(b *testing.B) {
 		c := rawClient(b, srv)
-		for i := 0; b.Loop(); i++ {
+		timedLoop(b, func(i int) error {
 			if ok, err := c.SetNX(ctx, "bench:lock:k", "token", 10*time.Second).Result(); err != nil || !ok {
-				b.Fatal(ok, err)
+				return fmt.Errorf("SETNX %v %v", ok, err)
 			}
 			v := fmt.Sprintf(`{"n":%d,"name":"x"}`, i)
 			if err := c.HSet(ctx, "bench:hand", "k", v).Err(); err != nil {
-				b.Fatal(err)
+				return err
 			}
 			if err := c.Publish(ctx, "bench:hand:events", v).Err(); err != nil {
-				b.Fatal(err)
+				return err
 			}
-			if err := c.Del(ctx, "bench:lock:k").Err(); err != nil {
-				b.Fatal(err)
-			}
-		}
+			return c.Del(ctx, "bench:lock:k").Err()
+		}, srv)
+	})
+	// The floor of any Lua write path: an EVALSHA of a script that does
+	// nothing, with as many keys and arguments (and bytes) as the commit
+	// script of one put gets.
+	b.Run("raw-EVALSHA-empty-same-args", func(b *testing.B) {
+		c := rawClient(b, srv)
+		s := goredis.NewScript("return 1")
+		keys := []string{"{b}:meta", "{b}:data", "{b}:revs", "{b}:ring", "{b}:waiters", "{b}:lock:k", "{b}:queue:k"}
+		timedLoop(b, func(i int) error {
+			return s.Run(ctx, c, keys, "1 0 0 1000 0 1010", "json", "0123456789abcdef0001", "0123456789", "012345678",
+				"{b}:events", "{b}:unlock", "", "p", "k", fmt.Sprintf(`{"n":%d,"name":"x"}`, i)).Err()
+		}, srv)
 	})
 	// The backend's commit alone (script, log, publish; no Context, no
 	// subscriber): the difference to UpdateContext is the cost of the
 	// typed cache and of receiving the own event.
 	b.Run("backend-CommitAndPublish", func(b *testing.B) {
-		be := newBackend(b, srv, nil)
+		be := benchBackend(b, srv)
 		channel := backend.DefaultChannel("bench-commit")
-		for i := 0; b.Loop(); i++ {
-			bt := backend.Batch{Ops: []backend.Op{{Key: "k", Value: fmt.Appendf(nil, `{"n":%d,"name":"x"}`, i)}}}
-			if _, err := be.CommitAndPublish(ctx, "bench-commit", bt, channel); err != nil {
-				b.Fatal(err)
-			}
-		}
+		timedLoop(b, func(i int) error {
+			bt := backend.Batch{Ops: []backend.Op{{Key: "k", Value: fmt.Appendf(nil, `{"n":%d,"name":"x"}`, i)}}, Codec: "json", EventValueLimit: 1 << 16}
+			_, err := be.CommitAndPublish(ctx, "bench-commit", bt, channel)
+			return err
+		}, srv)
 	})
 	b.Run("UpdateContext", func(b *testing.B) {
 		cx := benchInstance[benchValue](b, srv, "bench-write")
 		b.ReportAllocs()
+		timedLoop(b, func(i int) error {
+			return cx.UpdateContext(ctx, "k", benchValue{N: i, Name: "x"})
+		}, srv)
+	})
+	// A go-redis client left at its default of 3 retries may resend a
+	// commit, so each commit also remembers its head for a minute.
+	b.Run("UpdateContext-resending-client", func(b *testing.B) {
+		cx := benchInstanceOn[benchValue](b, newBackend(b, srv, nil), "bench-write-resend", nil)
+		timedLoop(b, func(i int) error {
+			return cx.UpdateContext(ctx, "k", benchValue{N: i, Name: "x"})
+		}, srv)
+	})
+}
+
+// timedLoop runs op b.N times (b.Loop) and reports p50 and p99 of its
+// latency beside the mean and, when srv is given, the CPU time per op of
+// the server's main thread and of this process: on a loaded machine these
+// move much less than latencies do.
+func timedLoop(b *testing.B, op func(i int) error, srv ...*redistest.Server) {
+	b.Helper()
+	samples := make([]time.Duration, 0, 1024)
+	var server0, client0 time.Duration
+	if len(srv) > 0 {
+		server0, client0 = serverCPU(b, srv[0]), processCPU()
+	}
+	for i := 0; b.Loop(); i++ {
+		start := time.Now()
+		if err := op(i); err != nil {
+			b.Fatal(err)
+		}
+		samples = append(samples, time.Since(start))
+	}
+	if len(srv) > 0 {
+		n := float64(len(samples))
+		b.ReportMetric(float64((serverCPU(b, srv[0])-server0).Microseconds())/n, "server-cpu-µs/op")
+		b.ReportMetric(float64((processCPU()-client0).Microseconds())/n, "client-cpu-µs/op")
+	}
+	reportLatencies(b, samples)
+}
+
+// serverCPU returns the CPU time the server's main thread has used.
+func serverCPU(b *testing.B, srv *redistest.Server) time.Duration {
+	b.Helper()
+	v, err := srv.Do(context.Background(), "INFO", "cpu")
+	if err != nil {
+		b.Fatal(err)
+	}
+	var total float64
+	for _, line := range strings.Split(v.(string), "\n") {
+		name, val, _ := strings.Cut(strings.TrimSpace(line), ":")
+		if name == "used_cpu_sys_main_thread" || name == "used_cpu_user_main_thread" {
+			f, _ := strconv.ParseFloat(val, 64)
+			total += f
+		}
+	}
+	return time.Duration(total * float64(time.Second))
+}
+
+// serverStats reads counters of INFO stats.
+func serverStats(b *testing.B, srv *redistest.Server) (in, out, cmds int64) {
+	b.Helper()
+	v, err := srv.Do(context.Background(), "INFO", "stats")
+	if err != nil {
+		b.Fatal(err)
+	}
+	field := func(name string) int64 {
+		for _, line := range strings.Split(v.(string), "\n") {
+			if rest, ok := strings.CutPrefix(strings.TrimSpace(line), name+":"); ok {
+				n, _ := strconv.ParseInt(rest, 10, 64)
+				return n
+			}
+		}
+		b.Fatalf("INFO stats has no %s", name)
+		return 0
+	}
+	return field("total_net_input_bytes"), field("total_net_output_bytes"), field("total_commands_processed")
+}
+
+// BenchmarkWireBytes counts what one update of a 100-byte value costs on
+// the wire with 4 receiving instances: bytes into and out of the server
+// and commands run (the script's own calls included, as Redis counts
+// them), per update; the event's payload (in the change log, byte for
+// byte what is published) and its RESP frame as each subscriber receives
+// it, channel name included. The baseline is a raw HSET of the same value.
+func BenchmarkWireBytes(b *testing.B) {
+	srv := benchServer(b)
+	ctx := context.Background()
+	value := strings.Repeat("v", 100)
+	measure := func(b *testing.B, op func(i int) error) {
+		in0, out0, cmds0 := serverStats(b, srv)
+		n := 0
 		for i := 0; b.Loop(); i++ {
-			if err := cx.UpdateContext(ctx, "k", benchValue{N: i, Name: "x"}); err != nil {
+			if err := op(i); err != nil {
+				b.Fatal(err)
+			}
+			n++
+		}
+		in1, out1, cmds1 := serverStats(b, srv)
+		// The INFO call itself: about its request and its reply.
+		b.ReportMetric(float64(in1-in0)/float64(n), "in-B/op")
+		b.ReportMetric(float64(out1-out0)/float64(n), "out-B/op")
+		b.ReportMetric(float64(cmds1-cmds0-1)/float64(n), "cmds/op")
+	}
+	b.Run("raw-HSET", func(b *testing.B) {
+		c := rawClient(b, srv)
+		measure(b, func(i int) error { return c.HSet(ctx, "bench:bytes", "k", value).Err() })
+	})
+	b.Run("UpdateContext-4-receivers", func(b *testing.B) {
+		const name = "bench-bytes"
+		w := benchInstance[string](b, srv, name)
+		rs := make([]*contextd.Context[string], 4)
+		for i := range rs {
+			rs[i] = benchInstance[string](b, srv, name)
+		}
+		// A value that encodes (JSON) to 100 bytes.
+		v := strings.Repeat("v", 98)
+		measure(b, func(i int) error {
+			if err := w.UpdateContext(ctx, "k", v); err != nil {
+				return err
+			}
+			// Let the receivers keep up, so the next write's bytes are
+			// not counted with this one's delivery.
+			for _, r := range rs {
+				for r.Revision() < w.Revision() {
+					runtime.Gosched()
+				}
+			}
+			return nil
+		})
+		rev := w.Revision()
+		p, err := srv.Do(ctx, "HGET", "{contextd:"+name+"}:ring", strconv.FormatUint(rev%redis.DefaultChangeLogLength, 10))
+		if err != nil {
+			b.Fatal(err)
+		}
+		ps, ok := p.(string)
+		if !ok {
+			return // a version without the :ring change log
+		}
+		payload := len(ps)
+		channel := backend.DefaultChannel(name)
+		frame := len(fmt.Sprintf("*3\r\n$7\r\nmessage\r\n$%d\r\n%s\r\n$%d\r\n", len(channel), channel, payload)) + payload + 2
+		b.ReportMetric(float64(payload), "payload-B")
+		b.ReportMetric(float64(payload-100), "payload-over-value-B")
+		b.ReportMetric(float64(frame), "frame-B")
+	})
+}
+
+// storeOnly hides every method of a Store but the Store's own, so a Context
+// on it reads omitted values one Get at a time (the path without
+// backend.MultiGetter).
+type storeOnly struct{ backend.Store }
+
+// roundTrips counts the round trips a client makes: one per command or
+// pipeline, apart from the handshakes of new connections (HELLO, CLIENT)
+// and the subscription's watchdog PINGs.
+type roundTrips struct{ n atomic.Int64 }
+
+func (h *roundTrips) DialHook(next goredis.DialHook) goredis.DialHook { return next }
+func (h *roundTrips) ProcessHook(next goredis.ProcessHook) goredis.ProcessHook {
+	return func(ctx context.Context, cmd goredis.Cmder) error {
+		if !setupCommand(cmd.Name()) {
+			h.n.Add(1)
+		}
+		return next(ctx, cmd)
+	}
+}
+func (h *roundTrips) ProcessPipelineHook(next goredis.ProcessPipelineHook) goredis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []goredis.Cmder) error {
+		if !slices.ContainsFunc(cmds, func(c goredis.Cmder) bool { return setupCommand(c.Name()) }) {
+			h.n.Add(1)
+		}
+		return next(ctx, cmds)
+	}
+}
+
+func setupCommand(name string) bool {
+	return name == "hello" || name == "client" || name == "ping"
+}
+
+// BenchmarkLargeTransaction measures how long another instance takes to
+// apply a transaction of 20,000 keys of 100-byte values, of which the
+// event carries 64 KiB (the default EventValueLimit) and the receiver
+// fetches the rest: from the start of the write until the receiver has the
+// revision, and how many round trips the receiver makes, with bulk reads
+// (backend.MultiGetter) and, as the baseline in the same run, one Get per
+// key; the floor is a raw HMGET of all 20,000 values.
+func BenchmarkLargeTransaction(b *testing.B) {
+	srv := benchServer(b)
+	ctx := context.Background()
+	const keys = 20000
+	pad := strings.Repeat("x", 84)
+	values := make(map[string]string, keys)
+	fields := make([]string, 0, keys)
+	for i := range keys {
+		k := fmt.Sprintf("key-%05d", i)
+		values[k] = pad
+		fields = append(fields, k)
+	}
+	b.Run("raw-HMGET-20k", func(b *testing.B) {
+		c := rawClient(b, srv)
+		args := make(map[string]any, keys)
+		for k, v := range values {
+			args[k] = v
+		}
+		if err := c.HSet(ctx, "bench:large", args).Err(); err != nil {
+			b.Fatal(err)
+		}
+		timedLoop(b, func(int) error { return c.HMGet(ctx, "bench:large", fields...).Err() })
+	})
+	run := func(b *testing.B, name string, bulk bool) {
+		w := benchInstance[string](b, srv, name)
+		hook := &roundTrips{}
+		client := goredis.NewClient(&goredis.Options{Addr: srv.Addr(), MaxRetries: -1, ContextTimeoutEnabled: true})
+		client.AddHook(hook)
+		rb := backendOn(b, client, nil)
+		var be backend.Backend = rb
+		if !bulk {
+			var err error
+			if be, err = backend.Compose(storeOnly{rb}, rb, rb); err != nil {
 				b.Fatal(err)
 			}
 		}
-	})
+		r := benchInstanceOn[string](b, be, name, nil)
+		var total, apply []time.Duration
+		var trips int64
+		write := func(i int) {
+			for k := range values {
+				values[k] = fmt.Sprintf("%s-%09d", pad, i) // 100 bytes in JSON
+			}
+			before := hook.n.Load()
+			start := time.Now()
+			if err := w.TransactionalUpdate(ctx, values); err != nil {
+				b.Fatal(err)
+			}
+			written := time.Now()
+			for r.Revision() < w.Revision() {
+				time.Sleep(50 * time.Microsecond) // polling, in a benchmark
+			}
+			total = append(total, time.Since(start))
+			apply = append(apply, time.Since(written))
+			trips += hook.n.Load() - before
+		}
+		write(-1) // loads the scripts
+		total, apply, trips = nil, nil, 0
+		for i := 0; b.Loop(); i++ {
+			write(i)
+		}
+		b.ReportMetric(float64(trips)/float64(len(total)), "roundtrips/op")
+		slices.Sort(total)
+		slices.Sort(apply)
+		b.ReportMetric(float64(total[len(total)/2].Milliseconds()), "write-to-applied-p50-ms")
+		b.ReportMetric(float64(apply[len(apply)/2].Milliseconds()), "after-write-p50-ms")
+		if v, ok, err := r.Get(ctx, "key-19999"); err != nil || !ok || v != values["key-19999"] {
+			b.Fatalf("receiver has key-19999 = %q, %v, %v; want %q", v, ok, err, values["key-19999"])
+		}
+	}
+	b.Run("apply-bulk", func(b *testing.B) { run(b, "bench-large-bulk", true) })
+	b.Run("apply-per-key", func(b *testing.B) { run(b, "bench-large-per-key", false) })
 }
 
 // BenchmarkRead compares reads from the local copy with a raw HGET and

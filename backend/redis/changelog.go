@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"slices"
 
 	"github.com/contextd-go/contextd/backend"
 )
@@ -17,7 +16,8 @@ func (b *Backend) ChangesSince(ctx context.Context, name, epoch string, after ui
 		return nil, fmt.Errorf("redis: %s: the change log is switched off: %w", op, errors.ErrUnsupported)
 	}
 	k := keysOf(name)
-	res, err := changesScript.Run(ctx, b.client, []string{k.meta, k.log}, after, b.opts.ChangeLogLength).Slice()
+	logLen := b.opts.ChangeLogLength
+	res, err := changesScript.Run(ctx, b.client, []string{k.meta, k.ring}, after, logLen).Slice()
 	if err != nil {
 		return nil, scriptFailed(ctx, op, k, err, nil, nil)
 	}
@@ -43,57 +43,24 @@ func (b *Backend) ChangesSince(ctx context.Context, name, epoch string, after ui
 	}
 	events := make([]backend.Event, len(entries))
 	for i, raw := range entries {
-		// An entry that does not parse (another program wrote to the
-		// stream) makes the log useless for this catch-up: a snapshot
-		// still works.
-		rev, payload, err := parseLogEntry(raw)
-		if err != nil {
-			return nil, fmt.Errorf("redis: %s: %w: %w", op, backend.ErrLogTruncated, err)
-		}
-		// XREVRANGE gives newest first: entry i is revision head-i.
-		if rev != head-uint64(i) {
-			return nil, fmt.Errorf("redis: %s: the log has revision %d where %d belongs: %w", op, rev, head-uint64(i), backend.ErrLogTruncated)
+		rev := after + 1 + uint64(i)
+		// Each revision has its field (revision modulo the log's length):
+		// a missing field, an older event in it (overwritten, or logged by
+		// an instance with another ChangeLogLength), another epoch's event
+		// or one that does not parse (another program wrote it) make the
+		// log useless for this catch-up; a snapshot still works.
+		payload, ok := raw.(string)
+		if !ok {
+			return nil, fmt.Errorf("redis: %s: revision %d is not in the log: %w", op, rev, backend.ErrLogTruncated)
 		}
 		ev, err := backend.DecodeEvent([]byte(payload))
 		if err != nil {
 			return nil, fmt.Errorf("redis: %s: revision %d: %w: %w", op, rev, backend.ErrLogTruncated, err)
 		}
 		if ev.Epoch != epoch || ev.Revision != rev {
-			return nil, fmt.Errorf("redis: %s: logged event %s/%d under revision %d: %w", op, ev.Epoch, ev.Revision, rev, backend.ErrLogTruncated)
+			return nil, fmt.Errorf("redis: %s: the log holds event %s/%d where revision %d belongs: %w", op, ev.Epoch, ev.Revision, rev, backend.ErrLogTruncated)
 		}
 		events[i] = ev
 	}
-	slices.Reverse(events)
 	return events, nil
-}
-
-// parseLogEntry reads one XRANGE entry: [id, [field, value, ...]].
-func parseLogEntry(raw any) (uint64, string, error) {
-	entry, ok := raw.([]any)
-	if !ok || len(entry) != 2 {
-		return 0, "", errors.New("malformed log entry")
-	}
-	fields, ok := entry[1].([]any)
-	if !ok {
-		return 0, "", errors.New("malformed log entry fields")
-	}
-	var rev uint64
-	var payload string
-	var haveRev, havePayload bool
-	for i := 0; i+1 < len(fields); i += 2 {
-		switch fields[i] {
-		case "r":
-			r, err := parseUint(fields[i+1])
-			if err != nil {
-				return 0, "", fmt.Errorf("log entry revision: %w", err)
-			}
-			rev, haveRev = r, true
-		case "e":
-			payload, havePayload = fields[i+1].(string)
-		}
-	}
-	if !haveRev || !havePayload {
-		return 0, "", errors.New("log entry without revision or event")
-	}
-	return rev, payload, nil
 }

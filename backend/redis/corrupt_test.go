@@ -37,7 +37,7 @@ var corruptions = []corruption{
 	{"meta not a hash", []string{"EVAL", "redis.call('DEL', KEYS[1]); return redis.call('SET', KEYS[1], 'x')", "1", "{tag}:meta"}, []string{"initialize", "update", "modify", "acquire", "sync"}},
 	{"data not a hash", []string{"EVAL", "redis.call('DEL', KEYS[1]); return redis.call('SET', KEYS[1], 'x')", "1", "{tag}:data"}, []string{"initialize", "update", "fresh get", "modify", "sync"}},
 	{"revs not a hash", []string{"EVAL", "redis.call('DEL', KEYS[1]); return redis.call('SET', KEYS[1], 'x')", "1", "{tag}:revs"}, []string{"initialize", "update", "fresh get", "modify", "sync"}},
-	{"log not a stream", []string{"EVAL", "redis.call('DEL', KEYS[1]); return redis.call('SET', KEYS[1], 'x')", "1", "{tag}:log"}, []string{"update", "modify"}},
+	{"log not a hash", []string{"EVAL", "redis.call('DEL', KEYS[1]); return redis.call('SET', KEYS[1], 'x')", "1", "{tag}:ring"}, []string{"update", "modify"}},
 	{"lock garbage", []string{"SET", "{tag}:lock:k", "garbage"}, []string{"update", "modify", "acquire"}},
 	{"lock not a string", []string{"HSET", "{tag}:lock:k", "a", "b"}, []string{"update", "modify", "acquire"}},
 }
@@ -180,4 +180,37 @@ func dumpKeys(t *testing.T, srv *redistest.Server, prefix string) map[string]str
 		out[key], _ = d.(string)
 	}
 	return out
+}
+
+// TestGetManyReportsDamage checks that a bulk read reports a damaged entry
+// as backend.Entry with revision 0 (as the MultiGetter contract says)
+// without failing the other keys, and a damaged hash as ErrCorrupt.
+func TestGetManyReportsDamage(t *testing.T) {
+	t.Parallel()
+	srv := redistest.Start(t, nil)
+	ctx := context.Background()
+	b := newBackend(t, srv, nil)
+	const name = "getmany-damage"
+	tag := backend.HashTag(name)
+	if _, err := b.Commit(ctx, name, backend.Batch{Ops: []backend.Op{{Key: "a", Value: []byte("1")}, {Key: "b", Value: []byte("2")}, {Key: "c", Value: []byte("3")}}}); err != nil {
+		t.Fatal(err)
+	}
+	for _, args := range [][]string{{"HSET", tag + ":revs", "a", "garbage"}, {"HDEL", tag + ":data", "b"}} {
+		if _, err := srv.Do(ctx, args...); err != nil {
+			t.Fatal(err)
+		}
+	}
+	es, err := b.GetMany(ctx, name, []string{"a", "b", "c"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(es) != 3 || es[0].Revision != 0 || es[1].Revision != 0 || es[2].Revision != 1 || string(es[2].Value) != "3" {
+		t.Fatalf("GetMany = %+v; want a and b damaged (revision 0), c \"3\"@1", es)
+	}
+	if _, err := srv.Do(ctx, "EVAL", "redis.call('DEL', KEYS[1]); return redis.call('SET', KEYS[1], 'x')", "1", tag+":data"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.GetMany(ctx, name, []string{"c"}); !errors.Is(err, backend.ErrCorrupt) || !strings.Contains(err.Error(), tag) {
+		t.Fatalf("GetMany with data not a hash = %v; want ErrCorrupt naming the key", err)
+	}
 }

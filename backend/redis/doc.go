@@ -6,7 +6,8 @@
 //   - AtomicPublish and LockAwareCommit: a commit is one Lua script that
 //     checks the batch's conditions and locks, writes, bumps the revision,
 //     appends to the change log and publishes the event — one round trip.
-//   - ChangeLog: a capped Stream per context, appended by the same script.
+//   - ChangeLog: a hash per context of its last ChangeLogLength events,
+//     by revision modulo that length, written by the same script.
 //   - ReleaseNotify: a released lock publishes a wake-up for its waiters.
 //
 // # Layout in Redis
@@ -17,13 +18,18 @@
 // (backend.HashTag), so no name can reach another context's keys; other
 // names appear as they are:
 //
-//	{contextd:<name>}:meta        hash: rev, epoch, codec, fence, commit, parent
+//	{contextd:<name>}:meta        hash: rev, epoch, codec, fence, commit, parent, ticket,
+//	                              and wepoch, wcommit: the epoch and the head's commit id
+//	                              in their event wire form, valid while wfor is the head's
+//	                              commit id
 //	{contextd:<name>}:data        hash: key → encoded value
 //	{contextd:<name>}:revs        hash: key → "<revision> <commit id>" of the write that last wrote it
-//	{contextd:<name>}:log         stream: recent events (fields r, e)
+//	{contextd:<name>}:ring        hash: revision modulo ChangeLogLength → event (the change log)
 //	{contextd:<name>}:lock:<key>  string: "<token>:<fence>", with a TTL
 //	{contextd:<name>}:commit:<id> string: a commit's head, for a minute
 //	                              (only for clients that may resend)
+//	{contextd:<name>}:queue:<key> sorted set: the key's lock waiters
+//	{contextd:<name>}:waiters     hash: lock waiters, with their tickets and deadlines
 //	{contextd:<name>}:unlock      channel: lock releases (payload: key)
 //	{contextd:<name>}:events      channel: change events (the default)
 //
@@ -31,6 +37,10 @@
 // after Redis lost the data (a restart without persistence, a failover to
 // an empty replica) the next commit creates a new one, and every instance
 // reloads instead of comparing revisions of two histories.
+//
+// Releases before the event wire format version 2 kept the change log in a
+// stream, {contextd:<name>}:log; it is no longer written or read, and can be
+// deleted once every instance runs this release.
 //
 // # Subscriptions
 //

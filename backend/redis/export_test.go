@@ -4,3 +4,6 @@ package redis
 // connection per Subscription, as before the shared connections: the
 // baseline of BenchmarkManyContexts. Call it before b subscribes.
 func UseConnectionPerSubscription(b *Backend) { b.subscribeHook = b.legacySubscribe }
+
+// MayResend reports whether b's commits remember their heads for resends.
+func MayResend(b *Backend) bool { return b.mayResend }

@@ -1326,9 +1326,9 @@ func TestFaultGarbageLogEntry(t *testing.T) {
 	const forge = `local r = redis.call('HINCRBY', KEYS[1], 'rev', 1)
 redis.call('HSET', KEYS[2], 'x', '5')
 redis.call('HSET', KEYS[3], 'x', tostring(r))
-redis.call('XADD', KEYS[4], '*', 'r', r, 'e', 'not an event')
+redis.call('HSET', KEYS[4], tostring(r % tonumber(ARGV[1])), 'not an event')
 return r`
-	if _, err := srv.Do(ctx, "EVAL", forge, "4", tag+":meta", tag+":data", tag+":revs", tag+":log"); err != nil {
+	if _, err := srv.Do(ctx, "EVAL", forge, "4", tag+":meta", tag+":data", tag+":revs", tag+":ring", fmt.Sprint(redis.DefaultChangeLogLength)); err != nil {
 		t.Fatal(err)
 	}
 	if err := cs[1].UpdateContext(ctx, "a", 2); err != nil {

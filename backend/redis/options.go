@@ -45,8 +45,11 @@ type Options struct {
 	ReadTimeout  time.Duration
 	WriteTimeout time.Duration
 
-	// ChangeLogLength is about how many events the change log of each
-	// context keeps (the stream is trimmed approximately). Default: 1000.
+	// ChangeLogLength is how many of the latest events the change log of
+	// each context keeps (a hash of revision modulo ChangeLogLength, so
+	// every instance of a context should use the same length: an instance
+	// with another one finds the log of no use and loads snapshots
+	// instead). Default: 1000.
 	ChangeLogLength int
 
 	// PingInterval is how long a subscription may be idle before it sends
@@ -145,7 +148,7 @@ func Open(opts *Options) (*Backend, error) {
 		ReadTimeout:  o.ReadTimeout,
 		WriteTimeout: o.WriteTimeout,
 	}
-	return newBackend(goredis.NewClient(safeClientOptions(copts)), true, o), nil
+	return newBackend(goredis.NewClient(safeClientOptions(copts)), true, o, false), nil
 }
 
 // safeClientOptions sets what contextd needs of a go-redis client it makes:
@@ -181,7 +184,7 @@ func OpenURL(url string, opts *Options) (*Backend, error) {
 	if o.WriteTimeout > 0 {
 		copts.WriteTimeout = o.WriteTimeout
 	}
-	return newBackend(goredis.NewClient(safeClientOptions(copts)), true, o), nil
+	return newBackend(goredis.NewClient(safeClientOptions(copts)), true, o, false), nil
 }
 
 // New makes a Backend on a client the caller owns: a *goredis.Client, a
@@ -190,12 +193,15 @@ func OpenURL(url string, opts *Options) (*Backend, error) {
 // opts are ignored; opts may be nil.
 //
 // Make the client with ContextTimeoutEnabled: true, so calls end when their
-// ctx does even if the server stalls, and preferably with MaxRetries: -1, as
-// Open does. A client that may resend a command after a broken connection
-// (MaxRetries ≥ 0, and every ClusterClient unless MaxRedirects is -1) is
-// detected: each commit then also keeps its result under its id for a
-// minute, so a resend is answered with the original result instead of
-// writing twice. That costs one more write per commit.
+// ctx does even if the server stalls, and preferably with MaxRetries: -1
+// (and, for a ClusterClient, MaxRedirects: -1), as Open does. A client that
+// may resend a command after a broken connection — MaxRetries left at 0,
+// go-redis's default of 3 retries, or set above 0; for a ClusterClient
+// also MaxRedirects left at 0 or set above 0 — is detected: each commit
+// then also keeps its result under its id for a minute, so a resend is
+// answered with the original result instead of writing twice. That costs
+// a read and a write more per commit, and a key per commit for that
+// minute.
 func New(client goredis.UniversalClient, opts *Options) (*Backend, error) {
 	if client == nil {
 		return nil, errors.New("redis: New needs a client, got nil")
@@ -204,5 +210,5 @@ func New(client goredis.UniversalClient, opts *Options) (*Backend, error) {
 	if err := o.validate(); err != nil {
 		return nil, err
 	}
-	return newBackend(client, false, o), nil
+	return newBackend(client, false, o, mayResend(client)), nil
 }

@@ -226,3 +226,45 @@ func selfSigned(t *testing.T, dir string) (certFile, keyFile string, pool *x509.
 	pool.AddCert(cert)
 	return certFile, keyFile, pool
 }
+
+// TestMayResendFollowsConfiguration checks how a Backend decides whether
+// its client may resend a commit (and so whether commits must remember
+// their heads): from what Open configured, and for New from the client's
+// options as go-redis normalised them (MaxRetries -1 becomes 0, 0 becomes
+// 3; MaxRedirects likewise).
+//
+// Regression: the check was MaxRetries >= 0 on the normalised options,
+// true for every client, so every commit also ran a GET and a SET PX 60000
+// of a :commit:<id> key.
+func TestMayResendFollowsConfiguration(t *testing.T) {
+	opened, err := redis.Open(&redis.Options{Host: "127.0.0.1", Port: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer opened.Close()
+	if redis.MayResend(opened) {
+		t.Error("a Backend made by Open (MaxRetries -1) remembers commits for resends")
+	}
+	for _, c := range []struct {
+		name   string
+		client goredis.UniversalClient
+		want   bool
+	}{
+		{"Client MaxRetries -1", goredis.NewClient(&goredis.Options{Addr: "127.0.0.1:1", MaxRetries: -1}), false},
+		{"Client default (3 retries)", goredis.NewClient(&goredis.Options{Addr: "127.0.0.1:1"}), true},
+		{"Client MaxRetries 1", goredis.NewClient(&goredis.Options{Addr: "127.0.0.1:1", MaxRetries: 1}), true},
+		{"failover Client MaxRetries -1", goredis.NewFailoverClient(&goredis.FailoverOptions{MasterName: "m", SentinelAddrs: []string{"127.0.0.1:1"}, MaxRetries: -1}), false},
+		{"ClusterClient MaxRedirects -1", goredis.NewClusterClient(&goredis.ClusterOptions{Addrs: []string{"127.0.0.1:1"}, MaxRedirects: -1}), false},
+		{"ClusterClient default (3 redirects)", goredis.NewClusterClient(&goredis.ClusterOptions{Addrs: []string{"127.0.0.1:1"}}), true},
+		{"ClusterClient MaxRedirects -1, MaxRetries 2", goredis.NewClusterClient(&goredis.ClusterOptions{Addrs: []string{"127.0.0.1:1"}, MaxRedirects: -1, MaxRetries: 2}), true},
+	} {
+		b, err := redis.New(c.client, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := redis.MayResend(b); got != c.want {
+			t.Errorf("%s: remembers commits for resends = %v, want %v", c.name, got, c.want)
+		}
+		_ = c.client.Close()
+	}
+}

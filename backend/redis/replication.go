@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strings"
 
 	goredis "github.com/redis/go-redis/v9"
 )
@@ -52,13 +51,13 @@ func (b *Backend) runAndWait(ctx context.Context, s *goredis.Script, keys []stri
 		cmd := s.EvalSha(ctx, node, keys, args...)
 		wait := node.Do(ctx, "WAIT", b.opts.WaitReplicas, b.opts.WaitTimeout.Milliseconds())
 		_, _ = node.Exec(ctx)
-		if err := cmd.Err(); err != nil && attempt == 0 && strings.HasPrefix(err.Error(), "NOSCRIPT") {
+		if err := cmd.Err(); attempt == 0 && isNoScript(err) {
 			if err := s.Load(ctx, b.client).Err(); err != nil {
 				return nil, err
 			}
 			continue
 		}
-		if cmd.Err() != nil {
+		if cmd.Err() != nil || isConflictReply(cmd) {
 			return cmd, nil // the script's own answer (a refusal, say)
 		}
 		if err := wait.Err(); err != nil {
@@ -73,4 +72,15 @@ func (b *Backend) runAndWait(ctx context.Context, s *goredis.Script, keys []stri
 		}
 		return cmd, nil
 	}
+}
+
+// isConflictReply reports the commit script's conflict reply, which
+// writes nothing the caller must wait for.
+func isConflictReply(cmd *goredis.Cmd) bool {
+	res, ok := cmd.Val().([]any)
+	if !ok || len(res) != 3 {
+		return false
+	}
+	_, ok = res[0].(int64)
+	return ok
 }

@@ -9,18 +9,21 @@ import goredis "github.com/redis/go-redis/v9"
 // the op, condition or lease concerned, translated by the caller
 // (commitError, corruptError).
 
-// luaPrelude holds the helpers every script shares. A script reports
+// luaCore, luaWire and luaLocks hold the helpers the scripts share. A script reports
 // damage to contextd's own keys (a key of the wrong type, a field that
 // does not parse) as CONTEXTD_CORRUPT <index> <role>, which the Go side
 // turns into backend.ErrCorrupt naming the key; it checks before it
 // writes, so a refused commit writes nothing.
 //
 //	roles: meta (wrong type), meta.rev, meta.epoch, meta.commit,
-//	meta.parent, meta.fence, meta.ticket, data, revs, log, commit (the
+//	meta.parent, meta.fence, meta.ticket, data, revs, log (the change
+//	log's hash), commit (the
 //	commit's id key), revs.field (the field of condition <index>), lock
 //	(lock key <index> of the script's lock keys), queue (queue key
 //	<index>), waiters
-const luaPrelude = `
+
+// luaCore: refusals, types and the meta hash.
+const luaCore = `
 local function corrupt(role, i)
   return redis.error_reply('CONTEXTD_CORRUPT ' .. (i or 0) .. ' ' .. role)
 end
@@ -42,10 +45,10 @@ local function typeIs(key, want)
   local t = redis.call('TYPE', key)['ok']
   return t == 'none' or t == want
 end
--- readMeta returns the meta fields codec, epoch, rev, commit, parent, or
--- nil and the refusal if they are damaged.
-local function readMeta(meta)
-  local m = redis.pcall('HMGET', meta, 'codec', 'epoch', 'rev', 'commit', 'parent')
+-- readMeta returns the meta fields codec, epoch, rev, commit, parent and
+-- any more fields asked for, or nil and the refusal if they are damaged.
+local function readMeta(meta, ...)
+  local m = redis.pcall('HMGET', meta, 'codec', 'epoch', 'rev', 'commit', 'parent', ...)
   if m['err'] then return nil, failed(m, 'meta') end
   if m[2] and (#m[2] == 0 or #m[2] > 255) then return nil, corrupt('meta.epoch') end
   if m[3] and not string.match(m[3], '^%d+$') then return nil, corrupt('meta.rev') end
@@ -53,6 +56,35 @@ local function readMeta(meta)
   if m[5] and (#m[5] > 255 or string.find(m[5], '%s')) then return nil, corrupt('meta.parent') end
   return m, nil
 end
+`
+
+// luaWire: the event wire format's pieces.
+const luaWire = `
+-- uvarint encodes a number as encoding/binary's AppendUvarint does.
+local function uvarint(v)
+  if v < 128 then return string.char(v) end
+  local b = {}
+  while v >= 128 do
+    b[#b + 1] = v % 128 + 128
+    v = math.floor(v / 128)
+  end
+  b[#b + 1] = v
+  return string.char(unpack(b))
+end
+-- wireID encodes an id as backend.AppendWireID does: lowercase hex of
+-- even length in binary, anything else as it is.
+local function hexByte(h) return string.char(tonumber(h, 16)) end
+local function wireID(s)
+  local n = #s
+  if n == 0 or n % 2 == 1 or string.find(s, '[^0-9a-f]') then
+    return uvarint(2 * n) .. s
+  end
+  return uvarint(n + 1) .. (string.gsub(s, '..', hexByte))
+end
+`
+
+// luaLocks: locks and the fair lock queues.
+const luaLocks = `
 -- nowMs returns the server's clock in milliseconds.
 local function nowMs()
   local t = redis.call('TIME')
@@ -145,55 +177,93 @@ local function readLock(key, i)
 end
 `
 
-// commitScript checks and applies a batch, appends its event to the change
+// commitScript checks and applies a batch, records its event in the change
 // log and publishes it.
 //
-//	KEYS: meta, data, revs, log, the commit's id key, waiters, then (if
-//	      lock checks) the lock key of each op, then (if fair) the queue
-//	      key of each op, then the lock key of each lease
-//	ARGV: codec, epoch candidate, channel ("" = no publish), sharded
-//	      ("1" = SPUBLISH), log length ("0" = no log), event body, #ops,
-//	      #conditions, #leases, check locks ("1"), commit id, remember ("1":
-//	      keep the commit's head under its id key for a minute), fair
-//	      ("1": queues), waiter id ("" = none), hold in ms, unlock
-//	      channel, then per op: key, "p"|"d", value; per condition: key,
-//	      then the revision, or "<revision> <commit id>" to check the
-//	      writing commit too; per lease: key, lock value
-//	returns {epoch, revision, commit id, parent commit id}
+//	KEYS: meta, data, revs, ring (the change log), waiters, then (if lock
+//	      checks) the lock key of each op, then (if fair) the queue key
+//	      of each op, then the lock key of each lease, then (if remember)
+//	      the commit's id key
+//	ARGV: "<#ops> <#conditions> <#leases> <log length> <hold ms> <flags>"
+//	      with flags four digits 0/1: check locks, remember (keep the
+//	      commit's head under its id key for a minute), fair (queues),
+//	      sharded (SPUBLISH); codec; commit id (also the epoch candidate);
+//	      the commit id and the origin as the event writes them
+//	      (backend.AppendWireID); channel ("" = no publish); unlock
+//	      channel; waiter id ("" = none); the kind of each op, one
+//	      character per op: "p" put carried by the event, "o" put whose
+//	      value the event omits, "d" delete; then per op: key, value ("" for a
+//	      delete); per condition: key, then the revision, or "<revision>
+//	      <commit id>" to check the writing commit too; per lease: key,
+//	      lock value
+//	returns {epoch, revision, commit id, parent commit id}, or on a
+//	conflict {index of the condition, the key's value or nil, its revs
+//	field ("<revision> <commit id>") or nil}
 //
 // Checks run in this order, and all before the first write: codec, leases
 // (CONTEXTD_NOTHELD), locks and queues (CONTEXTD_LOCKED: a key locked by
 // another holder, or with a live waiter queued before this one, when no
-// lease of the batch covers it), conditions (CONTEXTD_CONFLICT). A refused
-// waiter is queued on the keys concerned; a committed one leaves its
-// queues and wakes the next waiter.
+// lease of the batch covers it), conditions (the conflict reply), the
+// types of the keys written. A refused waiter is queued on the keys
+// concerned; a committed one leaves its queues and wakes the next waiter.
+//
+// The script is lean on purpose (docs/benchmarks.md): values travel once,
+// and the event (wire format version 2, byte for byte as
+// backend.EncodeEvent writes it) is built here around them; one EXISTS
+// tells that every lock and queue of the ops is free, the common case,
+// before any per-key look; the change log is a hash of revision modulo its
+// length, one HSET, and meta keeps the epoch and commit id in their wire
+// form (wepoch, wcommit, valid while wfor is the head's commit id) so the
+// next commit need not convert them.
 //
 // The commit id makes a resend of the same commit (a client retrying after
 // a lost reply) return the original head instead of writing again: always
 // when no other commit came in between, and with remember set at any time
-// within a minute — for clients that resend whatever they are told, as
-// go-redis's ClusterClient does on a broken connection.
-var commitScript = goredis.NewScript(luaPrelude + `
-local meta, data, revs, log = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
-local codec, epochNew, channel, sharded = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
-local logLen, body = tonumber(ARGV[5]), ARGV[6]
-local nOps, nConds, nLeases = tonumber(ARGV[7]), tonumber(ARGV[8]), tonumber(ARGV[9])
-local checkLocks = ARGV[10] == '1'
-local commitID, remember = ARGV[11], ARGV[12] == '1'
-local fair, waiterID, hold, unlock = ARGV[13] == '1', ARGV[14], tonumber(ARGV[15]), ARGV[16]
-local waiters = KEYS[6]
-local opsAt = 17
-local condsAt = opsAt + 3 * nOps
-local leasesAt = condsAt + 2 * nConds
+// within a minute — for clients that may resend what they are told
+// (Backend.mayResend).
+var commitScript = goredis.NewScript(commitSource)
 
-local m, bad = readMeta(meta)
+const commitSource = luaCore + luaWire + `
+-- The lock helpers are made only when a commit needs them: most do not,
+-- and each closure a script makes costs every call (docs/benchmarks.md).
+local lockFns
+local function locks()
+  if not lockFns then
+` + luaLocks + `
+    lockFns = {readLock = readLock, queueHead = queueHead, enqueue = enqueue,
+      leave = leave, wake = wake, now = lazyNow()}
+  end
+  return lockFns
+end
+` + commitLua
+
+const commitLua = `
+local meta, data, revs, ring, waiters = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local nOps, nConds, nLeases, logLen, hold, fCheck, fRemember, fFair, sharded =
+  string.match(ARGV[1], '^(%d+) (%d+) (%d+) (%d+) (%d+) ([01])([01])([01])([01])$')
+nOps, nConds, nLeases = tonumber(nOps), tonumber(nConds), tonumber(nLeases)
+logLen, hold = tonumber(logLen), tonumber(hold)
+local checkLocks, remember, fair = fCheck == '1', fRemember == '1', fFair == '1'
+local codec, commitID, commitWire, originWire = ARGV[2], ARGV[3], ARGV[4], ARGV[5]
+local channel, unlock, waiterID, kinds = ARGV[6], ARGV[7], ARGV[8], ARGV[9]
+local opsAt = 10
+local condsAt = opsAt + 2 * nOps
+local leasesAt = condsAt + 2 * nConds
+local lockKeysAt, queueKeysAt, leaseKeysAt = 6, 6, 6
+if checkLocks then
+  queueKeysAt = lockKeysAt + nOps
+  leaseKeysAt = queueKeysAt
+  if fair then leaseKeysAt = queueKeysAt + nOps end
+end
+
+local m, bad = readMeta(meta, 'wepoch', 'wcommit', 'wfor')
 if bad then return bad end
 local storedCodec, epoch = m[1], m[2]
 if m[4] == commitID and epoch then
   return {epoch, tonumber(m[3]), commitID, m[5] or ''}
 end
 if remember then
-  local seen = redis.pcall('GET', KEYS[5])
+  local seen = redis.pcall('GET', KEYS[leaseKeysAt + nLeases])
   if type(seen) == 'table' then return failed(seen, 'commit') end
   if seen then
     local e, r, p = string.match(seen, '^(%S+) (%d+) (%S*)$')
@@ -206,17 +276,10 @@ if not epoch then parent = '' end
 if storedCodec and codec ~= '' and storedCodec ~= codec then
   return redis.error_reply('CONTEXTD_CODEC 0 ' .. storedCodec)
 end
-local lockKeysAt, queueKeysAt, leaseKeysAt = 7, 7, 7
-if checkLocks then
-  queueKeysAt = lockKeysAt + nOps
-  leaseKeysAt = queueKeysAt
-  if fair then leaseKeysAt = queueKeysAt + nOps end
-end
-local now = lazyNow()
 local tokens, leased = {}, {}
 for i = 0, nLeases - 1 do
   local tok = ARGV[leasesAt + 2 * i + 1]
-  local held, lockBad = readLock(KEYS[leaseKeysAt + i], nOps + i)
+  local held, lockBad = locks().readLock(KEYS[leaseKeysAt + i], nOps + i)
   if lockBad then return lockBad end
   if held ~= tok then
     return redis.error_reply('CONTEXTD_NOTHELD ' .. i)
@@ -225,26 +288,38 @@ for i = 0, nLeases - 1 do
   leased[ARGV[leasesAt + 2 * i]] = true
 end
 local queued = waiterID ~= '' and fair
-local first = {} -- ops whose queue this waiter is first in
+local first -- ops whose queue this waiter is first in
 if checkLocks then
+  -- No lock or queue key of any op exists: every key is free, and none
+  -- of them needs a closer look.
+  local last = leaseKeysAt - 1
+  local busy = 0
+  for i = lockKeysAt, last, 1000 do
+    busy = busy + redis.call('EXISTS', unpack(KEYS, i, math.min(i + 999, last)))
+    if busy > 0 then break end
+  end
   local blocked
-  for i = 0, nOps - 1 do
-    if not leased[ARGV[opsAt + 3 * i]] then
-      local holder, lockBad = readLock(KEYS[lockKeysAt + i], i)
-      if lockBad then return lockBad end
-      local wait = holder and not tokens[holder]
-      if not wait and fair then
-        local head, qBad = queueHead(KEYS[queueKeysAt + i], waiters, now, i)
-        if qBad then return qBad end
-        wait = head and head ~= waiterID
-        first[i] = head and head == waiterID
-      end
-      if wait then
-        if queued then
-          local bad = enqueue(KEYS[queueKeysAt + i], waiters, meta, waiterID, now, hold)
-          if bad then return bad end
+  if busy > 0 then
+    local L = locks()
+    first = {}
+    for i = 0, nOps - 1 do
+      if not leased[ARGV[opsAt + 2 * i]] then
+        local holder, lockBad = L.readLock(KEYS[lockKeysAt + i], i)
+        if lockBad then return lockBad end
+        local wait = holder and not tokens[holder]
+        if not wait and fair then
+          local head, qBad = L.queueHead(KEYS[queueKeysAt + i], waiters, L.now, i)
+          if qBad then return qBad end
+          wait = head and head ~= waiterID
+          first[i] = head and head == waiterID
         end
-        blocked = blocked or i
+        if wait then
+          if queued then
+            local bad = L.enqueue(KEYS[queueKeysAt + i], waiters, meta, waiterID, L.now, hold)
+            if bad then return bad end
+          end
+          blocked = blocked or i
+        end
       end
     end
   end
@@ -257,94 +332,130 @@ end
 -- condition.
 for i = 0, nConds - 1 do
   local key, want = ARGV[condsAt + 2 * i], ARGV[condsAt + 2 * i + 1]
-  local have = redis.pcall('HGET', revs, key)
-  if type(have) == 'table' then return failed(have, 'revs') end
-  if have and not string.match(have, '^%d+ %S+$') and not string.match(have, '^%d+$') then
+  local field = redis.pcall('HGET', revs, key)
+  if type(field) == 'table' then return failed(field, 'revs') end
+  if field and not string.match(field, '^%d+ %S+$') and not string.match(field, '^%d+$') then
     return corrupt('revs.field', i)
   end
-  local exists = redis.pcall('HEXISTS', data, key)
-  if type(exists) == 'table' then return failed(exists, 'data') end
-  if (exists == 1) ~= (have ~= false) then return corrupt('revs.field', i) end
-  have = have or '0'
+  local value = redis.pcall('HGET', data, key)
+  if type(value) == 'table' then return failed(value, 'data') end
+  if (value ~= false) ~= (field ~= false) then return corrupt('revs.field', i) end
+  local have = field or '0'
   if not string.find(want, ' ', 1, true) then
     have = string.match(have, '^%S*')
   end
   if have ~= want then
     -- The writer lost a race: keep its place for the retry.
     if queued and checkLocks then
+      local L = locks()
       for j = 0, nOps - 1 do
-        if not leased[ARGV[opsAt + 3 * j]] then
-          local bad = enqueue(KEYS[queueKeysAt + j], waiters, meta, waiterID, now, hold)
+        if not leased[ARGV[opsAt + 2 * j]] then
+          local bad = L.enqueue(KEYS[queueKeysAt + j], waiters, meta, waiterID, L.now, hold)
           if bad then return bad end
         end
       end
     end
-    return redis.error_reply('CONTEXTD_CONFLICT ' .. i)
+    -- What the key holds now, so the writer need not read it again.
+    return {i, value, field}
   end
 end
 -- Every key written below must be of its type, or the script would stop
--- halfway with its earlier writes kept.
+-- halfway with its earlier writes kept; the change log is checked by its
+-- write, the first.
 if not typeIs(data, 'hash') then return corrupt('data') end
 if not typeIs(revs, 'hash') then return corrupt('revs') end
-if logLen > 0 and not typeIs(log, 'stream') then return corrupt('log') end
 
--- One HSET records the new revision, the commit and its parent and, for a
--- context without them, the epoch and codec.
 local fresh = not epoch
 local rev = 1
+local epochWire, parentWire
 if fresh then
-  epoch = epochNew
+  epoch, epochWire, parentWire = commitID, commitWire, '\0'
 else
   rev = tonumber(m[3] or '0') + 1
-end
-local metaSet = {'rev', rev, 'commit', commitID, 'parent', parent}
-if fresh then
-  metaSet[#metaSet + 1] = 'epoch'
-  metaSet[#metaSet + 1] = epoch
-end
-if not storedCodec and codec ~= '' then
-  metaSet[#metaSet + 1] = 'codec'
-  metaSet[#metaSet + 1] = codec
-end
-redis.call('HSET', meta, unpack(metaSet))
-
--- unpack has a stack limit, so large batches go in chunks.
-local function flush(cmd, key, args)
-  local chunk = 1000
-  for i = 1, #args, chunk do
-    redis.call(cmd, key, unpack(args, i, math.min(i + chunk - 1, #args)))
-  end
-end
-local puts, putRevs, dels = {}, {}, {}
-for i = 0, nOps - 1 do
-  local k = ARGV[opsAt + 3 * i]
-  if ARGV[opsAt + 3 * i + 1] == 'p' then
-    puts[#puts + 1] = k
-    puts[#puts + 1] = ARGV[opsAt + 3 * i + 2]
-    putRevs[#putRevs + 1] = k
-    putRevs[#putRevs + 1] = rev .. ' ' .. commitID
+  if m[8] == parent and m[6] and m[7] then
+    epochWire, parentWire = m[6], m[7]
   else
-    dels[#dels + 1] = k
+    -- The head was written by an older version: convert.
+    epochWire, parentWire = wireID(epoch), wireID(parent)
   end
 end
-flush('HSET', data, puts)
-flush('HSET', revs, putRevs)
-flush('HDEL', data, dels)
-flush('HDEL', revs, dels)
 
--- The event header, as backend.FrameEvent writes it: version 1, kind 1,
--- epoch length and bytes, revision as 8 bytes big-endian, commit id and
--- parent id, each with its length.
-local r, b = rev, {}
-for i = 8, 1, -1 do
-  b[i] = r % 256
-  r = math.floor(r / 256)
+-- The event, as backend.EncodeEvent writes version 2.
+local putRev = rev .. ' ' .. commitID
+local header = '\2\1' .. epochWire .. uvarint(rev) .. commitWire .. parentWire .. originWire .. uvarint(nOps)
+local payload
+local k1, v1 = ARGV[opsAt], ARGV[opsAt + 1]
+local kind1 = string.byte(kinds, 1)
+if nOps == 1 and kind1 == 112 then -- one put: the common case
+  payload = header .. '\0' .. uvarint(#k1) .. k1 .. uvarint(#v1) .. v1
+else
+  local parts = {header}
+  for i = 0, nOps - 1 do
+    local k, v = ARGV[opsAt + 2 * i], ARGV[opsAt + 2 * i + 1]
+    local kind = string.byte(kinds, i + 1)
+    if kind == 112 then -- 'p'
+      parts[#parts + 1] = '\0' .. uvarint(#k) .. k .. uvarint(#v) .. v
+    elseif kind == 111 then -- 'o'
+      parts[#parts + 1] = '\2' .. uvarint(#k) .. k
+    else -- 'd'
+      parts[#parts + 1] = '\1' .. uvarint(#k) .. k
+    end
+  end
+  payload = table.concat(parts)
 end
-local payload = string.char(1, 1, #epoch) .. epoch .. string.char(unpack(b)) ..
-  string.char(#commitID) .. commitID .. string.char(#parent) .. parent .. body
+
 if logLen > 0 then
-  if fresh then redis.call('DEL', log) end
-  redis.call('XADD', log, 'MAXLEN', '~', logLen, '*', 'r', rev, 'e', payload)
+  local ok = redis.pcall('HSET', ring, rev % logLen, payload)
+  if type(ok) == 'table' then return failed(ok, 'log') end
+end
+-- One HSET records the new revision, the commit and its parent, their
+-- wire forms and, for a context without them, the epoch and codec.
+if not fresh and (storedCodec or codec == '') then
+  redis.call('HSET', meta, 'rev', rev, 'commit', commitID, 'parent', parent,
+    'wepoch', epochWire, 'wcommit', commitWire, 'wfor', commitID)
+else
+  local metaSet = {'rev', rev, 'commit', commitID, 'parent', parent,
+    'wepoch', epochWire, 'wcommit', commitWire, 'wfor', commitID}
+  if fresh then
+    metaSet[#metaSet + 1] = 'epoch'
+    metaSet[#metaSet + 1] = epoch
+  end
+  if not storedCodec and codec ~= '' then
+    metaSet[#metaSet + 1] = 'codec'
+    metaSet[#metaSet + 1] = codec
+  end
+  redis.call('HSET', meta, unpack(metaSet))
+end
+if nOps == 1 and kind1 ~= 100 then
+  redis.call('HSET', data, k1, v1)
+  redis.call('HSET', revs, k1, putRev)
+elseif nOps == 1 then
+  redis.call('HDEL', data, k1)
+  redis.call('HDEL', revs, k1)
+else
+  -- unpack has a stack limit, so large batches go in chunks.
+  local function flush(cmd, key, args)
+    local chunk = 1000
+    for i = 1, #args, chunk do
+      redis.call(cmd, key, unpack(args, i, math.min(i + chunk - 1, #args)))
+    end
+  end
+  local puts, putRevs, dels = {}, {}, {}
+  for i = 0, nOps - 1 do
+    local k = ARGV[opsAt + 2 * i]
+    if string.byte(kinds, i + 1) == 100 then
+      dels[#dels + 1] = k
+    else
+      puts[#puts + 1] = k
+      puts[#puts + 1] = ARGV[opsAt + 2 * i + 1]
+      putRevs[#putRevs + 1] = k
+      putRevs[#putRevs + 1] = putRev
+    end
+  end
+  flush('HSET', data, puts)
+  flush('HSET', revs, putRevs)
+  flush('HDEL', data, dels)
+  flush('HDEL', revs, dels)
 end
 if channel ~= '' then
   if sharded == '1' then
@@ -354,23 +465,24 @@ if channel ~= '' then
   end
 end
 if remember then
-  redis.call('SET', KEYS[5], epoch .. ' ' .. rev .. ' ' .. parent, 'PX', 60000)
+  redis.call('SET', KEYS[leaseKeysAt + nLeases], epoch .. ' ' .. rev .. ' ' .. parent, 'PX', 60000)
 end
-if queued and checkLocks then
+if first and queued then
+  local L = locks()
   for i = 0, nOps - 1 do
-    if first[i] and leave(KEYS[queueKeysAt + i], waiters, waiterID) then
-      wake(unlock, sharded, ARGV[opsAt + 3 * i])
+    if first[i] and L.leave(KEYS[queueKeysAt + i], waiters, waiterID) then
+      L.wake(unlock, sharded, ARGV[opsAt + 2 * i])
     end
   end
 end
 return {epoch, rev, commitID, parent}
-`)
+`
 
 // getScript reads one entry.
 //
 //	KEYS: data, revs; ARGV: key
 //	returns {value or nil, revision field or nil}
-var getScript = goredis.NewScript(luaPrelude + `
+var getScript = goredis.NewScript(luaCore + `
 local v = redis.pcall('HGET', KEYS[1], ARGV[1])
 if type(v) == 'table' then return failed(v, 'data') end
 local r = redis.pcall('HGET', KEYS[2], ARGV[1])
@@ -378,22 +490,41 @@ if type(r) == 'table' then return failed(r, 'revs') end
 return {v, r}
 `)
 
-// changesScript reads the newest events of the log, enough to reach back
-// to a revision.
+// getManyScript reads many entries at one moment.
 //
-//	KEYS: meta, log; ARGV: after, most events to return
-//	returns {epoch, revision, entries newest first} or, when more events
-//	than allowed are missing, {epoch, revision, false}
-var changesScript = goredis.NewScript(luaPrelude + `
+//	KEYS: data, revs; ARGV: the keys
+//	returns {values (nil where missing), revision fields (nil where
+//	missing)}, in the order of ARGV
+var getManyScript = goredis.NewScript(luaCore + `
+local v = redis.pcall('HMGET', KEYS[1], unpack(ARGV))
+if v['err'] then return failed(v, 'data') end
+local r = redis.pcall('HMGET', KEYS[2], unpack(ARGV))
+if r['err'] then return failed(r, 'revs') end
+return {v, r}
+`)
+
+// changesScript reads the logged events after a revision.
+//
+//	KEYS: meta, ring; ARGV: after, log length
+//	returns {epoch, revision, the ring's fields of revisions after+1 up
+//	to revision, oldest first (nil where missing)} or, when more events
+//	are missing than the log holds, {epoch, revision, false}
+var changesScript = goredis.NewScript(luaCore + `
 local m, bad = readMeta(KEYS[1])
 if bad then return bad end
 local epoch, rev = m[2] or '', tonumber(m[3] or '0')
-local n = rev - tonumber(ARGV[1])
-if n <= 0 then return {epoch, rev, {}} end
-if n > tonumber(ARGV[2]) then return {epoch, rev, false} end
-local entries = redis.pcall('XREVRANGE', KEYS[2], '+', '-', 'COUNT', n)
-if entries['err'] then return failed(entries, 'log') end
-return {epoch, rev, entries}
+local after, logLen = tonumber(ARGV[1]), tonumber(ARGV[2])
+if rev <= after then return {epoch, rev, {}} end
+if rev - after > logLen then return {epoch, rev, false} end
+local out = {}
+for from = after + 1, rev, 1000 do
+  local fields = {}
+  for r = from, math.min(from + 999, rev) do fields[#fields + 1] = r % logLen end
+  local got = redis.pcall('HMGET', KEYS[2], unpack(fields))
+  if got['err'] then return failed(got, 'log') end
+  for j = 1, #fields do out[#out + 1] = got[j] end
+end
+return {epoch, rev, out}
 `)
 
 // acquireScript takes a lock and draws its fencing token. The lock's value
@@ -410,7 +541,7 @@ return {epoch, rev, entries}
 // A counter that is missing (the data was lost) starts again from the
 // server's clock in microseconds, above every token drawn before as long
 // as the clock did not go back, rather than from 1.
-var acquireScript = goredis.NewScript(luaPrelude + `
+var acquireScript = goredis.NewScript(luaCore + luaLocks + `
 local fair, waiterID, hold = ARGV[3] == '1', ARGV[4], tonumber(ARGV[5])
 local held, bad = readLock(KEYS[1], 0)
 if bad then return bad end
@@ -455,7 +586,7 @@ return fence
 //	KEYS: waiters, then the queue key of each key
 //	ARGV: waiter id, unlock channel ("" = none), sharded, then the keys
 //	returns the number of queues it left
-var dequeueScript = goredis.NewScript(luaPrelude + `
+var dequeueScript = goredis.NewScript(luaCore + luaLocks + `
 local id, unlock, sharded = ARGV[1], ARGV[2], ARGV[3]
 if not typeIs(KEYS[1], 'hash') then return corrupt('waiters') end
 local n = 0
@@ -476,7 +607,7 @@ return n
 //	KEYS: lock key; ARGV: lock value, unlock channel ("" = none), sharded,
 //	key
 //	returns 1 if released, 0 if not held
-var releaseScript = goredis.NewScript(luaPrelude + `
+var releaseScript = goredis.NewScript(luaCore + luaLocks + `
 local held, bad = readLock(KEYS[1], 0)
 if bad then return bad end
 if held ~= ARGV[1] then return 0 end
@@ -495,7 +626,7 @@ return 1
 //
 //	KEYS: lock key; ARGV: lock value, ttl in ms
 //	returns 1 if extended, 0 if not held
-var extendScript = goredis.NewScript(luaPrelude + `
+var extendScript = goredis.NewScript(luaCore + luaLocks + `
 local held, bad = readLock(KEYS[1], 0)
 if bad then return bad end
 if held ~= ARGV[1] then return 0 end

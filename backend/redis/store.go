@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -166,10 +167,18 @@ func (b *Backend) commit(ctx context.Context, name string, bt backend.Batch, cha
 	}
 	id := b.newID() // the commit's id, and the epoch if the context needs one
 	fair := checkLocks && !b.opts.DisableFairLocks
-	redisKeys := make([]string, 0, 6+2*len(bt.Ops)+len(leases))
-	redisKeys = append(redisKeys, k.meta, k.data, k.revs, k.log, k.commit(id), k.waiters)
+	nKeys := 5 + len(leases) + 1
+	if checkLocks {
+		nKeys += len(bt.Ops)
+	}
+	if fair {
+		nKeys += len(bt.Ops)
+	}
+	redisKeys := make([]string, 0, nKeys)
+	redisKeys = append(redisKeys, k.meta, k.data, k.revs, k.ring, k.waiters)
 	var lockKeys []string // in the script's order: ops', then leases'
 	if checkLocks {
+		lockKeys = make([]string, 0, len(bt.Ops)+len(leases))
 		for _, o := range bt.Ops {
 			lockKeys = append(lockKeys, k.lock(o.Key))
 		}
@@ -184,6 +193,9 @@ func (b *Backend) commit(ctx context.Context, name string, bt backend.Batch, cha
 		lockKeys = append(lockKeys, k.lock(l.Key))
 		redisKeys = append(redisKeys, k.lock(l.Key))
 	}
+	if b.mayResend {
+		redisKeys = append(redisKeys, k.commit(id))
+	}
 	logLen := 0
 	if !b.opts.DisableChangeLog {
 		logLen = b.opts.ChangeLogLength
@@ -193,16 +205,31 @@ func (b *Backend) commit(ctx context.Context, name string, bt backend.Batch, cha
 	if fair && bt.Waiter != nil {
 		waiterID, hold = bt.Waiter.ID, max(bt.Waiter.Hold.Milliseconds(), 1)
 	}
-	body := backend.EncodeEventBody(bt.Origin, backend.EventFromBatch(backend.Head{}, bt).Changes)
-	args := make([]any, 0, 16+3*len(bt.Ops)+2*len(bt.Conditions)+2*len(leases))
-	args = append(args, bt.Codec, id, channel, flag(b.sharded), logLen, body,
-		len(bt.Ops), len(bt.Conditions), len(leases), flag(checkLocks), id, flag(b.mayResend),
-		flag(fair), waiterID, hold, b.unlockChannel(k))
+	// The kind of each op, and whether the event carries its value (up to
+	// EventValueLimit, in op order, as backend.EventFromBatch decides).
+	kinds := make([]byte, len(bt.Ops))
+	budget := bt.EventValueLimit
+	for i, o := range bt.Ops {
+		switch {
+		case o.Delete:
+			kinds[i] = 'd'
+		case len(o.Value) <= budget:
+			kinds[i] = 'p'
+			budget -= len(o.Value)
+		default:
+			kinds[i] = 'o'
+		}
+	}
+	header := fmt.Sprintf("%d %d %d %d %d %s%s%s%s", len(bt.Ops), len(bt.Conditions), len(leases), logLen, hold,
+		flag(checkLocks), flag(b.mayResend), flag(fair), flag(b.sharded))
+	args := make([]any, 0, 9+2*len(bt.Ops)+2*len(bt.Conditions)+2*len(leases))
+	args = append(args, header, bt.Codec, id, backend.AppendWireID(nil, id), backend.AppendWireID(nil, bt.Origin),
+		channel, b.unlockChannel(k), waiterID, kinds)
 	for _, o := range bt.Ops {
 		if o.Delete {
-			args = append(args, o.Key, "d", "")
+			args = append(args, o.Key, "")
 		} else {
-			args = append(args, o.Key, "p", o.Value)
+			args = append(args, o.Key, o.Value)
 		}
 	}
 	for _, c := range bt.Conditions {
@@ -219,7 +246,11 @@ func (b *Backend) commit(ctx context.Context, name string, bt backend.Batch, cha
 	if err != nil {
 		return backend.Head{}, b.commitError(ctx, name, op, bt, leases, lockKeys, err)
 	}
-	if len(res) != 4 {
+	switch len(res) {
+	case 4:
+	case 3:
+		return backend.Head{}, conflictReply(op, bt, res)
+	default:
 		return backend.Head{}, fmt.Errorf("redis: %s: script returned %d elements", op, len(res))
 	}
 	var h backend.Head
@@ -230,6 +261,26 @@ func (b *Backend) commit(ctx context.Context, name string, bt backend.Batch, cha
 		return backend.Head{}, fmt.Errorf("redis: %s: %w", op, err)
 	}
 	return h, nil
+}
+
+// conflictReply reads the commit script's conflict reply: {index of the
+// condition, the key's value or nil, its revs field or nil}, into a
+// backend.ConflictError.
+func conflictReply(op string, bt backend.Batch, res []any) error {
+	i, ok := res[0].(int64)
+	if !ok || i < 0 || int(i) >= len(bt.Conditions) {
+		return fmt.Errorf("redis: %s: conflict reply for condition %v of %d", op, res[0], len(bt.Conditions))
+	}
+	key := bt.Conditions[i].Key
+	ce := &backend.ConflictError{Key: key, Current: backend.Entry{Key: key}}
+	if v, ok := res[1].(string); ok {
+		ce.Exists = true
+		ce.Current.Value = []byte(v)
+		// The script refuses fields that do not parse, as damage.
+		field, _ := res[2].(string)
+		ce.Current.Revision, ce.Current.Commit = parseWritten(field)
+	}
+	return fmt.Errorf("redis: %s: key %q changed: %w", op, key, ce)
 }
 
 // commitError translates a refusal of the commit script; lockKeys are the
@@ -253,8 +304,6 @@ func (b *Backend) commitError(ctx context.Context, name, op string, bt backend.B
 	switch se.code {
 	case "CONTEXTD_CODEC":
 		return fmt.Errorf("redis: %s: the context is encoded with %q, not %q: %w", op, se.detail, bt.Codec, backend.ErrCodecMismatch)
-	case "CONTEXTD_CONFLICT":
-		return fmt.Errorf("redis: %s: key %q changed: %w", op, condKey(se.index), backend.ErrConflict)
 	case "CONTEXTD_NOTHELD":
 		key := at(se.index, len(leases), func(i int) string { return leases[i].Key })
 		return fmt.Errorf("redis: %s: lock on %q: %w", op, key, locker.ErrNotHeld)
@@ -297,4 +346,92 @@ func validBatch(bt backend.Batch) error {
 		}
 	}
 	return nil
+}
+
+// Bounds of one getMany script: about a thousand keys, or a mebibyte of
+// key names.
+const (
+	getManyKeys  = 1000
+	getManyBytes = 1 << 20
+)
+
+// GetMany reads the entries of keys with one script per part of at most
+// 1000 keys (or 1 MiB of key names), each part consistent in itself, all
+// parts sent in one pipeline: one round trip (backend.MultiGetter).
+func (b *Backend) GetMany(ctx context.Context, name string, keys []string) ([]backend.Entry, error) {
+	k := keysOf(name)
+	op := fmt.Sprintf("get %d keys of %q", len(keys), name)
+	if len(keys) == 0 {
+		return []backend.Entry{}, nil
+	}
+	var parts [][]any
+	for start := 0; start < len(keys); {
+		end, size := start, 0
+		for end < len(keys) && end-start < getManyKeys && (end == start || size+len(keys[end]) <= getManyBytes) {
+			size += len(keys[end])
+			end++
+		}
+		part := make([]any, end-start)
+		for i, key := range keys[start:end] {
+			part[i] = key
+		}
+		parts = append(parts, part)
+		start = end
+	}
+	redisKeys := []string{k.data, k.revs}
+	var cmds []*goredis.Cmd
+	for attempt := 0; ; attempt++ {
+		pipe := b.client.Pipeline()
+		cmds = cmds[:0]
+		for _, part := range parts {
+			cmds = append(cmds, getManyScript.EvalSha(ctx, pipe, redisKeys, part...))
+		}
+		_, _ = pipe.Exec(ctx)
+		// A pipelined EVALSHA has no NOSCRIPT fallback: load the script
+		// and send again, once.
+		if attempt == 0 && slices.ContainsFunc(cmds, func(c *goredis.Cmd) bool { return isNoScript(c.Err()) }) {
+			if err := getManyScript.Load(ctx, b.client).Err(); err != nil {
+				return nil, wrap(ctx, op, err)
+			}
+			continue
+		}
+		break
+	}
+	out := make([]backend.Entry, 0, len(keys))
+	at := 0
+	for i, cmd := range cmds {
+		res, err := cmd.Slice()
+		if err != nil {
+			return nil, scriptFailed(ctx, op, k, err, nil, nil)
+		}
+		vals, _ := res[0].([]any)
+		revs, _ := res[1].([]any)
+		if len(res) != 2 || len(vals) != len(parts[i]) || len(revs) != len(parts[i]) {
+			return nil, fmt.Errorf("redis: %s: script returned a malformed reply", op)
+		}
+		for j := range vals {
+			key := keys[at+j]
+			switch {
+			case vals[j] == nil && revs[j] == nil:
+				continue // not found
+			case vals[j] == nil:
+				// A revision without a value: damaged, as Get reports it.
+				out = append(out, backend.Entry{Key: key})
+				continue
+			}
+			val, _ := vals[j].(string)
+			e := backend.Entry{Key: key, Value: []byte(val)}
+			field, _ := revs[j].(string)
+			e.Revision, e.Commit = parseWritten(field) // 0 when damaged
+			out = append(out, e)
+		}
+		at += len(parts[i])
+	}
+	return out, nil
+}
+
+// isNoScript reports a NOSCRIPT error: the script is not in the server's
+// cache.
+func isNoScript(err error) bool {
+	return err != nil && strings.HasPrefix(err.Error(), "NOSCRIPT")
 }
