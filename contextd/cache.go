@@ -423,7 +423,18 @@ func (c *cache[T]) applySnapshot(h backend.Head, epochBefore string, appliedBefo
 	c.known = max(c.known, rev)
 	c.markDamaged(rev, ents)
 	if rev <= c.applied {
-		return snapshotCovered // events applied meanwhile already cover it
+		// Events applied meanwhile cover it — if the copy agrees with it.
+		// A copy that kept a write the store lost (an own write
+		// acknowledged before an asynchronous failover, a key the new
+		// history never wrote again) can reach the store's revision and
+		// commit id and still hold it: only the contents show it. At
+		// exactly the copy's revision the two must be equal, and a
+		// replacement moves nothing back.
+		if rev == c.applied && c.contradicts(rev, ents) {
+			c.replace(h, ents)
+			return replacedContradicted
+		}
+		return snapshotCovered
 	}
 	if c.divergesFrom(rev, ents) {
 		c.replace(h, ents)
@@ -512,7 +523,40 @@ const (
 	replacedOtherCommit  snapshotOutcome = "replaced the copy: another commit at a revision the copy applied"
 	replacedMissingWrite snapshotOutcome = "replaced the copy: the snapshot lacks a write the copy holds"
 	replacedOwnDiverged  snapshotOutcome = "replaced the copy: an own commit does not follow the snapshot"
+	replacedContradicted snapshotOutcome = "replaced the copy: it holds other writes than the snapshot up to its revision"
 )
+
+// contradicts reports whether the copy's state up to rev differs from a
+// snapshot at rev: a key the copy holds from a write at or below rev must
+// be in the snapshot with that same write, and a key of the snapshot must
+// be in the copy (deleted later, or written later, is fine). Callers hold
+// mu.
+func (c *cache[T]) contradicts(rev uint64, ents []snapshotEntry[T]) bool {
+	inSnapshot := make(map[string]struct{}, len(ents))
+	for _, se := range ents {
+		inSnapshot[se.key] = struct{}{}
+		if se.rev == 0 {
+			continue // damaged: markDamaged took it
+		}
+		cur, ok := c.entry(se.key)
+		switch {
+		case !ok:
+			return true // the copy never had a key the store had at rev
+		case cur.rev > rev:
+			continue // written (or deleted) after rev
+		case cur.rev != se.rev || cur.deleted:
+			return true
+		case cur.commit != "" && se.commit != "" && cur.commit != se.commit:
+			return true
+		}
+	}
+	for key, cur := range c.edit.Map().All() {
+		if _, ok := inSnapshot[key]; !ok && !cur.deleted && cur.rev <= rev && cur.err == nil {
+			return true // a key the store did not have at rev
+		}
+	}
+	return false
+}
 
 // markDamaged marks the keys a snapshot at rev holds without a valid
 // revision (another program wrote into the store's keys; contextd owns

@@ -165,3 +165,30 @@ func (c *cache[T]) get(key string) entry[T] {
 
 // lookup returns a key's entry in the current view and whether it is there.
 func (c *cache[T]) lookup(key string) (entry[T], bool) { return c.current().entries.Get(key) }
+
+// A copy that kept a write the store lost in an asynchronous failover — an
+// own acknowledged write that the new history never wrote again — can
+// reach the store's revision and commit id while holding it: a snapshot at
+// exactly that revision then shows other contents, and must replace the
+// copy (TestHistoryFailover/async found instances converged in revision
+// but not in values). A snapshot that agrees changes nothing.
+func TestSnapshotAtTheCopysRevisionWithOtherContents(t *testing.T) {
+	c := newCache[int]("me")
+	c.applyEvent(backend.Head{Epoch: "e1", Revision: 1, Commit: "c1"}, "other", []update[int]{{key: "k", value: 1}})
+	c.applyEvent(backend.Head{Epoch: "e1", Revision: 2, Commit: "c2", Parent: "c1"}, "other", []update[int]{{key: "j", value: 2}})
+	same := []snapshotEntry[int]{
+		{update: update[int]{key: "k", value: 1}, rev: 1, commit: "c1"},
+		{update: update[int]{key: "j", value: 2}, rev: 2, commit: "c2"},
+	}
+	if got := c.applySnapshot(backend.Head{Epoch: "e1", Revision: 2, Commit: "c2"}, "e1", 2, same, false); got != snapshotCovered {
+		t.Fatalf("a snapshot equal to the copy: %s, want covered", got)
+	}
+	// The store's history at 2 never had the write of k at 1 the copy has.
+	other := []snapshotEntry[int]{{update: update[int]{key: "j", value: 2}, rev: 2, commit: "c2"}}
+	if got := c.applySnapshot(backend.Head{Epoch: "e1", Revision: 2, Commit: "c2"}, "e1", 2, other, false); got != replacedContradicted {
+		t.Fatalf("a snapshot at the copy's revision without its k: %s, want a replacement", got)
+	}
+	if _, ok := c.lookup("k"); ok || c.applied != 2 {
+		t.Errorf("after the replacement k is still there (applied %d)", c.applied)
+	}
+}
