@@ -978,6 +978,19 @@ func TestFaultInvalidEventsIgnored(t *testing.T) {
 		{"trailing bytes", append(slices.Clone(valid), 0)},
 	}
 	channel := backend.DefaultChannel(name)
+	// storeState's instance has closed, but its backend unsubscribes in the
+	// background: wait until only the instances under test listen, so that
+	// PUBLISH's count below says each payload reached both of them.
+	eventually(t, "only the instances under test subscribe", func() error {
+		reply, err := srv.Do(ctx, "PUBSUB", "NUMSUB", channel)
+		if err != nil {
+			return err
+		}
+		if r, ok := reply.([]any); !ok || len(r) != 2 || r[1] != int64(len(cs)) {
+			return fmt.Errorf("PUBSUB NUMSUB %s = %v, want %d", channel, reply, len(cs))
+		}
+		return nil
+	})
 	for _, p := range payloads {
 		if _, err := backend.DecodeEvent(p.payload); !errors.Is(err, backend.ErrInvalidEvent) {
 			t.Fatalf("payload %q decodes (%v); the test wants invalid ones", p.name, err)

@@ -159,6 +159,11 @@ func validate(b backend.Batch) error {
 			return fmt.Errorf("batch writes key %q twice", op.Key)
 		}
 		seen[op.Key] = true
+		if op.TTL != 0 {
+			// Keeping the key for good would lose the caller's intent
+			// silently: say this store has no expiry.
+			return fmt.Errorf("batch puts key %q with a TTL: mapstore has no expiry: %w", op.Key, errors.ErrUnsupported)
+		}
 	}
 	for _, cond := range b.Conditions {
 		if cond.Key == "" {
