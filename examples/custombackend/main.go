@@ -7,8 +7,8 @@
 //	go run ./examples/custombackend
 //
 // By default the locker and broadcaster are the memory backend's; with
-// -redis host:port (or REDIS_ADDR) they are Redis's, while the store stays
-// the map in this process.
+// -redis host:port, -postgres URL or -sqlite FILE they are that backend's,
+// while the store stays the map in this process.
 package main
 
 import (
@@ -35,24 +35,24 @@ type User struct {
 }
 
 func main() {
-	redisAddr := flag.String("redis", os.Getenv("REDIS_ADDR"), "take the locker and broadcaster from Redis at host:port instead of the memory backend")
+	flags := examplebackend.Register(flag.CommandLine)
 	flag.Parse()
-	if err := run(os.Stdout, *redisAddr); err != nil {
+	if err := run(os.Stdout, *flags); err != nil {
 		log.Fatal(err)
 	}
 }
 
-func run(out io.Writer, redisAddr string) error {
+func run(out io.Writer, flags examplebackend.Flags) error {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 
 	store := newMapStore()
-	parts := examplebackend.New(redisAddr)
+	parts := examplebackend.New(flags)
 	defer parts.Close()
 	// Each instance composes the one store with a locker and broadcaster
 	// client of its own.
 	open := func(opts *contextd.Options) (*contextd.Context[User], error) {
-		p, err := parts.Open()
+		p, err := parts.Open(ctx)
 		if err != nil {
 			return nil, err
 		}

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"github.com/contextd-go/contextd/examples/internal/examplebackend"
 	"testing"
 
 	"go.uber.org/goleak"
@@ -25,7 +26,7 @@ the map store holds 1 key at revision 11, encoded with json
 
 func TestCustomBackend(t *testing.T) {
 	var out bytes.Buffer
-	if err := run(&out, ""); err != nil {
+	if err := run(&out, examplebackend.Flags{}); err != nil {
 		t.Fatal(err)
 	}
 	if out.String() != want {
@@ -36,7 +37,7 @@ func TestCustomBackend(t *testing.T) {
 func TestCustomBackendRedisParts(t *testing.T) {
 	srv := redistest.Start(t, nil)
 	var out bytes.Buffer
-	if err := run(&out, srv.Addr()); err != nil {
+	if err := run(&out, examplebackend.Flags{Redis: srv.Addr()}); err != nil {
 		t.Fatal(err)
 	}
 	if out.String() != want {

@@ -5,8 +5,8 @@
 //
 //	go run ./examples/featureflags
 //
-// With -redis host:port (or REDIS_ADDR) the two share Redis instead of the
-// embedded memory backend.
+// With -redis host:port, -postgres URL or -sqlite FILE the two share that
+// backend instead of the embedded memory one.
 package main
 
 import (
@@ -38,17 +38,17 @@ var effects = map[string][2]string{
 }
 
 func main() {
-	redisAddr := flag.String("redis", os.Getenv("REDIS_ADDR"), "share Redis at host:port instead of the embedded memory backend")
+	flags := examplebackend.Register(flag.CommandLine)
 	flag.Parse()
-	if err := run(os.Stdout, *redisAddr); err != nil {
+	if err := run(os.Stdout, *flags); err != nil {
 		log.Fatal(err)
 	}
 }
 
-func run(out io.Writer, redisAddr string) error {
+func run(out io.Writer, flags examplebackend.Flags) error {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	backends := examplebackend.New(redisAddr)
+	backends := examplebackend.New(flags)
 	defer backends.Close()
 
 	admin, err := open(ctx, backends)
@@ -104,7 +104,7 @@ func run(out io.Writer, redisAddr string) error {
 
 // open returns an initialized Context of the flags on a backend of its own.
 func open(ctx context.Context, backends *examplebackend.Set) (*contextd.Context[bool], error) {
-	b, err := backends.Open()
+	b, err := backends.Open(ctx)
 	if err != nil {
 		return nil, err
 	}

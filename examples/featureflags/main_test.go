@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"github.com/contextd-go/contextd/examples/internal/examplebackend"
 	"testing"
 
 	"go.uber.org/goleak"
@@ -26,7 +27,7 @@ service: now serves dark_mode=off new_checkout=on new_pricing=on
 
 func TestFeatureFlags(t *testing.T) {
 	var out bytes.Buffer
-	if err := run(&out, ""); err != nil {
+	if err := run(&out, examplebackend.Flags{}); err != nil {
 		t.Fatal(err)
 	}
 	if out.String() != want {
@@ -40,7 +41,7 @@ func TestFeatureFlagsRedis(t *testing.T) {
 	srv := redistest.Start(t, nil)
 	for range 2 {
 		var out bytes.Buffer
-		if err := run(&out, srv.Addr()); err != nil {
+		if err := run(&out, examplebackend.Flags{Redis: srv.Addr()}); err != nil {
 			t.Fatal(err)
 		}
 		if out.String() != want {

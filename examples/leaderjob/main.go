@@ -12,8 +12,8 @@
 //
 //	go run ./examples/leaderjob
 //
-// With -redis host:port (or REDIS_ADDR) the workers share Redis instead of
-// the embedded memory backend.
+// With -redis host:port, -postgres URL or -sqlite FILE the workers share
+// that backend instead of the embedded memory one.
 package main
 
 import (
@@ -59,18 +59,18 @@ var contend = contextd.LockOptions{
 }
 
 func main() {
-	redisAddr := flag.String("redis", os.Getenv("REDIS_ADDR"), "share Redis at host:port instead of the embedded memory backend")
+	flags := examplebackend.Register(flag.CommandLine)
 	flag.Parse()
-	if err := run(os.Stdout, *redisAddr); err != nil {
+	if err := run(os.Stdout, *flags); err != nil {
 		log.Fatal(err)
 	}
 }
 
-func run(w io.Writer, redisAddr string) error {
+func run(w io.Writer, flags examplebackend.Flags) error {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	out := &lockedWriter{w: w}
-	backends := examplebackend.New(redisAddr)
+	backends := examplebackend.New(flags)
 	defer backends.Close()
 
 	names := []string{"zulu", "alpha", "bravo", "charlie"}
@@ -158,7 +158,7 @@ func lead(ctx context.Context, out *lockedWriter, name string, cx *contextd.Cont
 
 // open returns an initialized Context on a backend of its own.
 func open(ctx context.Context, backends *examplebackend.Set) (*contextd.Context[Report], error) {
-	b, err := backends.Open()
+	b, err := backends.Open(ctx)
 	if err != nil {
 		return nil, err
 	}

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"fmt"
+	"github.com/contextd-go/contextd/examples/internal/examplebackend"
 	"regexp"
 	"strconv"
 	"strings"
@@ -19,7 +20,7 @@ func TestMain(m *testing.M) {
 
 func TestLeaderJob(t *testing.T) {
 	var out bytes.Buffer
-	if err := run(&out, ""); err != nil {
+	if err := run(&out, examplebackend.Flags{}); err != nil {
 		t.Fatal(err)
 	}
 	checkOutput(t, out.String())
@@ -31,7 +32,7 @@ func TestLeaderJobRedis(t *testing.T) {
 	srv := redistest.Start(t, nil)
 	for range 2 {
 		var out bytes.Buffer
-		if err := run(&out, srv.Addr()); err != nil {
+		if err := run(&out, examplebackend.Flags{Redis: srv.Addr()}); err != nil {
 			t.Fatal(err)
 		}
 		checkOutput(t, out.String())

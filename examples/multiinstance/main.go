@@ -4,11 +4,12 @@
 //
 //	go run ./examples/multiinstance
 //
-// With -redis host:port (or REDIS_ADDR) the instances share Redis instead
-// of the embedded memory backend, and with -processes 3 as well they run as
-// three OS processes:
+// With -redis host:port, -postgres URL or -sqlite FILE the instances share
+// that backend instead of the embedded memory one, and with -processes 3 as
+// well they run as three OS processes:
 //
 //	go run ./examples/multiinstance -redis 127.0.0.1:6379 -processes 3
+//	go run ./examples/multiinstance -sqlite /tmp/demo.db -processes 2
 package main
 
 import (
@@ -20,10 +21,8 @@ import (
 	"os"
 	"time"
 
-	"github.com/contextd-go/contextd/backend"
-	"github.com/contextd-go/contextd/backend/memory"
 	"github.com/contextd-go/contextd/contextd"
-	"github.com/contextd-go/contextd/examples/internal/exampleredis"
+	"github.com/contextd-go/contextd/examples/internal/examplebackend"
 )
 
 // Job is the shared state: who works on the job and how far it got.
@@ -33,59 +32,41 @@ type Job struct {
 }
 
 func main() {
-	redisAddr := flag.String("redis", os.Getenv("REDIS_ADDR"), "share Redis at host:port instead of the embedded memory backend")
-	processes := flag.Int("processes", 0, "with -redis: run the demo as this many separate OS processes")
+	flags := examplebackend.Register(flag.CommandLine)
+	processes := flag.Int("processes", 0, "with -redis, -postgres or -sqlite: run the demo as this many separate OS processes")
 	member := flag.String("member", "", "internal: run as the named member process")
 	members := flag.Int("members", 0, "internal: how many member processes take part")
 	flag.Parse()
 	var err error
 	switch {
 	case *member != "":
-		err = runMember(os.Stdout, *redisAddr, *member, *members)
+		err = runMember(os.Stdout, *flags, *member, *members)
 	case *processes > 0:
-		err = runProcesses(os.Stdout, *redisAddr, *processes)
+		err = runProcesses(os.Stdout, *flags, *processes)
 	default:
-		err = run(os.Stdout, *redisAddr)
+		err = run(os.Stdout, *flags)
 	}
 	if err != nil {
 		log.Fatal(err)
 	}
 }
 
-func run(out io.Writer, redisAddr string) error {
+func run(out io.Writer, flags examplebackend.Flags) error {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 
 	// Each instance gets its own backend client, as a separate process
 	// would; the memory backend is shared in-process instead.
-	var mem *memory.Backend
-	newBackend := func() (backend.Backend, func(), error) {
-		if redisAddr != "" {
-			b, closeRedis, err := exampleredis.Open(redisAddr)
-			if err != nil {
-				return nil, nil, err
-			}
-			return b, closeRedis, nil
-		}
-		if mem == nil {
-			mem = memory.New(nil)
-		}
-		return mem, func() {}, nil
-	}
-	defer func() {
-		if mem != nil {
-			_ = mem.Close()
-		}
-	}()
+	backends := examplebackend.New(flags)
+	defer backends.Close()
 
 	names := []string{"alpha", "bravo", "charlie"}
 	instances := make([]*contextd.Context[Job], len(names))
 	for i := range names {
-		b, closeBackend, err := newBackend()
+		b, err := backends.Open(ctx)
 		if err != nil {
 			return err
 		}
-		defer closeBackend()
 		cx, err := contextd.New[Job](b, "multiinstance_demo", nil)
 		if err != nil {
 			return err
@@ -96,7 +77,7 @@ func run(out io.Writer, redisAddr string) error {
 		}
 		instances[i] = cx
 	}
-	// Start from a clean slate when Redis kept an earlier run's state.
+	// Start from a clean slate when the store kept an earlier run's state.
 	if err := instances[0].Delete(ctx, "job"); err != nil {
 		return err
 	}

@@ -12,12 +12,13 @@ import (
 	"time"
 
 	"github.com/contextd-go/contextd/contextd"
-	"github.com/contextd-go/contextd/examples/internal/exampleredis"
+	"github.com/contextd-go/contextd/examples/internal/examplebackend"
 )
 
-// The same demo as separate OS processes on Redis:
+// The same demo as separate OS processes on a shared backend:
 //
 //	go run ./examples/multiinstance -redis 127.0.0.1:6379 -processes 3
+//	go run ./examples/multiinstance -sqlite /tmp/demo.db -processes 2
 //
 // The parent clears the job and starts the children (this program again
 // with -member); each child takes the lock once, advances the job, releases
@@ -26,13 +27,13 @@ import (
 const processContext = "multiinstance_processes"
 
 // runProcesses starts n member processes and relays their output.
-func runProcesses(out io.Writer, redisAddr string, n int) error {
-	if redisAddr == "" {
-		return errors.New("-processes needs -redis (separate processes cannot share the in-memory backend)")
+func runProcesses(out io.Writer, flags examplebackend.Flags, n int) error {
+	if !flags.Shared() {
+		return errors.New("-processes needs -redis, -postgres or -sqlite (separate processes cannot share the in-memory backend)")
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	cx, closeAll, err := openJob(ctx, redisAddr)
+	cx, closeAll, err := openJob(ctx, flags)
 	if err != nil {
 		return err
 	}
@@ -48,7 +49,7 @@ func runProcesses(out io.Writer, redisAddr string, n int) error {
 	errs := make(chan error, n)
 	for i := range n {
 		name := fmt.Sprintf("member-%d", i+1)
-		cmd := exec.CommandContext(ctx, self, "-redis", redisAddr, "-member", name, "-members", fmt.Sprint(n))
+		cmd := exec.CommandContext(ctx, self, append(flags.Args(), "-member", name, "-members", fmt.Sprint(n))...)
 		cmd.Stdout = &prefixWriter{out: out, mu: &mu}
 		cmd.Stderr = os.Stderr
 		go func() { errs <- cmd.Run() }()
@@ -71,10 +72,10 @@ func runProcesses(out io.Writer, redisAddr string, n int) error {
 }
 
 // runMember is one child process.
-func runMember(out io.Writer, redisAddr, name string, members int) error {
+func runMember(out io.Writer, flags examplebackend.Flags, name string, members int) error {
 	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Second)
 	defer cancel()
-	cx, closeAll, err := openJob(ctx, redisAddr)
+	cx, closeAll, err := openJob(ctx, flags)
 	if err != nil {
 		return err
 	}
@@ -112,10 +113,11 @@ func runMember(out io.Writer, redisAddr, name string, members int) error {
 	return nil
 }
 
-// openJob opens the shared context on Redis; closeAll closes it and its
-// backend.
-func openJob(ctx context.Context, redisAddr string) (cx *contextd.Context[Job], closeAll func(), err error) {
-	b, closeRedis, err := exampleredis.Open(redisAddr)
+// openJob opens the shared context on the backend flags names; closeAll
+// closes it and its backend.
+func openJob(ctx context.Context, flags examplebackend.Flags) (cx *contextd.Context[Job], closeAll func(), err error) {
+	backends := examplebackend.New(flags)
+	b, err := backends.Open(ctx)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -127,10 +129,10 @@ func openJob(ctx context.Context, redisAddr string) (cx *contextd.Context[Job], 
 		if cx != nil {
 			_ = cx.Close()
 		}
-		closeRedis()
+		backends.Close()
 		return nil, nil, err
 	}
-	return cx, func() { _ = cx.Close(); closeRedis() }, nil
+	return cx, func() { _ = cx.Close(); backends.Close() }, nil
 }
 
 // prefixWriter relays a child's output whole lines at a time.

@@ -6,7 +6,10 @@
 //
 //	go run ./examples/quickstart
 //
-// With -redis host:port (or REDIS_ADDR) it runs the same on Redis.
+// With -redis host:port, -postgres URL or -sqlite FILE it runs the same on
+// Redis, PostgreSQL or an SQLite database file:
+//
+//	go run ./examples/quickstart -sqlite /tmp/quickstart.db
 package main
 
 import (
@@ -20,10 +23,8 @@ import (
 	"slices"
 	"time"
 
-	"github.com/contextd-go/contextd/backend"
-	"github.com/contextd-go/contextd/backend/memory"
 	"github.com/contextd-go/contextd/contextd"
-	"github.com/contextd-go/contextd/examples/internal/exampleredis"
+	"github.com/contextd-go/contextd/examples/internal/examplebackend"
 )
 
 // Value is what this context's keys hold. The original stored an untyped
@@ -51,22 +52,25 @@ type User struct {
 }
 
 func main() {
-	redisAddr := flag.String("redis", os.Getenv("REDIS_ADDR"), "run on Redis at host:port instead of the embedded memory backend")
+	flags := examplebackend.Register(flag.CommandLine)
 	flag.Parse()
-	if err := run(os.Stdout, *redisAddr); err != nil {
+	if err := run(os.Stdout, *flags); err != nil {
 		log.Fatal(err)
 	}
 }
 
-func run(out io.Writer, redisAddr string) error {
+func run(out io.Writer, flags examplebackend.Flags) error {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 
-	b, closeBackend, err := openBackend(redisAddr)
+	// The embedded memory backend, unless a flag names Redis, PostgreSQL
+	// or an SQLite file.
+	backends := examplebackend.New(flags)
+	defer backends.Close()
+	b, err := backends.Open(ctx)
 	if err != nil {
 		return err
 	}
-	defer closeBackend()
 
 	// Create and initialize the context.
 	cxtd, err := contextd.New[Value](b, "my_cxtd", nil)
@@ -102,16 +106,4 @@ func run(out io.Writer, redisAddr string) error {
 		fmt.Fprintf(out, "  %-9s %v\n", key+":", current[key])
 	}
 	return nil
-}
-
-func openBackend(redisAddr string) (backend.Backend, func(), error) {
-	if redisAddr == "" {
-		b := memory.New(nil)
-		return b, func() { _ = b.Close() }, nil
-	}
-	b, closeRedis, err := exampleredis.Open(redisAddr)
-	if err != nil {
-		return nil, nil, err
-	}
-	return b, closeRedis, nil
 }

@@ -2,12 +2,13 @@ package main
 
 import (
 	"bytes"
+	"github.com/contextd-go/contextd/examples/internal/examplebackend"
 	"testing"
 )
 
 func TestQuickstart(t *testing.T) {
 	var out bytes.Buffer
-	if err := run(&out, ""); err != nil {
+	if err := run(&out, examplebackend.Flags{}); err != nil {
 		t.Fatal(err)
 	}
 	want := "Current Context (revision 2):\n  loggedIn: true\n  user:     Jane Doe <jane@example.com>\n"
