@@ -2,7 +2,6 @@ package main
 
 import (
 	"bytes"
-	"github.com/contextd-go/contextd/examples/internal/examplebackend"
 	"testing"
 
 	"go.uber.org/goleak"
@@ -10,6 +9,7 @@ import (
 	"github.com/contextd-go/contextd/backend"
 	"github.com/contextd-go/contextd/backend/memory"
 	"github.com/contextd-go/contextd/conformance"
+	"github.com/contextd-go/contextd/examples/internal/examplebackend"
 	"github.com/contextd-go/contextd/internal/redistest"
 )
 

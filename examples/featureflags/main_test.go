@@ -2,11 +2,11 @@ package main
 
 import (
 	"bytes"
-	"github.com/contextd-go/contextd/examples/internal/examplebackend"
 	"testing"
 
 	"go.uber.org/goleak"
 
+	"github.com/contextd-go/contextd/examples/internal/examplebackend"
 	"github.com/contextd-go/contextd/internal/redistest"
 )
 

@@ -3,7 +3,6 @@ package main
 import (
 	"bytes"
 	"fmt"
-	"github.com/contextd-go/contextd/examples/internal/examplebackend"
 	"regexp"
 	"strconv"
 	"strings"
@@ -11,6 +10,7 @@ import (
 
 	"go.uber.org/goleak"
 
+	"github.com/contextd-go/contextd/examples/internal/examplebackend"
 	"github.com/contextd-go/contextd/internal/redistest"
 )
 

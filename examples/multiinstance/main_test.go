@@ -3,7 +3,6 @@ package main
 import (
 	"bytes"
 	"fmt"
-	"github.com/contextd-go/contextd/examples/internal/examplebackend"
 	"os/exec"
 	"path/filepath"
 	"regexp"
@@ -11,6 +10,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/contextd-go/contextd/examples/internal/examplebackend"
 	"github.com/contextd-go/contextd/internal/redistest"
 )
 

@@ -2,8 +2,9 @@ package main
 
 import (
 	"bytes"
-	"github.com/contextd-go/contextd/examples/internal/examplebackend"
 	"testing"
+
+	"github.com/contextd-go/contextd/examples/internal/examplebackend"
 )
 
 func TestQuickstart(t *testing.T) {
