@@ -51,12 +51,12 @@ func run(out io.Writer, flags examplebackend.Flags) error {
 	backends := examplebackend.New(flags)
 	defer backends.Close()
 
-	admin, err := open(ctx, backends)
+	admin, err := examplebackend.OpenContext[bool](ctx, backends, contextKey, nil)
 	if err != nil {
 		return err
 	}
 	defer admin.Close()
-	service, err := open(ctx, backends)
+	service, err := examplebackend.OpenContext[bool](ctx, backends, contextKey, nil)
 	if err != nil {
 		return err
 	}
@@ -100,23 +100,6 @@ func run(out io.Writer, flags examplebackend.Flags) error {
 	}
 	fmt.Fprintf(out, "service: now serves %s\n", describe(ctx, service))
 	return nil
-}
-
-// open returns an initialized Context of the flags on a backend of its own.
-func open(ctx context.Context, backends *examplebackend.Set) (*contextd.Context[bool], error) {
-	b, err := backends.Open(ctx)
-	if err != nil {
-		return nil, err
-	}
-	cx, err := contextd.New[bool](b, contextKey, nil)
-	if err != nil {
-		return nil, err
-	}
-	if err := cx.Initialize(ctx); err != nil {
-		_ = cx.Close()
-		return nil, err
-	}
-	return cx, nil
 }
 
 // rollout is the admin's side: one flag after another, as fast as it can.

@@ -76,7 +76,7 @@ func run(w io.Writer, flags examplebackend.Flags) error {
 	names := []string{"zulu", "alpha", "bravo", "charlie"}
 	workers := make(map[string]*contextd.Context[Report], len(names))
 	for _, name := range names {
-		cx, err := open(ctx, backends)
+		cx, err := examplebackend.OpenContext[Report](ctx, backends, contextKey, nil)
 		if err != nil {
 			return err
 		}
@@ -154,23 +154,6 @@ func lead(ctx context.Context, out *lockedWriter, name string, cx *contextd.Cont
 	}
 	out.Printf("%-7s leads (token %d): run %d written and delivered\n", name, lock.Token(), report.Run)
 	return nil
-}
-
-// open returns an initialized Context on a backend of its own.
-func open(ctx context.Context, backends *examplebackend.Set) (*contextd.Context[Report], error) {
-	b, err := backends.Open(ctx)
-	if err != nil {
-		return nil, err
-	}
-	cx, err := contextd.New[Report](b, contextKey, nil)
-	if err != nil {
-		return nil, err
-	}
-	if err := cx.Initialize(ctx); err != nil {
-		_ = cx.Close()
-		return nil, err
-	}
-	return cx, nil
 }
 
 // errFenced is the sink's refusal of output from a superseded leader.

@@ -49,12 +49,12 @@ func run(out io.Writer, flags examplebackend.Flags) error {
 	defer cancel()
 	backends := examplebackend.New(flags)
 	defer backends.Close()
-	login, err := open(ctx, backends)
+	login, err := examplebackend.OpenContext[Session](ctx, backends, "sessions", nil)
 	if err != nil {
 		return err
 	}
 	defer login.Close()
-	api, err := open(ctx, backends)
+	api, err := examplebackend.OpenContext[Session](ctx, backends, "sessions", nil)
 	if err != nil {
 		return err
 	}
@@ -144,22 +144,4 @@ func awaitEnd(ctx context.Context, changes <-chan contextd.Change[Session], sid 
 			return fmt.Errorf("waiting for %s to end: %w", sid, ctx.Err())
 		}
 	}
-}
-
-// open returns an initialized Context of the sessions on a backend of its
-// own, as a separate pod would have.
-func open(ctx context.Context, backends *examplebackend.Set) (*contextd.Context[Session], error) {
-	b, err := backends.Open(ctx)
-	if err != nil {
-		return nil, err
-	}
-	cx, err := contextd.New[Session](b, "sessions", nil)
-	if err != nil {
-		return nil, err
-	}
-	if err := cx.Initialize(ctx); err != nil {
-		_ = cx.Close()
-		return nil, err
-	}
-	return cx, nil
 }

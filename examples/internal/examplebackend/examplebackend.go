@@ -21,6 +21,7 @@ import (
 	"github.com/contextd-go/contextd/backend/postgres"
 	"github.com/contextd-go/contextd/backend/redis"
 	"github.com/contextd-go/contextd/backend/sqlite"
+	"github.com/contextd-go/contextd/contextd"
 )
 
 // Flags names the storage an example runs on: at most one of its fields is
@@ -139,4 +140,22 @@ func openRedis(addr string) (*redis.Backend, error) {
 		return nil, fmt.Errorf("-redis %q: bad port: %w", addr, err)
 	}
 	return redis.Open(&redis.Options{Host: host, Port: port})
+}
+
+// OpenContext returns an initialized Context named name on a backend of its
+// own from s, as a separate process would have; opts may be nil.
+func OpenContext[T any](ctx context.Context, s *Set, name string, opts *contextd.Options) (*contextd.Context[T], error) {
+	b, err := s.Open(ctx)
+	if err != nil {
+		return nil, err
+	}
+	cx, err := contextd.New[T](b, name, opts)
+	if err != nil {
+		return nil, err
+	}
+	if err := cx.Initialize(ctx); err != nil {
+		_ = cx.Close()
+		return nil, err
+	}
+	return cx, nil
 }
