@@ -35,6 +35,10 @@ const schemaVersion = 1
 // and the message log has no AUTOINCREMENT, so that a commit changes as few
 // pages as it can: the head, the entry, the logged event and the message,
 // one b-tree each. Each changed page is one write to the WAL at commit.
+//
+// These are the tables as releases before key expiry made them: keep them
+// so (TestOldLayoutGainsExpiry makes an old file with them), and add to
+// version 1 only in the way expiryDDL does.
 var schemaDDL = []string{
 	`CREATE TABLE contextd_schema (
   id INTEGER PRIMARY KEY CHECK (id = 1),
