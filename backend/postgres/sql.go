@@ -80,9 +80,11 @@ const schemaExistsSQL = `SELECT to_regclass($1) IS NOT NULL`
 // with another version is refused, never migrated silently.
 const currentSchemaVersion = 1
 
-// createSchemaSQL makes the schema, version 1. It runs in a transaction
-// holding an advisory lock on the schema's name, after checking that no
-// version row exists (see schema.go).
+// createSchemaSQL makes the schema, version 1, as releases before key
+// expiry made it: keep it so (TestOldSchemaGainsExpiry makes an old schema
+// with it), and add to version 1 only in the way createExpirySQL does. It
+// runs in a transaction holding an advisory lock on the schema's name,
+// after checking that no version row exists (see schema.go).
 //
 //	takes:   nothing
 //	returns: nothing
