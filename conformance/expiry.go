@@ -10,6 +10,12 @@ import (
 	"github.com/contextd-go/contextd/contextd"
 )
 
+// minKeyTTL is the shortest TTL the expiry tests give keys: a test must
+// make its next call (an Expire that finds nothing due yet, a rewrite)
+// within the TTL, and a call to a database server on a loaded machine under
+// the race detector can take far longer than the 50 ms of lock tests.
+const minKeyTTL = time.Second
+
 // putTTL is a put that expires after ttl.
 func putTTL(key, value string, ttl time.Duration) backend.Op {
 	return backend.Op{Key: key, Value: []byte(value), TTL: ttl}
@@ -37,10 +43,12 @@ func testExpiry(t *testing.T, h Harness) {
 		}
 		return x
 	}
-	ttl, margin := h.shortTTL(), h.expiryMargin()
+	ttl, margin := max(h.shortTTL(), minKeyTTL), h.expiryMargin()
 	// pastTTL waits until ttl (plus a margin for the store's clock) has
-	// passed since start: time must pass, there is nothing to wait for.
-	pastTTL := func(start time.Time) { time.Sleep(time.Until(start.Add(ttl + margin))) }
+	// passed since committed, when the commit had returned (a store that
+	// reads its clock on its server reads it before that, but maybe well
+	// after the call began): time must pass, there is nothing to wait for.
+	pastTTL := func(committed time.Time) { time.Sleep(time.Until(committed.Add(ttl + margin))) }
 
 	t.Run("Recorded", func(t *testing.T) {
 		t.Parallel()
@@ -66,12 +74,12 @@ func testExpiry(t *testing.T, h Harness) {
 		t.Parallel()
 		s, name := h.NewBackend(t), uniqueName(t)
 		x := expirer(t, s)
-		start := time.Now()
 		h1 := mustCommit(t, s, name, batch(putTTL("k", "v", ttl), put("j", "v"), putTTL("late", "v", longTTL)))
+		committed := time.Now()
 		if ev, _, _, err := x.Expire(t.Context(), name, ""); err != nil || ev.Revision != 0 {
 			t.Fatalf("Expire before any deadline = %+v, %v; want no commit", ev.Head, err)
 		}
-		pastTTL(start)
+		pastTTL(committed)
 		ev, next, now, err := x.Expire(t.Context(), name, "")
 		if err != nil {
 			t.Fatalf("Expire: %v", err)
@@ -98,10 +106,10 @@ func testExpiry(t *testing.T, h Harness) {
 		t.Parallel()
 		s, name := h.NewBackend(t), uniqueName(t)
 		x := expirer(t, s)
-		start := time.Now()
 		mustCommit(t, s, name, batch(putTTL("kept", "1", ttl), putTTL("refreshed", "1", ttl), putTTL("gone", "1", ttl)))
+		committed := time.Now()
 		h2 := mustCommit(t, s, name, batch(put("kept", "2"), putTTL("refreshed", "2", longTTL)))
-		pastTTL(start)
+		pastTTL(committed)
 		ev, _, _, err := x.Expire(t.Context(), name, "")
 		if err != nil || len(ev.Changes) != 1 || ev.Changes[0].Key != "gone" {
 			t.Fatalf("Expire = %s, %v; want only gone deleted (kept was rewritten without TTL, refreshed with a longer one)", fmtEvent(ev), err)

@@ -23,7 +23,7 @@ func TestConformance(t *testing.T) {
 		{"no-lock-aware-commit", postgres.Options{DisableLockAwareCommit: true}},
 		{"no-change-log", postgres.Options{DisableChangeLog: true}},
 		{"no-release-notify", postgres.Options{DisableReleaseNotify: true}},
-		{"generic", postgres.Options{DisableAtomicPublish: true, DisableLockAwareCommit: true, DisableChangeLog: true, DisableReleaseNotify: true}},
+		{"generic", postgres.Options{DisableAtomicPublish: true, DisableLockAwareCommit: true, DisableChangeLog: true, DisableReleaseNotify: true, DisableExpiry: true}},
 	}
 	for _, cfg := range configs {
 		t.Run(cfg.name, func(t *testing.T) {
@@ -36,6 +36,7 @@ func TestConformance(t *testing.T) {
 					LockAwareCommit: !opts.DisableLockAwareCommit,
 					ChangeLog:       !opts.DisableChangeLog,
 					ReleaseNotify:   !opts.DisableReleaseNotify,
+					Expiry:          !opts.DisableExpiry,
 				},
 				NewBackend: func(t *testing.T) backend.Backend { return newBackend(t, db, &opts) },
 				BreakSubscriptions: func(t *testing.T) {

@@ -11,6 +11,9 @@
 //   - ChangeLog: a table of recent events per context, appended by the same
 //     function.
 //   - ReleaseNotify: a released lock sends a NOTIFY that wakes its waiters.
+//   - Expiry: a put with a TTL records when its key expires, by the
+//     server's clock; due keys are deleted by an ordinary commit (see Key
+//     expiry).
 //
 // Open(ctx, url, opts) makes a Backend with a pool of its own (closed by
 // Close); New(pool, opts) uses a pool the caller owns and never closes.
@@ -20,19 +23,23 @@
 // Everything lives in one schema, Options.Schema ("contextd" by default),
 // created on first use together with a version row. A schema whose version
 // this package does not know is refused with ErrSchemaVersion: the backend
-// never migrates a schema by itself. Different schemas in one database are
-// separate tenants: they share no data, locks or notifications.
+// never migrates a schema to another version by itself. Different schemas
+// in one database are separate tenants: they share no data, locks or
+// notifications.
 //
 //	schema_version  one row: the schema's version (1)
 //	contexts        per context: name, epoch, rev, codec, commit_id,
 //	                parent_id (the commit chain, see backend.Head), and
 //	                fence, the counter of fencing tokens
 //	entries         per live key: context, key, value, rev and commit_id of
-//	                the commit that last wrote it
+//	                the commit that last wrote it, expires_at and
+//	                expires_rev (see Key expiry)
 //	changes         the change log: context, rev, the encoded event
 //	locks           per lock: context, key, token, fence, expires
 //	messages        payloads of Publish too large for NOTIFY, kept a minute
-//	commit()        the commit function; acquire() the lock function
+//	commit_ttl()    the commit function, expire() the expiry function,
+//	                acquire() the lock function; commit() is that of
+//	                releases before key expiry
 //
 // Context names and keys are bytea, so any Go string is stored as it is; a
 // name is at most MaxNameLen bytes and a key MaxKeyLen (they share one
@@ -49,6 +56,42 @@
 // found a key unlocked is ordered before any acquisition of that key's
 // lock. A held lock is detected by a plain read, so waiters retrying do not
 // queue behind commits.
+//
+// # Key expiry and the schema
+//
+// Keys expire by the server's clock, clock_timestamp(), read once a commit
+// holds its context's row: commits of one context so read it in commit
+// order, and the time a commit waited for the row never shortens a TTL
+// (now() would be the start of the transaction). A put with Op.TTL stores
+// expires_at (the TTL to the microsecond) and the put's revision in
+// expires_rev; a put without TTL clears both, a delete drops the row. A
+// key is due once expires_at is at or before the clock.
+//
+// Every commit first deletes the context's due keys, in its transaction,
+// as a commit of its own: the revision before the batch's, with no origin,
+// the deletes in byte order of the keys, logged and (for CommitAndPublish)
+// notified like any commit; a refused batch takes it back with the rest.
+// Expire does the same alone and reads the next deadline, in one
+// transaction that locks the context's row only when a key is due; its
+// event carries Event.Time. Until a commit or an Expire deletes it, a due
+// key is still in Load and Get, at the revision that wrote it, so every
+// snapshot is a state some revision made; conditions already treat it as
+// absent. A partial index on (context, expires_at) makes the due keys and
+// the next deadline one index range. Events travel in wire format version
+// 1, which carries neither Event.Time nor Change.Expires (nor does version
+// 2): receivers of a put learn its expiry from Load or Get, as contextd
+// does.
+//
+// Key expiry was added to schema version 1 without changing the version:
+// on first use, in one transaction under the schema's advisory lock, the
+// backend adds expires_at, expires_rev, the index and the new functions to
+// a schema that lacks them (one an earlier release made keeps its data;
+// nothing is rewritten or dropped). Processes of that release go on
+// reading and writing the schema correctly, through their commit(): an
+// expiry holds only while expires_rev equals the entry's rev, so their
+// puts, which leave both columns alone, clear it; and they neither expire
+// keys nor give keys an expiry. Adding the columns needs the right to
+// alter the tables, once.
 //
 // The change log keeps Options.ChangeLogLength events per context (1000),
 // trimmed every 16 commits, like the Redis backend's capped stream. A new
@@ -99,6 +142,8 @@
 //	StallTimeout         2 s          longest ping or LISTEN before reconnecting
 //	Disable*             false        switch a capability off (tests of the
 //	                                  generic paths); it is then really off
+//	                                  (DisableExpiry: TTLs and Expire fail
+//	                                  with errors.ErrUnsupported)
 //
 // # Errors
 //

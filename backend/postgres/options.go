@@ -58,6 +58,11 @@ type Options struct {
 	DisableLockAwareCommit bool
 	DisableChangeLog       bool
 	DisableReleaseNotify   bool
+	// DisableExpiry switches key expiry off: Capabilities does not report
+	// it, a commit that puts a key with a TTL and Expire fail with an
+	// error matching errors.ErrUnsupported. Commits still delete keys
+	// that other Backends put with a TTL once they are due.
+	DisableExpiry bool
 }
 
 var identifier = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]{0,62}$`)

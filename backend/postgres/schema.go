@@ -11,7 +11,10 @@ import (
 
 // ErrSchemaVersion is returned when the schema in the database has a version
 // this package does not know (a newer contextd made it, or someone changed
-// it). The backend never migrates a schema by itself.
+// it). The backend never migrates a schema to another version by itself;
+// it adds key expiry to a schema of version 1 that lacks it, which leaves
+// the schema readable and writable by earlier releases (see the package
+// doc, "Expiry and the schema").
 var ErrSchemaVersion = errors.New("postgres: unknown schema version")
 
 // ready makes sure the schema exists and has the version this package
@@ -38,7 +41,10 @@ func (b *Backend) ready(ctx context.Context) error {
 func (b *Backend) ensureSchema(ctx context.Context) error {
 	v, err := b.schemaVersion(ctx, b.pool)
 	if err == nil {
-		return b.checkVersion(v)
+		if err := b.checkVersion(v); err != nil {
+			return err
+		}
+		return b.ensureExpiry(ctx)
 	}
 	if !missingSchema(err) {
 		return wrap(ctx, fmt.Sprintf("check schema %q", b.opts.Schema), err)
@@ -67,7 +73,38 @@ func (b *Backend) ensureSchema(ctx context.Context) error {
 	if err != nil {
 		return wrap(ctx, fmt.Sprintf("check schema %q", b.opts.Schema), err)
 	}
-	return b.checkVersion(v)
+	if err := b.checkVersion(v); err != nil {
+		return err
+	}
+	return b.ensureExpiry(ctx)
+}
+
+// ensureExpiry adds key expiry (createExpirySQL) to a schema of version 1
+// that lacks it: a schema made by an earlier release, or just now by
+// createSchemaSQL. Like creation it runs in one transaction under the
+// advisory lock on the schema's name, and looks again once it holds it.
+func (b *Backend) ensureExpiry(ctx context.Context) error {
+	var ready bool
+	if err := b.pool.QueryRow(ctx, b.sql.expiryReady, b.opts.Schema).Scan(&ready); err != nil {
+		return wrap(ctx, fmt.Sprintf("check schema %q", b.opts.Schema), err)
+	}
+	if ready {
+		return nil
+	}
+	err := pgx.BeginFunc(ctx, b.pool, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, b.sql.schemaLock, b.opts.Schema); err != nil {
+			return err
+		}
+		if err := tx.QueryRow(ctx, b.sql.expiryReady, b.opts.Schema).Scan(&ready); err != nil || ready {
+			return err
+		}
+		_, err := tx.Exec(ctx, b.sql.createExpiry)
+		return err
+	})
+	if err != nil {
+		return wrap(ctx, fmt.Sprintf("add key expiry to schema %q", b.opts.Schema), err)
+	}
+	return nil
 }
 
 func (b *Backend) schemaVersion(ctx context.Context, q interface {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
@@ -34,10 +35,11 @@ func (b *Backend) Load(ctx context.Context, name string) (backend.Snapshot, erro
 		rev                 int64
 		commit, parent      string
 		key, value          []byte
+		expires             *time.Time
 		haveMeta, haveEntry bool
 	)
 	for rows.Next() {
-		if err := rows.Scan(&meta, &epoch, &rev, &codec, &commit, &parent, &key, &value); err != nil {
+		if err := rows.Scan(&meta, &epoch, &rev, &codec, &commit, &parent, &key, &value, &expires); err != nil {
 			return backend.Snapshot{}, wrap(ctx, op, err)
 		}
 		if meta {
@@ -49,7 +51,7 @@ func (b *Backend) Load(ctx context.Context, name string) (backend.Snapshot, erro
 		haveEntry = true
 		// Scan reuses nothing across rows for []byte targets of a
 		// binary column, but the copy makes ownership plain.
-		snap.Entries = append(snap.Entries, backend.Entry{Key: string(key), Value: append([]byte{}, value...), Revision: uint64(rev), Commit: commit})
+		snap.Entries = append(snap.Entries, backend.Entry{Key: string(key), Value: append([]byte{}, value...), Revision: uint64(rev), Commit: commit, Expires: timeOf(expires)})
 	}
 	if err := rows.Err(); err != nil {
 		return backend.Snapshot{}, wrap(ctx, op, err)
@@ -71,7 +73,8 @@ func (b *Backend) Get(ctx context.Context, name, key string) (backend.Entry, err
 	}
 	e := backend.Entry{Key: key}
 	var rev int64
-	err := b.pool.QueryRow(ctx, b.sql.get, []byte(name), []byte(key)).Scan(&e.Value, &rev, &e.Commit)
+	var expires *time.Time
+	err := b.pool.QueryRow(ctx, b.sql.get, []byte(name), []byte(key)).Scan(&e.Value, &rev, &e.Commit, &expires)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return backend.Entry{}, fmt.Errorf("postgres: %s: %w", op, backend.ErrNotFound)
 	}
@@ -82,7 +85,16 @@ func (b *Backend) Get(ctx context.Context, name, key string) (backend.Entry, err
 		e.Value = []byte{}
 	}
 	e.Revision = uint64(rev)
+	e.Expires = timeOf(expires)
 	return e, nil
+}
+
+// timeOf returns *t, or the zero time for nil (NULL).
+func timeOf(t *time.Time) time.Time {
+	if t == nil {
+		return time.Time{}
+	}
+	return *t
 }
 
 // Revision returns the context's head.
@@ -133,6 +145,11 @@ func (b *Backend) commit(ctx context.Context, name string, bt backend.Batch, cha
 	if err := validBatch(name, bt); err != nil {
 		return backend.Head{}, fmt.Errorf("postgres: %s: %w", op, err)
 	}
+	if b.opts.DisableExpiry {
+		if err := backend.NoTTL(bt); err != nil {
+			return backend.Head{}, fmt.Errorf("postgres: %s: %w (DisableExpiry)", op, err)
+		}
+	}
 	checkLocks := !b.opts.DisableLockAwareCommit
 	leases := bt.Leases
 	if !checkLocks {
@@ -140,7 +157,7 @@ func (b *Backend) commit(ctx context.Context, name string, bt backend.Batch, cha
 	}
 	// Never nil slices: pgx sends a nil slice as NULL, not as an empty
 	// array.
-	putKeys, putValues := make([][]byte, 0, len(bt.Ops)), make([][]byte, 0, len(bt.Ops))
+	putKeys, putValues, putTTLs := make([][]byte, 0, len(bt.Ops)), make([][]byte, 0, len(bt.Ops)), make([]int64, 0, len(bt.Ops))
 	delKeys, opKeys := make([][]byte, 0), make([][]byte, 0, len(bt.Ops))
 	for _, o := range bt.Ops {
 		opKeys = append(opKeys, []byte(o.Key))
@@ -154,6 +171,7 @@ func (b *Backend) commit(ctx context.Context, name string, bt backend.Batch, cha
 		}
 		putKeys = append(putKeys, []byte(o.Key))
 		putValues = append(putValues, v)
+		putTTLs = append(putTTLs, micros(o.TTL))
 	}
 	condKeys, condRevs, condCommits := make([][]byte, 0, len(bt.Conditions)), make([]int64, 0, len(bt.Conditions)), make([]string, 0, len(bt.Conditions))
 	for _, c := range bt.Conditions {
@@ -181,6 +199,7 @@ func (b *Backend) commit(ctx context.Context, name string, bt backend.Batch, cha
 		condKeys, condRevs, condCommits,
 		checkLocks, leaseKeys, leaseTokens, leaseFences,
 		body, !b.opts.DisableChangeLog, b.opts.ChangeLogLength, pgch, maxNotifyPayload,
+		putTTLs, b.newID(),
 	).Scan(&h.Epoch, &rev, &h.Commit, &h.Parent)
 	if err != nil {
 		return backend.Head{}, commitError(ctx, op, bt, leases, err)
@@ -223,9 +242,6 @@ func validBatch(name string, bt backend.Batch) error {
 	if err := checkName(name); err != nil {
 		return err
 	}
-	if err := backend.NoTTL(bt); err != nil {
-		return err
-	}
 	if len(bt.Ops) == 0 {
 		return errors.New("empty batch")
 	}
@@ -253,4 +269,61 @@ func validBatch(name string, bt backend.Batch) error {
 		return fmt.Errorf("codec name %q is not printable text", bt.Codec)
 	}
 	return nil
+}
+
+// micros returns a TTL in whole microseconds, the server's resolution,
+// rounded up so that a positive TTL stays one; 0 for none (0 or less).
+func micros(ttl time.Duration) int64 {
+	if ttl <= 0 {
+		return 0
+	}
+	return int64((ttl + time.Microsecond - 1) / time.Microsecond)
+}
+
+// Expire deletes the keys of context name whose expiry has passed by the
+// server's clock, in one commit with no origin that is logged and, with
+// channel set and atomic publishing on, notified like any commit, and
+// reads the next deadline, in one transaction (backend.Expirer). The
+// returned event carries the deletes in byte order of the keys and
+// Event.Time, the server's clock when it deleted them; with nothing due it
+// has a zero Head. It fails with an error matching errors.ErrUnsupported if
+// Options.DisableExpiry is set.
+func (b *Backend) Expire(ctx context.Context, name, channel string) (backend.Event, time.Time, time.Time, error) {
+	op := fmt.Sprintf("expire keys of %q", name)
+	if b.opts.DisableExpiry {
+		return backend.Event{}, time.Time{}, time.Time{}, fmt.Errorf("postgres: %s: expiry is switched off: %w", op, errors.ErrUnsupported)
+	}
+	if err := b.begin(ctx, op); err != nil {
+		return backend.Event{}, time.Time{}, time.Time{}, err
+	}
+	if err := checkName(name); err != nil {
+		return backend.Event{}, time.Time{}, time.Time{}, fmt.Errorf("postgres: %s: %w", op, err)
+	}
+	var pgch string
+	if channel != "" && !b.opts.DisableAtomicPublish {
+		pgch = pgChannel(b.opts.Schema, channel)
+	}
+	var (
+		ev       backend.Event
+		rev      *int64
+		epoch    *string
+		cmt, par *string
+		keys     [][]byte
+		now      time.Time
+		next     *time.Time
+	)
+	err := b.pool.QueryRow(ctx, b.sql.expire, []byte(name), b.newID(), !b.opts.DisableChangeLog, b.opts.ChangeLogLength, pgch, maxNotifyPayload).
+		Scan(&epoch, &rev, &cmt, &par, &keys, &now, &next)
+	if err != nil {
+		return backend.Event{}, time.Time{}, time.Time{}, wrap(ctx, op, err)
+	}
+	if len(keys) > 0 {
+		ev.Head = backend.Head{Epoch: *epoch, Revision: uint64(*rev), Commit: *cmt, Parent: *par}
+		ev.Time = now
+		ev.Changes = make([]backend.Change, len(keys))
+		for i, k := range keys {
+			ev.Changes[i] = backend.Change{Key: string(k), Deleted: true}
+		}
+	}
+	return ev, timeOf(next), now, nil
 }

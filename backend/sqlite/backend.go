@@ -64,6 +64,7 @@ var (
 	_ backend.Capable         = (*Backend)(nil)
 	_ backend.AtomicPublisher = (*Backend)(nil)
 	_ backend.ChangeLog       = (*Backend)(nil)
+	_ backend.Expirer         = (*Backend)(nil)
 	_ locker.ReleaseWatcher   = (*Backend)(nil)
 )
 
@@ -228,6 +229,7 @@ func (b *Backend) Capabilities() backend.Capabilities {
 		LockAwareCommit: !b.opts.DisableLockAwareCommit,
 		ChangeLog:       !b.opts.DisableChangeLog,
 		ReleaseNotify:   !b.opts.DisableReleaseNotify,
+		Expiry:          !b.opts.DisableExpiry,
 	}
 }
 

@@ -40,7 +40,7 @@ func mustCommit(t *testing.T, s backend.Store, name string, b backend.Batch) bac
 
 func TestDefaultsOfferEveryCapability(t *testing.T) {
 	b := openBackend(t, filepath.Join(t.TempDir(), "c.db"), nil)
-	want := backend.Capabilities{AtomicPublish: true, LockAwareCommit: true, ChangeLog: true, ReleaseNotify: true}
+	want := backend.Capabilities{AtomicPublish: true, LockAwareCommit: true, ChangeLog: true, ReleaseNotify: true, Expiry: true}
 	if got := backend.CapabilitiesOf(b); got != want {
 		t.Fatalf("CapabilitiesOf = %+v, want %+v", got, want)
 	}

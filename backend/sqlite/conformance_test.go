@@ -24,7 +24,7 @@ func TestConformance(t *testing.T) {
 		{"no-lock-aware-commit", sqlite.Options{DisableLockAwareCommit: true}},
 		{"no-change-log", sqlite.Options{DisableChangeLog: true}},
 		{"no-release-notify", sqlite.Options{DisableReleaseNotify: true}},
-		{"generic", sqlite.Options{DisableAtomicPublish: true, DisableLockAwareCommit: true, DisableChangeLog: true, DisableReleaseNotify: true}},
+		{"generic", sqlite.Options{DisableAtomicPublish: true, DisableLockAwareCommit: true, DisableChangeLog: true, DisableReleaseNotify: true, DisableExpiry: true}},
 	}
 	for _, cfg := range configs {
 		t.Run(cfg.name, func(t *testing.T) {
@@ -45,6 +45,7 @@ func TestConformance(t *testing.T) {
 					LockAwareCommit: !opts.DisableLockAwareCommit,
 					ChangeLog:       !opts.DisableChangeLog,
 					ReleaseNotify:   !opts.DisableReleaseNotify,
+					Expiry:          !opts.DisableExpiry,
 				},
 				NewBackend: func(t *testing.T) backend.Backend { return openBackend(t, path, &opts) },
 				// No OverflowAfter: messages reach a Subscription when its

@@ -25,6 +25,8 @@
 //     instance that missed events reads just those (ChangesSince).
 //   - ReleaseNotify: the poller wakes release watchers when a watched lock
 //     row disappears or expires.
+//   - Expiry: a put with a TTL records when its key expires; due keys are
+//     deleted by an ordinary commit (see Key expiry).
 //
 // # Tables
 //
@@ -37,12 +39,22 @@
 //	contextd_contexts  (name, epoch, revision, commit_id,   one row per context: its head, the
 //	                    parent_id, codec, fence)            recorded codec, the last fencing token
 //	contextd_entries   (name, key, value, revision,         one row per live key, stamped with
-//	                    commit_id)                          the commit that last wrote it
+//	                    commit_id, expires_ms,              the commit that last wrote it, and
+//	                    expires_rev)                        when it expires (see Key expiry)
 //	contextd_changes   (name, revision, event)              the change log, per context
 //	contextd_locks     (name, key, token, fence,            one row per lock; a row whose
 //	                    expires_ms)                         expiry has passed is free
 //	contextd_messages  (id, channel, payload)               the message log, all channels
 //	contextd_bus       (id, trimmed)                        messages up to trimmed are gone
+//
+// Key expiry added expires_ms, expires_rev and an index on (name,
+// expires_ms) to contextd_entries without changing the version: Open adds
+// them, in its write transaction, to a file an earlier release made, which
+// keeps its data. Processes of that release go on reading and writing the
+// file correctly: an expiry holds only while expires_rev equals the
+// entry's revision, so their puts, which leave both columns alone, clear
+// it; and they neither expire keys nor give keys an expiry. Nothing is
+// dropped or rewritten, so such a release can also open the file again.
 //
 // Every SQL statement opens with its contract in statements.go, schema.go
 // and conn.go. Besides the file and SQLite's -wal and -shm files, the
@@ -110,6 +122,31 @@
 // at least its TTL, rounded up to a whole millisecond; a wall-clock step
 // (NTP, manual change) shortens or lengthens the locks live at that moment.
 // Fencing tokens come from a counter per context that only grows.
+//
+// # Key expiry
+//
+// There is no server, so keys expire by the clock of the process that
+// writes: the wall clock in milliseconds, read once a transaction holds
+// the write lock, as for locks. The processes sharing a file run on one
+// machine and so read one clock; a wall-clock step moves every deadline
+// with it. A put with Op.TTL stores expires_ms (its TTL rounded up to a
+// whole millisecond) and the put's revision; a put without TTL clears
+// both, a delete drops the row. A key is due once expires_ms is at or
+// before the time.
+//
+// Every commit first deletes the context's due keys, in its own write
+// transaction, as a commit of its own: the revision before the batch's,
+// with no origin, the deletes in byte order of the keys, logged and (for
+// CommitAndPublish) appended to the message log like any commit; a refused
+// batch takes it back with the rest. Expire does the same alone: a read
+// finds whether anything is due, and only then does it take the write
+// lock, reap, and read the next deadline; its event carries Event.Time.
+// Until a commit or an Expire deletes it, a due key is still in Load and
+// Get, at the revision that wrote it, so every snapshot is a state some
+// revision made; conditions already treat it as absent. Events travel in
+// wire format version 1, which carries neither Event.Time nor
+// Change.Expires (nor does version 2): receivers of a put learn its expiry
+// from Load or Get, as contextd does.
 //
 // # Limits
 //

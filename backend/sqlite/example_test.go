@@ -68,6 +68,6 @@ func Example() {
 	}
 	fmt.Println("visits:", v)
 	// Output:
-	// AtomicPublish+LockAwareCommit+ChangeLog+ReleaseNotify
+	// AtomicPublish+LockAwareCommit+ChangeLog+ReleaseNotify+Expiry
 	// visits: 2
 }

@@ -20,3 +20,7 @@ func PausePoller(b *Backend) (resume func()) {
 // OthersWaiting reports whether b sees writers of other connections
 // announce that they wait for the write lock.
 func OthersWaiting(b *Backend) bool { return b.gate.othersWaiting() }
+
+// LayoutV1 is the statements that make the tables as releases before key
+// expiry made them (version 1 without expiryDDL).
+var LayoutV1 = schemaDDL

@@ -65,12 +65,16 @@ type Options struct {
 	// DisableAtomicPublish CommitAndPublish fails, with
 	// DisableLockAwareCommit Commit ignores locks and Batch.Leases, with
 	// DisableChangeLog no log is kept and ChangesSince fails, with
-	// DisableReleaseNotify WatchRelease fails; the failing methods return
-	// errors matching errors.ErrUnsupported. Default: all on.
+	// DisableReleaseNotify WatchRelease fails, with DisableExpiry Expire
+	// and commits that put a key with a TTL fail (commits still delete
+	// keys that other Backends put with a TTL once they are due); the
+	// failing methods return errors matching errors.ErrUnsupported.
+	// Default: all on.
 	DisableAtomicPublish   bool
 	DisableLockAwareCommit bool
 	DisableChangeLog       bool
 	DisableReleaseNotify   bool
+	DisableExpiry          bool
 }
 
 // resolved returns a copy of o with defaults filled in.

@@ -10,6 +10,8 @@ import (
 
 // schemaVersion is the version of the table layout this package reads and
 // writes. A file with another version is refused, never migrated silently.
+// Key expiry (expiryDDL) is an addition to version 1 that earlier releases
+// read and write without knowing it, so it keeps the version.
 const schemaVersion = 1
 
 // schemaDDL creates the tables of version 1. All names start with
@@ -33,6 +35,10 @@ const schemaVersion = 1
 // and the message log has no AUTOINCREMENT, so that a commit changes as few
 // pages as it can: the head, the entry, the logged event and the message,
 // one b-tree each. Each changed page is one write to the WAL at commit.
+//
+// These are the tables as releases before key expiry made them: keep them
+// so (TestOldLayoutGainsExpiry makes an old file with them), and add to
+// version 1 only in the way expiryDDL does.
 var schemaDDL = []string{
 	`CREATE TABLE contextd_schema (
   id INTEGER PRIMARY KEY CHECK (id = 1),
@@ -82,6 +88,29 @@ var schemaDDL = []string{
 	fmt.Sprintf(`INSERT INTO contextd_schema (id, version) VALUES (1, %d)`, schemaVersion),
 }
 
+// expiryDDL adds key expiry to the tables of version 1, once, in Open's
+// write transaction (ensureSchema): to a file an earlier release made, or
+// just now schemaDDL. It adds to contextd_entries
+//
+//	expires_ms   when the key expires, wall-clock ms of the writing
+//	             process; NULL: never
+//	expires_rev  the revision whose put set expires_ms: the expiry holds
+//	             only while it equals the entry's revision, so that a put
+//	             by an earlier release, which leaves both columns alone,
+//	             clears it
+//
+// and an index of the keys that expire, by context and time, so that due
+// keys and the next deadline are one index range. Adding a column with no
+// default rewrites nothing. The version stays 1: an earlier release still
+// reads and writes the file correctly (it never expires keys, and never
+// makes a key expire).
+var expiryDDL = []string{
+	`ALTER TABLE contextd_entries ADD COLUMN expires_ms INTEGER`,
+	`ALTER TABLE contextd_entries ADD COLUMN expires_rev INTEGER`,
+	`CREATE INDEX contextd_entries_expiry ON contextd_entries (name, expires_ms)
+WHERE expires_ms IS NOT NULL`,
+}
+
 // Schema statements (schema.go).
 const (
 	// sqlOurTables lists the tables of this package that exist.
@@ -99,6 +128,13 @@ WHERE type = 'table' AND name LIKE 'contextd\_%' ESCAPE '\'`
 	//	returns: zero or one row (version)
 	//	runs:    after sqlOurTables, in Open's write transaction
 	sqlSchemaVersion = `SELECT version FROM contextd_schema WHERE id = 1`
+
+	// sqlHasExpiry tells whether expiryDDL has run.
+	//
+	//	takes:   nothing
+	//	returns: one row (n): 1 if contextd_entries has expires_ms, else 0
+	//	runs:    after sqlSchemaVersion, in Open's write transaction
+	sqlHasExpiry = `SELECT count(*) FROM pragma_table_info('contextd_entries') WHERE name = 'expires_ms'`
 
 	// sqlJournalWAL switches the file to write-ahead logging, which
 	// persists in the file.
@@ -146,7 +182,7 @@ func ensureSchema(ctx context.Context, c *dbConn) error {
 				return err
 			}
 		}
-		return nil
+		return ensureExpiry(ctx, c)
 	}
 	var version int64
 	err = c.c.QueryRowContext(ctx, sqlSchemaVersion).Scan(&version)
@@ -157,6 +193,21 @@ func ensureSchema(ctx context.Context, c *dbConn) error {
 		return err
 	case version != schemaVersion:
 		return fmt.Errorf("the file has schema version %d, this package knows only %d and never migrates silently: %w", version, schemaVersion, ErrSchemaVersion)
+	}
+	return ensureExpiry(ctx, c)
+}
+
+// ensureExpiry runs expiryDDL if it has not run, in Open's write
+// transaction.
+func ensureExpiry(ctx context.Context, c *dbConn) error {
+	var n int64
+	if err := c.c.QueryRowContext(ctx, sqlHasExpiry).Scan(&n); err != nil || n > 0 {
+		return err
+	}
+	for _, ddl := range expiryDDL {
+		if _, err := c.c.ExecContext(ctx, ddl); err != nil {
+			return fmt.Errorf("add key expiry: %w", err)
+		}
 	}
 	return nil
 }

@@ -7,7 +7,10 @@ package sqlite
 // Times are wall-clock milliseconds since the Unix epoch, taken by the
 // calling process (time.Now().UnixMilli()) once its transaction holds the
 // write lock. A lock is live while expires_ms >= now: it lives at least its
-// TTL, rounded up to a whole millisecond.
+// TTL, rounded up to a whole millisecond. A key expires once expires_ms <=
+// now (as the memory backend judges it), and only while expires_rev equals
+// its revision: the put that set expires_ms is still its last write (see
+// schema.go).
 
 // Store (store.go).
 const (
@@ -24,30 +27,33 @@ FROM contextd_contexts WHERE name = ?1`
 	// sqlEntries reads every entry of a context.
 	//
 	//	takes:   ?1 name
-	//	returns: one row (key, value, revision, commit_id) per live key,
-	//	         in no particular order
+	//	returns: one row (key, value, revision, commit_id, expiry in ms or
+	//	         NULL) per live key, in no particular order
 	//	runs:    after sqlHead in the same read transaction, so both see
 	//	         one state
-	sqlEntries = `SELECT key, value, revision, commit_id
+	sqlEntries = `SELECT key, value, revision, commit_id, CASE WHEN expires_rev = revision THEN expires_ms END
 FROM contextd_entries WHERE name = ?1`
 
 	// sqlGet reads one entry.
 	//
 	//	takes:   ?1 name, ?2 key
-	//	returns: zero or one row (value, revision, commit_id)
+	//	returns: zero or one row (value, revision, commit_id, expiry in ms
+	//	         or NULL)
 	//	runs:    alone
-	sqlGet = `SELECT value, revision, commit_id
+	sqlGet = `SELECT value, revision, commit_id, CASE WHEN expires_rev = revision THEN expires_ms END
 FROM contextd_entries WHERE name = ?1 AND key = ?2`
 
-	// sqlWritten reads which commit last wrote a key, for a condition.
+	// sqlWritten reads which commit last wrote a key, for a condition. A
+	// key that is due counts as absent, as it is once reaped.
 	//
-	//	takes:   ?1 name, ?2 key
+	//	takes:   ?1 name, ?2 key, ?3 now
 	//	returns: zero or one row (revision, commit_id); none if the key is
-	//	         absent
+	//	         absent or due
 	//	runs:    alone or in a read transaction (the precheck), and in the
-	//	         commit's write transaction
+	//	         commit's write transaction (after sqlReap: nothing is due)
 	sqlWritten = `SELECT revision, commit_id
-FROM contextd_entries WHERE name = ?1 AND key = ?2`
+FROM contextd_entries WHERE name = ?1 AND key = ?2
+AND NOT coalesce(expires_ms <= ?3 AND expires_rev = revision, 0)`
 
 	// sqlSetHead records a commit as the context's head, creating the
 	// context's row if it has none. The codec is recorded once: a row
@@ -66,18 +72,21 @@ ON CONFLICT (name) DO UPDATE SET
   parent_id = excluded.parent_id,
   codec = CASE WHEN contextd_contexts.codec = '' THEN excluded.codec ELSE contextd_contexts.codec END`
 
-	// sqlPut writes one entry, stamped with the commit's revision and id.
+	// sqlPut writes one entry, stamped with the commit's revision and id,
+	// and its expiry: a put without TTL clears the one it had.
 	//
 	//	takes:   ?1 name, ?2 key, ?3 value (a blob, never NULL), ?4
-	//	         revision, ?5 commit id
+	//	         revision, ?5 commit id, ?6 expiry in ms (NULL: never)
 	//	returns: nothing
 	//	runs:    in the commit's write transaction
-	sqlPut = `INSERT INTO contextd_entries (name, key, value, revision, commit_id)
-VALUES (?1, ?2, ?3, ?4, ?5)
+	sqlPut = `INSERT INTO contextd_entries (name, key, value, revision, commit_id, expires_ms, expires_rev)
+VALUES (?1, ?2, ?3, ?4, ?5, ?6, CASE WHEN ?6 IS NOT NULL THEN ?4 END)
 ON CONFLICT (name, key) DO UPDATE SET
   value = excluded.value,
   revision = excluded.revision,
-  commit_id = excluded.commit_id`
+  commit_id = excluded.commit_id,
+  expires_ms = excluded.expires_ms,
+  expires_rev = excluded.expires_rev`
 
 	// sqlDelete deletes one entry; deleting an absent key is no error.
 	//
@@ -85,6 +94,36 @@ ON CONFLICT (name, key) DO UPDATE SET
 	//	returns: nothing
 	//	runs:    in the commit's write transaction
 	sqlDelete = `DELETE FROM contextd_entries WHERE name = ?1 AND key = ?2`
+)
+
+// Key expiry (expiry.go).
+const (
+	// sqlDue lists the keys of a context that are due.
+	//
+	//	takes:   ?1 name, ?2 now
+	//	returns: rows (key) in byte order, the order the reaping commit's
+	//	         deletes take (as in the memory backend)
+	//	runs:    in a write transaction, before sqlReap; or alone, to see
+	//	         whether Expire has anything to do
+	sqlDue = `SELECT key FROM contextd_entries
+WHERE name = ?1 AND expires_ms <= ?2 AND expires_rev = revision ORDER BY key`
+
+	// sqlReap deletes the keys of a context that are due.
+	//
+	//	takes:   ?1 name, ?2 now
+	//	returns: nothing
+	//	runs:    after sqlDue in the same write transaction
+	sqlReap = `DELETE FROM contextd_entries
+WHERE name = ?1 AND expires_ms <= ?2 AND expires_rev = revision`
+
+	// sqlNextExpiry reads when the next key of a context expires.
+	//
+	//	takes:   ?1 name
+	//	returns: zero or one row (expires_ms)
+	//	runs:    alone or after sqlReap in its write transaction
+	sqlNextExpiry = `SELECT expires_ms FROM contextd_entries
+WHERE name = ?1 AND expires_ms IS NOT NULL AND expires_rev = revision
+ORDER BY expires_ms LIMIT 1`
 )
 
 // Change log (changelog.go).

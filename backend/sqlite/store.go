@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/contextd-go/contextd/backend"
 	"github.com/contextd-go/contextd/locker"
@@ -32,10 +33,12 @@ func (b *Backend) Load(ctx context.Context, name string) (backend.Snapshot, erro
 		for rows.Next() {
 			var e backend.Entry
 			var rev int64
-			if err := rows.Scan(&e.Key, &e.Value, &rev, &e.Commit); err != nil {
+			var expires sql.NullInt64
+			if err := rows.Scan(&e.Key, &e.Value, &rev, &e.Commit, &expires); err != nil {
 				return err
 			}
 			e.Revision = uint64(rev)
+			e.Expires = msTime(expires)
 			if e.Value == nil {
 				e.Value = []byte{}
 			}
@@ -75,8 +78,9 @@ func (b *Backend) Get(ctx context.Context, name, key string) (backend.Entry, err
 	}
 	e := backend.Entry{Key: key}
 	var rev int64
+	var expires sql.NullInt64
 	err := b.read(ctx, func(c *dbConn) error {
-		return c.scan(ctx, sqlGet, []any{name, key}, &e.Value, &rev, &e.Commit)
+		return c.scan(ctx, sqlGet, []any{name, key}, &e.Value, &rev, &e.Commit, &expires)
 	})
 	if errors.Is(err, sql.ErrNoRows) {
 		return backend.Entry{}, fmt.Errorf("sqlite: %s: %w", op, backend.ErrNotFound)
@@ -85,6 +89,7 @@ func (b *Backend) Get(ctx context.Context, name, key string) (backend.Entry, err
 		return backend.Entry{}, b.wrap(ctx, op, err)
 	}
 	e.Revision = uint64(rev)
+	e.Expires = msTime(expires)
 	if e.Value == nil {
 		e.Value = []byte{}
 	}
@@ -141,6 +146,11 @@ func (b *Backend) commit(ctx context.Context, name string, bt backend.Batch, cha
 	if err := validateBatch(bt); err != nil {
 		return backend.Head{}, fmt.Errorf("sqlite: %s: %w", op, err)
 	}
+	if b.opts.DisableExpiry {
+		if err := backend.NoTTL(bt); err != nil {
+			return backend.Head{}, fmt.Errorf("sqlite: %s: %w (switched off by Options.DisableExpiry)", op, err)
+		}
+	}
 	// The event body does not depend on the head: build it before the
 	// write lock is taken.
 	body := backend.EncodeEventBody(bt.Origin, backend.EventFromBatch(backend.Head{}, bt).Changes)
@@ -155,6 +165,12 @@ func (b *Backend) commit(ctx context.Context, name string, bt backend.Batch, cha
 			var cur backend.Head
 			var codec string
 			if _, err := readHead(ctx, c, name, &cur, &codec); err != nil {
+				return err
+			}
+			// Keys due by now go first, in a commit of their own: the
+			// batch (and its conditions) sees them gone, as every
+			// reader will. A refusal below undoes it with the rest.
+			if _, err := b.reap(ctx, c, name, &cur, now, channel); err != nil {
 				return err
 			}
 			if err := b.check(ctx, c, name, bt, codec, now); err != nil {
@@ -174,7 +190,7 @@ func (b *Backend) commit(ctx context.Context, name string, bt backend.Batch, cha
 				if o.Delete {
 					_, err = c.exec(ctx, sqlDelete, name, o.Key)
 				} else {
-					_, err = c.exec(ctx, sqlPut, name, o.Key, blob(o.Value), rev, id)
+					_, err = c.exec(ctx, sqlPut, name, o.Key, blob(o.Value), rev, id, expiresMs(now, o.TTL))
 				}
 				if err != nil {
 					return err
@@ -218,9 +234,10 @@ func (b *Backend) precheck(ctx context.Context, name string, conds []backend.Con
 	if len(conds) == 0 {
 		return nil
 	}
+	now := time.Now().UnixMilli()
 	check := func(ctx context.Context, c *dbConn) error {
 		for _, cond := range conds {
-			if err := checkCondition(ctx, c, name, cond); err != nil {
+			if err := checkCondition(ctx, c, name, cond, now); err != nil {
 				return err
 			}
 		}
@@ -233,11 +250,11 @@ func (b *Backend) precheck(ctx context.Context, name string, conds []backend.Con
 }
 
 // checkCondition reads the key of cond and returns a conflict if cond does
-// not hold.
-func checkCondition(ctx context.Context, c *dbConn, name string, cond backend.Condition) error {
+// not hold at now (a key due by then counts as absent).
+func checkCondition(ctx context.Context, c *dbConn, name string, cond backend.Condition, now int64) error {
 	var rev int64
 	var commit string
-	err := c.scan(ctx, sqlWritten, []any{name, cond.Key}, &rev, &commit)
+	err := c.scan(ctx, sqlWritten, []any{name, cond.Key, now}, &rev, &commit)
 	if err != nil && !errors.Is(err, sql.ErrNoRows) {
 		return err
 	}
@@ -259,7 +276,7 @@ func (b *Backend) check(ctx context.Context, c *dbConn, name string, bt backend.
 		return fmt.Errorf("batch codec %q, context codec %q: %w", bt.Codec, codec, backend.ErrCodecMismatch)
 	}
 	for _, cond := range bt.Conditions {
-		if err := checkCondition(ctx, c, name, cond); err != nil {
+		if err := checkCondition(ctx, c, name, cond, now); err != nil {
 			return err
 		}
 	}
@@ -333,9 +350,6 @@ func refused(err error) bool {
 func validateBatch(bt backend.Batch) error {
 	if len(bt.Ops) == 0 {
 		return errors.New("batch has no ops")
-	}
-	if err := backend.NoTTL(bt); err != nil {
-		return err
 	}
 	seen := make(map[string]bool, len(bt.Ops))
 	for _, o := range bt.Ops {
