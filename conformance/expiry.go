@@ -68,6 +68,11 @@ func testExpiry(t *testing.T, h Harness) {
 		if g, err := s.Get(t.Context(), name, "k"); err != nil || !g.Expires.Equal(e.Expires) {
 			t.Errorf("Get: k expires at %v (%v), Load says %v", g.Expires, err, e.Expires)
 		}
+		if mg, ok := s.(backend.MultiGetter); ok {
+			if es, err := mg.GetMany(t.Context(), name, []string{"k"}); err != nil || len(es) != 1 || !es[0].Expires.Equal(e.Expires) {
+				t.Errorf("GetMany: k = %+v (%v), want it to expire at %v as Load says", es, err, e.Expires)
+			}
+		}
 	})
 
 	t.Run("ExpireDeletes", func(t *testing.T) {

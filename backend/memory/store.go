@@ -109,7 +109,7 @@ func (b *Backend) GetMany(ctx context.Context, name string, keys []string) ([]ba
 	if sp := b.spaces[name]; sp != nil && sp.data != nil {
 		for _, k := range keys {
 			if e, ok := sp.data.entries[k]; ok {
-				out = append(out, backend.Entry{Key: k, Value: e.value, Revision: e.revision, Commit: e.commit})
+				out = append(out, backend.Entry{Key: k, Value: e.value, Revision: e.revision, Commit: e.commit, Expires: e.expires})
 			}
 		}
 	}
