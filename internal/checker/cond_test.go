@@ -189,6 +189,10 @@ func TestWatchResume(t *testing.T) {
 	check(watch(0, ch("a", a1, 1), ch("b", tv, 2)))
 	check(watch(3, upTo(2), ch("b", c3, 4)))
 	check(watch(1, Change{Reset: true}, Change{Key: "b", Value: tv, Rev: 2, Initial: true}, upTo(3), ch("b", c3, 4)))
+	// The instance's own write above the marker (instance 0 wrote c3).
+	w := watch(1, Change{Reset: true}, Change{Key: "b", Value: c3, Rev: 4, Initial: true}, upTo(3))
+	w.Instance = 0
+	check(w)
 	check(watch(3, upTo(3), Change{Reset: true}, ch("b", c3, 4)))
 
 	// Bad: a change of a revision missing; a whole revision missing; a
@@ -201,11 +205,13 @@ func TestWatchResume(t *testing.T) {
 	check(watch(2, ch("b", tv, 2), dl("a", 3), upTo(3)), "watch")
 	check(watch(2, dl("a", 3), upTo(3), ch("b", c3, 4), dl("a", 3)), "watch")
 	check(watch(3, upTo(3), ch("b", c3, 4), ch("b", c3, 4)), "watch")
+	check(watch(1, ch("a", tv, 2), ch("b", tv, 2), upTo(2), ch("b", tv, 2)), "watch")
 	check(watch(1, ch("a", tv, 2), ch("b", tv, 2), ch("b", c3, 4), upTo(4)), "watch")
 	check(watch(1, ch("a", a1, 2)), "watch")
 	check(watch(1, ch("a", tv, 2), upTo(2)), "watch")
 	check(watch(3, upTo(3), ch("b", tv, 4)), "watch")
 	check(watch(1, Change{Reset: true}, Change{Key: "a", Value: tv, Rev: 2, Initial: true}, upTo(3)), "watch")
+	check(watch(1, Change{Reset: true}, Change{Key: "b", Value: c3, Rev: 4, Initial: true}, upTo(3)), "watch") // not instance 1's
 	check(watch(1, ch("a", tv, 2), ch("b", tv, 2), dl("a", 3), dl("b", 3)), "watch")
 }
 

@@ -18,7 +18,10 @@ import (
 //     must have delivered a prefix of that;
 //   - a Reset instead of the replay (the log could not serve it): the
 //     Initial changes up to the marker are the log's state at the marker's
-//     revision, each key with the revision that put it;
+//     revision, each key with the revision that put it — except keys the
+//     instance itself wrote (or deleted) after it: the copy keeps its own
+//     acknowledged commits above the revision it has applied, for
+//     read-your-writes, and its state shows them;
 //   - live changes (after the marker, and between Resets): revisions never
 //     go down and no key comes twice at one revision; a put shows the value
 //     the log put at that key and revision, a delete a key the log has
@@ -79,6 +82,12 @@ func (c *checkRun) checkWatch(op Op) {
 				want, at := c.idx.stateAt(k, u)
 				g, ok := got[k]
 				switch {
+				case ok && g.Rev > u && c.ownPut(op.Instance, k, g.Value, g.Rev):
+					// The copy keeps its own acknowledged commits above the
+					// revision it has applied (read-your-writes), and its
+					// state shows them.
+				case !ok && want.Present && c.deletedAfter(k, u):
+					// Likewise an own delete (which carries no identity).
 				case !want.Present && ok:
 					bad(i, "the initial state has %s = %v, absent at revision %d", k, g.Value, u)
 				case want.Present && !ok:
@@ -139,15 +148,21 @@ func (c *checkRun) checkWatch(op Op) {
 			st.seen[ch.Key] = struct{}{}
 		}
 	}
-	// Live changes, in segments between Resets.
-	var last uint64
+	// Live changes, in segments between Resets; the first follows what the
+	// backfill covered.
+	var last, floor uint64
+	if i > 0 && chs[i-1].UpToDate {
+		floor = chs[i-1].Rev
+	}
 	seen := map[string]uint64{}
 	for ; i < len(chs); i++ {
 		ch := chs[i]
 		switch {
 		case ch.Reset:
-			last, seen = 0, map[string]uint64{}
+			last, floor, seen = 0, 0, map[string]uint64{}
 			continue
+		case ch.Rev <= floor && !ch.Deleted:
+			bad(i, "revision %d, which the backfill up to revision %d covered: a duplicate", ch.Rev, floor)
 		case ch.UpToDate || ch.Initial:
 			bad(i, "a marker among live changes")
 			continue
@@ -168,6 +183,23 @@ func (c *checkRun) checkWatch(op Op) {
 			bad(i, "revision %d of the log does not put %s = %v", ch.Rev, ch.Key, ch.Value)
 		}
 	}
+}
+
+// ownPut reports whether the log put v at key at revision rev, written by
+// an operation of instance inst.
+func (c *checkRun) ownPut(inst int, key string, v Value, rev uint64) bool {
+	w, ok := c.idx.at[key][rev]
+	if !ok || w != v {
+		return false
+	}
+	i, ok := c.wr[v.ID()]
+	return ok && c.h[i].Instance == inst
+}
+
+// deletedAfter reports whether the log deletes key after revision rev.
+func (c *checkRun) deletedAfter(key string, rev uint64) bool {
+	d := c.idx.dels[key]
+	return len(d) > 0 && d[len(d)-1] > rev
 }
 
 // hasChangesIn reports whether the log has a revision in (from, to].
