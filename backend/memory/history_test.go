@@ -245,4 +245,3 @@ func freshMemState(t *testing.T, b *memory.Backend, name string) (map[string]che
 	}
 	return m, c.Revision()
 }
-
