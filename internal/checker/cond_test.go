@@ -219,11 +219,11 @@ func TestWatchResume(t *testing.T) {
 // not before it ran out.
 func TestExpiries(t *testing.T) {
 	const ms = int64(1e6)
-	ttl := Value{W: 1, S: 1, X: 5}
+	ttl := Value{W: 1, S: 1, X: 10}
 	h := []Op{
 		put(0, 0, 1*ms, OK, "k", ttl),
-		read(StrongRead, 1, 6*ms, 7*ms, "k", nil),
-		read(CachedRead, 0, 8*ms, 9*ms, "k", nil),
+		read(StrongRead, 1, 9*ms, 10*ms, "k", nil), // (within the slack)
+		read(CachedRead, 0, 11*ms, 12*ms, "k", nil),
 	}
 	log := []Commit{commit(1, "k", ttl), {Rev: 2, Deletes: []string{"k"}, Expiry: true}}
 	wantOnly(t, Check(h, Options{Log: log, Final: map[string]Value{}, ExpiryRealTime: true}))

@@ -261,8 +261,13 @@ func (c *checkRun) expiryDue(key string, rev uint64) int64 {
 	if !cur.Present || cur.Value.X <= 0 || !ok {
 		return math.MinInt64
 	}
-	return c.h[i].Call + cur.Value.X*int64(time.Millisecond)
+	return c.h[i].Call + cur.Value.X*int64(time.Millisecond) - int64(ttlSlack)
 }
+
+// ttlSlack is how much earlier than its TTL allows an expiry may be seen:
+// stores count expiry times in whole milliseconds of a wall clock, the
+// recorder in nanoseconds of a monotonic one.
+const ttlSlack = 2 * time.Millisecond
 
 // condReads returns what a write's conditions require of each key's
 // register: the value the log put at the required revision, absent for 0,
