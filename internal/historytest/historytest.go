@@ -296,7 +296,7 @@ func (w *Worker) txn(ctx context.Context, rng *rand.Rand) error {
 }
 
 // Watch is instance i's watcher: until stop is closed it watches cx from
-// a revision for 20–200 ms at a time, records what each watch delivered,
+// a revision for 100–400 ms at a time, records what each watch delivered,
 // and resumes from the last revision it saw whole (one time in four from
 // up to 20 revisions before it, replaying more).
 func Watch(rec *checker.Recorder, cx *contextd.Context[checker.Value], i int, rng *rand.Rand, stop <-chan struct{}) {
@@ -307,7 +307,7 @@ func Watch(rec *checker.Recorder, cx *contextd.Context[checker.Value], i int, rn
 			return
 		default:
 		}
-		ctx, cancel := context.WithTimeout(context.Background(), time.Duration(20+rng.IntN(180))*time.Millisecond)
+		ctx, cancel := context.WithTimeout(context.Background(), time.Duration(100+rng.IntN(300))*time.Millisecond)
 		op := checker.Op{Instance: i, Kind: checker.Watch, Rev: from, Call: rec.Now()}
 		whole, last := from, uint64(0)
 		for ch := range cx.Watch(ctx, contextd.FromRevision(from)) {
