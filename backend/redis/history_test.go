@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"cmp"
 	"context"
-	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -27,6 +26,7 @@ import (
 	"github.com/contextd-go/contextd/backend/redis"
 	"github.com/contextd-go/contextd/contextd"
 	"github.com/contextd-go/contextd/internal/checker"
+	"github.com/contextd-go/contextd/internal/historytest"
 	"github.com/contextd-go/contextd/internal/redistest"
 )
 
@@ -275,6 +275,14 @@ func (h *history) start() {
 				h.work(i, id, rng)
 			}()
 		}
+		{
+			rng := rand.New(rand.NewPCG(h.seed, uint64(i*16+14)))
+			h.wg.Add(1)
+			go func() {
+				defer h.wg.Done()
+				historytest.Watch(h.rec, h.cs[i], i, rng, h.stop)
+			}()
+		}
 		if h.w.locks {
 			id := i*16 + 15
 			rng := rand.New(rand.NewPCG(h.seed, uint64(id)))
@@ -318,128 +326,26 @@ func (h *history) pace(rng *rand.Rand, max time.Duration) bool {
 	}
 }
 
-// classify classifies an operation's error: refusals that certainly wrote
-// nothing, and everything else, which may or may not have taken effect.
-func classify(err error) checker.Outcome {
-	switch {
-	case err == nil:
-		return checker.OK
-	case errors.Is(err, contextd.ErrLockNotAcquired), errors.Is(err, contextd.ErrLockLost), errors.Is(err, contextd.ErrConflict):
-		return checker.Refused
-	}
-	return checker.Unknown
-}
-
-// opContext returns the ctx of one call: mostly generous, sometimes short,
-// so that some calls give up while their command is in flight.
-func opContext(rng *rand.Rand) (context.Context, context.CancelFunc) {
-	d := 2 * time.Second
-	if rng.IntN(10) == 0 {
-		d = time.Duration(20+rng.IntN(200)) * time.Millisecond
-	}
-	return context.WithTimeout(context.Background(), d)
-}
+// classify classifies an operation's error (historytest.Classify).
+func classify(err error) checker.Outcome { return historytest.Classify(err) }
 
 func present(v checker.Value, ok bool) checker.Read { return checker.Read{Value: v, Present: ok} }
 
-// work is one worker goroutine of instance i, writing values w<id>.<seq>.
+// work is one worker goroutine of instance i, writing values w<id>.<seq>
+// with the shared history workload (internal/historytest): plain,
+// transactional, conditional and expiring writes (expiring ones once the
+// backend declares Capabilities().Expiry), increments, reads, entry reads
+// and snapshots.
 func (h *history) work(i, id int, rng *rand.Rand) {
-	cx := h.cs[i]
-	var seq uint64
-	next := func() checker.Value {
-		seq++
-		return checker.Value{W: id, S: seq}
-	}
-	readable := append(slices.Clone(h.w.keys), histCounter)
-	inc := func(v checker.Value) func(checker.Value, bool) (checker.Value, error) {
-		return func(cur checker.Value, _ bool) (checker.Value, error) {
-			return checker.Value{W: v.W, S: v.S, N: cur.N + 1}, nil
-		}
+	w := &historytest.Worker{
+		Rec: h.rec, Cx: h.cs[i], Instance: i, ID: id,
+		Keys: h.w.keys, Counter: histCounter,
+		Plain:     slices.DeleteFunc(slices.Clone(h.w.keys), func(k string) bool { return k == lockKey }),
+		Expiry:    h.cs[i].Capabilities().Expiry,
+		StrongOff: &h.strongOff, StaleReads: &h.staleReads,
 	}
 	for h.pace(rng, 2*time.Millisecond) {
-		ctx, cancel := opContext(rng)
-		op := checker.Op{Instance: i}
-		strongOff := h.strongOff.Load()
-		op.Call = h.rec.Now()
-		var err error
-		switch p := rng.IntN(100); {
-		case p < 25:
-			k := h.w.keys[rng.IntN(len(h.w.keys))]
-			v := next()
-			op.Kind, op.Puts = checker.Write, map[string]checker.Value{k: v}
-			err = cx.UpdateContext(ctx, k, v)
-		case p < 37:
-			n := 2 + rng.IntN(2)
-			v := next()
-			v.T = n
-			op.Kind, op.Puts = checker.Write, map[string]checker.Value{}
-			for _, j := range rng.Perm(len(h.w.keys))[:n] {
-				op.Puts[h.w.keys[j]] = v
-			}
-			err = cx.TransactionalUpdate(ctx, op.Puts)
-		case p < 40:
-			// Not the lock key: a delete's outcome cannot be resolved from
-			// the log (it carries no value), and on a key writers wait for
-			// deletes of unknown outcome make porcupine's search explode.
-			op.Kind = checker.Write
-			deletable := slices.DeleteFunc(slices.Clone(h.w.keys), func(k string) bool { return k == lockKey })
-			for _, j := range rng.Perm(len(deletable))[:1+rng.IntN(2)] {
-				op.Deletes = append(op.Deletes, deletable[j])
-			}
-			txn := cx.Txn()
-			for _, k := range op.Deletes {
-				txn.Delete(k)
-			}
-			_, err = txn.Commit(ctx)
-		case p < 52:
-			v := next()
-			op.Kind, op.Key, op.Puts = checker.Inc, histCounter, map[string]checker.Value{histCounter: v}
-			var got checker.Value
-			got, err = cx.Modify(ctx, histCounter, inc(v))
-			op.Read = present(got, true)
-		case p < 62:
-			op.Kind, op.Key = checker.StrongRead, readable[rng.IntN(len(readable))]
-			var v checker.Value
-			var ok bool
-			v, ok, err = cx.Get(ctx, op.Key, contextd.Fresh())
-			op.Read = present(v, ok)
-		case p < 67:
-			op.Kind, op.Key = checker.StrongRead, readable[rng.IntN(len(readable))]
-			if err = cx.Sync(ctx); err == nil {
-				get := op
-				get.Kind = checker.CachedRead
-				get.Call = h.rec.Now()
-				var v checker.Value
-				var ok bool
-				v, ok, err = cx.Get(ctx, op.Key)
-				op.Read = present(v, ok)
-				get.Read, get.Return, get.Outcome, get.Err = op.Read, h.rec.Now(), classify(err), err
-				h.rec.Add(get)
-			}
-		case p < 85:
-			op.Kind, op.Key = checker.CachedRead, readable[rng.IntN(len(readable))]
-			var v checker.Value
-			var ok bool
-			v, ok, err = cx.Get(ctx, op.Key)
-			op.Read = present(v, ok)
-		default:
-			op.Kind = checker.Snapshot
-			op.Snap, err = cx.GetContext(ctx)
-		}
-		op.Return = h.rec.Now()
-		cancel()
-		op.Outcome, op.Err = classify(err), err
-		if errors.Is(err, contextd.ErrStale) {
-			// FailClosed: the instance knows its copy may be out of
-			// date, and says so instead of answering.
-			h.staleReads.Add(1)
-			op.Outcome = checker.Refused
-		}
-		if op.Kind == checker.StrongRead && (strongOff || h.strongOff.Load()) {
-			continue // read during a failover: not linearizable, not recorded
-		}
-		h.rec.Add(op)
-		if err != nil && !h.pace(rng, 5*time.Millisecond) {
+		if err := w.Step(rng); err != nil && !h.pace(rng, 5*time.Millisecond) {
 			return // the backend may be down: do not spin
 		}
 	}
@@ -552,6 +458,13 @@ func (h *history) checkHistory(fresh *redis.Backend, loss checker.Loss) checker.
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
+	if fresh.Capabilities().Expiry {
+		// Keys still to expire would move the state on while the
+		// instances' convergence is checked.
+		if err := historytest.AwaitNoTTL(ctx, fresh, h.name); err != nil {
+			t.Errorf("%s: %v", h.name, err)
+		}
+	}
 	want, rev := h.freshState(fresh)
 	// Converge: every instance holds exactly what the store holds.
 	deadline := time.Now().Add(faultWait)
@@ -583,7 +496,7 @@ func (h *history) checkHistory(fresh *redis.Backend, loss checker.Loss) checker.
 	log := readLog(t, fresh, h.name)
 	// Short histories are decided in seconds; long soak histories with
 	// many lock waits may need minutes (under -race).
-	rep := h.rec.Check(checker.Options{CounterKey: histCounter, Log: log, Final: want, Loss: loss, Timeout: 3 * time.Minute})
+	rep := h.rec.Check(checker.Options{CounterKey: histCounter, Log: log, Final: want, Loss: loss, Timeout: 3 * time.Minute, ExpiryRealTime: true})
 	h.requireActivity(rep)
 	t.Logf("%s: %d instances × %d workers, keys %v, %v: %s", h.name, len(h.cs), h.w.workers, h.w.keys, loss, rep.Summary())
 	if !rep.OK() {
@@ -657,32 +570,9 @@ func readLog(t *testing.T, b *redis.Backend, name string) []checker.Commit {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), faultWait)
 	defer cancel()
-	head, err := b.Revision(ctx, name)
+	log, err := historytest.ReadLog(ctx, b, name)
 	if err != nil {
-		t.Fatalf("reading the head of %q: %v", name, err)
-	}
-	evs, err := b.ChangesSince(ctx, name, head.Epoch, 0)
-	if err != nil {
-		t.Fatalf("reading the change log of %q: %v", name, err)
-	}
-	log := make([]checker.Commit, 0, len(evs))
-	for _, ev := range evs {
-		cm := checker.Commit{Rev: ev.Revision, Puts: map[string]checker.Value{}}
-		for _, ch := range ev.Changes {
-			switch {
-			case ch.Deleted:
-				cm.Deletes = append(cm.Deletes, ch.Key)
-			case ch.Omitted:
-				t.Fatalf("revision %d of %q omits the value of %q", ev.Revision, name, ch.Key)
-			default:
-				var v checker.Value
-				if err := json.Unmarshal(ch.Value, &v); err != nil {
-					t.Fatalf("revision %d of %q: %q = %q: %v", ev.Revision, name, ch.Key, ch.Value, err)
-				}
-				cm.Puts[ch.Key] = v
-			}
-		}
-		log = append(log, cm)
+		t.Fatal(err)
 	}
 	return log
 }
@@ -860,26 +750,18 @@ func TestHistory(t *testing.T) {
 	}
 }
 
-// minActivity is how many operations of each kind a scenario must see
-// succeed to prove anything.
-const minActivity = 10
-
-var activityKinds = []checker.Kind{checker.Write, checker.Inc, checker.StrongRead, checker.CachedRead, checker.Snapshot}
-
 // settle lets the workload go on after a scenario's faults until it has
-// done enough to prove something — minActivity successes of each kind,
-// and a write with an expired lock where locks are held — or up to two
-// minutes. On a loaded machine the scheduled length may pass with little
-// done; the checks must not depend on how fast the machine is.
+// done enough to prove something — historytest.Needs: successes of each
+// kind of operation, conditional writes, transactions, entry reads and
+// conflicts, and a write with an expired lock where locks are held — or up
+// to two minutes. On a loaded machine the scheduled length may pass with
+// little done; the checks must not depend on how fast the machine is.
 func (h *history) settle() {
 	h.t.Helper()
+	needs := historytest.Needs()
 	deadline := time.Now().Add(2 * time.Minute)
 	for time.Now().Before(deadline) {
-		enough := !h.w.locks || h.staleWrites.Load() > 0
-		for _, k := range activityKinds {
-			enough = enough && h.rec.Succeeded(k) >= minActivity
-		}
-		if enough {
+		if (!h.w.locks || h.staleWrites.Load() > 0) && historytest.Enough(h.rec, needs) {
 			return
 		}
 		time.Sleep(50 * time.Millisecond) // polling a condition, with a deadline
@@ -887,14 +769,12 @@ func (h *history) settle() {
 }
 
 // requireActivity fails a scenario that did too little to prove anything:
-// each kind of operation must have succeeded a few times, and lock holders
-// must have tried writes with expired locks.
+// every need of historytest.Needs, and lock holders must have tried writes
+// with expired locks.
 func (h *history) requireActivity(rep checker.Report) {
 	h.t.Helper()
-	for _, k := range activityKinds {
-		if n := rep.Counts[k][checker.OK]; n < minActivity {
-			h.t.Errorf("%s: only %d %ss succeeded", h.name, n, k)
-		}
+	for _, m := range historytest.Missing(h.rec, historytest.Needs()) {
+		h.t.Errorf("%s: %s", h.name, m)
 	}
 	if h.w.locks && h.staleWrites.Load() == 0 {
 		h.t.Errorf("%s: no lock holder wrote with an expired lock", h.name)

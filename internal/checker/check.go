@@ -51,6 +51,9 @@ type Commit struct {
 	Rev     uint64
 	Puts    map[string]Value
 	Deletes []string
+	// Expiry marks the store's own delete of expired keys (a commit with
+	// no origin instance).
+	Expiry bool
 }
 
 // Options say what Check is given besides the history.
@@ -68,6 +71,10 @@ type Options struct {
 	Final map[string]Value
 	// Loss says what the store may have lost.
 	Loss Loss
+	// ExpiryRealTime says the store expires keys by a clock that runs
+	// with the recorder's (not a test's fake clock): then no expiry may
+	// take effect before the call of the write it expires plus its TTL.
+	ExpiryRealTime bool
 	// Timeout bounds porcupine's search per key. Default: one minute.
 	// A search that runs out is reported as a violation: a check that
 	// could not decide has not passed.
@@ -78,7 +85,8 @@ type Options struct {
 type Violation struct {
 	// Check names the check: "linearizability", "store history",
 	// "lost write", "read-your-writes", "monotonic reads", "atomicity",
-	// "phantom read", "fencing", "final state", or a scenario's own.
+	// "phantom read", "fencing", "conditional write", "entry revision",
+	// "expiry", "watch", "final state", or a scenario's own.
 	Check string
 	Msg   string
 }
@@ -107,7 +115,7 @@ func (r Report) OK() bool { return len(r.Violations) == 0 }
 // Summary describes the history and the verdict in a few lines.
 func (r Report) Summary() string {
 	var b strings.Builder
-	for _, k := range []Kind{Write, Inc, StrongRead, CachedRead, Snapshot} {
+	for _, k := range []Kind{Write, Inc, StrongRead, CachedRead, Snapshot, Watch} {
 		c := r.Counts[k]
 		fmt.Fprintf(&b, "%ss: %d ok, %d unknown, %d refused; ", k, c[OK], c[Unknown], c[Refused])
 	}
@@ -174,6 +182,9 @@ func Check(h []Op, o Options) Report {
 		for k := range op.Snap {
 			keys[k] = struct{}{}
 		}
+		for k := range op.Conds {
+			keys[k] = struct{}{}
+		}
 	}
 	c.rep.Revisions = len(o.Log)
 	if o.Log != nil {
@@ -195,11 +206,16 @@ func Check(h []Op, o Options) Report {
 	}
 	if c.idx != nil {
 		c.checkStoreHistory()
+		c.checkRevisions()
+		c.checkExpiries()
 		c.checkReadsCommitted()
 		if o.Loss != AckedMayVanish {
 			c.checkSessions()
 		}
 		c.checkAtomicity()
+		if o.Loss == NoLoss {
+			c.checkWatches()
+		}
 		if o.Final != nil {
 			if d := Diff(c.replay(), o.Final); d != "" {
 				c.fail("final state", "a fresh instance reads another state than the store's log replays to: %s", d)

@@ -22,7 +22,16 @@
 //     writes in fencing-token order, and the final state equal to a replay;
 //   - session guarantees of the local copies: read-your-writes and
 //     monotonic reads per instance, by store revision;
-//   - atomicity: no snapshot (GetContext) shows part of a transaction.
+//   - atomicity: no snapshot (GetContext) shows part of a transaction;
+//   - conditional writes: the register model treats a condition as a
+//     compare-and-set and a conflict (ErrConflict) as an observation that
+//     the condition failed; a write the log holds met its conditions there;
+//   - revisions: a write that returned its revision is that revision of
+//     the log, and an entry read (GetEntry) shows the log's revision;
+//   - expiries: the store's deletes of expired keys remove only keys whose
+//     last write had a TTL, not before it ran out (real-time clocks);
+//   - watches: a Watch from a revision replays the log after it with no
+//     gap or duplicate, in order, then goes on in order.
 //
 // Convergence (every instance equal to a fresh one after writes stop) is
 // waited for by the scenario and compared with [Diff].

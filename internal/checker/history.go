@@ -26,6 +26,10 @@ type Value struct {
 	F uint64 `json:"f,omitempty"`
 	// N is the counter's value, for values written by Modify.
 	N int64 `json:"n,omitempty"`
+	// X is the time to live, in milliseconds, the value was written with
+	// (WithTTL), or 0: the store may expire the key only if the write
+	// that last put it carried one.
+	X int64 `json:"x,omitempty"`
 }
 
 // ID returns the identity of the write that wrote v.
@@ -42,6 +46,9 @@ func (v Value) String() string {
 	}
 	if v.N != 0 {
 		fmt.Fprintf(&b, "/n=%d", v.N)
+	}
+	if v.X != 0 {
+		fmt.Fprintf(&b, "/ttl=%dms", v.X)
 	}
 	return b.String()
 }
@@ -60,7 +67,8 @@ type Kind int
 // The kinds of operations.
 const (
 	// Write puts Op.Puts and deletes Op.Deletes in one atomic step
-	// (UpdateContext, TransactionalUpdate, Delete).
+	// (UpdateContext, TransactionalUpdate, Delete, Create, Txn.Commit),
+	// if every condition of Op.Conds holds.
 	Write Kind = iota
 	// Inc increments the counter at Op.Key with Modify, writing Op.Puts'
 	// one value; Op.Read holds the value Modify returned.
@@ -72,6 +80,9 @@ const (
 	CachedRead
 	// Snapshot reads the whole local copy (GetContext) into Op.Snap.
 	Snapshot
+	// Watch is a Watch with FromRevision(Op.Rev); Op.Changes holds what
+	// it delivered, in order, until the watcher stopped.
+	Watch
 )
 
 func (k Kind) String() string {
@@ -86,6 +97,8 @@ func (k Kind) String() string {
 		return "cached read"
 	case Snapshot:
 		return "snapshot"
+	case Watch:
+		return "watch"
 	}
 	return fmt.Sprintf("kind(%d)", int(k))
 }
@@ -152,8 +165,50 @@ type Op struct {
 	Read Read
 	// Snap is the map a Snapshot returned.
 	Snap map[string]Value
+	// Conds are a write's conditions: each key must be at the revision
+	// given (0: absent) when the write commits (IfRevision, IfAbsent,
+	// Create, Txn.IfRevision). Keys need not be written by it.
+	Conds map[string]uint64
+	// Conflict reports a write refused with ErrConflict: a condition did
+	// not hold. ConflictKey names the key whose condition failed, where the
+	// error says (backend.ConflictError); with one condition it is implied.
+	Conflict    bool
+	ConflictKey string
+	// Rev is, for a write, the revision it returned (Create, Txn.Commit),
+	// or 0 if it returns none; for a read with Entry set, the revision the
+	// entry showed (0 for an absent key); for a Watch, its FromRevision.
+	Rev uint64
+	// Entry reports a read that returned an Entry (GetEntry), with its
+	// revision in Rev.
+	Entry bool
+	// Changes are what a Watch delivered, in order.
+	Changes []Change
 	// Err is the error of a failed operation, for messages.
 	Err error
+}
+
+// Change is one change a Watch delivered (contextd.Change).
+type Change struct {
+	Key     string
+	Value   Value
+	Deleted bool
+	Rev     uint64
+	// Reset, Initial and UpToDate are the markers of contextd.Change.
+	Reset, Initial, UpToDate bool
+}
+
+func (ch Change) String() string {
+	switch {
+	case ch.Reset:
+		return "reset"
+	case ch.UpToDate:
+		return fmt.Sprintf("up-to-date@%d", ch.Rev)
+	case ch.Deleted:
+		return fmt.Sprintf("del(%s)@%d", ch.Key, ch.Rev)
+	case ch.Initial:
+		return fmt.Sprintf("initial %s=%v@%d", ch.Key, ch.Value, ch.Rev)
+	}
+	return fmt.Sprintf("%s=%v@%d", ch.Key, ch.Value, ch.Rev)
 }
 
 // end is the return time the checks use: an operation of unknown outcome
@@ -185,13 +240,27 @@ func (op Op) String() string {
 		for _, k := range op.Deletes {
 			fmt.Fprintf(&b, " del(%s)", k)
 		}
+		for _, k := range slices.Sorted(maps.Keys(op.Conds)) {
+			fmt.Fprintf(&b, " if(%s@%d)", k, op.Conds[k])
+		}
 		if op.Kind == Inc && op.Outcome == OK {
 			fmt.Fprintf(&b, " -> %v", op.Read)
 		}
+		if op.Rev != 0 {
+			fmt.Fprintf(&b, " -> revision %d", op.Rev)
+		}
+		if op.Conflict {
+			fmt.Fprintf(&b, " conflict(%s)", op.ConflictKey)
+		}
 	case StrongRead, CachedRead:
 		fmt.Fprintf(&b, " %s -> %v", op.Key, op.Read)
+		if op.Entry {
+			fmt.Fprintf(&b, "@%d", op.Rev)
+		}
 	case Snapshot:
 		fmt.Fprintf(&b, " -> %v", op.Snap)
+	case Watch:
+		fmt.Fprintf(&b, " from %d: %d changes", op.Rev, len(op.Changes))
 	}
 	fmt.Fprintf(&b, " [%v, %v] %v", time.Duration(op.Call), time.Duration(op.Return), op.Outcome)
 	if op.Err != nil {
@@ -249,6 +318,19 @@ func (r *Recorder) Succeeded(k Kind) int {
 	n := 0
 	for _, op := range r.ops {
 		if op.Kind == k && op.Outcome == OK {
+			n++
+		}
+	}
+	return n
+}
+
+// Count returns how many recorded operations satisfy match.
+func (r *Recorder) Count(match func(Op) bool) int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	n := 0
+	for _, op := range r.ops {
+		if match(op) {
 			n++
 		}
 	}

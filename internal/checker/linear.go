@@ -8,25 +8,47 @@ import (
 	"slices"
 	"sort"
 	"strings"
+	"time"
 
 	"github.com/anishathalye/porcupine"
 )
 
 // regInput is one operation on one key's register: a write (a put, or a
-// delete when put is absent) or a read.
+// delete when put is absent), possibly conditional on the register
+// holding cond; a condition alone (a transaction's condition on a key it
+// does not write, or a condition refused with ErrConflict); or a read.
 type regInput struct {
 	write   bool
 	put     Read
 	unknown bool
+	// hasCond: the operation requires the register to hold cond; with
+	// conflict, it saw the register not hold it.
+	hasCond  bool
+	cond     Read
+	conflict bool
 }
 
 // registerModel is a register per key: strong reads return the last value
-// written. A write of unknown outcome may or may not take effect.
+// written. A write of unknown outcome may or may not take effect; a
+// conditional one only where its condition holds, and one refused with a
+// conflict only where it does not.
 var registerModel = porcupine.NondeterministicModel{
 	Init: func() []any { return []any{Read{}} },
 	Step: func(state, input, output any) []any {
 		st, in := state.(Read), input.(regInput)
 		switch {
+		case in.conflict:
+			if st != in.cond {
+				return []any{st}
+			}
+			return nil
+		case in.hasCond && st != in.cond:
+			if in.unknown {
+				return []any{st} // it cannot have taken effect
+			}
+			return nil
+		case in.hasCond && !in.write:
+			return []any{st}
 		case in.write && in.unknown:
 			return []any{st, in.put}
 		case in.write:
@@ -42,12 +64,22 @@ var registerModel = porcupine.NondeterministicModel{
 	},
 	DescribeOperation: func(input, output any) string {
 		in := input.(regInput)
+		s := ""
+		switch {
+		case in.conflict:
+			return fmt.Sprintf("if(%v) -> conflict", in.cond)
+		case in.hasCond:
+			s = fmt.Sprintf("if(%v) ", in.cond)
+		}
 		if in.write {
-			s := fmt.Sprintf("put(%v)", in.put)
+			s += fmt.Sprintf("put(%v)", in.put)
 			if in.unknown {
 				s += "?"
 			}
 			return s
+		}
+		if in.hasCond {
+			return s + "ok"
 		}
 		return fmt.Sprintf("read() -> %v", output)
 	},
@@ -129,11 +161,14 @@ func (c *checkRun) linearOps() (per, optional map[string][]porcupine.Operation) 
 	calledBy := c.calledBefore()
 	for _, op := range c.h {
 		if op.Outcome == Refused {
+			if key, cond, ok := c.conflictOn(op); ok {
+				add(key, op, regInput{hasCond: true, cond: cond, conflict: true}, nil)
+			}
 			continue
 		}
 		unknown := op.Outcome == Unknown
-		if id, ok := op.id(); ok && c.idx != nil {
-			rev, landed := c.idx.byID[id]
+		if _, ok := op.id(); (ok || op.Rev != 0) && c.idx != nil {
+			rev, landed := c.revOf(op)
 			switch {
 			case landed:
 				if unknown {
@@ -141,7 +176,7 @@ func (c *checkRun) linearOps() (per, optional map[string][]porcupine.Operation) 
 					// (A return before the call is a store history
 					// violation, reported there.)
 					op.Outcome, op.Return = OK, max(landedBy(rev), op.Call)
-					if op.Kind == Inc {
+					if id, _ := op.id(); op.Kind == Inc {
 						op.Read = Read{Value: c.idx.value(op.Key, id), Present: true}
 					}
 				}
@@ -158,11 +193,24 @@ func (c *checkRun) linearOps() (per, optional map[string][]porcupine.Operation) 
 		}
 		switch op.Kind {
 		case Write:
+			conds := c.condReads(op)
+			with := func(k string, in regInput) regInput {
+				if cond, ok := conds[k]; ok {
+					in.hasCond, in.cond = true, cond
+				}
+				return in
+			}
 			for k, v := range op.Puts {
-				add(k, op, regInput{write: true, put: Read{Value: v, Present: true}, unknown: unknown}, nil)
+				add(k, op, with(k, regInput{write: true, put: Read{Value: v, Present: true}, unknown: unknown}), nil)
 			}
 			for _, k := range op.Deletes {
-				add(k, op, regInput{write: true, unknown: unknown}, nil)
+				add(k, op, with(k, regInput{write: true, unknown: unknown}), nil)
+			}
+			for k, cond := range conds {
+				_, put := op.Puts[k]
+				if !put && !slices.Contains(op.Deletes, k) && !unknown {
+					add(k, op, regInput{hasCond: true, cond: cond}, nil)
+				}
 			}
 		case Inc:
 			var out any
@@ -181,7 +229,84 @@ func (c *checkRun) linearOps() (per, optional map[string][]porcupine.Operation) 
 			}
 		}
 	}
+	// The store's expiries are deletes by no one, within the interval
+	// the log allows.
+	for _, cm := range c.o.Log {
+		if !cm.Expiry {
+			continue
+		}
+		for _, k := range cm.Deletes {
+			from, to := max(calledBy(cm.Rev), c.expiryDue(k, cm.Rev)), landedBy(cm.Rev)
+			if from > to {
+				continue // reported as an early expiry
+			}
+			per[k] = append(per[k], porcupine.Operation{
+				ClientId: -1, Input: regInput{write: true}, Call: from, Return: to,
+				Metadata: fmt.Sprintf("expiry of %s at revision %d", k, cm.Rev),
+			})
+		}
+	}
 	return per, optional
+}
+
+// expiryDue returns the earliest time the expiry of key at revision rev
+// can take effect by the TTL of the write it expires, where the store's
+// clock runs with real time (else MinInt64).
+func (c *checkRun) expiryDue(key string, rev uint64) int64 {
+	if !c.o.ExpiryRealTime {
+		return math.MinInt64
+	}
+	cur, _ := c.idx.stateAt(key, rev-1)
+	i, ok := c.wr[cur.Value.ID()]
+	if !cur.Present || cur.Value.X <= 0 || !ok {
+		return math.MinInt64
+	}
+	return c.h[i].Call + cur.Value.X*int64(time.Millisecond) - int64(ttlSlack)
+}
+
+// ttlSlack is how much earlier than its TTL allows an expiry may be seen:
+// stores count expiry times in whole milliseconds of a wall clock, the
+// recorder in nanoseconds of a monotonic one.
+const ttlSlack = 2 * time.Millisecond
+
+// condReads returns what a write's conditions require of each key's
+// register: the value the log put at the required revision, absent for 0,
+// or a value no one wrote if the log has no put of the key at that
+// revision (the key can never have been there). Without the log, or on
+// the counter, there are none.
+func (c *checkRun) condReads(op Op) map[string]Read {
+	if c.idx == nil || len(op.Conds) == 0 {
+		return nil
+	}
+	m := make(map[string]Read, len(op.Conds))
+	for k, rev := range op.Conds {
+		switch v, ok := c.idx.at[k][rev]; {
+		case k == c.o.CounterKey:
+		case rev == 0:
+			m[k] = Read{}
+		case ok:
+			m[k] = Read{Value: v, Present: true}
+		default:
+			m[k] = Read{Value: Value{W: -1, S: rev}, Present: true}
+		}
+	}
+	return m
+}
+
+// conflictOn returns the key whose condition a write refused with
+// ErrConflict saw fail, and what the condition required, if known.
+func (c *checkRun) conflictOn(op Op) (string, Read, bool) {
+	if op.Kind != Write || !op.Conflict {
+		return "", Read{}, false
+	}
+	key := op.ConflictKey
+	if key == "" && len(op.Conds) == 1 {
+		for k := range op.Conds {
+			key = k
+		}
+	}
+	cond, ok := c.condReads(op)[key]
+	return key, cond, ok
 }
 
 // landedBefore returns, for a revision of the log, the earliest time by
@@ -208,6 +333,9 @@ func (c *checkRun) landedBefore() func(rev uint64) int64 {
 		case Write, Inc:
 			for k, v := range op.Puts {
 				saw(k, v, op.Return)
+			}
+			if op.Rev != 0 && op.Rev < uint64(len(evidence)) {
+				evidence[op.Rev] = min(evidence[op.Rev], op.Return)
 			}
 		case StrongRead, CachedRead:
 			if op.Read.Present {
@@ -241,9 +369,12 @@ func (c *checkRun) calledBefore() func(rev uint64) int64 {
 	for i := range floor {
 		floor[i] = math.MinInt64
 	}
-	for id, rev := range c.idx.byID {
-		if i, ok := c.wr[id]; ok && rev < uint64(len(floor)) && c.h[i].Outcome != Refused {
-			floor[rev] = max(floor[rev], c.h[i].Call)
+	for _, op := range c.h {
+		if op.Outcome == Refused {
+			continue
+		}
+		if rev, ok := c.revOf(op); ok && rev < uint64(len(floor)) {
+			floor[rev] = max(floor[rev], op.Call)
 		}
 	}
 	for r := 1; r < len(floor); r++ {

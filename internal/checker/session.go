@@ -21,8 +21,9 @@ type bound struct {
 // was called, or a later one, and never a revision older than what a read
 // that returned before it was called showed. Revisions come from the
 // store's log; values it does not have are left out (reported as phantom
-// reads where that is wrong). Acknowledged deletes set no bound: which
-// revision was theirs is not known.
+// reads where that is wrong). An acknowledged delete sets a bound only
+// where it returned its revision (Txn.Commit): otherwise which revision
+// was its own is not known.
 func (c *checkRun) checkSessions() {
 	per := map[int][]int{}
 	for i, op := range c.h {
@@ -74,6 +75,13 @@ func (c *checkRun) checkSession(ops []int) {
 			for k, v := range op.Puts {
 				if r, ok := c.idx.rev[k][v.ID()]; ok && r > floor[k].rev {
 					floor[k] = bound{rev: r, own: true, by: ev.op}
+				}
+			}
+			if r, ok := c.revOf(op); ok && op.Rev != 0 {
+				for _, k := range op.Deletes {
+					if r > floor[k].rev {
+						floor[k] = bound{rev: r, own: true, by: ev.op}
+					}
 				}
 			}
 		case CachedRead:

@@ -5,6 +5,7 @@ import (
 	"math"
 	"slices"
 	"sort"
+	"time"
 )
 
 // storeIndex finds writes in the store's log.
@@ -19,6 +20,10 @@ type storeIndex struct {
 	vals map[string]map[ID]Value
 	// commitKeys[id] are the keys write id put, as the log has them.
 	commitKeys map[ID][]string
+	// at[key][rev] is the value revision rev put at key.
+	at map[string]map[uint64]Value
+	// states[key] is every revision that put or deleted key, ascending.
+	states map[string][]keyState
 	// vanishingDeletes are the keys deleted by operations of unknown
 	// outcome, where such deletes may have taken effect and vanished
 	// (UnknownMayVanish): a read that finds such a key absent may have
@@ -33,8 +38,20 @@ func (c *checkRun) indexLog() *storeIndex {
 		byID:       map[ID]uint64{},
 		vals:       map[string]map[ID]Value{},
 		commitKeys: map[ID][]string{},
+		at:         map[string]map[uint64]Value{},
+		states:     map[string][]keyState{},
 	}
 	for _, cm := range c.o.Log {
+		for _, k := range slices.Sorted(maps.Keys(cm.Puts)) {
+			if x.at[k] == nil {
+				x.at[k] = map[uint64]Value{}
+			}
+			x.at[k][cm.Rev] = cm.Puts[k]
+			x.states[k] = append(x.states[k], keyState{rev: cm.Rev, read: Read{Value: cm.Puts[k], Present: true}})
+		}
+		for _, k := range cm.Deletes {
+			x.states[k] = append(x.states[k], keyState{rev: cm.Rev})
+		}
 		for k, v := range cm.Puts {
 			if x.rev[k] == nil {
 				x.rev[k] = map[ID]uint64{}
@@ -97,8 +114,42 @@ func (x *storeIndex) version(key string, r Read, least uint64) (v uint64, known 
 	return d[i], true
 }
 
+// keyState is a key's state from one revision of the log on.
+type keyState struct {
+	rev  uint64
+	read Read
+}
+
+// stateAt returns key's state after revision rev of the log, and the
+// revision that put it (0 if absent).
+func (x *storeIndex) stateAt(key string, rev uint64) (Read, uint64) {
+	st := x.states[key]
+	i := sort.Search(len(st), func(i int) bool { return st[i].rev > rev })
+	if i == 0 || !st[i-1].read.Present {
+		return Read{}, 0
+	}
+	return st[i-1].read, st[i-1].rev
+}
+
 // value returns the value write id put at key, as the log has it.
 func (x *storeIndex) value(key string, id ID) Value { return x.vals[key][id] }
+
+// revOf returns the revision of the log at which write op took effect: by
+// the identity of its values, or for an acknowledged write that puts
+// nothing, by the revision it returned.
+func (c *checkRun) revOf(op Op) (uint64, bool) {
+	if c.idx == nil || (op.Kind != Write && op.Kind != Inc) {
+		return 0, false
+	}
+	if id, ok := op.id(); ok {
+		r, ok := c.idx.byID[id]
+		return r, ok
+	}
+	if op.Outcome == OK && op.Rev != 0 && op.Rev <= uint64(len(c.o.Log)) {
+		return op.Rev, true
+	}
+	return 0, false
+}
 
 // writers maps every write's identity to its operation.
 func (c *checkRun) writers() map[ID]int {
@@ -343,4 +394,94 @@ func (c *checkRun) replay() map[string]Value {
 		}
 	}
 	return m
+}
+
+// checkRevisions checks what the log says against the revisions
+// operations saw: an acknowledged write that returned its revision (Create,
+// Txn.Commit) is exactly that revision of the log; a conditional write
+// took effect only where each of its conditions held just before its
+// revision; an entry read (GetEntry) shows the revision the log put its
+// value at.
+func (c *checkRun) checkRevisions() {
+	for _, op := range c.h {
+		switch op.Kind {
+		case Write:
+			if op.Outcome == OK && op.Rev != 0 {
+				c.checkReturnedRevision(op)
+			}
+			if len(op.Conds) == 0 || op.Outcome == Refused {
+				continue
+			}
+			rev, ok := c.revOf(op)
+			if !ok {
+				continue
+			}
+			for _, k := range slices.Sorted(maps.Keys(op.Conds)) {
+				want := op.Conds[k]
+				if _, have := c.idx.stateAt(k, rev-1); have != want {
+					c.fail("conditional write", "%s took effect at revision %d, but %s was at revision %d then, not %d", op, rev, k, have, want)
+				}
+			}
+		case StrongRead, CachedRead:
+			if !op.Entry || op.Outcome != OK {
+				continue
+			}
+			if !op.Read.Present {
+				if op.Rev != 0 {
+					c.fail("entry revision", "%s: an absent key with revision %d", op, op.Rev)
+				}
+				continue
+			}
+			if r, ok := c.idx.rev[op.Key][op.Read.Value.ID()]; ok && r != op.Rev {
+				c.fail("entry revision", "%s: the log put %v at revision %d", op, op.Read.Value, r)
+			}
+		}
+	}
+}
+
+// checkReturnedRevision checks that revision op.Rev of the log is op's
+// write, exactly.
+func (c *checkRun) checkReturnedRevision(op Op) {
+	if op.Rev > uint64(len(c.o.Log)) {
+		if c.o.Loss != AckedMayVanish {
+			c.fail("store history", "%s returned revision %d, which the log (%d revisions) does not have", op, op.Rev, len(c.o.Log))
+		}
+		return
+	}
+	cm := c.o.Log[op.Rev-1]
+	same := len(cm.Puts) == len(op.Puts) && sameWrite(op, cm.Puts)
+	same = same && slices.Equal(slices.Sorted(slices.Values(cm.Deletes)), slices.Sorted(slices.Values(op.Deletes)))
+	if !same && c.o.Loss != AckedMayVanish {
+		c.fail("store history", "%s returned revision %d, but the log has puts %v and deletes %v there", op, op.Rev, cm.Puts, cm.Deletes)
+	}
+}
+
+// checkExpiries checks the store's deletes of expired keys: each deletes
+// only keys whose last write carried a TTL (a rewrite without one keeps
+// the key), and, where the store's clock runs with real time, none comes
+// before the call of that write plus its TTL.
+func (c *checkRun) checkExpiries() {
+	landedBy := c.landedBefore()
+	for _, cm := range c.o.Log {
+		if !cm.Expiry {
+			continue
+		}
+		if len(cm.Puts) > 0 {
+			c.fail("expiry", "revision %d, an expiry, puts %v", cm.Rev, cm.Puts)
+		}
+		for _, k := range cm.Deletes {
+			cur, at := c.idx.stateAt(k, cm.Rev-1)
+			switch {
+			case !cur.Present:
+				c.fail("expiry", "revision %d expires %s, which was absent", cm.Rev, k)
+			case cur.Value.X <= 0:
+				c.fail("expiry", "revision %d expires %s, whose last write (%v at revision %d) had no TTL", cm.Rev, k, cur.Value, at)
+			default:
+				if due, seen := c.expiryDue(k, cm.Rev), landedBy(cm.Rev); seen < due {
+					c.fail("expiry", "revision %d expires %s = %v, written with a TTL of %dms, and was seen at %v, before %v",
+						cm.Rev, k, cur.Value, cur.Value.X, time.Duration(seen), time.Duration(due))
+				}
+			}
+		}
+	}
 }
