@@ -46,6 +46,11 @@ func Key(key string) WatchOption {
 // WithInitial makes Watch deliver the current state first — one change
 // with Initial set per key — then a change with UpToDate set, also for an
 // empty context, then the changes as they happen.
+//
+// The current state is the copy's: the state at the UpToDate revision,
+// plus this instance's own writes above it (read-your-writes), each with
+// its own Revision. The changes of such a key up to that revision, which
+// arrive later, are not delivered: they would take the reader back.
 func WithInitial() WatchOption {
 	return func(o *watchOptions) { o.initial = true }
 }
@@ -79,6 +84,18 @@ type watcher[T any] struct {
 	wake     chan struct{}
 	backfill bool
 	backlog  []Change[T]
+	// ahead holds the keys whose initial state was an own write above the
+	// UpToDate revision (read-your-writes puts it in the copy before the
+	// revisions below it arrive), with that write's revision: their
+	// changes up to it would take the reader back, and are not delivered.
+	ahead map[string]uint64
+}
+
+// stale reports whether ch is a change the reader has already seen the
+// outcome of in its initial state (see ahead). Callers hold mu.
+func (w *watcher[T]) stale(ch Change[T]) bool {
+	r, ok := w.ahead[ch.Key]
+	return ok && ch.Revision <= r
 }
 
 // push delivers changes without blocking, or drops them and owes a Reset.
@@ -102,6 +119,9 @@ func (w *watcher[T]) push(changes []Change[T]) {
 			w.signal()
 		}
 		if !w.overrun && !w.backfill {
+			if w.stale(ch) {
+				continue
+			}
 			select {
 			case w.out <- ch:
 				continue
@@ -160,8 +180,12 @@ func (w *watcher[T]) finishBackfill(ctx context.Context, done <-chan struct{}) b
 		}
 		next := w.backlog
 		w.backlog = nil
+		ahead := w.ahead // complete: the backfill has ended
 		w.mu.Unlock()
 		for _, ch := range next {
+			if r, ok := ahead[ch.Key]; ok && ch.Revision <= r {
+				continue
+			}
 			if !w.send(ctx, done, ch) {
 				return false
 			}
@@ -255,7 +279,7 @@ func (c *Context[T]) Watch(ctx context.Context, opts ...WatchOption) <-chan Chan
 	c.cache.mu.Unlock()
 	var backfill func(func(Change[T]) bool) bool
 	if w.backfill {
-		backfill = func(send func(Change[T]) bool) bool { return c.backfill(ctx, &o, at, send) }
+		backfill = func(send func(Change[T]) bool) bool { return c.backfill(ctx, w, at, send) }
 	}
 	c.wg.Add(1)
 	go func() {
@@ -272,7 +296,8 @@ func (c *Context[T]) Watch(ctx context.Context, opts ...WatchOption) <-chan Chan
 // before live changes: the logged changes after o.from up to the view at,
 // or (WithInitial, or a log that does not reach back, after a Reset) the
 // state of at; then the UpToDate marker. It reports false once send does.
-func (c *Context[T]) backfill(ctx context.Context, o *watchOptions, at *view[T], send func(Change[T]) bool) bool {
+func (c *Context[T]) backfill(ctx context.Context, w *watcher[T], at *view[T], send func(Change[T]) bool) bool {
+	o := &w.opts
 	if o.fromSet && !o.initial {
 		replayed, ok := c.replay(ctx, o, at, send)
 		if !ok {
@@ -288,6 +313,14 @@ func (c *Context[T]) backfill(ctx context.Context, o *watchOptions, at *view[T],
 	for k, e := range at.entries.All() {
 		if e.deleted || !o.matches(k) {
 			continue
+		}
+		if e.rev > at.applied {
+			w.mu.Lock()
+			if w.ahead == nil {
+				w.ahead = make(map[string]uint64)
+			}
+			w.ahead[k] = e.rev
+			w.mu.Unlock()
 		}
 		ch := Change[T]{Key: k, Value: e.value, Revision: e.rev, Expires: unixMilli(e.expires), Err: e.err, Initial: true}
 		if !send(ch) {
