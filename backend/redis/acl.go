@@ -10,12 +10,14 @@ var aclCommands = []string{
 	// Scripts.
 	"+evalsha", "+eval", "+script|load",
 	// Called by the scripts: the context's hashes (the change log is one),
-	// locks and lock queues, and the server's clock.
+	// locks, lock queues and the deadline index of expiring keys (sorted
+	// sets), and the server's clock.
 	"+hmget", "+hget", "+hgetall", "+hexists", "+hset", "+hdel", "+hincrby",
 	"+get", "+set", "+del", "+exists", "+pexpire", "+type", "+time",
-	"+zadd", "+zrem", "+zrange", "+zcard", "+zscore",
+	"+zadd", "+zrem", "+zrange", "+zcard", "+zscore", "+zmscore",
 	"+publish", "+spublish",
-	// Outside scripts: snapshots (HMGET and HGETALL, above, in MULTI/EXEC),
+	// Outside scripts: snapshots (HMGET, HGETALL and ZRANGE, above, in
+	// MULTI/EXEC),
 	// the periodic revision check (HMGET), pub/sub and its watchdog, and
 	// the WAIT-for-replicas mode. Subscriptions share a connection, so the
 	// last one of a channel to close unsubscribes it (refused, the channel

@@ -99,6 +99,21 @@ func useEverything(t *testing.T, srv *redistest.Server, user, name string) {
 	must("Extend", l.Extend(ctx, time.Minute))
 	must("Release", l.Release(ctx))
 	must("the write that waited for the lock", <-waiting)
+	// Expiry: a write with a TTL (the deadline index), its expiry by an
+	// instance (Expire) or the next commit, and a bulk read of entries
+	// with deadlines.
+	must("UpdateContext WithTTL", a.UpdateContext(ctx, "t", 1, contextd.WithTTL(100*time.Millisecond)))
+	eventuallyWithin(t, faultWait, "the key with a TTL expires", func() error {
+		if _, ok, err := b.Get(ctx, "t", contextd.Fresh()); ok || err != nil {
+			return fmt.Errorf("still there (%v)", err)
+		}
+		return nil
+	})
+	must("UpdateContext WithTTL", a.UpdateContext(ctx, "t", 2, contextd.WithTTL(time.Hour)))
+	raw := backendOn(t, goredis.NewClient(&goredis.Options{Addr: srv.Addr(), Username: user, Password: "pw", MaxRetries: -1}), nil)
+	if es, err := raw.GetMany(ctx, name, []string{"t", "k"}); err != nil || len(es) != 2 || es[0].Expires.IsZero() {
+		t.Fatalf("%s on %q: GetMany = %+v, %v; want t with its deadline, and k", user, name, es, err)
+	}
 	// A lost subscription: the instance catches up from the change log.
 	if _, err := srv.Do(ctx, "CLIENT", "KILL", "USER", user, "SKIPME", "yes"); err != nil {
 		t.Fatal(err)

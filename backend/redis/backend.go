@@ -49,6 +49,7 @@ var (
 	_ backend.AtomicPublisher = (*Backend)(nil)
 	_ backend.ChangeLog       = (*Backend)(nil)
 	_ backend.MultiGetter     = (*Backend)(nil)
+	_ backend.Expirer         = (*Backend)(nil)
 	_ locker.ReleaseWatcher   = (*Backend)(nil)
 	_ locker.FairLocker       = (*Backend)(nil)
 )
@@ -105,6 +106,7 @@ func (b *Backend) Capabilities() backend.Capabilities {
 		ChangeLog:       !b.opts.DisableChangeLog,
 		ReleaseNotify:   !b.opts.DisableReleaseNotify,
 		FairLocks:       !b.opts.DisableFairLocks,
+		Expiry:          true,
 	}
 }
 
@@ -130,7 +132,7 @@ func (b *Backend) Close() error {
 
 // keys names the Redis keys of one context.
 type keys struct {
-	tag, meta, data, revs, ring, unlock, waiters string
+	tag, meta, data, revs, ring, unlock, waiters, expiry string
 }
 
 func keysOf(name string) keys {
@@ -143,6 +145,7 @@ func keysOf(name string) keys {
 		ring:    tag + ":ring",
 		unlock:  tag + ":unlock",
 		waiters: tag + ":waiters",
+		expiry:  tag + ":expiry",
 	}
 }
 
@@ -229,6 +232,8 @@ func scriptFailed(ctx context.Context, op string, k keys, err error, condKey, lo
 		what = fmt.Sprintf("key %q is not a hash", map[string]string{"meta": k.meta, "data": k.data, "revs": k.revs}[se.detail])
 	case "log":
 		what = fmt.Sprintf("key %q is not a hash", k.ring)
+	case "expiry":
+		what = fmt.Sprintf("key %q is not a sorted set", k.expiry)
 	case "commit":
 		what = "a commit's id key holds no commit head"
 	case "revs.field":

@@ -134,6 +134,25 @@ func BenchmarkWrite(b *testing.B) {
 			return cx.UpdateContext(ctx, "k", benchValue{N: i, Name: "x"})
 		}, srv)
 	})
+	// Writes with a TTL (the deadline index: a ZRANGE of the due keys and
+	// a ZADD per write), and writes without one to a context that has
+	// expiring keys (a ZRANGE and a ZREM): what expiry costs where it is
+	// used. A context without expiring keys pays nothing (UpdateContext).
+	b.Run("UpdateContext-WithTTL", func(b *testing.B) {
+		cx := benchInstance[benchValue](b, srv, "bench-write-ttl")
+		timedLoop(b, func(i int) error {
+			return cx.UpdateContext(ctx, "k", benchValue{N: i, Name: "x"}, contextd.WithTTL(time.Hour))
+		}, srv)
+	})
+	b.Run("UpdateContext-beside-expiring-keys", func(b *testing.B) {
+		cx := benchInstance[benchValue](b, srv, "bench-write-beside-ttl")
+		if err := cx.UpdateContext(ctx, "expiring", benchValue{}, contextd.WithTTL(time.Hour)); err != nil {
+			b.Fatal(err)
+		}
+		timedLoop(b, func(i int) error {
+			return cx.UpdateContext(ctx, "k", benchValue{N: i, Name: "x"})
+		}, srv)
+	})
 	// A go-redis client left at its default of 3 retries may resend a
 	// commit, so each commit also remembers its head for a minute.
 	b.Run("UpdateContext-resending-client", func(b *testing.B) {

@@ -42,6 +42,7 @@ func TestConformance(t *testing.T) {
 					ChangeLog:       !opts.DisableChangeLog,
 					ReleaseNotify:   !opts.DisableReleaseNotify,
 					FairLocks:       !opts.DisableFairLocks,
+					Expiry:          true,
 				},
 				NewBackend: func(t *testing.T) backend.Backend { return newBackend(t, srv, &opts) },
 				BreakSubscriptions: func(t *testing.T) {
@@ -81,7 +82,7 @@ func TestConformanceChild(t *testing.T) {
 		t.Skip("runs as a child of TestConformanceTwiceOnOneServer")
 	}
 	conformance.Run(t, conformance.Harness{
-		Capabilities: backend.Capabilities{AtomicPublish: true, LockAwareCommit: true, ChangeLog: true, ReleaseNotify: true, FairLocks: true},
+		Capabilities: backend.Capabilities{AtomicPublish: true, LockAwareCommit: true, ChangeLog: true, ReleaseNotify: true, FairLocks: true, Expiry: true},
 		NewBackend: func(t *testing.T) backend.Backend {
 			return backendOn(t, goredis.NewClient(&goredis.Options{Addr: addr, ClientName: clientName(t)}), nil)
 		},

@@ -38,6 +38,7 @@ var corruptions = []corruption{
 	{"data not a hash", []string{"EVAL", "redis.call('DEL', KEYS[1]); return redis.call('SET', KEYS[1], 'x')", "1", "{tag}:data"}, []string{"initialize", "update", "fresh get", "modify", "sync"}},
 	{"revs not a hash", []string{"EVAL", "redis.call('DEL', KEYS[1]); return redis.call('SET', KEYS[1], 'x')", "1", "{tag}:revs"}, []string{"initialize", "update", "fresh get", "modify", "sync"}},
 	{"log not a hash", []string{"EVAL", "redis.call('DEL', KEYS[1]); return redis.call('SET', KEYS[1], 'x')", "1", "{tag}:ring"}, []string{"update", "modify"}},
+	{"expiry index not a sorted set", []string{"EVAL", "redis.call('DEL', KEYS[1]); return redis.call('SET', KEYS[1], 'x')", "1", "{tag}:expiry"}, []string{"initialize", "fresh get", "sync"}},
 	{"lock garbage", []string{"SET", "{tag}:lock:k", "garbage"}, []string{"update", "modify", "acquire"}},
 	{"lock not a string", []string{"HSET", "{tag}:lock:k", "a", "b"}, []string{"update", "modify", "acquire"}},
 }

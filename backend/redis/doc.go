@@ -9,6 +9,8 @@
 //   - ChangeLog: a hash per context of its last ChangeLogLength events,
 //     by revision modulo that length, written by the same script.
 //   - ReleaseNotify: a released lock publishes a wake-up for its waiters.
+//   - Expiry: puts may carry a TTL; expired keys are deleted by commits
+//     of their own (see Expiry below).
 //
 // # Layout in Redis
 //
@@ -21,10 +23,12 @@
 //	{contextd:<name>}:meta        hash: rev, epoch, codec, fence, commit, parent, ticket,
 //	                              and wepoch, wcommit: the epoch and the head's commit id
 //	                              in their event wire form, valid while wfor is the head's
-//	                              commit id
+//	                              commit id; expiring: "1" while the deadline index may
+//	                              hold keys
 //	{contextd:<name>}:data        hash: key → encoded value
 //	{contextd:<name>}:revs        hash: key → "<revision> <commit id>" of the write that last wrote it
 //	{contextd:<name>}:ring        hash: revision modulo ChangeLogLength → event (the change log)
+//	{contextd:<name>}:expiry      sorted set: key → its deadline, Unix ms by the server's clock
 //	{contextd:<name>}:lock:<key>  string: "<token>:<fence>", with a TTL
 //	{contextd:<name>}:commit:<id> string: a commit's head, for a minute
 //	                              (only for clients that may resend)
@@ -41,6 +45,41 @@
 // Releases before the event wire format version 2 kept the change log in a
 // stream, {contextd:<name>}:log; it is no longer written or read, and can be
 // deleted once every instance runs this release.
+//
+// # Expiry
+//
+// Redis 7.0 has no TTL per hash field (HEXPIRE came with 7.4), so each
+// context keeps its own deadline index, {contextd:<name>}:expiry: a sorted
+// set of the keys that expire, scored by their deadline in Unix
+// milliseconds by the Redis server's clock (TIME, read in the script that
+// writes the key; replicas and a promoted replica get the same absolute
+// deadline, and no client's clock is involved). The commit script keeps it
+// in the same step as the write: a put with a TTL sets its key's score, a
+// put without TTL and a delete remove it. Before it applies a batch, the
+// script deletes the keys whose deadline has passed, by a commit of their
+// own (no origin, a delete per key, logged and published like any
+// commit); the batch's revision follows, and its conditions see those
+// keys gone. A batch refused (a conflict, a lock) writes nothing, the
+// expiry included: the next commit or Expire makes it. Expire runs the
+// same reap alone, for the instances whose timer for the next deadline
+// fires, and returns the next deadline and the server's clock. Load, Get
+// and GetMany report each key's deadline (Entry.Expires); a key past its
+// deadline still reads until the commit that deletes it, as in every
+// store (an expiry takes effect at a revision).
+//
+// A context that never had a key with a TTL pays nothing on the write
+// path: meta's "expiring" field, read with the fields every commit reads,
+// tells the script whether the index may hold keys, and it is removed once
+// the index is empty. Where it may, each write costs the script a ZRANGE
+// (the due keys, which also checks the index's type before anything is
+// written) and a ZADD or ZREM: more work inside the one round trip, not
+// another round trip. Deadlines are not on the wire (the event format has
+// no field for them): receivers learn them from snapshots, the writer from
+// its own write.
+//
+// An instance of a release before expiry neither writes TTLs nor keeps the
+// index: during a rolling upgrade, a key that an old instance rewrites
+// without TTL keeps the deadline a new instance gave it.
 //
 // # Subscriptions
 //
@@ -92,6 +131,7 @@
 // Every method does one job, without retries: the caller (contextd) retries
 // where that is safe. redis.Nil becomes backend.ErrNotFound; script refusals
 // become backend.ErrConflict, backend.ErrLocked, locker.ErrNotHeld and
-// backend.ErrCodecMismatch; connection errors are returned wrapped, with
+// backend.ErrCodecMismatch; damage to contextd's own keys (the deadline
+// index included: a key of the wrong type) becomes backend.ErrCorrupt; connection errors are returned wrapped, with
 // the go-redis error reachable through errors.As.
 package redis

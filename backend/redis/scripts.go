@@ -17,7 +17,7 @@ import goredis "github.com/redis/go-redis/v9"
 //
 //	roles: meta (wrong type), meta.rev, meta.epoch, meta.commit,
 //	meta.parent, meta.fence, meta.ticket, data, revs, log (the change
-//	log's hash), commit (the
+//	log's hash), expiry (the deadline index), commit (the
 //	commit's id key), revs.field (the field of condition <index>), lock
 //	(lock key <index> of the script's lock keys), queue (queue key
 //	<index>), waiters
@@ -80,6 +80,56 @@ local function wireID(s)
     return uvarint(2 * n) .. s
   end
   return uvarint(n + 1) .. (string.gsub(s, '..', hexByte))
+end
+`
+
+// luaExpiry: reaping expired keys (the deadline index, see doc.go).
+const luaExpiry = `
+-- deletesEvent returns the event of a commit that deletes keys, made by
+-- the store (no origin): what reaping expired keys publishes and logs.
+local function deletesEvent(epochWire, rev, commitWire, parentWire, keys)
+  local parts = {'\2\1' .. epochWire .. uvarint(rev) .. commitWire .. parentWire .. '\0' .. uvarint(#keys)}
+  for i = 1, #keys do
+    local k = keys[i]
+    parts[#parts + 1] = '\1' .. uvarint(#k) .. k
+  end
+  return table.concat(parts)
+end
+-- flush runs cmd on key with args in chunks: unpack has a stack limit.
+local function flush(cmd, key, args)
+  for i = 1, #args, 1000 do
+    redis.call(cmd, key, unpack(args, i, math.min(i + 999, #args)))
+  end
+end
+-- serverMs returns the server's clock in milliseconds.
+local function serverMs()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+-- publish sends payload on channel, sharded ('1') or not.
+local function publish(channel, sharded, payload)
+  if sharded == '1' then
+    redis.call('SPUBLISH', channel, payload)
+  else
+    redis.call('PUBLISH', channel, payload)
+  end
+end
+-- reap writes the commit rev that deletes the keys due (read from the
+-- index): its event in the change log (the first write, so a log of the
+-- wrong type refuses the commit before anything is written: it returns
+-- the refusal) and on channel, and the keys gone from data, revs and the
+-- index.
+local function reap(ring, data, revs, index, due, epochWire, rev, commitWire, parentWire, logLen, channel, sharded)
+  local payload = deletesEvent(epochWire, rev, commitWire, parentWire, due)
+  if logLen > 0 then
+    local ok = redis.pcall('HSET', ring, rev % logLen, payload)
+    if type(ok) == 'table' then return failed(ok, 'log') end
+  end
+  if channel ~= '' then publish(channel, sharded, payload) end
+  flush('HDEL', data, due)
+  flush('HDEL', revs, due)
+  flush('ZREM', index, due)
+  return nil
 end
 `
 
@@ -180,8 +230,8 @@ end
 // commitScript checks and applies a batch, records its event in the change
 // log and publishes it.
 //
-//	KEYS: meta, data, revs, ring (the change log), waiters, then (if lock
-//	      checks) the lock key of each op, then (if fair) the queue key
+//	KEYS: meta, data, revs, ring (the change log), waiters, expiry (the
+//	      deadline index), then (if lock checks) the lock key of each op, then (if fair) the queue key
 //	      of each op, then the lock key of each lease, then (if remember)
 //	      the commit's id key
 //	ARGV: "<#ops> <#conditions> <#leases> <log length> <hold ms> <flags>"
@@ -192,8 +242,9 @@ end
 //	      (backend.AppendWireID); channel ("" = no publish); unlock
 //	      channel; waiter id ("" = none); the kind of each op, one
 //	      character per op: "p" put carried by the event, "o" put whose
-//	      value the event omits, "d" delete; then per op: key, value ("" for a
-//	      delete); per condition: key, then the revision, or "<revision>
+//	      value the event omits, "d" delete; the TTLs, "<op index> <ms>"
+//	      pairs separated by spaces for each put with a TTL ("" = none);
+//	      then per op: key, value ("" for a delete); per condition: key, then the revision, or "<revision>
 //	      <commit id>" to check the writing commit too; per lease: key,
 //	      lock value
 //	returns {epoch, revision, commit id, parent commit id}, or on a
@@ -204,7 +255,9 @@ end
 // (CONTEXTD_NOTHELD), locks and queues (CONTEXTD_LOCKED: a key locked by
 // another holder, or with a live waiter queued before this one, when no
 // lease of the batch covers it), conditions (the conflict reply), the
-// types of the keys written. A refused waiter is queued on the keys
+// types of the keys written. Keys whose deadline has passed count as
+// absent for the conditions and are reaped, by a commit of their own just
+// before the batch's, only when the batch commits. A refused waiter is queued on the keys
 // concerned; a committed one leaves its queues and wakes the next waiter.
 //
 // The script is lean on purpose (docs/benchmarks.md): values travel once,
@@ -235,30 +288,42 @@ local function locks()
   end
   return lockFns
 end
+-- Likewise the expiry helpers: only a context with keys that expire
+-- needs them.
+local expiryFns
+local function expiry()
+  if not expiryFns then
+` + luaExpiry + `
+    expiryFns = {reap = reap, now = serverMs, flush = flush}
+  end
+  return expiryFns
+end
 ` + commitLua
 
 const commitLua = `
-local meta, data, revs, ring, waiters = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local meta, data, revs, ring, waiters, index = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
 local nOps, nConds, nLeases, logLen, hold, fCheck, fRemember, fFair, sharded =
   string.match(ARGV[1], '^(%d+) (%d+) (%d+) (%d+) (%d+) ([01])([01])([01])([01])$')
 nOps, nConds, nLeases = tonumber(nOps), tonumber(nConds), tonumber(nLeases)
 logLen, hold = tonumber(logLen), tonumber(hold)
 local checkLocks, remember, fair = fCheck == '1', fRemember == '1', fFair == '1'
 local codec, commitID, commitWire, originWire = ARGV[2], ARGV[3], ARGV[4], ARGV[5]
-local channel, unlock, waiterID, kinds = ARGV[6], ARGV[7], ARGV[8], ARGV[9]
-local opsAt = 10
+local channel, unlock, waiterID, kinds, ttls = ARGV[6], ARGV[7], ARGV[8], ARGV[9], ARGV[10]
+local opsAt = 11
 local condsAt = opsAt + 2 * nOps
 local leasesAt = condsAt + 2 * nConds
-local lockKeysAt, queueKeysAt, leaseKeysAt = 6, 6, 6
+local lockKeysAt, queueKeysAt, leaseKeysAt = 7, 7, 7
 if checkLocks then
   queueKeysAt = lockKeysAt + nOps
   leaseKeysAt = queueKeysAt
   if fair then leaseKeysAt = queueKeysAt + nOps end
 end
 
-local m, bad = readMeta(meta, 'wepoch', 'wcommit', 'wfor')
+local m, bad = readMeta(meta, 'wepoch', 'wcommit', 'wfor', 'expiring')
 if bad then return bad end
 local storedCodec, epoch = m[1], m[2]
+-- listed: meta says the deadline index may hold keys (doc.go).
+local listed = m[9] ~= false
 if m[4] == commitID and epoch then
   return {epoch, tonumber(m[3]), commitID, m[5] or ''}
 end
@@ -325,6 +390,21 @@ if checkLocks then
   end
   if blocked then return redis.error_reply('CONTEXTD_LOCKED ' .. blocked) end
 end
+-- The deadline index is read when it may hold keys or the batch puts
+-- keys with a TTL; a context without expiring keys pays nothing. The read
+-- also checks its type, before anything is written. Keys due by the
+-- server's clock are gone for the batch: reaped below, before it.
+local useIndex = listed or ttls ~= ''
+local now, due, gone
+if useIndex then
+  now = expiry().now()
+  local d = redis.pcall('ZRANGE', index, '-inf', now, 'BYSCORE')
+  if d['err'] then return failed(d, 'expiry') end
+  if #d > 0 then
+    due, gone = d, {}
+    for i = 1, #d do gone[d[i]] = true end
+  end
+end
 -- revs holds "<revision> <commit id>" per key ("<revision>" if written
 -- by an older version); a condition without a commit id compares only the
 -- revision. A field that is neither, or a value without a revision (or
@@ -339,6 +419,7 @@ for i = 0, nConds - 1 do
   end
   local value = redis.pcall('HGET', data, key)
   if type(value) == 'table' then return failed(value, 'data') end
+  if gone and gone[key] then field, value = false, false end
   if (value ~= false) ~= (field ~= false) then return corrupt('revs.field', i) end
   local have = field or '0'
   if not string.find(want, ' ', 1, true) then
@@ -380,6 +461,35 @@ else
   end
 end
 
+-- Expired keys go first, in a commit of their own (no origin; its id is
+-- the batch's with an "x", which no other commit id has: those are hex of
+-- even length); the batch's revision follows.
+if due then
+  local reapID = commitID .. 'x'
+  local reapWire = wireID(reapID)
+  local reapBad = expiry().reap(ring, data, revs, index, due, epochWire, rev, reapWire, parentWire, logLen, channel, sharded)
+  if reapBad then return reapBad end
+  parent, parentWire, rev = reapID, reapWire, rev + 1
+end
+-- The batch's deadlines: a put with a TTL sets its key's, any other op
+-- drops its key's (when the index may hold it).
+local adds, rems
+if useIndex then
+  local ttlOf = {}
+  for i, ms in string.gmatch(ttls, '(%d+) (%d+)') do ttlOf[tonumber(i)] = tonumber(ms) end
+  adds, rems = {}, {}
+  for i = 0, nOps - 1 do
+    local ms = ttlOf[i]
+    if ms then
+      adds[#adds + 1] = now + ms
+      adds[#adds + 1] = ARGV[opsAt + 2 * i]
+    elseif listed then
+      rems[#rems + 1] = ARGV[opsAt + 2 * i]
+    end
+  end
+end
+local flagIndex = adds and #adds > 0 and not listed
+
 -- The event, as backend.EncodeEvent writes version 2.
 local putRev = rev .. ' ' .. commitID
 local header = '\2\1' .. epochWire .. uvarint(rev) .. commitWire .. parentWire .. originWire .. uvarint(nOps)
@@ -410,7 +520,7 @@ if logLen > 0 then
 end
 -- One HSET records the new revision, the commit and its parent, their
 -- wire forms and, for a context without them, the epoch and codec.
-if not fresh and (storedCodec or codec == '') then
+if not fresh and (storedCodec or codec == '') and not flagIndex then
   redis.call('HSET', meta, 'rev', rev, 'commit', commitID, 'parent', parent,
     'wepoch', epochWire, 'wcommit', commitWire, 'wfor', commitID)
 else
@@ -423,6 +533,10 @@ else
   if not storedCodec and codec ~= '' then
     metaSet[#metaSet + 1] = 'codec'
     metaSet[#metaSet + 1] = codec
+  end
+  if flagIndex then
+    metaSet[#metaSet + 1] = 'expiring'
+    metaSet[#metaSet + 1] = '1'
   end
   redis.call('HSET', meta, unpack(metaSet))
 end
@@ -457,6 +571,17 @@ else
   flush('HDEL', data, dels)
   flush('HDEL', revs, dels)
 end
+if useIndex then
+  if #adds > 0 then expiry().flush('ZADD', index, adds) end
+  local removed = 0
+  for i = 1, #rems, 1000 do
+    removed = removed + redis.call('ZREM', index, unpack(rems, i, math.min(i + 999, #rems)))
+  end
+  -- Once the index is empty, meta says so, and writes skip it again.
+  if (due or removed > 0) and #adds == 0 and redis.call('ZCARD', index) == 0 then
+    redis.call('HDEL', meta, 'expiring')
+  end
+end
 if channel ~= '' then
   if sharded == '1' then
     redis.call('SPUBLISH', channel, payload)
@@ -478,29 +603,92 @@ end
 return {epoch, rev, commitID, parent}
 `
 
+// expireScript reaps the keys of a context whose deadline has passed by
+// the server's clock, in one commit of their own, as the commit script
+// does before a batch (backend.Expirer).
+//
+//	KEYS: meta, data, revs, ring, expiry
+//	ARGV: commit id, its wire form (backend.AppendWireID), channel ("" =
+//	      no publish), log length, sharded ("1": SPUBLISH)
+//	returns {epoch, revision, commit id, parent commit id, the server's
+//	clock in ms, the next deadline in ms (a score) or nil, the keys
+//	deleted}, with revision 0 and empty ids when none was due
+var expireScript = goredis.NewScript(luaCore + luaWire + luaExpiry + `
+local meta, data, revs, ring, index = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local commitID, commitWire, channel, sharded = ARGV[1], ARGV[2], ARGV[3], ARGV[5]
+local logLen = tonumber(ARGV[4])
+local m, bad = readMeta(meta, 'wepoch', 'wcommit', 'wfor', 'expiring')
+if bad then return bad end
+local now = serverMs()
+if not m[9] then return {'', 0, '', '', now, false, {}} end
+local due = redis.pcall('ZRANGE', index, '-inf', now, 'BYSCORE')
+if due['err'] then return failed(due, 'expiry') end
+local epoch, rev, parent, made = m[2], 0, '', ''
+if #due > 0 then
+  if not typeIs(data, 'hash') then return corrupt('data') end
+  if not typeIs(revs, 'hash') then return corrupt('revs') end
+  local epochWire, parentWire
+  if epoch then
+    rev, parent = tonumber(m[3] or '0') + 1, m[4] or ''
+    if m[8] == parent and m[6] and m[7] then
+      epochWire, parentWire = m[6], m[7]
+    else
+      epochWire, parentWire = wireID(epoch), wireID(parent)
+    end
+  else
+    epoch, epochWire, parentWire, rev = commitID, commitWire, '\0', 1
+  end
+  local reapBad = reap(ring, data, revs, index, due, epochWire, rev, commitWire, parentWire, logLen, channel, sharded)
+  if reapBad then return reapBad end
+  local metaSet = {'rev', rev, 'commit', commitID, 'parent', parent,
+    'wepoch', epochWire, 'wcommit', commitWire, 'wfor', commitID}
+  if not m[2] then
+    metaSet[#metaSet + 1] = 'epoch'
+    metaSet[#metaSet + 1] = epoch
+  end
+  redis.call('HSET', meta, unpack(metaSet))
+  made = commitID
+else
+  epoch = ''
+end
+local first = redis.call('ZRANGE', index, 0, 0, 'WITHSCORES')
+local nextAt = false
+if #first == 0 then
+  redis.call('HDEL', meta, 'expiring')
+else
+  nextAt = first[2]
+end
+return {epoch, rev, made, parent, now, nextAt, due}
+`)
+
 // getScript reads one entry.
 //
-//	KEYS: data, revs; ARGV: key
-//	returns {value or nil, revision field or nil}
+//	KEYS: data, revs, expiry; ARGV: key
+//	returns {value or nil, revision field or nil, deadline in ms (a
+//	score) or nil}
 var getScript = goredis.NewScript(luaCore + `
 local v = redis.pcall('HGET', KEYS[1], ARGV[1])
 if type(v) == 'table' then return failed(v, 'data') end
 local r = redis.pcall('HGET', KEYS[2], ARGV[1])
 if type(r) == 'table' then return failed(r, 'revs') end
-return {v, r}
+local x = redis.pcall('ZSCORE', KEYS[3], ARGV[1])
+if type(x) == 'table' then return failed(x, 'expiry') end
+return {v, r, x}
 `)
 
 // getManyScript reads many entries at one moment.
 //
-//	KEYS: data, revs; ARGV: the keys
+//	KEYS: data, revs, expiry; ARGV: the keys
 //	returns {values (nil where missing), revision fields (nil where
-//	missing)}, in the order of ARGV
+//	missing), deadlines in ms (nil where none)}, in the order of ARGV
 var getManyScript = goredis.NewScript(luaCore + `
 local v = redis.pcall('HMGET', KEYS[1], unpack(ARGV))
 if v['err'] then return failed(v, 'data') end
 local r = redis.pcall('HMGET', KEYS[2], unpack(ARGV))
 if r['err'] then return failed(r, 'revs') end
-return {v, r}
+local x = redis.pcall('ZMSCORE', KEYS[3], unpack(ARGV))
+if x['err'] then return failed(x, 'expiry') end
+return {v, r, x}
 `)
 
 // changesScript reads the logged events after a revision.

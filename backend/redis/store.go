@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 
 	goredis "github.com/redis/go-redis/v9"
 
@@ -15,8 +16,8 @@ import (
 	"github.com/contextd-go/contextd/locker"
 )
 
-// Load returns a consistent snapshot: the meta fields and both hashes,
-// read in one MULTI/EXEC transaction, one round trip. (A script would do
+// Load returns a consistent snapshot: the meta fields, both hashes and
+// the deadline index, read in one MULTI/EXEC transaction, one round trip. (A script would do
 // the same atomically, but Lua would first turn every field of a large
 // context into a table and back, which holds the server up several times
 // as long.)
@@ -27,14 +28,17 @@ func (b *Backend) Load(ctx context.Context, name string) (backend.Snapshot, erro
 	meta := pipe.HMGet(ctx, k.meta, "epoch", "rev", "codec", "commit", "parent")
 	data := pipe.HGetAll(ctx, k.data)
 	revs := pipe.HGetAll(ctx, k.revs)
+	deadlines := pipe.ZRangeWithScores(ctx, k.expiry, 0, -1)
 	if _, err := pipe.Exec(ctx); err != nil {
 		// A refused command aborts the transaction (EXECABORT); its own
 		// error says why (WRONGTYPE: damage; NOPERM: the ACL).
 		for _, c := range []struct {
 			key string
 			cmd goredis.Cmder
-		}{{k.meta, meta}, {k.data, data}, {k.revs, revs}} {
+		}{{k.meta, meta}, {k.data, data}, {k.revs, revs}, {k.expiry, deadlines}} {
 			switch cerr := c.cmd.Err(); {
+			case isWrongType(cerr) && c.key == k.expiry:
+				return backend.Snapshot{}, fmt.Errorf("redis: %s: key %q is not a sorted set: %w", op, c.key, backend.ErrCorrupt)
 			case isWrongType(cerr):
 				return backend.Snapshot{}, fmt.Errorf("redis: %s: key %q is not a hash: %w", op, c.key, backend.ErrCorrupt)
 			case cerr != nil && !errors.Is(cerr, err):
@@ -48,13 +52,43 @@ func (b *Backend) Load(ctx context.Context, name string) (backend.Snapshot, erro
 		return backend.Snapshot{}, fmt.Errorf("redis: %s: %s of %q: %w", op, err, k.meta, backend.ErrCorrupt)
 	}
 	written := revs.Val()
+	var expires map[string]time.Time
+	if zs := deadlines.Val(); len(zs) > 0 {
+		expires = make(map[string]time.Time, len(zs))
+		for _, z := range zs {
+			if key, ok := z.Member.(string); ok {
+				expires[key] = deadline(z.Score)
+			}
+		}
+	}
 	snap.Entries = make([]backend.Entry, 0, len(data.Val()))
 	for key, val := range data.Val() {
-		e := backend.Entry{Key: key, Value: []byte(val)}
+		e := backend.Entry{Key: key, Value: []byte(val), Expires: expires[key]}
 		e.Revision, e.Commit = parseWritten(written[key])
 		snap.Entries = append(snap.Entries, e)
 	}
 	return snap, nil
+}
+
+// deadline reads a score of the deadline index: Unix milliseconds by the
+// server's clock.
+func deadline(score float64) time.Time {
+	return time.UnixMilli(int64(score))
+}
+
+// parseDeadline reads a score of the deadline index from a script's reply
+// (a string, or nil for none): the zero time for none, or for a score
+// that does not parse (which a sorted set cannot hold).
+func parseDeadline(v any) time.Time {
+	s, ok := v.(string)
+	if !ok {
+		return time.Time{}
+	}
+	f, err := strconv.ParseFloat(s, 64)
+	if err != nil {
+		return time.Time{}
+	}
+	return deadline(f)
 }
 
 // parseMeta reads the meta fields epoch, rev, codec, commit and parent
@@ -93,11 +127,11 @@ func parseWritten(s string) (rev uint64, commit string) {
 func (b *Backend) Get(ctx context.Context, name, key string) (backend.Entry, error) {
 	k := keysOf(name)
 	op := fmt.Sprintf("get %q of %q", key, name)
-	res, err := getScript.Run(ctx, b.client, []string{k.data, k.revs}, key).Slice()
+	res, err := getScript.Run(ctx, b.client, []string{k.data, k.revs, k.expiry}, key).Slice()
 	if err != nil {
 		return backend.Entry{}, scriptFailed(ctx, op, k, err, nil, nil)
 	}
-	if len(res) != 2 {
+	if len(res) != 3 {
 		return backend.Entry{}, fmt.Errorf("redis: %s: script returned %d elements", op, len(res))
 	}
 	switch {
@@ -107,7 +141,7 @@ func (b *Backend) Get(ctx context.Context, name, key string) (backend.Entry, err
 		return backend.Entry{}, fmt.Errorf("redis: %s: field %q of %q has a revision but %q has no value: %w", op, key, k.revs, k.data, backend.ErrCorrupt)
 	}
 	val, _ := res[0].(string)
-	e := backend.Entry{Key: key, Value: []byte(val)}
+	e := backend.Entry{Key: key, Value: []byte(val), Expires: parseDeadline(res[2])}
 	field, _ := res[1].(string)
 	if e.Revision, e.Commit = parseWritten(field); e.Revision == 0 {
 		return backend.Entry{}, fmt.Errorf("redis: %s: field %q of %q holds no revision (a value written without one?): %w", op, key, k.revs, backend.ErrCorrupt)
@@ -167,7 +201,7 @@ func (b *Backend) commit(ctx context.Context, name string, bt backend.Batch, cha
 	}
 	id := b.newID() // the commit's id, and the epoch if the context needs one
 	fair := checkLocks && !b.opts.DisableFairLocks
-	nKeys := 5 + len(leases) + 1
+	nKeys := 6 + len(leases) + 1
 	if checkLocks {
 		nKeys += len(bt.Ops)
 	}
@@ -175,7 +209,7 @@ func (b *Backend) commit(ctx context.Context, name string, bt backend.Batch, cha
 		nKeys += len(bt.Ops)
 	}
 	redisKeys := make([]string, 0, nKeys)
-	redisKeys = append(redisKeys, k.meta, k.data, k.revs, k.ring, k.waiters)
+	redisKeys = append(redisKeys, k.meta, k.data, k.revs, k.ring, k.waiters, k.expiry)
 	var lockKeys []string // in the script's order: ops', then leases'
 	if checkLocks {
 		lockKeys = make([]string, 0, len(bt.Ops)+len(leases))
@@ -208,6 +242,7 @@ func (b *Backend) commit(ctx context.Context, name string, bt backend.Batch, cha
 	// The kind of each op, and whether the event carries its value (up to
 	// EventValueLimit, in op order, as backend.EventFromBatch decides).
 	kinds := make([]byte, len(bt.Ops))
+	var ttls []byte // "<op index> <ms>" per put with a TTL
 	budget := bt.EventValueLimit
 	for i, o := range bt.Ops {
 		switch {
@@ -219,12 +254,15 @@ func (b *Backend) commit(ctx context.Context, name string, bt backend.Batch, cha
 		default:
 			kinds[i] = 'o'
 		}
+		if !o.Delete && o.TTL > 0 {
+			ttls = appendTTL(ttls, i, o.TTL)
+		}
 	}
 	header := fmt.Sprintf("%d %d %d %d %d %s%s%s%s", len(bt.Ops), len(bt.Conditions), len(leases), logLen, hold,
 		flag(checkLocks), flag(b.mayResend), flag(fair), flag(b.sharded))
-	args := make([]any, 0, 9+2*len(bt.Ops)+2*len(bt.Conditions)+2*len(leases))
+	args := make([]any, 0, 10+2*len(bt.Ops)+2*len(bt.Conditions)+2*len(leases))
 	args = append(args, header, bt.Codec, id, backend.AppendWireID(nil, id), backend.AppendWireID(nil, bt.Origin),
-		channel, b.unlockChannel(k), waiterID, kinds)
+		channel, b.unlockChannel(k), waiterID, kinds, ttls)
 	for _, o := range bt.Ops {
 		if o.Delete {
 			args = append(args, o.Key, "")
@@ -261,6 +299,73 @@ func (b *Backend) commit(ctx context.Context, name string, bt backend.Batch, cha
 		return backend.Head{}, fmt.Errorf("redis: %s: %w", op, err)
 	}
 	return h, nil
+}
+
+// appendTTL appends op index i and its TTL in whole milliseconds, rounded
+// up (a key never expires before its TTL has passed), to the commit
+// script's TTL argument.
+func appendTTL(buf []byte, i int, ttl time.Duration) []byte {
+	ms := (ttl + time.Millisecond - 1) / time.Millisecond
+	if len(buf) > 0 {
+		buf = append(buf, ' ')
+	}
+	buf = strconv.AppendInt(buf, int64(i), 10)
+	buf = append(buf, ' ')
+	return strconv.AppendInt(buf, int64(ms), 10)
+}
+
+// Expire deletes the context's keys whose deadline has passed by the
+// Redis server's clock, in one commit of the store's own (no origin),
+// logged and, with channel set and atomic publishing on, published on
+// channel in the same script (backend.Expirer). It returns that commit's
+// event (the zero Event if no key was due), the next deadline in the
+// index (zero if none) and the server's clock. On a cluster, channel must
+// share the context's hash tag, as for CommitAndPublish.
+func (b *Backend) Expire(ctx context.Context, name, channel string) (backend.Event, time.Time, time.Time, error) {
+	op := fmt.Sprintf("expire keys of %q", name)
+	k := keysOf(name)
+	if b.opts.DisableAtomicPublish {
+		channel = "" // the caller publishes
+	}
+	if channel != "" && b.sharded && slot.Of(channel) != slot.Of(k.meta) {
+		return backend.Event{}, time.Time{}, time.Time{}, fmt.Errorf("redis: %s: on a cluster the channel %q must share the context's hash tag %s", op, channel, k.tag)
+	}
+	logLen := 0
+	if !b.opts.DisableChangeLog {
+		logLen = b.opts.ChangeLogLength
+	}
+	id := b.newID()
+	res, err := b.run(ctx, expireScript, []string{k.meta, k.data, k.revs, k.ring, k.expiry},
+		id, backend.AppendWireID(nil, id), channel, logLen, flag(b.sharded)).Slice()
+	if err != nil {
+		return backend.Event{}, time.Time{}, time.Time{}, scriptFailed(ctx, op, k, err, nil, nil)
+	}
+	if len(res) != 7 {
+		return backend.Event{}, time.Time{}, time.Time{}, fmt.Errorf("redis: %s: script returned %d elements", op, len(res))
+	}
+	nowMs, ok := res[4].(int64)
+	if !ok {
+		return backend.Event{}, time.Time{}, time.Time{}, fmt.Errorf("redis: %s: script returned a malformed clock %v", op, res[4])
+	}
+	now, next := time.UnixMilli(nowMs), parseDeadline(res[5])
+	var ev backend.Event
+	if ev.Revision, err = parseUint(res[1]); err != nil {
+		return backend.Event{}, time.Time{}, time.Time{}, fmt.Errorf("redis: %s: %w", op, err)
+	}
+	if ev.Revision == 0 {
+		return backend.Event{}, next, now, nil
+	}
+	ev.Epoch, _ = res[0].(string)
+	ev.Commit, _ = res[2].(string)
+	ev.Parent, _ = res[3].(string)
+	ev.Time = now
+	keys, _ := res[6].([]any)
+	ev.Changes = make([]backend.Change, 0, len(keys))
+	for _, key := range keys {
+		s, _ := key.(string)
+		ev.Changes = append(ev.Changes, backend.Change{Key: s, Deleted: true})
+	}
+	return ev, next, now, nil
 }
 
 // conflictReply reads the commit script's conflict reply: {index of the
@@ -319,9 +424,6 @@ func validBatch(bt backend.Batch) error {
 	if len(bt.Ops) == 0 {
 		return errors.New("empty batch")
 	}
-	if err := backend.NoTTL(bt); err != nil {
-		return err
-	}
 	seen := make(map[string]struct{}, len(bt.Ops))
 	for _, o := range bt.Ops {
 		if o.Key == "" {
@@ -378,7 +480,7 @@ func (b *Backend) GetMany(ctx context.Context, name string, keys []string) ([]ba
 		parts = append(parts, part)
 		start = end
 	}
-	redisKeys := []string{k.data, k.revs}
+	redisKeys := []string{k.data, k.revs, k.expiry}
 	var cmds []*goredis.Cmd
 	for attempt := 0; ; attempt++ {
 		pipe := b.client.Pipeline()
@@ -404,9 +506,13 @@ func (b *Backend) GetMany(ctx context.Context, name string, keys []string) ([]ba
 		if err != nil {
 			return nil, scriptFailed(ctx, op, k, err, nil, nil)
 		}
+		if len(res) != 3 {
+			return nil, fmt.Errorf("redis: %s: script returned a malformed reply", op)
+		}
 		vals, _ := res[0].([]any)
 		revs, _ := res[1].([]any)
-		if len(res) != 2 || len(vals) != len(parts[i]) || len(revs) != len(parts[i]) {
+		deadlines, _ := res[2].([]any)
+		if len(vals) != len(parts[i]) || len(revs) != len(parts[i]) || len(deadlines) != len(parts[i]) {
 			return nil, fmt.Errorf("redis: %s: script returned a malformed reply", op)
 		}
 		for j := range vals {
@@ -420,7 +526,7 @@ func (b *Backend) GetMany(ctx context.Context, name string, keys []string) ([]ba
 				continue
 			}
 			val, _ := vals[j].(string)
-			e := backend.Entry{Key: key, Value: []byte(val)}
+			e := backend.Entry{Key: key, Value: []byte(val), Expires: parseDeadline(deadlines[j])}
 			field, _ := revs[j].(string)
 			e.Revision, e.Commit = parseWritten(field) // 0 when damaged
 			out = append(out, e)

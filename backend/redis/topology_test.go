@@ -29,7 +29,7 @@ func clusterBackend(t testing.TB, c *redistest.Cluster) *redis.Backend {
 func TestClusterConformance(t *testing.T) {
 	c := redistest.StartCluster(t, 3)
 	conformance.Run(t, conformance.Harness{
-		Capabilities: backend.Capabilities{AtomicPublish: true, LockAwareCommit: true, ChangeLog: true, ReleaseNotify: true, FairLocks: true},
+		Capabilities: backend.Capabilities{AtomicPublish: true, LockAwareCommit: true, ChangeLog: true, ReleaseNotify: true, FairLocks: true, Expiry: true},
 		NewBackend:   func(t *testing.T) backend.Backend { return clusterBackend(t, c) },
 		BreakSubscriptions: func(t *testing.T) {
 			killed := 0
