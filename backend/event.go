@@ -3,6 +3,7 @@ package backend
 import (
 	"encoding/binary"
 	"fmt"
+	"math"
 	"time"
 )
 
@@ -32,6 +33,11 @@ type Change struct {
 	// Expires is when a put key expires (Op.TTL), by the store's clock;
 	// the zero time if it does not or is not known.
 	Expires time.Time
+	// TTL is a put's Op.TTL, for an event that cannot carry Expires: a
+	// store that frames the event before it reads its clock. Receivers
+	// estimate the deadline from it; the store's own figure comes with
+	// the next snapshot. Ignored when Expires is set.
+	TTL time.Duration
 }
 
 // EventFromBatch returns the event of batch b committed at head h, carrying
@@ -43,6 +49,7 @@ func EventFromBatch(h Head, b Batch) Event {
 	for i, op := range b.Ops {
 		ch := Change{Key: op.Key, Deleted: op.Delete}
 		if !op.Delete {
+			ch.TTL = op.TTL
 			if len(op.Value) <= budget {
 				ch.Value = op.Value
 				budget -= len(op.Value)
@@ -104,9 +111,17 @@ func (e *Event) ExpiresAt(b Batch, at time.Time) {
 //
 //	uvarint                  number of changes
 //	per change:
-//	  byte                   flags: 1 delete, 2 value omitted, 0 put with value
+//	  byte                   flags: 1 delete, 2 value omitted, 0 put with value;
+//	                         a put may add 4 (expires) or 8 (TTL)
 //	  uvarint length + bytes key (not empty)
-//	  uvarint length + bytes value (only when flags is 0)
+//	  uvarint length + bytes value (only for a put with value)
+//	  uvarint                with flag 4: when the key expires, Unix ms by the
+//	                         store's clock (Change.Expires); with flag 8: its
+//	                         TTL in ms (Change.TTL)
+//
+// Flags 4 and 8 came after both versions: an instance of a release before
+// them takes an event with a TTL for an invalid one and catches up from
+// the store (correct, slower); every other event is unchanged.
 //
 // An id of version 2 is a uvarint t and t>>1 bytes. When t is odd the bytes
 // are the id in binary and the id is their lowercase hexadecimal form: ids
@@ -125,6 +140,8 @@ const (
 
 	flagDelete  = 1
 	flagOmitted = 2
+	flagExpires = 4
+	flagTTL     = 8
 
 	// MaxEpochLen is the longest epoch, and commit id, the wire format can
 	// carry.
@@ -198,7 +215,7 @@ func checkIDs(h Head) error {
 func changesSize(changes []Change) int {
 	size := 0
 	for _, ch := range changes {
-		size += 1 + 2*binary.MaxVarintLen64 + len(ch.Key) + len(ch.Value)
+		size += 1 + 3*binary.MaxVarintLen64 + len(ch.Key) + len(ch.Value)
 	}
 	return size
 }
@@ -210,14 +227,27 @@ func appendChanges(buf []byte, changes []Change) []byte {
 		case ch.Deleted:
 			buf = append(buf, flagDelete)
 			buf = appendString(buf, ch.Key)
-		case ch.Omitted:
-			buf = append(buf, flagOmitted)
-			buf = appendString(buf, ch.Key)
 		default:
-			buf = append(buf, 0)
-			buf = appendString(buf, ch.Key)
-			buf = binary.AppendUvarint(buf, uint64(len(ch.Value)))
-			buf = append(buf, ch.Value...)
+			var flags byte
+			var expiry uint64
+			switch {
+			case !ch.Expires.IsZero() && ch.Expires.UnixMilli() > 0:
+				flags, expiry = flagExpires, uint64(ch.Expires.UnixMilli())
+			case ch.TTL > 0:
+				flags, expiry = flagTTL, uint64((ch.TTL+time.Millisecond-1)/time.Millisecond)
+			}
+			if ch.Omitted {
+				buf = append(buf, flags|flagOmitted)
+				buf = appendString(buf, ch.Key)
+			} else {
+				buf = append(buf, flags)
+				buf = appendString(buf, ch.Key)
+				buf = binary.AppendUvarint(buf, uint64(len(ch.Value)))
+				buf = append(buf, ch.Value...)
+			}
+			if flags != 0 {
+				buf = binary.AppendUvarint(buf, expiry)
+			}
 		}
 	}
 	return buf
@@ -315,7 +345,7 @@ func DecodeEvent(p []byte) (Event, error) {
 			d.fail("empty key")
 		}
 		ch := Change{Key: string(key)}
-		switch flags {
+		switch flags &^ (flagExpires | flagTTL) {
 		case 0:
 			ch.Value = append([]byte{}, d.bytes()...)
 		case flagDelete:
@@ -323,6 +353,20 @@ func DecodeEvent(p []byte) (Event, error) {
 		case flagOmitted:
 			ch.Omitted = true
 		default:
+			d.fail(fmt.Sprintf("unknown change flags %d", flags))
+		}
+		switch flags & (flagExpires | flagTTL) {
+		case 0:
+		case flagExpires:
+			if ms := d.uvarint(); d.err == nil && !ch.Deleted {
+				ch.Expires = time.UnixMilli(int64(min(ms, math.MaxInt64)))
+			}
+		case flagTTL:
+			if ms := d.uvarint(); d.err == nil && !ch.Deleted {
+				ch.TTL = time.Duration(min(ms, uint64(math.MaxInt64/int64(time.Millisecond)))) * time.Millisecond
+			}
+		}
+		if d.err == nil && (ch.Deleted && flags&(flagExpires|flagTTL) != 0 || flags&(flagExpires|flagTTL) == flagExpires|flagTTL) {
 			d.fail(fmt.Sprintf("unknown change flags %d", flags))
 		}
 		e.Changes = append(e.Changes, ch)

@@ -145,6 +145,8 @@ func testExpiry(t *testing.T, h Harness) {
 		}
 	})
 
+	t.Run("WithoutTheWriter", func(t *testing.T) { testExpiryWithoutTheWriter(t, h) })
+
 	t.Run("PublishedAndDeletedForEveryInstance", func(t *testing.T) {
 		t.Parallel()
 		name := uniqueName(t)
@@ -155,8 +157,8 @@ func testExpiry(t *testing.T, h Harness) {
 			t.Fatal(err)
 		}
 		put := nextChange(t, watch)
-		if put.Key != "session" || put.Deleted || put.Expires.IsZero() && h.Capabilities.AtomicPublish {
-			t.Logf("the put as watched: %+v", put)
+		if put.Key != "session" || put.Deleted || put.Expires.IsZero() {
+			t.Errorf("the put as watched by another instance: %+v; want session with its Expires", put)
 		}
 		// Nobody writes: an instance notices the deadline and the key
 		// goes for both, by a revisioned delete that Watch sees.
@@ -171,6 +173,33 @@ func testExpiry(t *testing.T, h Harness) {
 			}
 		}
 	})
+}
+
+// testExpiryWithoutTheWriter checks that an instance learns a key's
+// deadline from the writer's event: when the writer is gone and nobody
+// writes, the key still expires for the others.
+func testExpiryWithoutTheWriter(t *testing.T, h Harness) {
+	t.Parallel()
+	name := uniqueName(t)
+	cs := instances[string](t, h, name, 2, nil)
+	ctx := t.Context()
+	watch := cs[1].Watch(ctx)
+	if err := cs[0].UpdateContext(ctx, "session", "alice", contextd.WithTTL(max(h.shortTTL(), minKeyTTL))); err != nil {
+		t.Fatal(err)
+	}
+	if put := nextChange(t, watch); put.Key != "session" || put.Deleted {
+		t.Fatalf("the watcher saw %+v; want the put of session", put)
+	}
+	if err := cs[0].Close(); err != nil {
+		t.Fatal(err)
+	}
+	del := nextChange(t, watch)
+	if del.Key != "session" || !del.Deleted {
+		t.Fatalf("after the TTL, with the writer closed, the watcher saw %+v; want the delete of session", del)
+	}
+	if _, ok, err := cs[1].Get(ctx, "session"); ok || err != nil {
+		t.Errorf("the remaining instance still has the expired key (%v)", err)
+	}
 }
 
 // nextChange returns the next change of a watch that is not a Reset, failing

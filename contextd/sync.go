@@ -142,6 +142,12 @@ func (c *Context[T]) prepare(ctx context.Context, ev backend.Event) ([]update[T]
 	ups := make([]update[T], 0, len(ev.Changes))
 	for _, ch := range ev.Changes {
 		u := update[T]{key: ch.Key, deleted: ch.Deleted, expires: milliOf(ch.Expires)}
+		if u.expires == 0 && ch.TTL > 0 && !ch.Deleted {
+			// The store framed the event before reading its clock: the
+			// deadline is about TTL from now (a little late, never early;
+			// the store judges, and the next snapshot brings its figure).
+			u.expires = c.expiresAfter(ch.TTL)
+		}
 		switch {
 		case ch.Deleted:
 		case ch.Omitted:

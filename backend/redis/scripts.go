@@ -474,8 +474,8 @@ end
 -- The batch's deadlines: a put with a TTL sets its key's, any other op
 -- drops its key's (when the index may hold it).
 local adds, rems
+local ttlOf = {}
 if useIndex then
-  local ttlOf = {}
   for i, ms in string.gmatch(ttls, '(%d+) (%d+)') do ttlOf[tonumber(i)] = tonumber(ms) end
   adds, rems = {}, {}
   for i = 0, nOps - 1 do
@@ -496,17 +496,27 @@ local header = '\2\1' .. epochWire .. uvarint(rev) .. commitWire .. parentWire .
 local payload
 local k1, v1 = ARGV[opsAt], ARGV[opsAt + 1]
 local kind1 = string.byte(kinds, 1)
-if nOps == 1 and kind1 == 112 then -- one put: the common case
+if nOps == 1 and kind1 == 112 and ttls == '' then -- one put: the common case
   payload = header .. '\0' .. uvarint(#k1) .. k1 .. uvarint(#v1) .. v1
 else
   local parts = {header}
   for i = 0, nOps - 1 do
     local k, v = ARGV[opsAt + 2 * i], ARGV[opsAt + 2 * i + 1]
     local kind = string.byte(kinds, i + 1)
+    -- A put with a TTL adds flag 4 and its deadline after the value.
+    local ms = ttlOf[i]
     if kind == 112 then -- 'p'
-      parts[#parts + 1] = '\0' .. uvarint(#k) .. k .. uvarint(#v) .. v
+      if ms then
+        parts[#parts + 1] = '\4' .. uvarint(#k) .. k .. uvarint(#v) .. v .. uvarint(now + ms)
+      else
+        parts[#parts + 1] = '\0' .. uvarint(#k) .. k .. uvarint(#v) .. v
+      end
     elseif kind == 111 then -- 'o'
-      parts[#parts + 1] = '\2' .. uvarint(#k) .. k
+      if ms then
+        parts[#parts + 1] = '\6' .. uvarint(#k) .. k .. uvarint(now + ms)
+      else
+        parts[#parts + 1] = '\2' .. uvarint(#k) .. k
+      end
     else -- 'd'
       parts[#parts + 1] = '\1' .. uvarint(#k) .. k
     end

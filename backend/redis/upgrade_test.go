@@ -3,6 +3,7 @@ package redis_test
 import (
 	"fmt"
 	"testing"
+	"time"
 
 	"github.com/contextd-go/contextd/backend"
 	"github.com/contextd-go/contextd/internal/redistest"
@@ -110,20 +111,44 @@ func TestScriptEventMatchesEncodeEvent(t *testing.T) {
 		{Ops: []backend.Op{{Key: "a", Value: long}, {Key: "b", Value: []byte{}}, {Key: "ключ", Value: []byte("x")}, {Key: "gone", Delete: true}}, Origin: "ab", EventValueLimit: 300},
 		{Ops: []backend.Op{{Key: "a", Value: long}, {Key: "b", Value: []byte("fits")}}, Origin: "", EventValueLimit: 10},
 	}
+	// Puts with a TTL carry their deadline (flag 4), by the server's
+	// clock, alone and beside other ops, with values carried or omitted.
+	batches = append(batches,
+		backend.Batch{Ops: []backend.Op{{Key: "s", Value: []byte("v"), TTL: time.Minute}}, Origin: "0123456789abcdef", EventValueLimit: 64},
+		backend.Batch{Ops: []backend.Op{{Key: "s", Value: []byte("v"), TTL: time.Hour}, {Key: "t", Value: long, TTL: 2 * time.Second}, {Key: "u", Value: []byte("w")}, {Key: "gone", Delete: true}}, Origin: "ab", EventValueLimit: 10},
+	)
 	for i := 0; i < 140; i++ { // revisions past 127
 		batches = append(batches, backend.Batch{Ops: []backend.Op{{Key: "n", Value: fmt.Appendf(nil, "%d", i)}}, Origin: "0123456789abcdef", EventValueLimit: 1 << 16})
 	}
 	for i, bt := range batches {
 		bt.Codec = "json"
+		before := time.Now()
 		h, err := b.CommitAndPublish(ctx, name, bt, channel)
 		if err != nil {
 			t.Fatal(err)
 		}
-		want, err := backend.EncodeEvent(backend.EventFromBatch(h, bt))
+		after := time.Now()
+		got, err := srv.Do(ctx, "HGET", "{contextd:"+name+"}:ring", fmt.Sprint(h.Revision%1000))
 		if err != nil {
 			t.Fatal(err)
 		}
-		got, err := srv.Do(ctx, "HGET", "{contextd:"+name+"}:ring", fmt.Sprint(h.Revision%1000))
+		ev := backend.EventFromBatch(h, bt)
+		if gotText, ok := got.(string); ok {
+			if sent, err := backend.DecodeEvent([]byte(gotText)); err == nil && len(sent.Changes) == len(ev.Changes) {
+				for j, op := range bt.Ops {
+					if op.TTL == 0 {
+						continue
+					}
+					// The server's clock, on this machine: within the call.
+					exp := sent.Changes[j].Expires
+					if exp.Before(before.Add(op.TTL-time.Second)) || exp.After(after.Add(op.TTL+time.Second)) {
+						t.Errorf("batch %d: %q expires at %v, want %v after the commit (%v..%v)", i, op.Key, exp, op.TTL, before, after)
+					}
+					ev.Changes[j].Expires = exp
+				}
+			}
+		}
+		want, err := backend.EncodeEvent(ev)
 		if err != nil {
 			t.Fatal(err)
 		}
