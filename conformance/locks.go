@@ -74,7 +74,7 @@ func testListLocks(t *testing.T, h Harness) {
 		holder, name := h.NewBackend(t), uniqueName(t)
 		ls := lister(t)
 		mustAcquire(t, holder, name, "k", shortTTL)
-		acquired := time.Now() // the TTL runs from a moment before this
+		acquired := time.Now()                                        // the TTL runs from a moment before this
 		time.Sleep(time.Until(acquired.Add(shortTTL + expiryMargin))) // the TTL must pass
 		if got, err := ls.ListLocks(t.Context(), name); err != nil || len(got) != 0 {
 			t.Errorf("ListLocks after the only lock expired = %+v, %v; want none", got, err)
