@@ -296,3 +296,24 @@ func TestSQLite(t *testing.T) {
 	c.want(0, `{"key":"k","value":{"v":1},"revision":1}`+"\n", "export")
 	c.want(1, "", "get", "nope")
 }
+
+func TestBench(t *testing.T) {
+	t.Parallel()
+	c := redisCLI(t)
+	for _, args := range [][]string{
+		{"bench", "--duration", "1s", "--writers", "2", "--readers", "1", "--keys", "5"},
+		{"bench", "--duration", "1s", "--writers", "2", "--readers", "1", "--contention"},
+	} {
+		r := c.want(0, "*", args...)
+		for _, want := range []string{"p50", "p99.9", "write", "read (fresh)", "propagation"} {
+			if !strings.Contains(r.stdout, want) {
+				t.Errorf("contextd %v printed %q; want a table with %q", args, r.stdout, want)
+			}
+		}
+		if args[len(args)-1] == "--contention" && !strings.Contains(r.stdout, "none lost") {
+			t.Errorf("contextd %v printed %q; want the counter check to say none lost", args, r.stdout)
+		}
+	}
+	// The bench keys are deleted afterwards.
+	c.want(0, "KEY  REVISION  EXPIRES\n", "ls")
+}
