@@ -39,7 +39,7 @@ func TestGetPutDelLs(t *testing.T) {
 	c.want(1, "", "get", "fresh")
 	// The backend does not expire keys: a clear refusal, not a silent
 	// write without TTL.
-	r = c.want(10, "", "put", "--ttl", "1m", "temp", "1")
+	r = c.want(11, "", "put", "--ttl", "1m", "temp", "1")
 	if !strings.Contains(r.stderr, "does not expire keys") {
 		t.Errorf("put --ttl on Redis: stderr %q; want it to say the backend does not expire keys", r.stderr)
 	}

@@ -25,6 +25,7 @@ const (
 	exitBadValue    = 8  // a value that is not JSON, an import line that does not parse
 	exitLockLost    = 9  // lock: the lock was lost while the command ran
 	exitOther       = 10 // anything else
+	exitUnsupported = 11 // the backend cannot do it (--ttl without expiry, locks without a Lister)
 )
 
 // exitError carries an exit code chosen where the failure is known.
@@ -69,6 +70,8 @@ func exitCode(err error) int {
 		return exitNotAcquired
 	case errors.Is(err, contextd.ErrLockLost):
 		return exitLockLost
+	case errors.Is(err, errors.ErrUnsupported):
+		return exitUnsupported
 	case errors.Is(err, contextd.ErrInvalid):
 		return exitBadValue
 	case errors.As(err, &op), errors.As(err, &dns), errors.Is(err, syscall.ECONNREFUSED),

@@ -41,7 +41,7 @@ func runLocks(ctx context.Context, g *globals, fs *flag.FlagSet, args []string) 
 	defer closeB()
 	l, ok := b.(locker.Lister)
 	if !ok {
-		return fmt.Errorf("the %T backend cannot list its locks (it does not implement locker.Lister)", b)
+		return withCode(exitUnsupported, fmt.Errorf("the %T backend cannot list its locks (it does not implement locker.Lister)", b))
 	}
 	held, err := l.ListLocks(octx, g.context)
 	if err != nil {

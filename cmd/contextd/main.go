@@ -136,14 +136,15 @@ func usage(w io.Writer, fs *flag.FlagSet) {
 	sort.Strings(names)
 	for _, n := range names {
 		c := commands[n]
-		fmt.Fprintf(w, "  %-8s %-34s %s\n", n, c.args, c.summary)
+		fmt.Fprintf(w, "  %s %s\n        %s\n", n, c.args, c.summary)
 	}
 	fmt.Fprintf(w, "\nglobal flags (also accepted after COMMAND):\n")
 	fs.SetOutput(w)
 	fs.PrintDefaults()
 	fmt.Fprintf(w, "\nexit codes: 0 ok, 1 key not found, 2 usage, 3 bad URL, 4 backend unreachable,\n"+
 		"5 codec mismatch, 6 condition failed, 7 lock not acquired, 8 invalid value,\n"+
-		"9 lock lost, 10 other error; lock passes its command's exit code through.\n")
+		"9 lock lost, 10 other error, 11 unsupported by the backend;\n"+
+		"lock passes its command's exit code through.\n")
 }
 
 // parse parses args on fs, which gets the global flags too, allowing flags
