@@ -59,6 +59,11 @@ type Harness struct {
 	// when it is longer, and scale their timing margins with it. Zero
 	// keeps the defaults.
 	MinLockTTL time.Duration
+
+	// ListLocks declares that the backend's Locker implements
+	// locker.Lister. The suite then tests ListLocks; when false, it checks
+	// that the backend does not implement it.
+	ListLocks bool
 }
 
 // shortTTL is the TTL of locks that tests wait to expire: 50 ms, or
@@ -86,6 +91,7 @@ func Run(t *testing.T, h Harness) {
 	} else {
 		t.Run("NoExpiry", func(t *testing.T) { testNoExpiry(t, h) })
 	}
+	t.Run("ListLocks", func(t *testing.T) { testListLocks(t, h) })
 	t.Run("Broadcaster", func(t *testing.T) { testBroadcaster(t, h) })
 	t.Run("Context", func(t *testing.T) { testContext(t, h) })
 	t.Run("ContextAPI", func(t *testing.T) { testContextAPI(t, h) })

@@ -76,3 +76,27 @@ type ReleaseWatcher interface {
 	// stop must be called to disarm; it is idempotent.
 	WatchRelease(ctx context.Context, name string, keys ...string) (notify <-chan struct{}, stop func(), err error)
 }
+
+// Held is a lock that is held now, as a Lister reports it.
+type Held struct {
+	// Key is the context key the lock guards.
+	Key string
+	// Token identifies the holding (Lease.Token): who holds the lock, as
+	// far as the backend knows.
+	Token string
+	// Fence is the holding's fencing token (Lease.Fence).
+	Fence uint64
+	// Expires is when the lock expires unless it is extended.
+	Expires time.Time
+}
+
+// Lister is an optional capability of a Locker: it lists the locks of a
+// context held now, for operators (the contextd command's locks). It is
+// not on any write path; a listing may cost a pass over the backend's
+// keys. Checked with a type assertion, as io.WriterTo is.
+type Lister interface {
+	// ListLocks returns the unexpired locks of context name, sorted by
+	// key. A lock released or expired while the list is made may or may
+	// not be in it.
+	ListLocks(ctx context.Context, name string) ([]Held, error)
+}

@@ -47,6 +47,7 @@ func TestConformance(t *testing.T) {
 		t.Run(comboName(caps), func(t *testing.T) {
 			conformance.Run(t, conformance.Harness{
 				Capabilities:       caps,
+				ListLocks:          true,
 				NewBackend:         func(*testing.T) backend.Backend { return b },
 				OverflowAfter:      buffer + 1,
 				BreakSubscriptions: func(*testing.T) { b.BreakSubscriptions() },

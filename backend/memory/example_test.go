@@ -3,6 +3,8 @@ package memory_test
 import (
 	"context"
 	"fmt"
+	"log"
+	"time"
 
 	"github.com/contextd-go/contextd/backend"
 	"github.com/contextd-go/contextd/backend/memory"
@@ -43,4 +45,25 @@ func Example() {
 	// committed revision 1
 	// loaded revision 1 with 2 entries, codec json
 	// mode = "fast" (written at revision 1)
+}
+
+// ListLocks (locker.Lister) shows who holds which lock until when, as
+// "contextd locks" prints it.
+func ExampleBackend_ListLocks() {
+	ctx := context.Background()
+	b := memory.New(nil)
+	defer b.Close()
+	lease, err := b.TryAcquire(ctx, "jobs", "deploy", time.Minute)
+	if err != nil {
+		log.Fatal(err)
+	}
+	held, err := b.ListLocks(ctx, "jobs")
+	if err != nil {
+		log.Fatal(err)
+	}
+	for _, h := range held {
+		fmt.Println(h.Key, h.Token == lease.Token, h.Fence, time.Until(h.Expires) > 59*time.Second)
+	}
+	// Output:
+	// deploy true 1 true
 }

@@ -3,6 +3,8 @@ package memory
 import (
 	"context"
 	"fmt"
+	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -14,6 +16,7 @@ import (
 // because the backend runs no timers.
 type lockState struct {
 	token   string
+	fence   uint64
 	expires time.Time // by Options.Clock
 }
 
@@ -91,7 +94,7 @@ func (b *Backend) tryAcquire(ctx context.Context, name, key string, ttl time.Dur
 	}
 	sp.fence++
 	lease := locker.Lease{Name: name, Key: key, Token: randomID(), Fence: sp.fence, TTL: ttl}
-	sp.locks[key] = &lockState{token: lease.Token, expires: now.Add(ttl)}
+	sp.locks[key] = &lockState{token: lease.Token, fence: lease.Fence, expires: now.Add(ttl)}
 	return lease, nil
 }
 
@@ -200,4 +203,33 @@ func (b *Backend) notifyRelease(name, key string) {
 		default: // one notification is already pending; that is enough
 		}
 	}
+}
+
+var _ locker.Lister = (*Backend)(nil)
+
+// ListLocks lists the context's unexpired locks, sorted by key; Expires is
+// by Options.Clock.
+func (b *Backend) ListLocks(ctx context.Context, name string) ([]locker.Held, error) {
+	op := fmt.Sprintf("list locks of %q", name)
+	if err := begin(ctx, op); err != nil {
+		return nil, err
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.closed {
+		return nil, errClosed(op)
+	}
+	sp := b.spaces[name]
+	if sp == nil {
+		return nil, nil
+	}
+	now := b.opts.Clock()
+	var held []locker.Held
+	for key := range sp.locks {
+		if lk := sp.liveLock(key, now); lk != nil {
+			held = append(held, locker.Held{Key: key, Token: lk.token, Fence: lk.fence, Expires: lk.expires})
+		}
+	}
+	slices.SortFunc(held, func(a, b locker.Held) int { return strings.Compare(a.Key, b.Key) })
+	return held, nil
 }

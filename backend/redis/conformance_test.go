@@ -45,6 +45,7 @@ func TestConformance(t *testing.T) {
 					Expiry:          true,
 				},
 				NewBackend: func(t *testing.T) backend.Backend { return newBackend(t, srv, &opts) },
+				ListLocks:  true,
 				BreakSubscriptions: func(t *testing.T) {
 					n, err := srv.KillNamedClients(context.Background(), "pubsub", clientName(t))
 					if err != nil || n == 0 {
@@ -83,6 +84,7 @@ func TestConformanceChild(t *testing.T) {
 	}
 	conformance.Run(t, conformance.Harness{
 		Capabilities: backend.Capabilities{AtomicPublish: true, LockAwareCommit: true, ChangeLog: true, ReleaseNotify: true, FairLocks: true, Expiry: true},
+		ListLocks:    true,
 		NewBackend: func(t *testing.T) backend.Backend {
 			return backendOn(t, goredis.NewClient(&goredis.Options{Addr: addr, ClientName: clientName(t)}), nil)
 		},

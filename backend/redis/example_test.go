@@ -2,6 +2,7 @@ package redis_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log"
 	"strings"
@@ -45,6 +46,28 @@ func ExampleOpenURL() {
 	}
 	defer b.Close()
 	fmt.Println("connected lazily; the first operation dials")
+}
+
+// Sentinel and Cluster URLs are told apart by their scheme; addr adds more
+// Sentinels or seed nodes, and an unknown parameter is an error.
+func ExampleOpenURL_sentinelAndCluster() {
+	for _, u := range []string{
+		"redis+sentinel://sentinel1:26379/0?master_name=mymaster&addr=sentinel2:26379",
+		"redis+cluster://node1:6379?addr=node2:6379&addr=node3:6379",
+		"redis+sentinel://sentinel1:26379", // no master_name
+	} {
+		b, err := redis.OpenURL(u, nil)
+		if err != nil {
+			fmt.Println(errors.Is(err, redis.ErrBadURL), err)
+			continue
+		}
+		fmt.Printf("%T\n", b.Client())
+		b.Close()
+	}
+	// Output:
+	// *redis.Client
+	// *redis.ClusterClient
+	// true redis: bad URL: a Sentinel URL needs the master_name parameter
 }
 
 // New runs on a client the caller owns, here a Redis Cluster client; the

@@ -163,30 +163,6 @@ func safeClientOptions(o *goredis.Options) *goredis.Options {
 	return o
 }
 
-// OpenURL connects as a redis:// or rediss:// (TLS) URL says, for example
-// "redis://user:pass@host:6379/0". Options other than the connection fields
-// still apply; opts may be nil.
-func OpenURL(url string, opts *Options) (*Backend, error) {
-	o := opts.resolved()
-	if err := o.validate(); err != nil {
-		return nil, err
-	}
-	copts, err := goredis.ParseURL(url)
-	if err != nil {
-		return nil, fmt.Errorf("redis: %w", err)
-	}
-	if o.DialTimeout > 0 {
-		copts.DialTimeout = o.DialTimeout
-	}
-	if o.ReadTimeout > 0 {
-		copts.ReadTimeout = o.ReadTimeout
-	}
-	if o.WriteTimeout > 0 {
-		copts.WriteTimeout = o.WriteTimeout
-	}
-	return newBackend(goredis.NewClient(safeClientOptions(copts)), true, o, false), nil
-}
-
 // New makes a Backend on a client the caller owns: a *goredis.Client, a
 // *goredis.ClusterClient (sharded pub/sub is used then) or a failover client.
 // Closing the Backend does not close the client. The connection fields of

@@ -31,6 +31,7 @@ func TestClusterConformance(t *testing.T) {
 	conformance.Run(t, conformance.Harness{
 		Capabilities: backend.Capabilities{AtomicPublish: true, LockAwareCommit: true, ChangeLog: true, ReleaseNotify: true, FairLocks: true, Expiry: true},
 		NewBackend:   func(t *testing.T) backend.Backend { return clusterBackend(t, c) },
+		ListLocks:    true,
 		BreakSubscriptions: func(t *testing.T) {
 			killed := 0
 			for _, n := range c.Nodes() {

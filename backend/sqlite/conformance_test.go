@@ -48,6 +48,7 @@ func TestConformance(t *testing.T) {
 					Expiry:          !opts.DisableExpiry,
 				},
 				NewBackend: func(t *testing.T) backend.Backend { return openBackend(t, path, &opts) },
+				ListLocks:  true,
 				// No OverflowAfter: messages reach a Subscription when its
 				// poller reads them, a poll interval after they were
 				// published, so a reader that starts reading once it has
