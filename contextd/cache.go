@@ -254,7 +254,7 @@ func (c *cache[T]) applyEvent(h backend.Head, origin string, ups []update[T]) ve
 	if !c.follows(h.Parent) {
 		return diverged
 	}
-	c.emit(c.set(h.Revision, h.Commit, origin, ups))
+	c.emit(c.set(h.Revision, h.Commit, origin, ups, false))
 	c.setApplied(h.Revision, h.Commit)
 	if origin == c.self {
 		c.noteEcho(h.Revision)
@@ -308,7 +308,9 @@ func (c *cache[T]) applyOwn(h backend.Head, origin string, ups []update[T]) verd
 	if rev == c.applied+1 && !c.follows(h.Parent) {
 		return diverged
 	}
-	changes := c.set(rev, h.Commit, origin, ups)
+	// An own commit held until the revisions before it arrive keeps its
+	// changes: watchers get them then, and a replacement re-applies them.
+	changes := c.set(rev, h.Commit, origin, ups, rev != c.applied+1)
 	if rev != c.applied+1 {
 		c.ahead[rev] = own[T]{changes: changes, commit: h.Commit, parent: h.Parent}
 		return applied
@@ -320,11 +322,17 @@ func (c *cache[T]) applyOwn(h backend.Head, origin string, ups []update[T]) verd
 
 // set writes ups at rev into entries where they are newer, and returns the
 // changes for watchers: all of them, since watchers follow the history, not
-// the cache. Callers hold mu.
-func (c *cache[T]) set(rev uint64, commit, origin string, ups []update[T]) []Change[T] {
-	changes := make([]Change[T], 0, len(ups))
+// the cache. With keep unset and no watchers it returns none, sparing the
+// allocation on the common path. Callers hold mu.
+func (c *cache[T]) set(rev uint64, commit, origin string, ups []update[T], keep bool) []Change[T] {
+	var changes []Change[T]
+	if keep || len(c.watchers) > 0 {
+		changes = make([]Change[T], 0, len(ups))
+	}
 	for _, u := range ups {
-		changes = append(changes, Change[T]{Key: u.key, Value: u.value, Deleted: u.deleted, Revision: rev, Origin: origin, Expires: unixMilli(u.expires), Err: u.err})
+		if changes != nil {
+			changes = append(changes, Change[T]{Key: u.key, Value: u.value, Deleted: u.deleted, Revision: rev, Origin: origin, Expires: unixMilli(u.expires), Err: u.err})
+		}
 		c.putNewer(u.key, entry[T]{value: u.value, rev: rev, commit: commit, deleted: u.deleted, expires: u.expires, err: u.err})
 	}
 	return changes

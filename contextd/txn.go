@@ -104,6 +104,11 @@ func (t *Txn[T]) Commit(ctx context.Context, opts ...WriteOption) (uint64, error
 
 // writeOptionsOf applies opts.
 func writeOptionsOf(opts []WriteOption) writeOptions {
+	if len(opts) == 0 {
+		// Most writes have no options: return without o, which the calls
+		// below make escape to the heap.
+		return writeOptions{}
+	}
 	var o writeOptions
 	for _, f := range opts {
 		if f != nil {
