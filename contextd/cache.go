@@ -115,6 +115,9 @@ type cache[T any] struct {
 	cur atomic.Pointer[view[T]]
 	// edit holds the entries being changed while mu is held.
 	edit *pmap.Builder[entry[T]]
+	// builder is what edit points to, kept so that a change does not
+	// allocate a Builder.
+	builder pmap.Builder[entry[T]]
 
 	epoch string
 	// applied is the revision up to which every change is reflected.
@@ -178,7 +181,8 @@ func (c *cache[T]) current() *view[T] { return c.cur.Load() }
 // lock takes mu for a change of the copy.
 func (c *cache[T]) lock() {
 	c.mu.Lock()
-	c.edit = pmap.NewBuilder(c.cur.Load().entries)
+	c.builder.Reset(c.cur.Load().entries)
+	c.edit = &c.builder
 }
 
 // unlock publishes the changed copy as the new view, then hands watchers
@@ -260,6 +264,18 @@ func (c *cache[T]) applyEvent(h backend.Head, origin string, ups []update[T]) ve
 		c.noteEcho(h.Revision)
 	}
 	return c.advance()
+}
+
+// holds reports whether an event at h would apply as a duplicate: the
+// copy, in h's epoch, already reflects h's revision.
+func (c *cache[T]) holds(h backend.Head) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if h.Epoch != c.epoch {
+		return false
+	}
+	_, ok := c.ahead[h.Revision]
+	return ok || h.Revision <= c.applied
 }
 
 // noteEcho remembers that this instance's own commit at rev arrived as an
@@ -660,7 +676,8 @@ func (c *cache[T]) replace(h backend.Head, ents []snapshotEntry[T]) {
 		}
 	}
 	clear(c.echoed)
-	c.edit = pmap.NewBuilder(pmap.Map[entry[T]]{})
+	c.builder.Reset(pmap.Map[entry[T]]{})
+	c.edit = &c.builder
 	c.live = 0
 	for _, se := range ents {
 		c.put(se.key, entry[T]{value: se.value, rev: se.rev, commit: se.commit, expires: se.expires, err: se.err}, entry[T]{}, false)

@@ -61,6 +61,13 @@ type Context[T any] struct {
 	// repair asks the maintenance goroutine to retry a failed catch-up.
 	repair chan struct{}
 
+	// inflight holds this instance's commits awaiting their reply: the
+	// echo of one that arrives first (on Redis, the usual order) takes its
+	// decoded values instead of decoding the event's (ownUpdates).
+	inflightMu sync.Mutex
+	inflight   []ownWrite[T]
+	inflightN  uint64
+
 	stats stats
 }
 

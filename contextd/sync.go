@@ -103,11 +103,23 @@ func (c *Context[T]) handleEvent(ctx context.Context, ev backend.Event, dec *bac
 	}
 	if v == applied {
 		ev.Changes = dec.DecodeChanges()
-		ups, err := c.prepare(ctx, ev)
-		if err != nil {
-			c.cache.setStale(err)
-			c.catchUp(ctx, viaSnapshot)
-			return
+		var ups []update[T]
+		own := false
+		if ev.Origin == c.id {
+			// The echo of an own commit: while the commit awaits its reply
+			// its decoded values are at hand; once the reply has applied
+			// it, the event is a duplicate (nothing to repair).
+			if ups, own = c.ownUpdates(ev); !own && c.cache.holds(ev.Head) {
+				return
+			}
+		}
+		if !own {
+			var err error
+			if ups, err = c.prepare(ctx, ev); err != nil {
+				c.cache.setStale(err)
+				c.catchUp(ctx, viaSnapshot)
+				return
+			}
 		}
 		v = c.cache.applyEvent(ev.Head, ev.Origin, ups)
 		c.sawExpiries(ups)
