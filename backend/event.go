@@ -267,17 +267,36 @@ func AppendWireID(buf []byte, id string) []byte {
 }
 
 func appendID(buf []byte, id string) []byte {
-	if !packable(id) {
-		buf = binary.AppendUvarint(buf, uint64(len(id))<<1)
-		return append(buf, id...)
+	if len(id) > 0 && len(id)%2 == 0 {
+		// One pass: write the binary form, and fall back to the id as it
+		// is at the first character that is not lowercase hex.
+		start := len(buf)
+		buf = binary.AppendUvarint(buf, uint64(len(id)/2)<<1|1)
+		for i := 0; i < len(id); i += 2 {
+			hi, lo := hexValue[id[i]], hexValue[id[i+1]]
+			if hi|lo > 15 {
+				buf = buf[:start]
+				goto raw
+			}
+			buf = append(buf, hi<<4|lo)
+		}
+		return buf
 	}
-	n := len(id) / 2
-	buf = binary.AppendUvarint(buf, uint64(n)<<1|1)
-	for i := 0; i < n; i++ {
-		buf = append(buf, unhex(id[2*i])<<4|unhex(id[2*i+1]))
-	}
-	return buf
+raw:
+	buf = binary.AppendUvarint(buf, uint64(len(id))<<1)
+	return append(buf, id...)
 }
+
+// hexValue maps a lowercase hex digit to its value, anything else to 255.
+var hexValue = func() (t [256]byte) {
+	for i := range t {
+		t[i] = 255
+	}
+	for i := 0; i < 16; i++ {
+		t[hexDigits[i]] = byte(i)
+	}
+	return t
+}()
 
 // packable reports whether id is written in binary: a non-empty, even
 // number of lowercase hex digits.
@@ -293,20 +312,48 @@ func packable(id string) bool {
 	return true
 }
 
-func unhex(c byte) byte {
-	if c <= '9' {
-		return c - '0'
-	}
-	return c - 'a' + 10
-}
-
 const hexDigits = "0123456789abcdef"
 
 // DecodeEvent parses a payload of version 1 or 2 of the wire format. Any
 // malformed input gives an error matching ErrInvalidEvent; it never panics.
 // The returned values do not alias p.
 func DecodeEvent(p []byte) (Event, error) {
-	d := decoder{buf: p}
+	var d EventDecoder
+	e, err := d.DecodeHead(p)
+	if err != nil {
+		return Event{}, err
+	}
+	e.Changes = d.DecodeChanges()
+	return e, nil
+}
+
+// EventDecoder decodes a stream of events in two steps, for a receiver
+// that can often tell from the head alone that it needs nothing more (an
+// event it already has, such as the echo of its own commit): DecodeHead
+// checks the whole payload and returns everything but the changes, without
+// copying any value; DecodeChanges then decodes the changes of that same
+// payload. It also reuses the strings of ids seen in recent events (the
+// epoch, the instances' origins, the previous commit as the next one's
+// parent), so a steady stream of events allocates only for what is new.
+//
+// The zero EventDecoder is ready to use. It is not safe for concurrent use.
+type EventDecoder struct {
+	// ids holds recently decoded ids, replaced round robin.
+	ids  [8]string
+	next int
+	// p and body are the payload of the last DecodeHead and the offset
+	// of its changes (-1 after a failure).
+	p    []byte
+	body int
+}
+
+// DecodeHead parses payload p like DecodeEvent and returns its event
+// without Changes; any malformed part of p, the changes included, gives an
+// error matching ErrInvalidEvent. p must stay unchanged until
+// DecodeChanges, which returns the changes.
+func (dec *EventDecoder) DecodeHead(p []byte) (Event, error) {
+	dec.p, dec.body = nil, -1
+	d := decoder{buf: p, ids: dec}
 	var e Event
 	version := d.byte()
 	if d.err == nil && version != wireVersion1 && version != wireVersion2 {
@@ -328,15 +375,40 @@ func DecodeEvent(p []byte) (Event, error) {
 		e.Parent = d.id(MaxEpochLen)
 		e.Origin = d.id(-1)
 	}
+	body := d.off
+	d.changes(false)
+	if d.err != nil {
+		return Event{}, d.err
+	}
+	dec.p, dec.body = p, body
+	return e, nil
+}
+
+// DecodeChanges returns the changes of the payload that the last
+// DecodeHead accepted (nil if it failed, or for an event without changes).
+// The values do not alias the payload.
+func (dec *EventDecoder) DecodeChanges() []Change {
+	if dec.body < 0 || dec.p == nil {
+		return nil
+	}
+	d := decoder{buf: dec.p, off: dec.body}
+	return d.changes(true)
+}
+
+// changes reads the changes up to the end of the payload; with keep unset
+// it only checks them, allocating nothing.
+func (d *decoder) changes(keep bool) []Change {
 	count := d.uvarint()
 	// Each change takes at least two bytes, so a count larger than what is
 	// left is a lie; checking it first keeps a hostile count from making us
 	// allocate.
 	if d.err == nil && count > uint64(len(d.buf)-d.off)/2 {
-		return Event{}, fmt.Errorf("%w: %d changes cannot fit in %d bytes", ErrInvalidEvent, count, len(d.buf)-d.off)
+		d.err = fmt.Errorf("%w: %d changes cannot fit in %d bytes", ErrInvalidEvent, count, len(d.buf)-d.off)
+		return nil
 	}
-	if d.err == nil && count > 0 {
-		e.Changes = make([]Change, 0, count)
+	var out []Change
+	if keep && d.err == nil && count > 0 {
+		out = make([]Change, 0, count)
 	}
 	for i := uint64(0); i < count && d.err == nil; i++ {
 		flags := d.byte()
@@ -344,10 +416,13 @@ func DecodeEvent(p []byte) (Event, error) {
 		if d.err == nil && len(key) == 0 {
 			d.fail("empty key")
 		}
-		ch := Change{Key: string(key)}
+		var ch Change
 		switch flags &^ (flagExpires | flagTTL) {
 		case 0:
-			ch.Value = append([]byte{}, d.bytes()...)
+			v := d.bytes()
+			if keep {
+				ch.Value = append([]byte{}, v...)
+			}
 		case flagDelete:
 			ch.Deleted = true
 		case flagOmitted:
@@ -369,15 +444,18 @@ func DecodeEvent(p []byte) (Event, error) {
 		if d.err == nil && (ch.Deleted && flags&(flagExpires|flagTTL) != 0 || flags&(flagExpires|flagTTL) == flagExpires|flagTTL) {
 			d.fail(fmt.Sprintf("unknown change flags %d", flags))
 		}
-		e.Changes = append(e.Changes, ch)
+		if keep {
+			ch.Key = string(key)
+			out = append(out, ch)
+		}
 	}
 	if d.err == nil && d.off != len(d.buf) {
 		d.fail(fmt.Sprintf("%d trailing bytes", len(d.buf)-d.off))
 	}
 	if d.err != nil {
-		return Event{}, d.err
+		return nil
 	}
-	return e, nil
+	return out
 }
 
 // decoder reads the wire format; after the first error every read returns
@@ -386,6 +464,8 @@ type decoder struct {
 	buf []byte
 	off int
 	err error
+	// ids, if set, supplies and keeps the strings of recent ids.
+	ids *EventDecoder
 }
 
 func (d *decoder) fail(why string) {
@@ -468,7 +548,17 @@ func (d *decoder) id(limit int) string {
 			d.fail("id in hex that belongs in binary")
 			return ""
 		}
-		return string(raw)
+		if len(raw) == 0 {
+			return ""
+		}
+		if d.ids != nil {
+			for _, s := range d.ids.ids {
+				if s == string(raw) {
+					return s
+				}
+			}
+		}
+		return d.remember(string(raw))
 	}
 	if n == 0 {
 		d.fail("empty binary id")
@@ -478,11 +568,40 @@ func (d *decoder) id(limit int) string {
 		d.fail("id too long")
 		return ""
 	}
+	if d.ids != nil {
+		for _, s := range d.ids.ids {
+			if isHexOf(s, raw) {
+				return s
+			}
+		}
+	}
 	s := make([]byte, 2*len(raw))
 	for i, b := range raw {
 		s[2*i], s[2*i+1] = hexDigits[b>>4], hexDigits[b&15]
 	}
-	return string(s)
+	return d.remember(string(s))
+}
+
+// remember keeps id among the recent ids, if the decoder keeps any.
+func (d *decoder) remember(id string) string {
+	if d.ids != nil {
+		d.ids.ids[d.ids.next] = id
+		d.ids.next = (d.ids.next + 1) % len(d.ids.ids)
+	}
+	return id
+}
+
+// isHexOf reports whether s is the lowercase hexadecimal form of raw.
+func isHexOf(s string, raw []byte) bool {
+	if len(s) != 2*len(raw) {
+		return false
+	}
+	for i, b := range raw {
+		if s[2*i] != hexDigits[b>>4] || s[2*i+1] != hexDigits[b&15] {
+			return false
+		}
+	}
+	return true
 }
 
 func varintLen(v uint64) int {

@@ -221,8 +221,18 @@ func FuzzDecodeEvent(f *testing.F) {
 	f.Add([]byte{2, 1, 3, 0xab, 1, 0, 0, 0, 1, 0, 1, 'k', 0})
 	f.Fuzz(func(t *testing.T, p []byte) {
 		e, err := backend.DecodeEvent(p)
+		// The two-step decoder agrees with DecodeEvent on every input.
+		var dec backend.EventDecoder
+		head, herr := dec.DecodeHead(p)
+		if (err == nil) != (herr == nil) {
+			t.Fatalf("DecodeEvent: %v, EventDecoder.DecodeHead: %v", err, herr)
+		}
 		if err != nil {
 			return
+		}
+		head.Changes = dec.DecodeChanges()
+		if !reflect.DeepEqual(head, e) {
+			t.Fatalf("EventDecoder: %+v, DecodeEvent: %+v", head, e)
 		}
 		encode := backend.EncodeEvent
 		if p[0] == 1 {
@@ -274,3 +284,74 @@ func FuzzEncodeEvent(f *testing.F) {
 		}
 	})
 }
+
+// TestEventDecoderStream checks that EventDecoder decodes a stream of
+// events as DecodeEvent does, rejects what DecodeEvent rejects in its first
+// step, and, once the stream's ids are known, allocates only for the new
+// commit id of each event's head.
+func TestEventDecoderStream(t *testing.T) {
+	const epoch = "00112233445566778899aabbccddeeff"
+	origins := []string{"0a0b0c0d0e0f", "instance-2", ""}
+	var payloads [][]byte
+	var want []backend.Event
+	parent := ""
+	for i := range 40 {
+		commit := strings.Repeat(string(hexDigit(i%16)), 15) + "0" + string(hexDigit(i/16))
+		if i%7 == 3 {
+			commit = "raw-" + commit
+		}
+		e := backend.Event{
+			Head:    backend.Head{Epoch: epoch, Revision: uint64(i + 1), Commit: commit, Parent: parent},
+			Origin:  origins[i%len(origins)],
+			Changes: []backend.Change{{Key: "k", Value: []byte{byte(i)}}, {Key: "d", Deleted: true}},
+		}
+		p, err := backend.EncodeEvent(e)
+		if err != nil {
+			t.Fatal(err)
+		}
+		payloads, want, parent = append(payloads, p), append(want, e), commit
+	}
+	var dec backend.EventDecoder
+	for i, p := range payloads {
+		head, err := dec.DecodeHead(p)
+		if err != nil {
+			t.Fatalf("event %d: %v", i, err)
+		}
+		if head.Changes != nil {
+			t.Fatalf("event %d: DecodeHead returned changes", i)
+		}
+		head.Changes = dec.DecodeChanges()
+		if !reflect.DeepEqual(head, want[i]) {
+			t.Fatalf("event %d:\n got %+v\nwant %+v", i, head, want[i])
+		}
+	}
+	// A steady stream: the same epoch and origin, the parent is the
+	// previous commit. Only the new commit id is allocated.
+	a := backend.Event{Head: backend.Head{Epoch: epoch, Revision: 50, Commit: "aaaaaaaaaaaaaaaa", Parent: "bbbbbbbbbbbbbbbb"}, Origin: origins[0], Changes: []backend.Change{{Key: "k", Value: []byte("v")}}}
+	b := a
+	b.Revision, b.Commit, b.Parent = 51, "cccccccccccccccc", a.Commit
+	pa, _ := backend.EncodeEvent(a)
+	pb, _ := backend.EncodeEvent(b)
+	if _, err := dec.DecodeHead(pa); err != nil {
+		t.Fatal(err)
+	}
+	allocs := testing.AllocsPerRun(100, func() {
+		if _, err := dec.DecodeHead(pb); err != nil {
+			t.Fatal(err)
+		}
+	})
+	if allocs != 0 {
+		// pb's ids are all known after the first run: nothing is new.
+		t.Fatalf("DecodeHead of a known event allocated %v times, want 0", allocs)
+	}
+	// A malformed payload fails in DecodeHead, and leaves no changes.
+	bad := append(append([]byte{}, pb...), 0)
+	if _, err := dec.DecodeHead(bad); !errors.Is(err, backend.ErrInvalidEvent) {
+		t.Fatalf("DecodeHead of a payload with a trailing byte = %v, want ErrInvalidEvent", err)
+	}
+	if ch := dec.DecodeChanges(); ch != nil {
+		t.Fatalf("DecodeChanges after a failed DecodeHead = %v, want nil", ch)
+	}
+}
+
+func hexDigit(i int) byte { return "0123456789abcdef"[i] }

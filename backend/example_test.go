@@ -37,3 +37,33 @@ func ExampleCompose() {
 	// LockAwareCommit+ChangeLog+ReleaseNotify+FairLocks+Expiry
 	// 1
 }
+
+// A receiver decodes an event's head first and its changes only when it
+// needs them: here, an event it already has is skipped.
+func ExampleEventDecoder() {
+	payload, _ := backend.EncodeEvent(backend.Event{
+		Head:    backend.Head{Epoch: "e0e0", Revision: 7, Commit: "c7c7", Parent: "c6c6"},
+		Origin:  "a1a1",
+		Changes: []backend.Change{{Key: "user", Value: []byte(`{"name":"Jane"}`)}},
+	})
+	var dec backend.EventDecoder
+	applied := uint64(6)
+	for range 2 {
+		ev, err := dec.DecodeHead(payload)
+		if err != nil {
+			fmt.Println(err)
+			return
+		}
+		if ev.Revision <= applied {
+			fmt.Println("revision", ev.Revision, "already applied")
+			continue
+		}
+		for _, ch := range dec.DecodeChanges() {
+			fmt.Printf("revision %d: %s = %s\n", ev.Revision, ch.Key, ch.Value)
+		}
+		applied = ev.Revision
+	}
+	// Output:
+	// revision 7: user = {"name":"Jane"}
+	// revision 7 already applied
+}

@@ -115,6 +115,9 @@ type cache[T any] struct {
 	cur atomic.Pointer[view[T]]
 	// edit holds the entries being changed while mu is held.
 	edit *pmap.Builder[entry[T]]
+	// builder is what edit points to, kept so that a change does not
+	// allocate a Builder.
+	builder pmap.Builder[entry[T]]
 
 	epoch string
 	// applied is the revision up to which every change is reflected.
@@ -178,7 +181,8 @@ func (c *cache[T]) current() *view[T] { return c.cur.Load() }
 // lock takes mu for a change of the copy.
 func (c *cache[T]) lock() {
 	c.mu.Lock()
-	c.edit = pmap.NewBuilder(c.cur.Load().entries)
+	c.builder.Reset(c.cur.Load().entries)
+	c.edit = &c.builder
 }
 
 // unlock publishes the changed copy as the new view, then hands watchers
@@ -254,12 +258,24 @@ func (c *cache[T]) applyEvent(h backend.Head, origin string, ups []update[T]) ve
 	if !c.follows(h.Parent) {
 		return diverged
 	}
-	c.emit(c.set(h.Revision, h.Commit, origin, ups))
+	c.emit(c.set(h.Revision, h.Commit, origin, ups, false))
 	c.setApplied(h.Revision, h.Commit)
 	if origin == c.self {
 		c.noteEcho(h.Revision)
 	}
 	return c.advance()
+}
+
+// holds reports whether an event at h would apply as a duplicate: the
+// copy, in h's epoch, already reflects h's revision.
+func (c *cache[T]) holds(h backend.Head) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if h.Epoch != c.epoch {
+		return false
+	}
+	_, ok := c.ahead[h.Revision]
+	return ok || h.Revision <= c.applied
 }
 
 // noteEcho remembers that this instance's own commit at rev arrived as an
@@ -308,7 +324,9 @@ func (c *cache[T]) applyOwn(h backend.Head, origin string, ups []update[T]) verd
 	if rev == c.applied+1 && !c.follows(h.Parent) {
 		return diverged
 	}
-	changes := c.set(rev, h.Commit, origin, ups)
+	// An own commit held until the revisions before it arrive keeps its
+	// changes: watchers get them then, and a replacement re-applies them.
+	changes := c.set(rev, h.Commit, origin, ups, rev != c.applied+1)
 	if rev != c.applied+1 {
 		c.ahead[rev] = own[T]{changes: changes, commit: h.Commit, parent: h.Parent}
 		return applied
@@ -320,11 +338,17 @@ func (c *cache[T]) applyOwn(h backend.Head, origin string, ups []update[T]) verd
 
 // set writes ups at rev into entries where they are newer, and returns the
 // changes for watchers: all of them, since watchers follow the history, not
-// the cache. Callers hold mu.
-func (c *cache[T]) set(rev uint64, commit, origin string, ups []update[T]) []Change[T] {
-	changes := make([]Change[T], 0, len(ups))
+// the cache. With keep unset and no watchers it returns none, sparing the
+// allocation on the common path. Callers hold mu.
+func (c *cache[T]) set(rev uint64, commit, origin string, ups []update[T], keep bool) []Change[T] {
+	var changes []Change[T]
+	if keep || len(c.watchers) > 0 {
+		changes = make([]Change[T], 0, len(ups))
+	}
 	for _, u := range ups {
-		changes = append(changes, Change[T]{Key: u.key, Value: u.value, Deleted: u.deleted, Revision: rev, Origin: origin, Expires: unixMilli(u.expires), Err: u.err})
+		if changes != nil {
+			changes = append(changes, Change[T]{Key: u.key, Value: u.value, Deleted: u.deleted, Revision: rev, Origin: origin, Expires: unixMilli(u.expires), Err: u.err})
+		}
 		c.putNewer(u.key, entry[T]{value: u.value, rev: rev, commit: commit, deleted: u.deleted, expires: u.expires, err: u.err})
 	}
 	return changes
@@ -652,7 +676,8 @@ func (c *cache[T]) replace(h backend.Head, ents []snapshotEntry[T]) {
 		}
 	}
 	clear(c.echoed)
-	c.edit = pmap.NewBuilder(pmap.Map[entry[T]]{})
+	c.builder.Reset(pmap.Map[entry[T]]{})
+	c.edit = &c.builder
 	c.live = 0
 	for _, se := range ents {
 		c.put(se.key, entry[T]{value: se.value, rev: se.rev, commit: se.commit, expires: se.expires, err: se.err}, entry[T]{}, false)

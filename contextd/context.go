@@ -36,6 +36,9 @@ type Context[T any] struct {
 	notifier  locker.ReleaseWatcher
 	queue     locker.FairLocker
 	expirer   backend.Expirer
+	// leaveQueue gives a waiter's place up in the background (with a
+	// queue), made once so that a write does not allocate it.
+	leaveQueue func(locker.Waiter, []string)
 
 	// expiry tracks the next key to expire (only with an expirer).
 	expiry *expiry
@@ -57,6 +60,13 @@ type Context[T any] struct {
 	syncMu sync.Mutex
 	// repair asks the maintenance goroutine to retry a failed catch-up.
 	repair chan struct{}
+
+	// inflight holds this instance's commits awaiting their reply: the
+	// echo of one that arrives first (on Redis, the usual order) takes its
+	// decoded values instead of decoding the event's (ownUpdates).
+	inflightMu sync.Mutex
+	inflight   []ownWrite[T]
+	inflightN  uint64
 
 	stats stats
 }
@@ -107,6 +117,9 @@ func New[T any](b backend.Backend, contextKey string, opts *Options) (*Context[T
 		// release notifications to hand the turn on promptly: with polling
 		// alone every turn would cost a retry pause.
 		c.queue = b.(locker.FairLocker)
+		c.leaveQueue = func(w locker.Waiter, keys []string) {
+			c.background(func(ctx context.Context) { _ = c.queue.Dequeue(ctx, c.name, w, keys...) })
+		}
 	}
 	return c, nil
 }
@@ -276,13 +289,7 @@ func (c *Context[T]) Close() error {
 // its queues in the background, so a failing backend does not hold the
 // caller up once more.
 func (c *Context[T]) lockPolicy(delay time.Duration, retries int, key string) locker.Policy {
-	p := locker.Policy{RetryDelay: delay, MaxRetries: retries, Watcher: c.notifier, Queue: c.queue, OnWait: c.opts.Trace.lockWait(key)}
-	if c.queue != nil {
-		p.Leave = func(w locker.Waiter, keys []string) {
-			c.background(func(ctx context.Context) { _ = c.queue.Dequeue(ctx, c.name, w, keys...) })
-		}
-	}
-	return p
+	return locker.Policy{RetryDelay: delay, MaxRetries: retries, Watcher: c.notifier, Queue: c.queue, Leave: c.leaveQueue, OnWait: c.opts.Trace.lockWait(key)}
 }
 
 // background runs f in a goroutine of the Context, with a ctx that ends

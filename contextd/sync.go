@@ -22,6 +22,7 @@ var (
 // goroutine that reads the subscription.
 func (c *Context[T]) readLoop(ctx context.Context) {
 	sub := c.sub
+	var dec backend.EventDecoder
 	for {
 		msg, err := sub.Next(ctx)
 		if err != nil {
@@ -49,14 +50,17 @@ func (c *Context[T]) readLoop(ctx context.Context) {
 			c.catchUp(ctx, viaLog)
 			continue
 		}
-		ev, err := backend.DecodeEvent(msg.Payload)
+		// The head tells whether the event is needed at all: the echo of
+		// this instance's own commit, once the commit's reply has applied
+		// it, is a duplicate whose values are never decoded.
+		ev, err := dec.DecodeHead(msg.Payload)
 		if err != nil {
 			c.stats.invalidEvents.Add(1)
 			c.opts.Logger.Warn("contextd: ignoring an invalid event; catching up", "context", c.name, "error", err)
 			c.catchUp(ctx, viaLog)
 			continue
 		}
-		c.handleEvent(ctx, ev)
+		c.handleEvent(ctx, ev, &dec)
 	}
 }
 
@@ -89,19 +93,33 @@ func (c *Context[T]) resubscribe(ctx context.Context, old broadcaster.Subscripti
 }
 
 // handleEvent applies one event from the subscription, catching up first
-// when it shows that changes were missed.
-func (c *Context[T]) handleEvent(ctx context.Context, ev backend.Event) {
+// when it shows that changes were missed. ev comes without its changes:
+// dec decodes them only if the event applies.
+func (c *Context[T]) handleEvent(ctx context.Context, ev backend.Event, dec *backend.EventDecoder) {
 	v := c.cache.classify(ev.Head, c.caps.AtomicPublish)
 	if v != applied && v != duplicate {
 		c.opts.Logger.Debug("contextd: event does not apply", "context", c.name, "epoch", ev.Epoch, "revision", ev.Revision,
 			"commit", ev.Commit, "parent", ev.Parent, "origin", ev.Origin, "verdict", v.String())
 	}
 	if v == applied {
-		ups, err := c.prepare(ctx, ev)
-		if err != nil {
-			c.cache.setStale(err)
-			c.catchUp(ctx, viaSnapshot)
-			return
+		ev.Changes = dec.DecodeChanges()
+		var ups []update[T]
+		own := false
+		if ev.Origin == c.id {
+			// The echo of an own commit: while the commit awaits its reply
+			// its decoded values are at hand; once the reply has applied
+			// it, the event is a duplicate (nothing to repair).
+			if ups, own = c.ownUpdates(ev); !own && c.cache.holds(ev.Head) {
+				return
+			}
+		}
+		if !own {
+			var err error
+			if ups, err = c.prepare(ctx, ev); err != nil {
+				c.cache.setStale(err)
+				c.catchUp(ctx, viaSnapshot)
+				return
+			}
 		}
 		v = c.cache.applyEvent(ev.Head, ev.Origin, ups)
 		c.sawExpiries(ups)

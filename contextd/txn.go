@@ -104,6 +104,11 @@ func (t *Txn[T]) Commit(ctx context.Context, opts ...WriteOption) (uint64, error
 
 // writeOptionsOf applies opts.
 func writeOptionsOf(opts []WriteOption) writeOptions {
+	if len(opts) == 0 {
+		// Most writes have no options: return without o, which the calls
+		// below make escape to the heap.
+		return writeOptions{}
+	}
 	var o writeOptions
 	for _, f := range opts {
 		if f != nil {
@@ -123,8 +128,12 @@ func (c *Context[T]) commitOps(ctx context.Context, ops []txnOp[T], conds []txnC
 	if len(ops) == 0 {
 		return c.Revision(), ctx.Err()
 	}
-	ops = slices.Clone(ops)
-	slices.SortFunc(ops, func(a, b txnOp[T]) int { return strings.Compare(a.key, b.key) })
+	if len(ops) > 1 {
+		// Sorted for the lock order, in a copy: the caller's slice (a
+		// Txn's) keeps its order.
+		ops = slices.Clone(ops)
+		slices.SortFunc(ops, func(a, b txnOp[T]) int { return strings.Compare(a.key, b.key) })
+	}
 	keys := make([]string, len(ops))
 	bops := make([]backend.Op, len(ops))
 	ups := make([]update[T], len(ops))

@@ -1,6 +1,7 @@
 package contextd
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -346,6 +347,7 @@ func (c *Context[T]) commit(ctx context.Context, b backend.Batch, ups []update[T
 	b.EventValueLimit = c.opts.EventValueLimit
 	var head backend.Head
 	var err error
+	seq := c.addInflight(b.Ops, ups)
 	if c.atomicPub != nil {
 		head, err = c.atomicPub.CommitAndPublish(ctx, c.name, b, c.opts.Channel)
 	} else {
@@ -355,9 +357,13 @@ func (c *Context[T]) commit(ctx context.Context, b backend.Batch, ups []update[T
 		}
 	}
 	if err != nil {
+		c.removeInflight(seq)
 		return backend.Head{}, err
 	}
 	v := c.cache.applyOwn(head, c.id, ups)
+	// Only now: an echo that finds the commit gone from inflight finds it
+	// in the copy (prepare).
+	c.removeInflight(seq)
 	c.sawExpiries(ups)
 	if v != applied && v != duplicate {
 		c.opts.Logger.Debug("contextd: own commit does not apply", "context", c.name, "epoch", head.Epoch, "revision", head.Revision,
@@ -389,4 +395,73 @@ func (c *Context[T]) publish(ctx context.Context, head backend.Head, b backend.B
 		c.stats.publishErrors.Add(1)
 		c.opts.Logger.Warn("contextd: publishing a committed change failed", "context", c.name, "revision", head.Revision, "error", err)
 	}
+}
+
+// ownWrite is a commit of this instance awaiting its reply: its ops and
+// their decoded values (update i is op i).
+type ownWrite[T any] struct {
+	seq uint64
+	ops []backend.Op
+	ups []update[T]
+}
+
+// addInflight records a commit about to be sent; removeInflight(seq) ends
+// it.
+func (c *Context[T]) addInflight(ops []backend.Op, ups []update[T]) uint64 {
+	c.inflightMu.Lock()
+	defer c.inflightMu.Unlock()
+	c.inflightN++
+	c.inflight = append(c.inflight, ownWrite[T]{seq: c.inflightN, ops: ops, ups: ups})
+	return c.inflightN
+}
+
+func (c *Context[T]) removeInflight(seq uint64) {
+	c.inflightMu.Lock()
+	defer c.inflightMu.Unlock()
+	for i := range c.inflight {
+		if c.inflight[i].seq == seq {
+			c.inflight = slices.Delete(c.inflight, i, i+1)
+			return
+		}
+	}
+}
+
+// ownUpdates returns the decoded values of a commit in flight whose event
+// ev is (the echo of an own commit that beat its reply): the same keys
+// with the same value bytes in the same order, which decode to the same
+// values. An expiry time the event carries (the store's clock) replaces
+// the writer's estimate. ok is false if no commit in flight matches; then
+// the event is decoded as any other.
+func (c *Context[T]) ownUpdates(ev backend.Event) ([]update[T], bool) {
+	c.inflightMu.Lock()
+	defer c.inflightMu.Unlock()
+	for _, w := range c.inflight {
+		if !sameOps(w.ops, ev.Changes) {
+			continue
+		}
+		ups := make([]update[T], len(w.ups))
+		for i, u := range w.ups {
+			if exp := ev.Changes[i].Expires; !exp.IsZero() {
+				u.expires = milliOf(exp)
+			}
+			ups[i] = u
+		}
+		return ups, true
+	}
+	return nil, false
+}
+
+// sameOps reports whether an event's changes are exactly ops, values
+// included (an omitted value is never the same).
+func sameOps(ops []backend.Op, changes []backend.Change) bool {
+	if len(ops) != len(changes) {
+		return false
+	}
+	for i, ch := range changes {
+		o := ops[i]
+		if ch.Key != o.Key || ch.Deleted != o.Delete || ch.Omitted || !ch.Deleted && !bytes.Equal(ch.Value, o.Value) {
+			return false
+		}
+	}
+	return true
 }

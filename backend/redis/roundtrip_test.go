@@ -2,11 +2,13 @@ package redis_test
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"maps"
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 
 	goredis "github.com/redis/go-redis/v9"
@@ -222,5 +224,44 @@ func TestModifyConflictNeedsNoRead(t *testing.T) {
 	}
 	if len(sent) != 2 {
 		t.Fatalf("a Modify that met one conflict sent %d commands %v; want 2 (commit, commit), no read", len(sent), sent)
+	}
+}
+
+// countingCodec is JSON that counts the values it decodes.
+type countingCodec struct{ decoded atomic.Int64 }
+
+func (c *countingCodec) Name() string                  { return "json" }
+func (c *countingCodec) Marshal(v any) ([]byte, error) { return json.Marshal(v) }
+func (c *countingCodec) Unmarshal(data []byte, v any) error {
+	c.decoded.Add(1)
+	return json.Unmarshal(data, v)
+}
+
+// TestOwnEchoNotDecoded checks that a writer decodes each of its values
+// once: the echo of its own commit is recognised by its head when the
+// commit's reply came first, and takes the writer's decoded values when it
+// came first itself (on Redis the PUBLISH usually reaches the subscription
+// before the EVALSHA reply reaches the writer).
+func TestOwnEchoNotDecoded(t *testing.T) {
+	srv := redistest.Start(t, nil)
+	ctx := context.Background()
+	codec := &countingCodec{}
+	cx := openInstance[int](t, newBackend(t, srv, nil), "own-echo", &contextd.Options{ResyncInterval: -1, Codec: codec})
+	// Another instance follows every write, so the writer's subscription
+	// has received them all when it has (they share the server's order).
+	follower := openInstance[int](t, newBackend(t, srv, nil), "own-echo", noResync)
+	const writes = 300
+	before := codec.decoded.Load()
+	for i := range writes {
+		if err := cx.UpdateContext(ctx, "k", i); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitRevision(t, cx.Revision(), follower)
+	if got := codec.decoded.Load() - before; got != writes {
+		t.Fatalf("the writer decoded %d values for %d writes; want exactly one each", got, writes)
+	}
+	if v, _, err := cx.Get(ctx, "k"); err != nil || v != writes-1 {
+		t.Fatalf("Get = %v, %v; want %d", v, err, writes-1)
 	}
 }

@@ -34,13 +34,6 @@ local function failed(res, role, i)
   if string.find(res['err'], 'WRONGTYPE', 1, true) then return corrupt(role, i) end
   return redis.error_reply(res['err'])
 end
--- counterFailed is failed for HINCRBY of a counter field of meta, which
--- also fails when the field does not hold an integer.
-local function counterFailed(res, field)
-  if string.find(res['err'], 'WRONGTYPE', 1, true) then return corrupt('meta') end
-  if string.find(res['err'], 'not an integer', 1, true) then return corrupt('meta.' .. field) end
-  return redis.error_reply(res['err'])
-end
 local function typeIs(key, want)
   local t = redis.call('TYPE', key)['ok']
   return t == 'none' or t == want
@@ -61,8 +54,14 @@ end
 // luaWire: the event wire format's pieces.
 const luaWire = `
 -- uvarint encodes a number as encoding/binary's AppendUvarint does.
+-- Numbers below 2^21 (key and value lengths, revisions) go without a
+-- table: every commit encodes several, and garbage costs each call.
 local function uvarint(v)
   if v < 128 then return string.char(v) end
+  if v < 16384 then return string.char(v % 128 + 128, math.floor(v / 128)) end
+  if v < 2097152 then
+    return string.char(v % 128 + 128, math.floor(v / 128) % 128 + 128, math.floor(v / 16384))
+  end
   local b = {}
   while v >= 128 do
     b[#b + 1] = v % 128 + 128
@@ -73,13 +72,14 @@ local function uvarint(v)
 end
 -- wireID encodes an id as backend.AppendWireID does: lowercase hex of
 -- even length in binary, anything else as it is.
-local function hexByte(h) return string.char(tonumber(h, 16)) end
+-- (Only a head written by an older version needs it: its helper is made
+-- when it runs, not by every call of the script.)
 local function wireID(s)
   local n = #s
   if n == 0 or n % 2 == 1 or string.find(s, '[^0-9a-f]') then
     return uvarint(2 * n) .. s
   end
-  return uvarint(n + 1) .. (string.gsub(s, '..', hexByte))
+  return uvarint(n + 1) .. (string.gsub(s, '..', function(h) return string.char(tonumber(h, 16)) end))
 end
 `
 
@@ -133,8 +133,17 @@ local function reap(ring, data, revs, index, due, epochWire, rev, commitWire, pa
 end
 `
 
-// luaLocks: locks and the fair lock queues.
+// luaLocks: locks and the fair lock queues. (The commit script makes
+// these helpers only when a commit needs them; counterFailed lives here
+// for that reason, though it is not about locks.)
 const luaLocks = `
+-- counterFailed is failed for HINCRBY of a counter field of meta, which
+-- also fails when the field does not hold an integer.
+local function counterFailed(res, field)
+  if string.find(res['err'], 'WRONGTYPE', 1, true) then return corrupt('meta') end
+  if string.find(res['err'], 'not an integer', 1, true) then return corrupt('meta.' .. field) end
+  return redis.error_reply(res['err'])
+end
 -- nowMs returns the server's clock in milliseconds.
 local function nowMs()
   local t = redis.call('TIME')

@@ -134,11 +134,15 @@ func (n *node[V]) each(yield func(string, V) bool) bool {
 type Builder[V any] struct {
 	m   Map[V]
 	own *owner
+	// frozen says that own's nodes have been handed out (Map) or may be
+	// shared with the map Reset started from: own must be replaced
+	// before the next change.
+	frozen bool
 }
 
 // NewBuilder returns a Builder that starts from m.
 func NewBuilder[V any](m Map[V]) *Builder[V] {
-	return &Builder[V]{m: m, own: &owner{}}
+	return &Builder[V]{m: m}
 }
 
 // Len returns the number of keys in the map being built.
@@ -150,17 +154,34 @@ func (b *Builder[V]) Get(key string) (V, bool) { return b.m.Get(key) }
 // Map returns the map built so far. The Builder stays usable; its later
 // changes do not affect the returned map.
 func (b *Builder[V]) Map() Map[V] {
-	m := b.m
-	b.own = &owner{} // nodes handed out are frozen
-	return m
+	// Nodes handed out are frozen: the next change takes a new owner.
+	b.frozen = true
+	return b.m
+}
+
+// Reset makes the Builder start over from m, as NewBuilder(m) does,
+// without allocating a new Builder.
+func (b *Builder[V]) Reset(m Map[V]) {
+	b.m = m
+	// m may share nodes with the map built so far: none of them may be
+	// changed in place any more.
+	b.frozen = true
+}
+
+// owned returns the Builder's owner mark, a new one after Map or Reset.
+func (b *Builder[V]) owned() *owner {
+	if b.frozen || b.own == nil {
+		b.own, b.frozen = &owner{}, false
+	}
+	return b.own
 }
 
 // editable returns n itself if the Builder owns it, else a copy it owns.
 func (b *Builder[V]) editable(n *node[V]) *node[V] {
-	if n.owner == b.own {
+	if n.owner == b.owned() {
 		return n
 	}
-	c := &node[V]{bitmap: n.bitmap, slots: make([]slot[V], len(n.slots), len(n.slots)+1), owner: b.own}
+	c := &node[V]{bitmap: n.bitmap, slots: make([]slot[V], len(n.slots), len(n.slots)+1), owner: b.owned()}
 	copy(c.slots, n.slots)
 	return c
 }
@@ -169,7 +190,7 @@ func (b *Builder[V]) editable(n *node[V]) *node[V] {
 func (b *Builder[V]) Set(key string, v V) {
 	h := hashOf(key)
 	if b.m.root == nil {
-		b.m.root = &node[V]{owner: b.own}
+		b.m.root = &node[V]{owner: b.owned()}
 	} else {
 		b.m.root = b.editable(b.m.root)
 	}
@@ -208,7 +229,7 @@ func (b *Builder[V]) set(n *node[V], shift uint, l *leaf[V]) bool {
 		panic("pmap: hashes differ past the last level")
 	}
 	// Two different hashes in one slot: push both one level down.
-	sub := &node[V]{owner: b.own}
+	sub := &node[V]{owner: b.owned()}
 	b.set(sub, shift+bitsPerLevel, old) // a chain moves whole: its hashes are equal
 	b.set(sub, shift+bitsPerLevel, l)
 	s.leaf, s.sub = nil, sub

@@ -193,3 +193,39 @@ func BenchmarkBuild100k(b *testing.B) {
 		_ = bl.Map()
 	}
 }
+
+// TestResetKeepsHandedOutMapsFrozen checks that a Builder reused with
+// Reset (as the contextd cache reuses one per change) never changes a map
+// it handed out before, nor the map it was reset to.
+func TestResetKeepsHandedOutMapsFrozen(t *testing.T) {
+	var b Builder[int]
+	want := map[string]int{}
+	var maps_ []Map[int]
+	var wants []map[string]int
+	for round := range 50 {
+		b.Reset(b.Map())
+		for i := range 20 {
+			k := fmt.Sprintf("k%d", (round*7+i)%300)
+			if i%5 == 4 {
+				b.Delete(k)
+				delete(want, k)
+				continue
+			}
+			b.Set(k, round*100+i)
+			want[k] = round*100 + i
+		}
+		maps_ = append(maps_, b.Map())
+		wants = append(wants, maps.Clone(want))
+	}
+	for i, m := range maps_ {
+		check(t, m, wants[i])
+	}
+	// Reset to an older map: changes from there leave the newer maps as
+	// they were.
+	b.Reset(maps_[10])
+	b.Set("k1", -1)
+	b.Delete("k2")
+	for i, m := range maps_ {
+		check(t, m, wants[i])
+	}
+}
