@@ -39,6 +39,7 @@ func TestConformance(t *testing.T) {
 					Expiry:          !opts.DisableExpiry,
 				},
 				NewBackend: func(t *testing.T) backend.Backend { return newBackend(t, db, &opts) },
+				ListLocks:  true,
 				BreakSubscriptions: func(t *testing.T) {
 					n, err := db.cluster.TerminateConnections(context.Background(), db.name, listenerApp)
 					if err != nil || n == 0 {

@@ -27,6 +27,7 @@ type statements struct {
 	load, get, revision, commit, expire                   string
 	changes, fetchEvent, fetchMessage                     string
 	acquire, release, extend, publish, publishLarge       string
+	listLocks                                             string
 }
 
 func statementsFor(schema string) statements {
@@ -52,6 +53,7 @@ func statementsFor(schema string) statements {
 		extend:        r.Replace(extendSQL),
 		publish:       publishSQL,
 		publishLarge:  r.Replace(publishLargeSQL),
+		listLocks:     r.Replace(listLocksSQL),
 	}
 }
 
@@ -768,3 +770,8 @@ WITH old AS (
 	INSERT INTO {{s}}.messages (payload) VALUES ($2) RETURNING id
 )
 SELECT pg_notify($1, 'm' || m.id) FROM m`
+
+// listLocksSQL lists a context's unexpired locks by the server's clock,
+// sorted by key (bytea sorts bytewise, as Go strings do).
+const listLocksSQL = `SELECT key, token, fence, expires FROM {{s}}.locks
+WHERE context = $1 AND expires > clock_timestamp() ORDER BY key`
