@@ -608,11 +608,12 @@ func killClients(typ string) serverFault {
 		kills := 0
 		for sleepUntil(time.Duration(100+rng.IntN(300))*time.Millisecond, until) {
 			for _, j := range rng.Perm(len(ps))[:1+rng.IntN(len(ps))] {
-				ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 				n, err := srv.KillNamedClients(ctx, typ, ps[j].name)
 				cancel()
 				if err != nil {
-					t.Errorf("CLIENT KILL %s connections of %s: %v", typ, ps[j].name, err)
+					// Best effort (see killClusterClients).
+					t.Logf("CLIENT KILL %s connections of %s: %v", typ, ps[j].name, err)
 				}
 				kills += n
 			}

@@ -280,11 +280,14 @@ func killClusterClients(t *testing.T, c *redistest.Cluster, ps []*process, rng *
 	for sleepUntil(time.Duration(100+rng.IntN(300))*time.Millisecond, until) {
 		for _, j := range rng.Perm(len(ps))[:1+rng.IntN(len(ps))] {
 			for _, node := range c.Nodes() {
-				ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 				k, err := node.KillNamedClients(ctx, "normal", ps[j].name)
 				cancel()
 				if err != nil {
-					t.Errorf("CLIENT KILL on %s: %v", node.Addr(), err)
+					// The fault is best effort: on a loaded machine the
+					// injector's own command can time out. The scenario
+					// fails below only if no connection was killed at all.
+					t.Logf("CLIENT KILL on %s: %v", node.Addr(), err)
 				}
 				kills += k
 			}
