@@ -2,6 +2,7 @@ package redis_test
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"runtime"
 	"slices"
@@ -783,4 +784,129 @@ func BenchmarkManyContexts(b *testing.B) {
 			}
 		})
 	}
+}
+
+// BenchmarkOwnKeys has 8 instances of one context, each on a backend and
+// client of its own as separate processes would be, each writing its own
+// key in a loop (UpdateContext), so every instance also applies the other
+// 7's events. The baseline is 8 go-redis clients each doing HSET of the
+// same JSON value to a field of its own, on the same server. The two run
+// in alternating rounds (raw, contextd, contextd, raw, …) so that the
+// machine's load drifts over both alike; a contextd round ends only when
+// every instance has applied every write, so the cost of applying other
+// instances' events is inside its time. It reports the aggregate ops/s of
+// both, contextd's ratio to raw (the goal is ≥ 0.7), and the CPU per write
+// of the server's main thread and of this process (all 8 instances or
+// clients). ns/op is contextd's aggregate time per write.
+//
+//	go test -run '^$' -bench OwnKeys -benchtime 2000x -count 3 ./backend/redis
+func BenchmarkOwnKeys(b *testing.B) {
+	srv := benchServer(b)
+	ctx := context.Background()
+	const instances, rounds, name = 8, 4, "bench-own-keys"
+	clients := make([]*goredis.Client, instances)
+	cs := make([]*contextd.Context[benchValue], instances)
+	for g := range instances {
+		clients[g] = rawClient(b, srv)
+		cs[g] = benchInstance[benchValue](b, srv, name)
+	}
+	key := func(g int) string { return fmt.Sprintf("own-%d", g) }
+	value := func(i int) benchValue { return benchValue{N: i, Name: "name-of-the-value"} }
+	last := make([]int, instances) // the last value each goroutine wrote
+	rawOp := func(g, i int) error {
+		v, err := json.Marshal(value(i))
+		if err != nil {
+			return err
+		}
+		return clients[g].HSet(ctx, "bench:own-keys", key(g), v).Err()
+	}
+	contextdOp := func(g, i int) error {
+		last[g] = i
+		return cs[g].UpdateContext(ctx, key(g), value(i))
+	}
+	// applied waits until every instance has every write: the highest
+	// revision any writer saw committed.
+	applied := func() {
+		var target uint64
+		for _, c := range cs {
+			target = max(target, c.Revision())
+		}
+		for _, c := range cs {
+			for c.Revision() < target {
+				time.Sleep(50 * time.Microsecond) // polling, in a benchmark
+			}
+		}
+	}
+	type totals struct {
+		elapsed, server, client time.Duration
+		ops                     int
+	}
+	var raw, cd totals
+	phase := func(t *totals, n int, op func(g, i int) error, settle func()) {
+		server0, client0 := serverCPU(b, srv), processCPU()
+		start := time.Now()
+		var next atomic.Int64
+		var wg sync.WaitGroup
+		for g := range instances {
+			wg.Go(func() {
+				for {
+					i := int(next.Add(1))
+					if i > n {
+						return
+					}
+					if err := op(g, i); err != nil {
+						b.Error(err)
+						return
+					}
+				}
+			})
+		}
+		wg.Wait()
+		if settle != nil {
+			settle()
+		}
+		t.elapsed += time.Since(start)
+		t.server += serverCPU(b, srv) - server0
+		t.client += processCPU() - client0
+		t.ops += n
+	}
+	// One write each first: connections dialled, scripts loaded.
+	phase(&raw, instances, rawOp, nil)
+	phase(&cd, instances, contextdOp, applied)
+	raw, cd = totals{}, totals{}
+	per := max(1, b.N/rounds)
+	b.ResetTimer()
+	for r := range rounds {
+		b.StopTimer()
+		if r%2 == 0 {
+			phase(&raw, per, rawOp, nil)
+		}
+		b.StartTimer()
+		phase(&cd, per, contextdOp, applied)
+		b.StopTimer()
+		if r%2 == 1 {
+			phase(&raw, per, rawOp, nil)
+		}
+		b.StartTimer()
+	}
+	b.StopTimer()
+	if b.Failed() {
+		return
+	}
+	for _, c := range cs {
+		for g := range instances {
+			if v, ok, err := c.Get(ctx, key(g)); err != nil || !ok || v.N != last[g] {
+				b.Fatalf("an instance has %s = %v, %v, %v; want N = %d", key(g), v, ok, err, last[g])
+			}
+		}
+	}
+	rawRate := float64(raw.ops) / raw.elapsed.Seconds()
+	cdRate := float64(cd.ops) / cd.elapsed.Seconds()
+	b.ReportMetric(rawRate, "raw-ops/s")
+	b.ReportMetric(cdRate, "ops/s")
+	b.ReportMetric(cdRate/rawRate, "ratio")
+	b.ReportMetric(float64(raw.server.Microseconds())/float64(raw.ops), "raw-server-cpu-µs/op")
+	b.ReportMetric(float64(cd.server.Microseconds())/float64(cd.ops), "server-cpu-µs/op")
+	b.ReportMetric(float64(raw.client.Microseconds())/float64(raw.ops), "raw-client-cpu-µs/op")
+	b.ReportMetric(float64(cd.client.Microseconds())/float64(cd.ops), "client-cpu-µs/op")
 }
