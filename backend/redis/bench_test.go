@@ -790,25 +790,30 @@ func BenchmarkManyContexts(b *testing.B) {
 // client of its own as separate processes would be, each writing its own
 // key in a loop (UpdateContext), so every instance also applies the other
 // 7's events. The baseline is 8 go-redis clients each doing HSET of the
-// same JSON value to a field of its own, on the same server. The two run
-// in alternating rounds (raw, contextd, contextd, raw, …) so that the
-// machine's load drifts over both alike; a contextd round ends only when
-// every instance has applied every write, so the cost of applying other
-// instances' events is inside its time. It reports the aggregate ops/s of
-// both, contextd's ratio to raw (the goal is ≥ 0.7), and the CPU per write
-// of the server's main thread and of this process (all 8 instances or
-// clients). ns/op is contextd's aggregate time per write.
+// same JSON value to a field of its own, on the same server. To show what
+// applying the others' events costs, the same 8 writers also run on 8
+// contexts of their own ("alone": each receives only its own echo). The
+// three run in alternating rounds (raw, shared, alone, alone, shared, raw,
+// …) so that the machine's load drifts over all alike; a round of a shared
+// context ends only when every instance has applied every write, so the
+// cost of applying other instances' events is inside its time. It reports
+// the aggregate ops/s of each, the shared context's ratio to raw (the goal
+// is ≥ 0.7) and to alone, and the CPU per write of the server's main
+// thread and of this process (all 8 instances or clients). ns/op is the
+// shared context's aggregate time per write.
 //
-//	go test -run '^$' -bench OwnKeys -benchtime 2000x -count 3 ./backend/redis
+//	go test -run '^$' -bench OwnKeys -benchtime 2000x -count 5 ./backend/redis
 func BenchmarkOwnKeys(b *testing.B) {
 	srv := benchServer(b)
 	ctx := context.Background()
 	const instances, rounds, name = 8, 4, "bench-own-keys"
 	clients := make([]*goredis.Client, instances)
-	cs := make([]*contextd.Context[benchValue], instances)
+	shared := make([]*contextd.Context[benchValue], instances)
+	alone := make([]*contextd.Context[benchValue], instances)
 	for g := range instances {
 		clients[g] = rawClient(b, srv)
-		cs[g] = benchInstance[benchValue](b, srv, name)
+		shared[g] = benchInstance[benchValue](b, srv, name)
+		alone[g] = benchInstance[benchValue](b, srv, fmt.Sprintf("%s-alone-%d", name, g))
 	}
 	key := func(g int) string { return fmt.Sprintf("own-%d", g) }
 	value := func(i int) benchValue { return benchValue{N: i, Name: "name-of-the-value"} }
@@ -820,29 +825,39 @@ func BenchmarkOwnKeys(b *testing.B) {
 		}
 		return clients[g].HSet(ctx, "bench:own-keys", key(g), v).Err()
 	}
-	contextdOp := func(g, i int) error {
+	sharedOp := func(g, i int) error {
 		last[g] = i
-		return cs[g].UpdateContext(ctx, key(g), value(i))
+		return shared[g].UpdateContext(ctx, key(g), value(i))
 	}
+	aloneOp := func(g, i int) error { return alone[g].UpdateContext(ctx, key(g), value(i)) }
 	// applied waits until every instance has every write: the highest
 	// revision any writer saw committed.
 	applied := func() {
 		var target uint64
-		for _, c := range cs {
+		for _, c := range shared {
 			target = max(target, c.Revision())
 		}
-		for _, c := range cs {
+		for _, c := range shared {
 			for c.Revision() < target {
 				time.Sleep(50 * time.Microsecond) // polling, in a benchmark
 			}
 		}
 	}
-	type totals struct {
+	type workload struct {
+		op                      func(g, i int) error
+		settle                  func()
+		timed                   bool // the benchmark's own ns/op
 		elapsed, server, client time.Duration
 		ops                     int
 	}
-	var raw, cd totals
-	phase := func(t *totals, n int, op func(g, i int) error, settle func()) {
+	raw := &workload{op: rawOp}
+	sh := &workload{op: sharedOp, settle: applied, timed: true}
+	al := &workload{op: aloneOp}
+	phase := func(w *workload, n int) {
+		if w.timed {
+			b.StartTimer()
+			defer b.StopTimer()
+		}
 		server0, client0 := serverCPU(b, srv), processCPU()
 		start := time.Now()
 		var next atomic.Int64
@@ -854,7 +869,7 @@ func BenchmarkOwnKeys(b *testing.B) {
 					if i > n {
 						return
 					}
-					if err := op(g, i); err != nil {
+					if err := w.op(g, i); err != nil {
 						b.Error(err)
 						return
 					}
@@ -862,51 +877,50 @@ func BenchmarkOwnKeys(b *testing.B) {
 			})
 		}
 		wg.Wait()
-		if settle != nil {
-			settle()
+		if w.settle != nil {
+			w.settle()
 		}
-		t.elapsed += time.Since(start)
-		t.server += serverCPU(b, srv) - server0
-		t.client += processCPU() - client0
-		t.ops += n
+		w.elapsed += time.Since(start)
+		w.server += serverCPU(b, srv) - server0
+		w.client += processCPU() - client0
+		w.ops += n
 	}
+	order := []*workload{raw, sh, al}
 	// One write each first: connections dialled, scripts loaded.
-	phase(&raw, instances, rawOp, nil)
-	phase(&cd, instances, contextdOp, applied)
-	raw, cd = totals{}, totals{}
+	for _, w := range order {
+		phase(w, instances)
+		w.elapsed, w.server, w.client, w.ops = 0, 0, 0, 0
+	}
 	per := max(1, b.N/rounds)
 	b.ResetTimer()
-	for r := range rounds {
-		b.StopTimer()
-		if r%2 == 0 {
-			phase(&raw, per, rawOp, nil)
-		}
-		b.StartTimer()
-		phase(&cd, per, contextdOp, applied)
-		b.StopTimer()
-		if r%2 == 1 {
-			phase(&raw, per, rawOp, nil)
-		}
-		b.StartTimer()
-	}
 	b.StopTimer()
+	for range rounds {
+		for _, w := range order {
+			phase(w, per)
+		}
+		slices.Reverse(order)
+	}
 	if b.Failed() {
 		return
 	}
-	for _, c := range cs {
+	for _, c := range shared {
 		for g := range instances {
 			if v, ok, err := c.Get(ctx, key(g)); err != nil || !ok || v.N != last[g] {
 				b.Fatalf("an instance has %s = %v, %v, %v; want N = %d", key(g), v, ok, err, last[g])
 			}
 		}
 	}
-	rawRate := float64(raw.ops) / raw.elapsed.Seconds()
-	cdRate := float64(cd.ops) / cd.elapsed.Seconds()
-	b.ReportMetric(rawRate, "raw-ops/s")
-	b.ReportMetric(cdRate, "ops/s")
-	b.ReportMetric(cdRate/rawRate, "ratio")
-	b.ReportMetric(float64(raw.server.Microseconds())/float64(raw.ops), "raw-server-cpu-µs/op")
-	b.ReportMetric(float64(cd.server.Microseconds())/float64(cd.ops), "server-cpu-µs/op")
-	b.ReportMetric(float64(raw.client.Microseconds())/float64(raw.ops), "raw-client-cpu-µs/op")
-	b.ReportMetric(float64(cd.client.Microseconds())/float64(cd.ops), "client-cpu-µs/op")
+	rate := func(w *workload) float64 { return float64(w.ops) / w.elapsed.Seconds() }
+	b.ReportMetric(rate(raw), "raw-ops/s")
+	b.ReportMetric(rate(sh), "ops/s")
+	b.ReportMetric(rate(al), "alone-ops/s")
+	b.ReportMetric(rate(sh)/rate(raw), "ratio")
+	b.ReportMetric(rate(sh)/rate(al), "ratio-to-alone")
+	for _, w := range []struct {
+		prefix string
+		w      *workload
+	}{{"raw-", raw}, {"", sh}, {"alone-", al}} {
+		b.ReportMetric(float64(w.w.server.Microseconds())/float64(w.w.ops), w.prefix+"server-cpu-µs/op")
+		b.ReportMetric(float64(w.w.client.Microseconds())/float64(w.w.ops), w.prefix+"client-cpu-µs/op")
+	}
 }
