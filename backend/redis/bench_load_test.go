@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"runtime"
 	"slices"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -144,22 +145,31 @@ func BenchmarkGetWhileCopying(b *testing.B) {
 		ctx, cancel := context.WithCancel(context.Background())
 		defer cancel()
 		done := make(chan struct{}, 2)
+		// How many copies and writes overlapped the reads: the reads
+		// only prove something if these went on.
+		var copies, writes atomic.Int64
 		go func() {
 			defer func() { done <- struct{}{} }()
 			for ctx.Err() == nil {
-				_, _ = cx.GetContext(ctx)
+				if _, err := cx.GetContext(ctx); err == nil {
+					copies.Add(1)
+				}
 			}
 		}()
 		go func() {
 			defer func() { done <- struct{}{} }()
 			for i := 0; ctx.Err() == nil; i++ {
-				_ = cx.UpdateContext(ctx, keys[i%n], benchValue{N: i})
+				if cx.UpdateContext(ctx, keys[i%n], benchValue{N: i}) == nil {
+					writes.Add(1)
+				}
 			}
 		}()
 		get(b)
 		cancel()
 		<-done
 		<-done
+		b.ReportMetric(float64(copies.Load()), "copies")
+		b.ReportMetric(float64(writes.Load()), "writes")
 	})
 }
 
