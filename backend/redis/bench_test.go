@@ -2,6 +2,7 @@ package redis_test
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"runtime"
 	"slices"
@@ -782,5 +783,144 @@ func BenchmarkManyContexts(b *testing.B) {
 				}
 			}
 		})
+	}
+}
+
+// BenchmarkOwnKeys has 8 instances of one context, each on a backend and
+// client of its own as separate processes would be, each writing its own
+// key in a loop (UpdateContext), so every instance also applies the other
+// 7's events. The baseline is 8 go-redis clients each doing HSET of the
+// same JSON value to a field of its own, on the same server. To show what
+// applying the others' events costs, the same 8 writers also run on 8
+// contexts of their own ("alone": each receives only its own echo). The
+// three run in alternating rounds (raw, shared, alone, alone, shared, raw,
+// …) so that the machine's load drifts over all alike; a round of a shared
+// context ends only when every instance has applied every write, so the
+// cost of applying other instances' events is inside its time. It reports
+// the aggregate ops/s of each, the shared context's ratio to raw (the goal
+// is ≥ 0.7) and to alone, and the CPU per write of the server's main
+// thread and of this process (all 8 instances or clients). ns/op is the
+// shared context's aggregate time per write.
+//
+//	go test -run '^$' -bench OwnKeys -benchtime 2000x -count 5 ./backend/redis
+func BenchmarkOwnKeys(b *testing.B) {
+	srv := benchServer(b)
+	ctx := context.Background()
+	const instances, rounds, name = 8, 4, "bench-own-keys"
+	clients := make([]*goredis.Client, instances)
+	shared := make([]*contextd.Context[benchValue], instances)
+	alone := make([]*contextd.Context[benchValue], instances)
+	for g := range instances {
+		clients[g] = rawClient(b, srv)
+		shared[g] = benchInstance[benchValue](b, srv, name)
+		alone[g] = benchInstance[benchValue](b, srv, fmt.Sprintf("%s-alone-%d", name, g))
+	}
+	key := func(g int) string { return fmt.Sprintf("own-%d", g) }
+	value := func(i int) benchValue { return benchValue{N: i, Name: "name-of-the-value"} }
+	last := make([]int, instances) // the last value each goroutine wrote
+	rawOp := func(g, i int) error {
+		v, err := json.Marshal(value(i))
+		if err != nil {
+			return err
+		}
+		return clients[g].HSet(ctx, "bench:own-keys", key(g), v).Err()
+	}
+	sharedOp := func(g, i int) error {
+		last[g] = i
+		return shared[g].UpdateContext(ctx, key(g), value(i))
+	}
+	aloneOp := func(g, i int) error { return alone[g].UpdateContext(ctx, key(g), value(i)) }
+	// applied waits until every instance has every write: the highest
+	// revision any writer saw committed.
+	applied := func() {
+		var target uint64
+		for _, c := range shared {
+			target = max(target, c.Revision())
+		}
+		for _, c := range shared {
+			for c.Revision() < target {
+				time.Sleep(50 * time.Microsecond) // polling, in a benchmark
+			}
+		}
+	}
+	type workload struct {
+		op                      func(g, i int) error
+		settle                  func()
+		timed                   bool // the benchmark's own ns/op
+		elapsed, server, client time.Duration
+		ops                     int
+	}
+	raw := &workload{op: rawOp}
+	sh := &workload{op: sharedOp, settle: applied, timed: true}
+	al := &workload{op: aloneOp}
+	phase := func(w *workload, n int) {
+		if w.timed {
+			b.StartTimer()
+			defer b.StopTimer()
+		}
+		server0, client0 := serverCPU(b, srv), processCPU()
+		start := time.Now()
+		var next atomic.Int64
+		var wg sync.WaitGroup
+		for g := range instances {
+			wg.Go(func() {
+				for {
+					i := int(next.Add(1))
+					if i > n {
+						return
+					}
+					if err := w.op(g, i); err != nil {
+						b.Error(err)
+						return
+					}
+				}
+			})
+		}
+		wg.Wait()
+		if w.settle != nil {
+			w.settle()
+		}
+		w.elapsed += time.Since(start)
+		w.server += serverCPU(b, srv) - server0
+		w.client += processCPU() - client0
+		w.ops += n
+	}
+	order := []*workload{raw, sh, al}
+	// One write each first: connections dialled, scripts loaded.
+	for _, w := range order {
+		phase(w, instances)
+		w.elapsed, w.server, w.client, w.ops = 0, 0, 0, 0
+	}
+	per := max(1, b.N/rounds)
+	b.ResetTimer()
+	b.StopTimer()
+	for range rounds {
+		for _, w := range order {
+			phase(w, per)
+		}
+		slices.Reverse(order)
+	}
+	if b.Failed() {
+		return
+	}
+	for _, c := range shared {
+		for g := range instances {
+			if v, ok, err := c.Get(ctx, key(g)); err != nil || !ok || v.N != last[g] {
+				b.Fatalf("an instance has %s = %v, %v, %v; want N = %d", key(g), v, ok, err, last[g])
+			}
+		}
+	}
+	rate := func(w *workload) float64 { return float64(w.ops) / w.elapsed.Seconds() }
+	b.ReportMetric(rate(raw), "raw-ops/s")
+	b.ReportMetric(rate(sh), "ops/s")
+	b.ReportMetric(rate(al), "alone-ops/s")
+	b.ReportMetric(rate(sh)/rate(raw), "ratio")
+	b.ReportMetric(rate(sh)/rate(al), "ratio-to-alone")
+	for _, w := range []struct {
+		prefix string
+		w      *workload
+	}{{"raw-", raw}, {"", sh}, {"alone-", al}} {
+		b.ReportMetric(float64(w.w.server.Microseconds())/float64(w.w.ops), w.prefix+"server-cpu-µs/op")
+		b.ReportMetric(float64(w.w.client.Microseconds())/float64(w.w.ops), w.prefix+"client-cpu-µs/op")
 	}
 }
