@@ -107,6 +107,12 @@ type Report struct {
 	// Unknown if a search timed out ("" if linearizability was not
 	// checked).
 	Porcupine porcupine.CheckResult
+	// Inconclusive lists the keys whose search timed out only once the
+	// writes of unknown outcome that may have vanished were added (a
+	// failover with WAIT): each such write may or may not have happened,
+	// and many of them make the search exponential. They are not passed,
+	// and not violations either.
+	Inconclusive []string
 }
 
 // OK reports whether no violation was found.
@@ -120,6 +126,9 @@ func (r Report) Summary() string {
 		fmt.Fprintf(&b, "%ss: %d ok, %d unknown, %d refused; ", k, c[OK], c[Unknown], c[Refused])
 	}
 	fmt.Fprintf(&b, "%d revisions; %d acknowledged writes lost; porcupine: %q; %d violations", r.Revisions, r.Lost, r.Porcupine, len(r.Violations))
+	if len(r.Inconclusive) > 0 {
+		fmt.Fprintf(&b, "; inconclusive (search timed out with writes that may have vanished): keys %q", r.Inconclusive)
+	}
 	return b.String()
 }
 

@@ -412,14 +412,20 @@ func (c *checkRun) checkLinearizable() {
 			model = counterModel.ToModel()
 		}
 		res, info := porcupine.CheckOperationsVerbose(model, ops, c.o.Timeout)
+		withOptional := false
 		if res != porcupine.Ok && len(optional[key]) > 0 {
 			ops = append(ops, optional[key]...)
 			res, info = porcupine.CheckOperationsVerbose(model, ops, c.o.Timeout)
+			withOptional = true
 		}
 		switch res {
 		case porcupine.Ok:
 			continue
 		case porcupine.Unknown:
+			if withOptional && c.o.Loss == UnknownMayVanish {
+				c.rep.Inconclusive = append(c.rep.Inconclusive, key)
+				continue
+			}
 			if c.rep.Porcupine == porcupine.Ok {
 				c.rep.Porcupine = porcupine.Unknown
 			}
