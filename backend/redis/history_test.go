@@ -143,6 +143,9 @@ type workload struct {
 	opts contextd.Options
 	// failClosed gives every other instance Options.FailClosed.
 	failClosed bool
+	// noExpiry keeps the workers from writing WithTTL even where the
+	// backend expires keys.
+	noExpiry bool
 }
 
 const (
@@ -341,7 +344,7 @@ func (h *history) work(i, id int, rng *rand.Rand) {
 		Rec: h.rec, Cx: h.cs[i], Instance: i, ID: id,
 		Keys: h.w.keys, Counter: histCounter,
 		Plain:     slices.DeleteFunc(slices.Clone(h.w.keys), func(k string) bool { return k == lockKey }),
-		Expiry:    h.cs[i].Capabilities().Expiry,
+		Expiry:    h.cs[i].Capabilities().Expiry && !h.w.noExpiry,
 		StrongOff: &h.strongOff, StaleReads: &h.staleReads,
 	}
 	for h.pace(rng, 2*time.Millisecond) {

@@ -85,6 +85,14 @@ func runFailoverScenario(t *testing.T, mode failoverMode, seed uint64, length ti
 	s := redistest.StartSentinel(t)
 	n := 4 + rng.IntN(5)
 	w := drawWorkload(rng, false)
+	// The store's own expiry commits are not operations of the history:
+	// a failover that loses writes can also lose a reap the old master
+	// made, and the checker cannot tell which reads of absent keys such a
+	// vanished reap explains (at load 8 TestHistoryFailover/wait then
+	// reported linearizability and monotonic-read violations). Expiry
+	// across a failover is tested by the Redis expiry tests (WAIT mode,
+	// a promoted replica keeps the deadline).
+	w.noExpiry = true
 	ropts := historyRedisOptions(redis.Options{WaitReplicas: mode.waitReplicas, WaitTimeout: 200 * time.Millisecond})
 	ps := make([]*process, n)
 	for i := range ps {
