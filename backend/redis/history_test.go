@@ -146,6 +146,8 @@ type workload struct {
 	// noExpiry keeps the workers from writing WithTTL even where the
 	// backend expires keys.
 	noExpiry bool
+	// noConditions keeps them from conditional writes, Txns and deletes.
+	noConditions bool
 }
 
 const (
@@ -343,9 +345,10 @@ func (h *history) work(i, id int, rng *rand.Rand) {
 	w := &historytest.Worker{
 		Rec: h.rec, Cx: h.cs[i], Instance: i, ID: id,
 		Keys: h.w.keys, Counter: histCounter,
-		Plain:     slices.DeleteFunc(slices.Clone(h.w.keys), func(k string) bool { return k == lockKey }),
-		Expiry:    h.cs[i].Capabilities().Expiry && !h.w.noExpiry,
-		StrongOff: &h.strongOff, StaleReads: &h.staleReads,
+		Plain:        slices.DeleteFunc(slices.Clone(h.w.keys), func(k string) bool { return k == lockKey }),
+		Expiry:       h.cs[i].Capabilities().Expiry && !h.w.noExpiry,
+		NoConditions: h.w.noConditions,
+		StrongOff:    &h.strongOff, StaleReads: &h.staleReads,
 	}
 	for h.pace(rng, 2*time.Millisecond) {
 		if err := w.Step(rng); err != nil && !h.pace(rng, 5*time.Millisecond) {
@@ -762,7 +765,7 @@ func TestHistory(t *testing.T) {
 // little done; the checks must not depend on how fast the machine is.
 func (h *history) settle() {
 	h.t.Helper()
-	needs := historytest.Needs()
+	needs := historytest.NeedsFor(!h.w.noConditions)
 	deadline := time.Now().Add(2 * time.Minute)
 	for time.Now().Before(deadline) {
 		if (!h.w.locks || h.staleWrites.Load() > 0) && historytest.Enough(h.rec, needs) {
@@ -777,7 +780,7 @@ func (h *history) settle() {
 // with expired locks.
 func (h *history) requireActivity(rep checker.Report) {
 	h.t.Helper()
-	for _, m := range historytest.Missing(h.rec, historytest.Needs()) {
+	for _, m := range historytest.Missing(h.rec, historytest.NeedsFor(!h.w.noConditions)) {
 		h.t.Errorf("%s: %s", h.name, m)
 	}
 	if h.w.locks && h.staleWrites.Load() == 0 {

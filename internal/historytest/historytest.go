@@ -64,6 +64,9 @@ type Worker struct {
 	// Expiry puts some keys WithTTL (20–200 ms); set it from the backend's
 	// Capabilities().Expiry.
 	Expiry bool
+	// NoConditions leaves out conditional writes, Txns and deletes (plain
+	// and transactional writes take their turns); see NeedsFor.
+	NoConditions bool
 	// StrongOff, if set and true, stops recording strong reads (during a
 	// failover, when a client may still read the old master).
 	StrongOff *atomic.Bool
@@ -134,7 +137,11 @@ func (w *Worker) Step(rng *rand.Rand) error {
 	strongOff := w.strongOff()
 	op.Call = w.Rec.Now()
 	var err error
-	switch p := rng.IntN(100); {
+	p := rng.IntN(100)
+	if w.NoConditions && (p >= 84 || p >= 30 && p < 33) {
+		p = rng.IntN(30) // a plain or transactional write instead
+	}
+	switch {
 	case p < 20:
 		k := w.Keys[rng.IntN(len(w.Keys))]
 		v := w.next()
@@ -345,10 +352,18 @@ type Need struct {
 // Needs returns the activities a scenario must show: MinActivity
 // successes of each kind of operation, of conditional writes, of Txns
 // with conditions and of entry reads, and a few conflicts.
-func Needs() []Need {
+func Needs() []Need { return NeedsFor(true) }
+
+// NeedsFor is Needs, without the conditional writes, transactions with
+// conditions, entry reads and conflicts when conditions is false (a
+// Worker with NoConditions makes none).
+func NeedsFor(conditions bool) []Need {
 	var ns []Need
 	for _, k := range []checker.Kind{checker.Write, checker.Inc, checker.StrongRead, checker.CachedRead, checker.Snapshot, checker.Watch} {
 		ns = append(ns, Need{k.String() + "s", func(op checker.Op) bool { return op.Kind == k && op.Outcome == checker.OK }, MinActivity})
+	}
+	if !conditions {
+		return ns
 	}
 	return append(ns,
 		Need{"conditional writes", func(op checker.Op) bool {
