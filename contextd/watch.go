@@ -92,9 +92,9 @@ type watcher[T any] struct {
 }
 
 // stale reports whether ch is a change the reader has already seen the
-// outcome of in its initial state (see ahead). Callers hold mu.
-func (w *watcher[T]) stale(ch Change[T]) bool {
-	r, ok := w.ahead[ch.Key]
+// outcome of in its initial state (see watcher.ahead).
+func stale[T any](ahead map[string]uint64, ch Change[T]) bool {
+	r, ok := ahead[ch.Key]
 	return ok && ch.Revision <= r
 }
 
@@ -119,7 +119,7 @@ func (w *watcher[T]) push(changes []Change[T]) {
 			w.signal()
 		}
 		if !w.overrun && !w.backfill {
-			if w.stale(ch) {
+			if stale(w.ahead, ch) {
 				continue
 			}
 			select {
@@ -183,7 +183,7 @@ func (w *watcher[T]) finishBackfill(ctx context.Context, done <-chan struct{}) b
 		ahead := w.ahead // complete: the backfill has ended
 		w.mu.Unlock()
 		for _, ch := range next {
-			if r, ok := ahead[ch.Key]; ok && ch.Revision <= r {
+			if stale(ahead, ch) {
 				continue
 			}
 			if !w.send(ctx, done, ch) {
