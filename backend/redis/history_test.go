@@ -143,11 +143,6 @@ type workload struct {
 	opts contextd.Options
 	// failClosed gives every other instance Options.FailClosed.
 	failClosed bool
-	// noExpiry keeps the workers from writing WithTTL even where the
-	// backend expires keys.
-	noExpiry bool
-	// noConditions keeps them from conditional writes, Txns and deletes.
-	noConditions bool
 }
 
 const (
@@ -345,10 +340,9 @@ func (h *history) work(i, id int, rng *rand.Rand) {
 	w := &historytest.Worker{
 		Rec: h.rec, Cx: h.cs[i], Instance: i, ID: id,
 		Keys: h.w.keys, Counter: histCounter,
-		Plain:        slices.DeleteFunc(slices.Clone(h.w.keys), func(k string) bool { return k == lockKey }),
-		Expiry:       h.cs[i].Capabilities().Expiry && !h.w.noExpiry,
-		NoConditions: h.w.noConditions,
-		StrongOff:    &h.strongOff, StaleReads: &h.staleReads,
+		Plain:     slices.DeleteFunc(slices.Clone(h.w.keys), func(k string) bool { return k == lockKey }),
+		Expiry:    h.cs[i].Capabilities().Expiry,
+		StrongOff: &h.strongOff, StaleReads: &h.staleReads,
 	}
 	for h.pace(rng, 2*time.Millisecond) {
 		if err := w.Step(rng); err != nil && !h.pace(rng, 5*time.Millisecond) {
@@ -765,7 +759,7 @@ func TestHistory(t *testing.T) {
 // little done; the checks must not depend on how fast the machine is.
 func (h *history) settle() {
 	h.t.Helper()
-	needs := historytest.NeedsFor(!h.w.noConditions)
+	needs := historytest.Needs()
 	deadline := time.Now().Add(2 * time.Minute)
 	for time.Now().Before(deadline) {
 		if (!h.w.locks || h.staleWrites.Load() > 0) && historytest.Enough(h.rec, needs) {
@@ -780,7 +774,7 @@ func (h *history) settle() {
 // with expired locks.
 func (h *history) requireActivity(rep checker.Report) {
 	h.t.Helper()
-	for _, m := range historytest.Missing(h.rec, historytest.NeedsFor(!h.w.noConditions)) {
+	for _, m := range historytest.Missing(h.rec, historytest.Needs()) {
 		h.t.Errorf("%s: %s", h.name, m)
 	}
 	if h.w.locks && h.staleWrites.Load() == 0 {

@@ -85,22 +85,6 @@ func runFailoverScenario(t *testing.T, mode failoverMode, seed uint64, length ti
 	s := redistest.StartSentinel(t)
 	n := 4 + rng.IntN(5)
 	w := drawWorkload(rng, false)
-	// The store's own expiry commits are not operations of the history:
-	// a failover that loses writes can also lose a reap the old master
-	// made, and the checker cannot tell which reads of absent keys such a
-	// vanished reap explains (at load 8 TestHistoryFailover/wait then
-	// reported linearizability and monotonic-read violations). Expiry
-	// across a failover is tested by the Redis expiry tests (WAIT mode,
-	// a promoted replica keeps the deadline).
-	w.noExpiry = true
-	// Likewise conditional writes: a condition can name a revision of the
-	// old master that vanished, whose number the new master reuses for
-	// another commit, and the checker maps it through the surviving log
-	// (TestHistoryFailover/wait then reported linearizability violations,
-	// even at load 2). Until the checker models that, the failover
-	// scenarios check the plain workload they were written for;
-	// conditional writes are checked in every other scenario.
-	w.noConditions = true
 	ropts := historyRedisOptions(redis.Options{WaitReplicas: mode.waitReplicas, WaitTimeout: 200 * time.Millisecond})
 	ps := make([]*process, n)
 	for i := range ps {

@@ -466,3 +466,25 @@ func TestUnknownWriteResolvedByLog(t *testing.T) {
 	// Without the log, a1 may have taken effect any time.
 	wantOnly(t, Check(h, Options{}))
 }
+
+// Where writes of unknown outcome may vanish, so may the store's delete of
+// an expired key (the old master reaps it, an instance sees it gone, the
+// new master never did): a key written with a TTL found absent is excused,
+// one written without a TTL is not.
+func TestVanishedReapExcused(t *testing.T) {
+	withTTL := Value{W: 1, S: 1, X: 50}
+	h := []Op{
+		put(0, 0, 10, OK, "k", withTTL),
+		put(0, 20, 30, OK, "j", b2),
+		read(CachedRead, 2, 35, 36, "k", ptr(withTTL)),
+		read(CachedRead, 2, 80, 81, "k", nil), // a reap that vanished
+		read(CachedRead, 2, 110, 111, "k", ptr(withTTL)),
+	}
+	log := []Commit{commit(1, "k", withTTL), commit(2, "j", b2)}
+	wantOnly(t, Check(h, Options{Log: log, Loss: UnknownMayVanish}))
+
+	noTTL := val(1, 1)
+	h[0].Puts["k"], h[2].Read.Value, h[4].Read.Value = noTTL, noTTL, noTTL
+	log[0] = commit(1, "k", noTTL)
+	wantOnly(t, Check(h, Options{Log: log, Loss: UnknownMayVanish}), "monotonic reads")
+}

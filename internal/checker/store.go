@@ -25,9 +25,10 @@ type storeIndex struct {
 	// states[key] is every revision that put or deleted key, ascending.
 	states map[string][]keyState
 	// vanishingDeletes are the keys deleted by operations of unknown
-	// outcome, where such deletes may have taken effect and vanished
-	// (UnknownMayVanish): a read that finds such a key absent may have
-	// seen a delete the log does not have.
+	// outcome or written with a TTL (the store may reap them), where such
+	// deletes may have taken effect and vanished (UnknownMayVanish): a
+	// read that finds such a key absent may have seen a delete the log
+	// does not have.
 	vanishingDeletes map[string]bool
 }
 
@@ -80,6 +81,14 @@ func (c *checkRun) indexLog() *storeIndex {
 		for _, op := range c.h {
 			if op.Outcome == Unknown {
 				for _, k := range op.Deletes {
+					x.vanishingDeletes[k] = true
+				}
+			}
+			// The store's own delete of an expired key is a commit of
+			// unknown outcome too: the old master may reap a key, its
+			// instances see it gone, and the reap vanish in a failover.
+			for k, v := range op.Puts {
+				if v.X > 0 {
 					x.vanishingDeletes[k] = true
 				}
 			}
