@@ -266,7 +266,9 @@ end
 // lease of the batch covers it), conditions (the conflict reply), the
 // types of the keys written. Keys whose deadline has passed count as
 // absent for the conditions and are reaped, by a commit of their own just
-// before the batch's, only when the batch commits. A refused waiter is queued on the keys
+// before the batch's; a batch refused by a condition still commits that
+// reap, as the refusal may have seen them gone (a later read must not
+// find them again). A refused waiter is queued on the keys
 // concerned; a committed one leaves its queues and wakes the next waiter.
 //
 // The script is lean on purpose (docs/benchmarks.md): values travel once,
@@ -414,6 +416,28 @@ if useIndex then
     for i = 1, #d do gone[d[i]] = true end
   end
 end
+-- reapAlone commits the reap of the due keys by itself, for a batch that a
+-- condition refuses: the refusal may have seen a due key gone, so every
+-- later read must find it gone too (linearizability), not only the reads
+-- after the next commit.
+local function reapAlone()
+  if not typeIs(data, 'hash') then return corrupt('data') end
+  if not typeIs(revs, 'hash') then return corrupt('revs') end
+  local r = tonumber(m[3] or '0') + 1
+  local epochWire, parentWire
+  if m[8] == parent and m[6] and m[7] then
+    epochWire, parentWire = m[6], m[7]
+  else
+    epochWire, parentWire = wireID(epoch), wireID(parent)
+  end
+  local reapID = commitID .. 'x'
+  local reapWire = wireID(reapID)
+  local reapBad = expiry().reap(ring, data, revs, index, due, epochWire, r, reapWire, parentWire, logLen, channel, sharded)
+  if reapBad then return reapBad end
+  redis.call('HSET', meta, 'rev', r, 'commit', reapID, 'parent', parent,
+    'wepoch', epochWire, 'wcommit', reapWire, 'wfor', reapID)
+  return nil
+end
 -- revs holds "<revision> <commit id>" per key ("<revision>" if written
 -- by an older version); a condition without a commit id compares only the
 -- revision. A field that is neither, or a value without a revision (or
@@ -444,6 +468,10 @@ for i = 0, nConds - 1 do
           if bad then return bad end
         end
       end
+    end
+    if due and epoch then
+      local reapBad = reapAlone()
+      if reapBad then return reapBad end
     end
     -- What the key holds now, so the writer need not read it again.
     return {i, value, field}
