@@ -78,6 +78,7 @@ var (
 	_ ChangeLog             = (*composed)(nil)
 	_ MultiGetter           = (*composed)(nil)
 	_ locker.ReleaseWatcher = (*composed)(nil)
+	_ locker.TurnWatcher    = (*composed)(nil)
 	_ locker.FairLocker     = (*composed)(nil)
 	_ Expirer               = (*composed)(nil)
 )
@@ -140,6 +141,17 @@ func (c *composed) WatchRelease(ctx context.Context, name string, keys ...string
 		return nil, nil, fmt.Errorf("backend: composed locker cannot notify releases: %w", errors.ErrUnsupported)
 	}
 	return c.locker.(locker.ReleaseWatcher).WatchRelease(ctx, name, keys...)
+}
+
+// WatchTurn forwards to the locker when it watches turns (and has fair
+// queues and release notification); otherwise it fails with an error
+// matching errors.ErrUnsupported, and waiters fall back to WatchRelease.
+func (c *composed) WatchTurn(ctx context.Context, name string, w locker.Waiter, keys ...string) (<-chan struct{}, func(), error) {
+	tw, ok := c.locker.(locker.TurnWatcher)
+	if !ok || !c.caps.ReleaseNotify || !c.caps.FairLocks {
+		return nil, nil, fmt.Errorf("backend: composed locker cannot watch turns: %w", errors.ErrUnsupported)
+	}
+	return tw.WatchTurn(ctx, name, w, keys...)
 }
 
 func (c *composed) TryAcquireQueued(ctx context.Context, name, key string, ttl time.Duration, w locker.Waiter) (locker.Lease, error) {

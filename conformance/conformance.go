@@ -85,6 +85,9 @@ func Run(t *testing.T, h Harness) {
 	t.Run("Locker", func(t *testing.T) { testLocker(t, h) })
 	if h.Capabilities.FairLocks {
 		t.Run("FairLocks", func(t *testing.T) { testFairLocks(t, h) })
+		if h.Capabilities.ReleaseNotify {
+			t.Run("Turns", func(t *testing.T) { testTurns(t, h) })
+		}
 	}
 	if h.Capabilities.Expiry {
 		t.Run("Expiry", func(t *testing.T) { testExpiry(t, h) })

@@ -209,3 +209,114 @@ func testFairLocks(t *testing.T, h Harness) {
 		acquired(t, f, name, "k", w, "the lock waiter")
 	})
 }
+
+// testTurns checks a backend that implements locker.TurnWatcher: a release
+// wakes only the waiter first in the key's queue (and every WatchRelease
+// watcher), and a waiter whose turn notification never comes — the
+// waiter named before it died without leaving — still gets the lock by
+// retrying.
+func testTurns(t *testing.T, h Harness) {
+	turns := func(t *testing.T, b backend.Backend) (locker.TurnWatcher, locker.FairLocker) {
+		t.Helper()
+		tw, ok := b.(locker.TurnWatcher)
+		if !ok {
+			t.Skipf("%T does not watch turns (locker.TurnWatcher)", b)
+		}
+		return tw, b.(locker.FairLocker)
+	}
+	await := func(t *testing.T, ch <-chan struct{}, what string) {
+		t.Helper()
+		select {
+		case <-ch:
+		case <-time.After(waitLimit):
+			t.Fatalf("%s: no notification within %v", what, waitLimit)
+		}
+	}
+	watchTurn := func(t *testing.T, tw locker.TurnWatcher, name string, w locker.Waiter, keys ...string) <-chan struct{} {
+		t.Helper()
+		ch, stop, err := tw.WatchTurn(t.Context(), name, w, keys...)
+		if errors.Is(err, errors.ErrUnsupported) {
+			t.Skipf("WatchTurn: %v (waiters fall back to WatchRelease)", err)
+		}
+		if err != nil {
+			t.Fatalf("WatchTurn: %v", err)
+		}
+		t.Cleanup(stop)
+		return ch
+	}
+
+	t.Run("OnlyTheHeadWakes", func(t *testing.T) {
+		t.Parallel()
+		b, name := h.NewBackend(t), uniqueName(t)
+		tw, f := turns(t, b)
+		held := mustAcquire(t, b, name, "k", longTTL)
+		marker := mustAcquire(t, b, name, "marker", longTTL)
+		first, second := locker.NewWaiter(longTTL), locker.NewWaiter(longTTL)
+		for _, w := range []locker.Waiter{first, second} {
+			if _, err := f.TryAcquireQueued(t.Context(), name, "k", longTTL, w); !errors.Is(err, locker.ErrNotAcquired) {
+				t.Fatalf("TryAcquireQueued of a held lock = %v, want ErrNotAcquired", err)
+			}
+		}
+		n1, n2 := watchTurn(t, tw, name, first, "k"), watchTurn(t, tw, name, second, "k")
+		all, stop, err := releaseWatcher(t, b).WatchRelease(t.Context(), name, "k")
+		if err != nil {
+			t.Fatalf("WatchRelease: %v", err)
+		}
+		defer stop()
+		markers, stopMarkers, err := releaseWatcher(t, b).WatchRelease(t.Context(), name, "marker")
+		if err != nil {
+			t.Fatalf("WatchRelease: %v", err)
+		}
+		defer stopMarkers()
+		if err := b.Release(t.Context(), held); err != nil {
+			t.Fatalf("Release: %v", err)
+		}
+		// The marker's release is delivered after k's: once it is in,
+		// every notification of k's release has been sent.
+		if err := b.Release(t.Context(), marker); err != nil {
+			t.Fatalf("Release: %v", err)
+		}
+		await(t, markers, "WatchRelease of the marker key")
+		await(t, n1, "WatchTurn of the waiter first in the queue, after a release")
+		await(t, all, "WatchRelease of the key, after a release")
+		select {
+		case <-n2:
+			t.Fatal("a release woke the second waiter of the queue (WatchTurn), whose turn it is not")
+		default:
+		}
+		lease, err := f.TryAcquireQueued(t.Context(), name, "k", longTTL, first)
+		if err != nil {
+			t.Fatalf("TryAcquireQueued of the first waiter = %v, want the lock", err)
+		}
+		if err := b.Release(t.Context(), lease); err != nil {
+			t.Fatalf("Release: %v", err)
+		}
+		await(t, n2, "WatchTurn of the second waiter, after the first released the lock")
+	})
+
+	t.Run("LostTurnCostsARetry", func(t *testing.T) {
+		t.Parallel()
+		b, name := h.NewBackend(t), uniqueName(t)
+		tw, f := turns(t, b)
+		held := mustAcquire(t, b, name, "k", longTTL)
+		// ghost is queued first and never tries again: the release names
+		// it, so the waiter behind it is not notified, and must find its
+		// turn by retrying once ghost's hold has run out.
+		ghost := locker.NewWaiter(h.shortTTL())
+		if _, err := f.TryAcquireQueued(t.Context(), name, "k", longTTL, ghost); !errors.Is(err, locker.ErrNotAcquired) {
+			t.Fatalf("TryAcquireQueued of a held lock = %v, want ErrNotAcquired", err)
+		}
+		delay := 20 * time.Millisecond
+		res := goAcquire(t, t.Context(), b, name, "k", locker.Policy{
+			RetryDelay: delay, MaxRetries: int(2 * waitLimit / delay),
+			Watcher: tw.(locker.ReleaseWatcher), Queue: f,
+		})
+		if err := b.Release(t.Context(), held); err != nil {
+			t.Fatalf("Release: %v", err)
+		}
+		r := awaitAcquire(t, res, 2*waitLimit, "a waiter behind one that died without leaving")
+		if r.err != nil {
+			t.Fatalf("locker.Acquire behind a waiter that died = %v, want the lock", r.err)
+		}
+	})
+}

@@ -77,6 +77,28 @@ type ReleaseWatcher interface {
 	WatchRelease(ctx context.Context, name string, keys ...string) (notify <-chan struct{}, stop func(), err error)
 }
 
+// TurnWatcher is an optional capability of a ReleaseWatcher whose locker is
+// also a FairLocker: it wakes only the waiter whose turn it is, instead of
+// every waiter of a key. With N waiters queued for a key, WatchRelease
+// wakes all N on each release and N-1 of them try in vain; WatchTurn
+// wakes one.
+//
+// Retry uses it when the policy has a Queue; a TurnWatcher that cannot
+// serve a call (say, a composed backend whose locker lacks it) returns an
+// error matching errors.ErrUnsupported, and Retry falls back to
+// WatchRelease.
+type TurnWatcher interface {
+	// WatchTurn is WatchRelease for waiter w of the fair queues of keys
+	// of context name: a release of one of those locks, or the departure
+	// of the waiter first in one of their queues, notifies w if w is then
+	// first in that key's queue or no live waiter is queued for the key.
+	// A waiter further back is not woken: its turn comes with a later
+	// notification — or, if that one is lost (the waiter before it died
+	// without leaving, a message was dropped), with its next retry, so a
+	// lost notification costs at most a retry delay.
+	WatchTurn(ctx context.Context, name string, w Waiter, keys ...string) (notify <-chan struct{}, stop func(), err error)
+}
+
 // Held is a lock that is held now, as a Lister reports it.
 type Held struct {
 	// Key is the context key the lock guards.

@@ -3,6 +3,7 @@ package locker_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -257,5 +258,69 @@ func TestRetryWithAQueue(t *testing.T) {
 	}, busy)
 	if err != nil || len(left) != 0 {
 		t.Fatalf("a wait that succeeded: %v, left %v; want nil and no dequeue (the store dequeues a served waiter)", err, left)
+	}
+}
+
+// turnWatcher is a TurnWatcher that records the waiters it watches for and
+// never notifies; with unsupported set it declines every call.
+type turnWatcher struct {
+	watcher
+	unsupported bool
+	turns       []string
+}
+
+func (w *turnWatcher) WatchTurn(ctx context.Context, name string, wt locker.Waiter, keys ...string) (<-chan struct{}, func(), error) {
+	if w.unsupported {
+		return nil, nil, fmt.Errorf("no turns here: %w", errors.ErrUnsupported)
+	}
+	w.turns = append(w.turns, wt.ID)
+	return make(chan struct{}), func() {}, nil
+}
+
+// TestRetryWatchesTheTurnOfItsWaiter: with a queue, Retry watches the turn
+// of the waiter its queued attempts carry; a watcher that declines falls
+// back to WatchRelease; and a turn notification that never comes costs
+// retries, not the wait.
+func TestRetryWatchesTheTurnOfItsWaiter(t *testing.T) {
+	w := &turnWatcher{}
+	var ids []string
+	try := func(_ context.Context, wt *locker.Waiter) error {
+		if wt != nil {
+			ids = append(ids, wt.ID)
+		}
+		if len(ids) < 4 {
+			return errBusy
+		}
+		return nil
+	}
+	p := locker.Policy{RetryDelay: time.Millisecond, MaxRetries: 100, Watcher: w, Queue: &queue{}}
+	if err := locker.Retry(context.Background(), "c", []string{"k"}, p, try, busy); err != nil {
+		t.Fatalf("Retry without any notification = %v; want the retries to get through", err)
+	}
+	if len(w.turns) != 1 || w.armed != 0 || len(ids) != 4 || w.turns[0] != ids[0] || ids[0] != ids[3] {
+		t.Fatalf("watched turns %v (WatchRelease %d times) for attempts with waiters %v; want one WatchTurn of the attempts' waiter", w.turns, w.armed, ids)
+	}
+
+	declines := &turnWatcher{unsupported: true}
+	p.Watcher, ids = declines, nil
+	if err := locker.Retry(context.Background(), "c", []string{"k"}, p, try, busy); err != nil {
+		t.Fatalf("Retry = %v", err)
+	}
+	if declines.armed != 1 {
+		t.Fatalf("a TurnWatcher that declines: WatchRelease armed %d times; want once", declines.armed)
+	}
+
+	// Without a queue there is no turn to watch.
+	noQueue := &turnWatcher{}
+	p.Watcher, p.Queue, ids = noQueue, nil, nil
+	attempts := 0
+	_ = locker.Retry(context.Background(), "c", []string{"k"}, p, func(context.Context, *locker.Waiter) error {
+		if attempts++; attempts < 3 {
+			return errBusy
+		}
+		return nil
+	}, busy)
+	if len(noQueue.turns) != 0 || noQueue.armed != 1 {
+		t.Fatalf("without a queue: %d WatchTurn, %d WatchRelease; want WatchRelease only", len(noQueue.turns), noQueue.armed)
 	}
 }

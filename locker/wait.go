@@ -52,7 +52,10 @@ type Policy struct {
 // later release wakes the pause early.
 //
 // With p.Queue, every attempt after the first gets the same Waiter, which
-// the fair locker queues when it refuses it; when Retry returns an error,
+// the fair locker queues when it refuses it, and a p.Watcher that is a
+// TurnWatcher wakes the pause only when it is that waiter's turn (the
+// pauses still end after about p.RetryDelay, so a lost notification costs
+// latency, never the wait); when Retry returns an error,
 // the waiter is dequeued from keys (the store dequeues it itself on
 // success). Without a queue, w is nil and waiting is jittered polling,
 // with no bound on how often one waiter can lose to others.
@@ -76,16 +79,25 @@ func Retry(ctx context.Context, name string, keys []string, p Policy, try func(c
 			cancel()
 		}
 	}()
-	return retry(ctx, name, keys, p, func(ctx context.Context) error {
-		if attempts++; attempts == 2 && p.Queue != nil {
+	// The waiter is made when the wait starts — before the release
+	// notification is armed, so that a TurnWatcher knows whose turn to
+	// watch for — and queued by the attempt that follows.
+	waiter := func() *Waiter {
+		if w == nil && p.Queue != nil {
 			waiter := NewWaiter(holdFor(p))
 			w = &waiter
 		}
+		return w
+	}
+	return retry(ctx, name, keys, p, func(ctx context.Context) error {
+		if attempts++; attempts == 2 {
+			waiter()
+		}
 		return try(ctx, w)
-	}, retryable)
+	}, retryable, waiter)
 }
 
-func retry(ctx context.Context, name string, keys []string, p Policy, try func(context.Context) error, retryable func(error) bool) (err error) {
+func retry(ctx context.Context, name string, keys []string, p Policy, try func(context.Context) error, retryable func(error) bool, waiter func() *Waiter) (err error) {
 	err = try(ctx)
 	if err == nil || !retryable(err) || p.MaxRetries <= 0 {
 		return wrapExhausted(err, retryable, 0)
@@ -97,7 +109,7 @@ func retry(ctx context.Context, name string, keys []string, p Policy, try func(c
 	}
 	var notify <-chan struct{}
 	if p.Watcher != nil {
-		ch, stop, werr := p.Watcher.WatchRelease(ctx, name, keys...)
+		ch, stop, werr := watch(ctx, name, keys, p, waiter)
 		if werr == nil {
 			defer stop()
 			notify = ch
@@ -130,6 +142,21 @@ func retry(ctx context.Context, name string, keys []string, p Policy, try func(c
 		}
 	}
 	return wrapExhausted(err, retryable, p.MaxRetries)
+}
+
+// watch arms the release notification of a wait: for the waiter's turn
+// only when the watcher is a TurnWatcher and the wait is queued, else for
+// every release of keys.
+func watch(ctx context.Context, name string, keys []string, p Policy, waiter func() *Waiter) (<-chan struct{}, func(), error) {
+	if tw, ok := p.Watcher.(TurnWatcher); ok && waiter != nil {
+		if w := waiter(); w != nil {
+			ch, stop, err := tw.WatchTurn(ctx, name, *w, keys...)
+			if !errors.Is(err, errors.ErrUnsupported) {
+				return ch, stop, err
+			}
+		}
+	}
+	return p.Watcher.WatchRelease(ctx, name, keys...)
 }
 
 func wrapExhausted(err error, retryable func(error) bool, retries int) error {

@@ -130,6 +130,7 @@ var (
 	_ locker.FairLocker       = (*Backend)(nil)
 	_ backend.Expirer         = (*Backend)(nil)
 	_ locker.ReleaseWatcher   = (*Backend)(nil)
+	_ locker.TurnWatcher      = (*Backend)(nil)
 )
 
 // New returns an empty Backend. A nil opts means the defaults; opts is

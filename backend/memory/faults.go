@@ -26,11 +26,13 @@ func (b *Backend) Wipe(name string) {
 		return
 	}
 	sp.data = nil
+	// Waiters queue again at their next attempt: every one of them is
+	// woken, not only the heads of the queues dropped here.
+	sp.waiters, sp.queues = nil, nil
 	for key := range sp.locks {
 		b.notifyRelease(name, key)
 	}
 	sp.locks = nil
-	sp.waiters, sp.queues = nil, nil // waiters queue again at their next attempt
 }
 
 // Checkpoint records the data of context name; restore puts it back exactly

@@ -25,9 +25,12 @@ type lockID struct {
 	name, key string
 }
 
-// releaseWatch is one armed WatchRelease.
+// releaseWatch is one armed WatchRelease or WatchTurn.
 type releaseWatch struct {
 	ch chan struct{}
+	// waiter is the waiter whose turn a WatchTurn watches for; "" for
+	// WatchRelease, which every release wakes.
+	waiter string
 }
 
 // liveLock returns the unexpired lock on key at now, or nil. b.mu must be
@@ -152,6 +155,26 @@ func (b *Backend) Extend(ctx context.Context, l locker.Lease, ttl time.Duration)
 // idempotent, and notify is never closed. WatchRelease fails with an error
 // matching errors.ErrUnsupported if Options.DisableReleaseNotify is set.
 func (b *Backend) WatchRelease(ctx context.Context, name string, keys ...string) (notify <-chan struct{}, stop func(), err error) {
+	return b.watch(ctx, name, "", keys)
+}
+
+// WatchTurn arms a notification for waiter w, as described on
+// locker.TurnWatcher: a Release, a Dequeue or a served commit on one of
+// keys notifies w only if w is then first in the key's queue or no live
+// waiter is queued for it. It fails with an error matching
+// errors.ErrUnsupported if Options.DisableReleaseNotify or
+// Options.DisableFairLocks is set.
+func (b *Backend) WatchTurn(ctx context.Context, name string, w locker.Waiter, keys ...string) (notify <-chan struct{}, stop func(), err error) {
+	if b.opts.DisableFairLocks {
+		return nil, nil, unsupported(fmt.Sprintf("watch turns in %q", name), "DisableFairLocks")
+	}
+	if w.ID == "" {
+		return nil, nil, fmt.Errorf("memory: watch turns in %q: waiter needs an ID", name)
+	}
+	return b.watch(ctx, name, w.ID, keys)
+}
+
+func (b *Backend) watch(ctx context.Context, name, waiter string, keys []string) (notify <-chan struct{}, stop func(), err error) {
 	op := fmt.Sprintf("watch releases in %q", name)
 	if b.opts.DisableReleaseNotify {
 		return nil, nil, unsupported(op, "DisableReleaseNotify")
@@ -159,7 +182,7 @@ func (b *Backend) WatchRelease(ctx context.Context, name string, keys ...string)
 	if err := begin(ctx, op); err != nil {
 		return nil, nil, err
 	}
-	w := &releaseWatch{ch: make(chan struct{}, 1)}
+	w := &releaseWatch{ch: make(chan struct{}, 1), waiter: waiter}
 	ids := make([]lockID, 0, len(keys))
 	for _, k := range keys {
 		ids = append(ids, lockID{name, k})
@@ -195,9 +218,22 @@ func (b *Backend) WatchRelease(ctx context.Context, name string, keys ...string)
 	return w.ch, stop, nil
 }
 
-// notifyRelease wakes the watchers of one lock. b.mu must be held.
+// notifyRelease wakes the watchers of one lock: the WatchRelease ones,
+// and of the WatchTurn ones the waiter first in the key's queue, or all
+// of them if no live waiter is queued. b.mu must be held.
 func (b *Backend) notifyRelease(name, key string) {
-	for w := range b.watchers[lockID{name, key}] {
+	set := b.watchers[lockID{name, key}]
+	if len(set) == 0 {
+		return
+	}
+	var head string
+	if sp := b.spaces[name]; sp != nil && !b.opts.DisableFairLocks {
+		head = sp.queueHead(key, b.opts.Clock())
+	}
+	for w := range set {
+		if head != "" && w.waiter != "" && w.waiter != head {
+			continue // not its turn: the head goes first
+		}
 		select {
 		case w.ch <- struct{}{}:
 		default: // one notification is already pending; that is enough

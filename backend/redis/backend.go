@@ -51,6 +51,7 @@ var (
 	_ backend.MultiGetter     = (*Backend)(nil)
 	_ backend.Expirer         = (*Backend)(nil)
 	_ locker.ReleaseWatcher   = (*Backend)(nil)
+	_ locker.TurnWatcher      = (*Backend)(nil)
 	_ locker.FairLocker       = (*Backend)(nil)
 )
 

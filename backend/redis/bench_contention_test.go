@@ -111,10 +111,22 @@ func BenchmarkContention(b *testing.B) {
 			cs[i] = benchInstance[int](b, srv, "bench-contention")
 		}
 		inc := func(cur int, _ bool) (int, error) { return cur + 1, nil }
+		same := func(cur int, _ bool) (int, error) { return cur, nil }
+		before, err := cs[0].Modify(ctx, "counter", same)
+		if err != nil {
+			b.Fatal(err)
+		}
 		runTimed(b, instances, func(i int) error {
 			_, err := cs[i].Modify(ctx, "counter", inc)
 			return err
 		})
+		b.StopTimer()
+		// No increment lost: the last one's result is what every instance
+		// counted in all.
+		after, err := cs[0].Modify(ctx, "counter", same)
+		if err != nil || after-before != b.N {
+			b.Fatalf("counter went from %d to %d (%v) in %d increments", before, after, err, b.N)
+		}
 	})
 }
 

@@ -34,7 +34,8 @@
 //	                              (only for clients that may resend)
 //	{contextd:<name>}:queue:<key> sorted set: the key's lock waiters
 //	{contextd:<name>}:waiters     hash: lock waiters, with their tickets and deadlines
-//	{contextd:<name>}:unlock      channel: lock releases (payload: key)
+//	{contextd:<name>}:unlock      channel: lock releases (payload: key, or
+//	                              "\x00<length>:<waiter><key>" naming the waiter whose turn it is)
 //	{contextd:<name>}:events      channel: change events (the default)
 //
 // The epoch is a random id created by the first commit when meta has none;

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -104,7 +105,12 @@ func lockValue(l locker.Lease) string {
 func (b *Backend) Release(ctx context.Context, l locker.Lease) error {
 	op := fmt.Sprintf("release lock on %q in %q", l.Key, l.Name)
 	k := keysOf(l.Name)
-	n, err := releaseScript.Run(ctx, b.client, []string{k.lock(l.Key)}, lockValue(l), b.unlockChannel(k), flag(b.sharded), l.Key).Int64()
+	redisKeys := []string{k.lock(l.Key)}
+	if !b.opts.DisableFairLocks {
+		// The queue says whose turn it is: only that waiter is woken.
+		redisKeys = append(redisKeys, k.queue(l.Key), k.waiters)
+	}
+	n, err := releaseScript.Run(ctx, b.client, redisKeys, lockValue(l), b.unlockChannel(k), flag(b.sharded), l.Key).Int64()
 	if err != nil {
 		return scriptFailed(ctx, op, k, err, nil, func(int) string { return k.lock(l.Key) })
 	}
@@ -138,11 +144,32 @@ func (b *Backend) Extend(ctx context.Context, l locker.Lease, ttl time.Duration)
 // receives again (a retry may succeed then); either way a waiter falls
 // back to its retry delay.
 func (b *Backend) WatchRelease(ctx context.Context, name string, keys ...string) (<-chan struct{}, func(), error) {
-	op := fmt.Sprintf("watch lock releases in %q", name)
+	return b.watch(ctx, fmt.Sprintf("watch lock releases in %q", name), name, "", keys)
+}
+
+// WatchTurn is WatchRelease for waiter w, as locker.TurnWatcher
+// describes: the scripts that release a lock or let a queue's first waiter
+// go name the live waiter first in the queue now, and w is woken only by
+// a wake-up that names w or nobody. (Every member of the channel still
+// receives the message; the others drop it here, without waking their
+// waiting call.) It fails with an error matching errors.ErrUnsupported
+// when fair locks or release notification are switched off.
+func (b *Backend) WatchTurn(ctx context.Context, name string, w locker.Waiter, keys ...string) (<-chan struct{}, func(), error) {
+	op := fmt.Sprintf("watch lock turns in %q", name)
+	if b.opts.DisableFairLocks {
+		return nil, nil, fmt.Errorf("redis: %s: fair locks are switched off: %w", op, errors.ErrUnsupported)
+	}
+	if w.ID == "" {
+		return nil, nil, fmt.Errorf("redis: %s: waiter needs an ID", op)
+	}
+	return b.watch(ctx, op, name, w.ID, keys)
+}
+
+func (b *Backend) watch(ctx context.Context, op, name, waiter string, keys []string) (<-chan struct{}, func(), error) {
 	if b.opts.DisableReleaseNotify {
 		return nil, nil, fmt.Errorf("redis: %s: release notification is switched off: %w", op, errors.ErrUnsupported)
 	}
-	w := &releaseWatch{want: make(map[string]struct{}, len(keys)), notify: make(chan struct{}, 1)}
+	w := &releaseWatch{want: make(map[string]struct{}, len(keys)), notify: make(chan struct{}, 1), waiter: waiter}
 	for _, k := range keys {
 		w.want[k] = struct{}{}
 	}
@@ -155,17 +182,48 @@ func (b *Backend) WatchRelease(ctx context.Context, name string, keys ...string)
 	return w.notify, stop, nil
 }
 
-// releaseWatch is the sink of a WatchRelease: a wake-up when one of want
-// is released, or when the subscription receives again after a break.
+// releaseWatch is the sink of a WatchRelease or WatchTurn: a wake-up when
+// one of want is released (for a WatchTurn: and the release names its
+// waiter or nobody), or when the subscription receives again after a
+// break.
 type releaseWatch struct {
 	want   map[string]struct{}
 	notify chan struct{}
+	waiter string // WatchTurn's waiter; "" for WatchRelease
 }
 
-func (w *releaseWatch) deliver(key string) {
-	if _, ok := w.want[key]; ok {
-		w.wake()
+func (w *releaseWatch) deliver(payload string) {
+	key, next, ok := parseWake(payload)
+	if !ok {
+		w.wake() // a hint is cheap; a lost one costs a retry delay
+		return
 	}
+	if _, want := w.want[key]; !want {
+		return
+	}
+	if next != "" && w.waiter != "" && next != w.waiter {
+		return // another waiter's turn
+	}
+	w.wake()
+}
+
+// parseWake reads an unlock channel's message (wake in scripts.go): the
+// key, or "\x00<length of next>:<next><key>" where next is the waiter
+// whose turn it is ("" = any). ok is false for a message of neither form.
+func parseWake(payload string) (key, next string, ok bool) {
+	if payload == "" || payload[0] != 0 {
+		return payload, "", true
+	}
+	rest := payload[1:]
+	i := strings.IndexByte(rest, ':')
+	if i <= 0 {
+		return "", "", false
+	}
+	n, err := strconv.Atoi(rest[:i])
+	if err != nil || n < 0 || n > len(rest)-i-1 {
+		return "", "", false
+	}
+	return rest[i+1+n:], rest[i+1 : i+1+n], true
 }
 
 func (w *releaseWatch) wake() {

@@ -208,13 +208,24 @@ local function leave(q, waiters, id)
   end
   return h[1] == id and redis.call('ZCARD', q) > 0
 end
--- wake tells the waiters of key that they may try again.
-local function wake(channel, sharded, key)
+-- wake tells the waiters of key that they may try again: waiter next,
+-- whose turn it is (the live waiter first in the key's queue), or every
+-- waiter when next is false or '' (none queued, or no queues). The
+-- payload is the key, or "\0<length of next>:<next><key>" when a waiter
+-- is named or the key itself starts with "\0" (so that no key is taken
+-- for the named form). Watchers of a turn (WatchTurn) other than next
+-- ignore it; watchers of any release (WatchRelease) do not.
+local function wake(channel, sharded, key, next)
   if channel == '' then return end
+  local payload = key
+  if (next and next ~= '') or string.byte(key, 1) == 0 then
+    next = next or ''
+    payload = '\0' .. #next .. ':' .. next .. key
+  end
   if sharded == '1' then
-    redis.call('SPUBLISH', channel, key)
+    redis.call('SPUBLISH', channel, payload)
   else
-    redis.call('PUBLISH', channel, key)
+    redis.call('PUBLISH', channel, payload)
   end
 end
 -- lazyNow returns a function giving the server's clock in ms, read once.
@@ -642,8 +653,9 @@ end
 if first and queued then
   local L = locks()
   for i = 0, nOps - 1 do
-    if first[i] and L.leave(KEYS[queueKeysAt + i], waiters, waiterID) then
-      L.wake(unlock, sharded, ARGV[opsAt + 2 * i])
+    local q = KEYS[queueKeysAt + i]
+    if first[i] and L.leave(q, waiters, waiterID) then
+      L.wake(unlock, sharded, ARGV[opsAt + 2 * i], (L.queueHead(q, waiters, L.now, i)))
     end
   end
 end
@@ -824,6 +836,7 @@ return fence
 var dequeueScript = goredis.NewScript(luaCore + luaLocks + `
 local id, unlock, sharded = ARGV[1], ARGV[2], ARGV[3]
 if not typeIs(KEYS[1], 'hash') then return corrupt('waiters') end
+local now = lazyNow()
 local n = 0
 for i = 2, #KEYS do
   local q = KEYS[i]
@@ -831,29 +844,33 @@ for i = 2, #KEYS do
   if type(ok) == 'table' then return failed(ok, 'queue', i - 2) end
   if ok then
     n = n + 1
-    if leave(q, KEYS[1], id) then wake(unlock, sharded, ARGV[i + 2]) end
+    if leave(q, KEYS[1], id) then
+      wake(unlock, sharded, ARGV[i + 2], (queueHead(q, KEYS[1], now, i - 2)))
+    end
   end
 end
 return n
 `)
 
-// releaseScript deletes a lock if the lease holds it and tells waiters.
+// releaseScript deletes a lock if the lease holds it and tells waiters:
+// with queues, the live waiter first in the key's queue (whose turn it
+// is), else all of them.
 //
-//	KEYS: lock key; ARGV: lock value, unlock channel ("" = none), sharded,
-//	key
+//	KEYS: lock key, then (fair) the key's queue key and waiters
+//	ARGV: lock value, unlock channel ("" = none), sharded, key
 //	returns 1 if released, 0 if not held
 var releaseScript = goredis.NewScript(luaCore + luaLocks + `
 local held, bad = readLock(KEYS[1], 0)
 if bad then return bad end
 if held ~= ARGV[1] then return 0 end
 redis.call('DEL', KEYS[1])
-if ARGV[2] ~= '' then
-  if ARGV[3] == '1' then
-    redis.call('SPUBLISH', ARGV[2], ARGV[4])
-  else
-    redis.call('PUBLISH', ARGV[2], ARGV[4])
-  end
+local next = false
+if ARGV[2] ~= '' and #KEYS == 3 then
+  -- A damaged queue wakes every waiter; the next script that reads the
+  -- queue reports the damage.
+  next = queueHead(KEYS[2], KEYS[3], lazyNow(), 0) or false
 end
+wake(ARGV[2], ARGV[3], ARGV[4], next)
 return 1
 `)
 
