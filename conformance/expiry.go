@@ -145,6 +145,46 @@ func testExpiry(t *testing.T, h Harness) {
 		}
 	})
 
+	t.Run("ConditionsSeeExpiredKeysReaped", func(t *testing.T) {
+		t.Parallel()
+		s, name := h.NewBackend(t), uniqueName(t)
+		h1 := mustCommit(t, s, name, batch(putTTL("k", "v", ttl), put("j", "v")))
+		pastTTL(time.Now())
+		// A condition on k's revision fails now that k has expired, and
+		// that refusal observed k gone: the store must have reaped it, or
+		// a later read would find k again, after a commit saw it absent
+		// (not linearizable).
+		refused := batch(put("j", "w"))
+		refused.Conditions = []backend.Condition{{Key: "k", Revision: h1.Revision}}
+		if _, err := s.Commit(t.Context(), name, refused); !errors.Is(err, backend.ErrConflict) {
+			t.Fatalf("a commit conditional on the revision of expired k: %v; want ErrConflict", err)
+		}
+		if e, err := s.Get(t.Context(), name, "k"); !errors.Is(err, backend.ErrNotFound) {
+			t.Errorf("Get(k) after a refusal that saw k expired = %+v, %v; want ErrNotFound", e, err)
+		}
+		snap := mustLoad(t, s, name)
+		wantEntries(t, "Load after the refusal", snap.Entries, entry("j", "v", h1.Revision))
+		if snap.Revision != h1.Revision+1 {
+			t.Errorf("Load after the refusal: revision %d; want %d, the reap of k", snap.Revision, h1.Revision+1)
+		}
+
+		// A condition that k is absent holds once it has expired: the
+		// reap goes first, a revision of its own, then the batch.
+		name = uniqueName(t)
+		h1 = mustCommit(t, s, name, batch(putTTL("k", "v", ttl)))
+		pastTTL(time.Now())
+		create := batch(put("k", "again"))
+		create.Conditions = []backend.Condition{{Key: "k"}}
+		h2, err := s.Commit(t.Context(), name, create)
+		if err != nil {
+			t.Fatalf("a commit conditional on expired k being absent: %v", err)
+		}
+		if h2.Revision != h1.Revision+2 {
+			t.Errorf("the commit after k expired: revision %d; want %d (the reap at %d first)", h2.Revision, h1.Revision+2, h1.Revision+1)
+		}
+		wantEntries(t, "Load after the create", mustLoad(t, s, name).Entries, entry("k", "again", h2.Revision))
+	})
+
 	t.Run("WithoutTheWriter", func(t *testing.T) { testExpiryWithoutTheWriter(t, h) })
 
 	t.Run("PublishedAndDeletedForEveryInstance", func(t *testing.T) {
