@@ -70,17 +70,24 @@
 // Every commit first deletes the context's due keys, in its transaction,
 // as a commit of its own: the revision before the batch's, with no origin,
 // the deletes in byte order of the keys, logged and (for CommitAndPublish)
-// notified like any commit; a refused batch takes it back with the rest.
-// Expire does the same alone and reads the next deadline, in one
-// transaction that locks the context's row only when a key is due; its
-// event carries Event.Time. Until a commit or an Expire deletes it, a due
-// key is still in Load and Get, at the revision that wrote it, so every
-// snapshot is a state some revision made; conditions already treat it as
-// absent. A partial index on (context, expires_at) makes the due keys and
-// the next deadline one index range. Events travel in wire format version
-// 1, which carries neither Event.Time nor Change.Expires (nor does version
-// 2): receivers of a put learn its expiry from Load or Get, as contextd
-// does.
+// notified like any commit. A batch refused by one of its conditions
+// keeps that commit (the conditions judged the deleted keys absent, so a
+// read after the refusal must not find them again) and writes nothing of
+// its own: commit_ttl() returns the failed condition rather than raising
+// it. A batch refused for another reason (codec, lease, lock) takes it
+// back with the rest. Expire does the same alone and reads the next
+// deadline, in one transaction that locks the context's row only when a
+// key is due; its event carries Event.Time. Until a commit or an Expire
+// deletes it, a due key is still in Load and Get, at the revision that
+// wrote it, so every snapshot is a state some revision made. The check of
+// conditions before the commit waits for the context's row (at the
+// statement's snapshot) deletes nothing: it refuses a condition on a due
+// key only when the condition fails both with the key present and with it
+// absent, and leaves the others to the check after the reap. A partial
+// index on (context, expires_at) makes the due keys and the next deadline
+// one index range. Events travel in wire format version 1, which carries
+// neither Event.Time nor Change.Expires (nor does version 2): receivers of
+// a put learn its expiry from Load or Get, as contextd does.
 //
 // Key expiry was added to schema version 1 without changing the version:
 // on first use, in one transaction under the schema's advisory lock, the
@@ -91,7 +98,10 @@
 // expiry holds only while expires_rev equals the entry's rev, so their
 // puts, which leave both columns alone, clear it; and they neither expire
 // keys nor give keys an expiry. Adding the columns needs the right to
-// alter the tables, once.
+// alter the tables, once. The additions are recognised by the result
+// column r_conflict of commit_ttl(); a schema made by a build whose
+// commit_ttl() raised failed conditions gets the current one (it is
+// dropped and made again: no release before key expiry calls it).
 //
 // The change log keeps Options.ChangeLogLength events per context (1000),
 // trimmed every 16 commits, like the Redis backend's capped stream. A new

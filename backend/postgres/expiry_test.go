@@ -1,6 +1,7 @@
 package postgres_test
 
 import (
+	"errors"
 	"testing"
 	"time"
 
@@ -195,5 +196,58 @@ func TestOldSchemaGainsExpiry(t *testing.T) {
 	snap, err = b.Load(ctx, "c")
 	if err != nil || len(snap.Entries) != 2 {
 		t.Errorf("Load after the expiry = %+v, %v; want old and rewritten", snap.Entries, err)
+	}
+}
+
+// TestEarlierCommitTTLReplaced: a schema made by a build whose commit_ttl
+// raised a failed condition, and so returned no r_conflict, gets the
+// current commit_ttl on first use (CREATE OR REPLACE cannot change a
+// function's result columns: it is dropped and made again).
+func TestEarlierCommitTTLReplaced(t *testing.T) {
+	ctx := t.Context()
+	db := newDB(t)
+	if _, err := newBackend(t, db, nil).Revision(ctx, "c"); err != nil {
+		t.Fatal(err)
+	}
+	pool, err := pgxpool.New(ctx, db.url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pool.Close()
+	// contract: takes nothing; returns nothing. commit_ttl with the
+	// arguments and result columns of that build, and a body that fails.
+	if _, err := pool.Exec(ctx, `
+DROP FUNCTION contextd.commit_ttl(bytea, text, text, text, bytea[], bytea[], bytea[], bytea[],
+	bytea[], bigint[], text[], bool, bytea[], text[], bigint[], bytea, bool, int, text, int, bigint[], text);
+CREATE FUNCTION contextd.commit_ttl(
+	p_name bytea, p_codec text, p_epoch text, p_commit text,
+	p_put_keys bytea[], p_put_values bytea[], p_del_keys bytea[], p_op_keys bytea[],
+	p_cond_keys bytea[], p_cond_revs bigint[], p_cond_commits text[],
+	p_check_locks bool, p_lease_keys bytea[], p_lease_tokens text[], p_lease_fences bigint[],
+	p_body bytea, p_log bool, p_log_len int, p_channel text, p_notify_max int,
+	p_put_ttls bigint[], p_reap_commit text,
+	OUT r_epoch text, OUT r_rev bigint, OUT r_commit text, OUT r_parent text)
+LANGUAGE plpgsql AS $fn$
+BEGIN
+	RAISE EXCEPTION 'the earlier commit_ttl';
+END
+$fn$;`); err != nil {
+		t.Fatal(err)
+	}
+
+	b := newBackend(t, db, nil)
+	h1, err := b.Commit(ctx, "c", ttlBatch())
+	if err != nil {
+		t.Fatalf("a commit after first use of a schema with the earlier commit_ttl: %v", err)
+	}
+	committed := time.Now()
+	waitPast(committed, keyTTL)
+	refused := backend.Batch{Codec: "json", Ops: []backend.Op{{Key: "j", Value: []byte(`"w"`)}},
+		Conditions: []backend.Condition{{Key: "k", Revision: h1.Revision}}}
+	if _, err := b.Commit(ctx, "c", refused); !errors.Is(err, backend.ErrConflict) {
+		t.Fatalf("a commit conditional on expired k = %v; want ErrConflict", err)
+	}
+	if h, err := b.Revision(ctx, "c"); err != nil || h.Revision != h1.Revision+1 {
+		t.Errorf("the head after the refusal = %+v, %v; want revision %d, the reap of k", h, err, h1.Revision+1)
 	}
 }

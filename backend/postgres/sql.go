@@ -318,13 +318,17 @@ INSERT INTO {{s}}.schema_version (version) VALUES (1);
 `
 
 // expiryReadySQL says whether the schema has the key expiry additions of
-// createExpirySQL (their last object, the function expire, exists).
+// createExpirySQL in their latest form: the function commit_ttl exists and
+// returns r_conflict (createExpirySQL runs in one transaction, so then
+// everything else it makes exists too). A schema made by a build before
+// commit_ttl returned its conflicts has a commit_ttl without r_conflict:
+// createExpirySQL replaces it.
 //
 //	takes:   $1 schema name
 //	returns: one row (exists)
 const expiryReadySQL = `SELECT EXISTS (
 	SELECT 1 FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
-	WHERE n.nspname = $1 AND p.proname = 'expire')`
+	WHERE n.nspname = $1 AND p.proname = 'commit_ttl' AND 'r_conflict' = ANY (p.proargnames))`
 
 // createExpirySQL adds key expiry to a schema of version 1, made by this
 // release or an earlier one. It runs in a transaction holding the advisory
@@ -345,12 +349,20 @@ const expiryReadySQL = `SELECT EXISTS (
 //	                     the functions below; commit() of version 1 stays
 //	                     for the processes of an earlier release
 //
+// Every statement may run again on a schema that has some of it: columns
+// and index IF NOT EXISTS, functions CREATE OR REPLACE. commit_ttl is
+// dropped first, because CREATE OR REPLACE cannot change a function's
+// result columns, and builds before it returned r_conflict made it
+// without; no release before key expiry calls it.
+//
 // Adding nullable columns without a default rewrites nothing; the ALTER
 // takes the table's lock for a moment.
 //
 //	takes:   nothing
 //	returns: nothing
 const createExpirySQL = `
+DROP FUNCTION IF EXISTS {{s}}.commit_ttl(bytea, text, text, text, bytea[], bytea[], bytea[], bytea[],
+	bytea[], bigint[], text[], bool, bytea[], text[], bigint[], bytea, bool, int, text, int, bigint[], text);
 ALTER TABLE {{s}}.entries ADD COLUMN IF NOT EXISTS expires_at timestamptz,
 	ADD COLUMN IF NOT EXISTS expires_rev bigint;
 CREATE INDEX IF NOT EXISTS entries_expiry ON {{s}}.entries (context, expires_at)
@@ -459,7 +471,7 @@ CREATE OR REPLACE FUNCTION {{s}}.commit_ttl(
 	p_check_locks bool, p_lease_keys bytea[], p_lease_tokens text[], p_lease_fences bigint[],
 	p_body bytea, p_log bool, p_log_len int, p_channel text, p_notify_max int,
 	p_put_ttls bigint[], p_reap_commit text,
-	OUT r_epoch text, OUT r_rev bigint, OUT r_commit text, OUT r_parent text)
+	OUT r_epoch text, OUT r_rev bigint, OUT r_commit text, OUT r_parent text, OUT r_conflict int)
 LANGUAGE plpgsql AS $fn$
 DECLARE
 	m {{s}}.contexts%ROWTYPE;
@@ -471,16 +483,20 @@ BEGIN
 	-- A condition that fails already fails before waiting for the
 	-- context's row (it failed at this statement's snapshot): under
 	-- contention most losers leave here. A key whose expiry has passed
-	-- counts as absent, as it will be once reaped below.
+	-- is present until reaped below and absent after; this check reaps
+	-- nothing, so it refuses only a condition that fails in both states
+	-- (absent, it holds only for revision 0), and leaves the others to
+	-- the check after the reap.
 	IF has_conds THEN
 		SELECT c.i INTO bad
 		FROM unnest(p_cond_keys, p_cond_revs, p_cond_commits) WITH ORDINALITY AS c(key, rev, cmt, i)
 		LEFT JOIN {{s}}.entries e ON e.context = p_name AND e.key = c.key
-			AND NOT coalesce(e.expires_at <= clock_timestamp() AND e.expires_rev = e.rev, false)
-		WHERE coalesce(e.rev, 0) <> c.rev OR (c.rev <> 0 AND c.cmt <> '' AND e.commit_id <> c.cmt)
+		WHERE (coalesce(e.rev, 0) <> c.rev OR (c.rev <> 0 AND c.cmt <> '' AND e.commit_id <> c.cmt))
+		  AND NOT (c.rev = 0 AND coalesce(e.expires_at <= clock_timestamp() AND e.expires_rev = e.rev, false))
 		ORDER BY c.i LIMIT 1;
 		IF FOUND THEN
-			RAISE EXCEPTION USING ERRCODE = 'CDC01', MESSAGE = (bad - 1)::text;
+			r_conflict := bad - 1;
+			RETURN;
 		END IF;
 	END IF;
 
@@ -506,8 +522,12 @@ BEGIN
 			m.epoch, m.rev, m.commit_id, m.parent_id);
 	END IF;
 
-	-- Conditions, again under the lock: a key's revision (0: absent) and,
-	-- when given with a revision above 0, the commit that wrote it.
+	-- Conditions, again under the lock and after the reap: a key's
+	-- revision (0: absent) and, when given with a revision above 0, the
+	-- commit that wrote it. A refusal is returned, not raised: the reap
+	-- commits, since these conditions judged the keys it deleted absent
+	-- (a read after the refusal must not find them again), and nothing of
+	-- the batch is written.
 	IF has_conds THEN
 		SELECT c.i INTO bad
 		FROM unnest(p_cond_keys, p_cond_revs, p_cond_commits) WITH ORDINALITY AS c(key, rev, cmt, i)
@@ -515,10 +535,13 @@ BEGIN
 		WHERE coalesce(e.rev, 0) <> c.rev OR (c.rev <> 0 AND c.cmt <> '' AND e.commit_id <> c.cmt)
 		ORDER BY c.i LIMIT 1;
 		IF FOUND THEN
-			RAISE EXCEPTION USING ERRCODE = 'CDC01', MESSAGE = (bad - 1)::text;
+			r_conflict := bad - 1;
+			RETURN;
 		END IF;
 	END IF;
 
+	-- The other refusals raise, and so take the reap back with the rest:
+	-- they judged no key's presence.
 	IF p_check_locks THEN
 		-- Every lease must still be held: same token and fence, not expired.
 		IF cardinality(p_lease_keys) > 0 THEN
@@ -625,17 +648,20 @@ $fn$;
 //	         ('' = none), $20 longest NOTIFY payload, $21 TTLs of the puts
 //	         in microseconds (0 = none), $22 commit id of the reaping
 //	         commit, if there is one
-//	returns: one row (epoch, revision, commit id, parent commit id) of the
-//	         batch's commit
+//	returns: one row (conflict, epoch, revision, commit id, parent commit
+//	         id): conflict NULL and the head of the batch's commit; or, when
+//	         a condition failed, the condition's 0-based index and NULLs.
+//	         Then nothing of the batch is written, but the reaping commit
+//	         is, if there was one: the conditions judged its keys absent
 //	fails:   SQLSTATE CDX01 codec mismatch (message: the stored codec),
-//	         CDC01 condition failed, CDN01 lease not held, CDL01 key locked
-//	         (message: the 0-based index of the condition, lease or key);
-//	         then nothing is written, the reaping commit included
+//	         CDN01 lease not held, CDL01 key locked (message: the 0-based
+//	         index of the lease or key); then nothing is written, the
+//	         reaping commit included
 //
 // The NOTIFY payload is "i" + base64(event), or, when that is longer than
 // $20, "p<revision>:" + base64(context name): a pointer into the change
 // log, where the event is stored even with the log switched off.
-const commitSQL = `SELECT r_epoch, r_rev, r_commit, r_parent FROM {{s}}.commit_ttl(
+const commitSQL = `SELECT r_conflict, r_epoch, r_rev, r_commit, r_parent FROM {{s}}.commit_ttl(
 	$1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22)`
 
 // expireSQL deletes the context's due keys in one commit, logged and

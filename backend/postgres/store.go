@@ -191,8 +191,11 @@ func (b *Backend) commit(ctx context.Context, name string, bt backend.Batch, cha
 		pgch = pgChannel(b.opts.Schema, channel)
 	}
 	id := b.newID() // the commit's id; a new context's epoch is another
-	var h backend.Head
-	var rev int64
+	var (
+		conflict           *int32
+		epoch, cmt, parent *string
+		rev                *int64
+	)
 	err := b.pool.QueryRow(ctx, b.sql.commit,
 		[]byte(name), bt.Codec, b.newID(), id,
 		putKeys, putValues, delKeys, opKeys,
@@ -200,15 +203,27 @@ func (b *Backend) commit(ctx context.Context, name string, bt backend.Batch, cha
 		checkLocks, leaseKeys, leaseTokens, leaseFences,
 		body, !b.opts.DisableChangeLog, b.opts.ChangeLogLength, pgch, maxNotifyPayload,
 		putTTLs, b.newID(),
-	).Scan(&h.Epoch, &rev, &h.Commit, &h.Parent)
+	).Scan(&conflict, &epoch, &rev, &cmt, &parent)
 	if err != nil {
 		return backend.Head{}, commitError(ctx, op, bt, leases, err)
 	}
-	h.Revision = uint64(rev)
-	return h, nil
+	if conflict != nil {
+		// Returned rather than raised, so that the reap the conditions
+		// saw was committed.
+		key := "?"
+		if i := int(*conflict); i >= 0 && i < len(bt.Conditions) {
+			key = bt.Conditions[i].Key
+		}
+		return backend.Head{}, fmt.Errorf("postgres: %s: key %q changed: %w", op, key, backend.ErrConflict)
+	}
+	if epoch == nil || rev == nil || cmt == nil || parent == nil {
+		return backend.Head{}, fmt.Errorf("postgres: %s: the commit function returned no head", op)
+	}
+	return backend.Head{Epoch: *epoch, Revision: uint64(*rev), Commit: *cmt, Parent: *parent}, nil
 }
 
-// commitError translates a refusal of the commit function.
+// commitError translates a refusal the commit function raised. A failed
+// condition is not raised but returned (commitSQL).
 func commitError(ctx context.Context, op string, bt backend.Batch, leases []locker.Lease, err error) error {
 	var pgErr *pgconn.PgError
 	if !errors.As(err, &pgErr) {
@@ -224,9 +239,6 @@ func commitError(ctx context.Context, op string, bt backend.Batch, leases []lock
 	switch pgErr.Code {
 	case "CDX01":
 		return fmt.Errorf("postgres: %s: the context is encoded with %q, not %q: %w", op, pgErr.Message, bt.Codec, backend.ErrCodecMismatch)
-	case "CDC01":
-		key := at(len(bt.Conditions), func(i int) string { return bt.Conditions[i].Key })
-		return fmt.Errorf("postgres: %s: key %q changed: %w", op, key, backend.ErrConflict)
 	case "CDN01":
 		key := at(len(leases), func(i int) string { return leases[i].Key })
 		return fmt.Errorf("postgres: %s: lock on %q: %w", op, key, locker.ErrNotHeld)

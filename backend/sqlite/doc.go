@@ -137,16 +137,22 @@
 // Every commit first deletes the context's due keys, in its own write
 // transaction, as a commit of its own: the revision before the batch's,
 // with no origin, the deletes in byte order of the keys, logged and (for
-// CommitAndPublish) appended to the message log like any commit; a refused
-// batch takes it back with the rest. Expire does the same alone: a read
-// finds whether anything is due, and only then does it take the write
-// lock, reap, and read the next deadline; its event carries Event.Time.
-// Until a commit or an Expire deletes it, a due key is still in Load and
-// Get, at the revision that wrote it, so every snapshot is a state some
-// revision made; conditions already treat it as absent. Events travel in
-// wire format version 1, which carries neither Event.Time nor
-// Change.Expires (nor does version 2): receivers of a put learn its expiry
-// from Load or Get, as contextd does.
+// CommitAndPublish) appended to the message log like any commit. A batch
+// refused by one of its conditions keeps that commit (the conditions
+// judged the reaped keys absent, so a read after the refusal must not
+// find them again) and writes nothing of its own; a batch refused for
+// another reason (codec, lease, lock) takes it back with the rest. Expire
+// does the same alone: a read finds whether anything is due, and only then
+// does it take the write lock, reap, and read the next deadline; its event
+// carries Event.Time. Until a commit or an Expire deletes it, a due key is
+// still in Load and Get, at the revision that wrote it, so every snapshot
+// is a state some revision made. The check of conditions on a read
+// connection before the write lock reaps nothing: it refuses a condition
+// on a due key only when the condition fails both with the key present
+// and with it absent, and leaves the others to the write transaction,
+// which reaps first. Events travel in wire format version 1, which
+// carries neither Event.Time nor Change.Expires (nor does version 2):
+// receivers of a put learn its expiry from Load or Get, as contextd does.
 //
 // # Limits
 //

@@ -43,17 +43,18 @@ FROM contextd_entries WHERE name = ?1`
 	sqlGet = `SELECT value, revision, commit_id, CASE WHEN expires_rev = revision THEN expires_ms END
 FROM contextd_entries WHERE name = ?1 AND key = ?2`
 
-	// sqlWritten reads which commit last wrote a key, for a condition. A
-	// key that is due counts as absent, as it is once reaped.
+	// sqlWritten reads which commit last wrote a key, for a condition,
+	// and whether the key is due (present until it is reaped, absent
+	// after).
 	//
 	//	takes:   ?1 name, ?2 key, ?3 now
-	//	returns: zero or one row (revision, commit_id); none if the key is
-	//	         absent or due
+	//	returns: zero or one row (revision, commit_id, due: 1 if the key's
+	//	         expiry is at or before ?3, else 0); none if the key is
+	//	         absent
 	//	runs:    alone or in a read transaction (the precheck), and in the
 	//	         commit's write transaction (after sqlReap: nothing is due)
-	sqlWritten = `SELECT revision, commit_id
-FROM contextd_entries WHERE name = ?1 AND key = ?2
-AND NOT coalesce(expires_ms <= ?3 AND expires_rev = revision, 0)`
+	sqlWritten = `SELECT revision, commit_id, coalesce(expires_ms <= ?3 AND expires_rev = revision, 0)
+FROM contextd_entries WHERE name = ?1 AND key = ?2`
 
 	// sqlSetHead records a commit as the context's head, creating the
 	// context's row if it has none. The codec is recorded once: a row

@@ -156,12 +156,16 @@ func (b *Backend) commit(ctx context.Context, name string, bt backend.Batch, cha
 	body := backend.EncodeEventBody(bt.Origin, backend.EventFromBatch(backend.Head{}, bt).Changes)
 	id := b.newCommitID()
 	var head backend.Head
+	// refusal is a conflict found after a reap that was kept: the write
+	// transaction commits the reap, and the batch is refused.
+	var refusal error
 	// A condition that fails now makes the commit fail now: checked on a
 	// read connection first, so that writers who lost a race (Modify's
 	// retries) do not queue for the write lock only to fail there.
 	err := b.precheck(ctx, name, bt.Conditions)
 	if err == nil {
 		err = b.writeTx(ctx, func(ctx context.Context, c *dbConn, now int64) error {
+			refusal = nil
 			var cur backend.Head
 			var codec string
 			if _, err := readHead(ctx, c, name, &cur, &codec); err != nil {
@@ -169,11 +173,20 @@ func (b *Backend) commit(ctx context.Context, name string, bt backend.Batch, cha
 			}
 			// Keys due by now go first, in a commit of their own: the
 			// batch (and its conditions) sees them gone, as every
-			// reader will. A refusal below undoes it with the rest.
-			if _, err := b.reap(ctx, c, name, &cur, now, channel); err != nil {
+			// reader will.
+			ev, err := b.reap(ctx, c, name, &cur, now, channel)
+			if err != nil {
 				return err
 			}
 			if err := b.check(ctx, c, name, bt, codec, now); err != nil {
+				// A condition judged the reaped keys absent: the reap
+				// stays, or a read after this refusal would find them
+				// again. Other refusals saw nothing of it and take it
+				// back with the rest.
+				if ev.Revision != 0 && errors.Is(err, backend.ErrConflict) {
+					refusal = err
+					return nil
+				}
 				return err
 			}
 			head = backend.Head{Epoch: cur.Epoch, Revision: cur.Revision + 1, Commit: id, Parent: cur.Commit}
@@ -214,6 +227,12 @@ func (b *Backend) commit(ctx context.Context, name string, bt backend.Batch, cha
 			return nil
 		})
 	}
+	if err == nil && refusal != nil {
+		if channel != "" {
+			b.poll.kick() // the kept reap's event
+		}
+		err = refusal
+	}
 	if err != nil {
 		if refused(err) {
 			return backend.Head{}, fmt.Errorf("sqlite: %s: %w", op, err)
@@ -229,7 +248,10 @@ func (b *Backend) commit(ctx context.Context, name string, bt backend.Batch, cha
 // precheck returns a conflict if one of conds does not hold now, read in
 // one read transaction. A conflict is an answer the commit may give at any
 // moment of its call at which the condition does not hold, so this one is
-// exact; conditions that hold are checked again under the write lock.
+// exact; conditions that hold are checked again under the write lock, and
+// so are those on a key that is due and would hold once it is reaped
+// (checkCondition): only the write transaction reaps, and a refusal that
+// judged a key absent must leave it reaped.
 func (b *Backend) precheck(ctx context.Context, name string, conds []backend.Condition) error {
 	if len(conds) == 0 {
 		return nil
@@ -250,13 +272,21 @@ func (b *Backend) precheck(ctx context.Context, name string, conds []backend.Con
 }
 
 // checkCondition reads the key of cond and returns a conflict if cond does
-// not hold at now (a key due by then counts as absent).
+// not hold at now. A key that is due by then but not reaped yet (only the
+// precheck sees one: the write transaction reaps first) is present until
+// its reap and absent after, so cond fails only if it fails in both
+// states: a refusal made here reaps nothing, and is linearizable at this
+// read, where the key is present.
 func checkCondition(ctx context.Context, c *dbConn, name string, cond backend.Condition, now int64) error {
 	var rev int64
 	var commit string
-	err := c.scan(ctx, sqlWritten, []any{name, cond.Key, now}, &rev, &commit)
+	var due bool
+	err := c.scan(ctx, sqlWritten, []any{name, cond.Key, now}, &rev, &commit, &due)
 	if err != nil && !errors.Is(err, sql.ErrNoRows) {
 		return err
+	}
+	if due && cond.Revision == 0 {
+		return nil // holds once the key is reaped
 	}
 	if have := uint64(rev); have != cond.Revision {
 		return fmt.Errorf("key %q is at revision %d, condition wants %d: %w", cond.Key, have, cond.Revision, backend.ErrConflict)
