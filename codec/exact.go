@@ -10,7 +10,8 @@ import (
 // vouch that, for some types, decoding what it encoded gives back exactly
 // the value it encoded. contextd keeps such a value as it was written
 // instead of decoding the encoded bytes again for its local copy, which
-// spares a decode per write.
+// spares a decode per write. (The copy then shares the written value's
+// strings, which are immutable, where a decode would have made its own.)
 //
 // Implement it only where it holds for every value: a codec that drops
 // fields (unexported ones, `json:"-"`), transforms values (custom

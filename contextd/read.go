@@ -133,6 +133,18 @@ func (c *Context[T]) decode(key string, b []byte) (T, error) {
 	return v, nil
 }
 
+// local returns what the copy holds for v, written as b: what other
+// instances decode from b, which is v itself where the codec vouches for
+// it (codec.Exact), and otherwise b decoded, since the copy must not hold
+// what the codec drops or changes, nor memory the caller may go on
+// changing.
+func (c *Context[T]) local(key string, v T, b []byte) (T, error) {
+	if c.exact != nil && c.exact(b) {
+		return v, nil
+	}
+	return c.decode(key, b)
+}
+
 // encode turns a T into bytes; its error names the key.
 func (c *Context[T]) encode(key string, v T) ([]byte, error) {
 	b, err := c.opts.Codec.Marshal(v)

@@ -162,9 +162,7 @@ func (c *Context[T]) commitOps(ctx context.Context, ops []txnOp[T], conds []txnC
 			return 0, err
 		}
 		bops[i] = backend.Op{Key: op.key, Value: b, TTL: ttl}
-		// The copy holds what other instances will decode, not the
-		// caller's value, which the caller may go on changing.
-		ups[i].value, ups[i].err = c.decode(op.key, b)
+		ups[i].value, ups[i].err = c.local(op.key, op.value, b)
 		ups[i].expires = c.expiresAfter(ttl)
 	}
 	if o.ttlSet && o.ttl <= 0 {
