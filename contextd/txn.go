@@ -134,9 +134,24 @@ func (c *Context[T]) commitOps(ctx context.Context, ops []txnOp[T], conds []txnC
 		ops = slices.Clone(ops)
 		slices.SortFunc(ops, func(a, b txnOp[T]) int { return strings.Compare(a.key, b.key) })
 	}
-	keys := make([]string, len(ops))
-	bops := make([]backend.Op, len(ops))
-	ups := make([]update[T], len(ops))
+	var (
+		keys []string
+		bops []backend.Op
+		ups  []update[T]
+	)
+	if len(ops) == 1 {
+		// Most writes are of one key: one allocation instead of three.
+		one := new(struct {
+			key [1]string
+			op  [1]backend.Op
+			up  [1]update[T]
+		})
+		keys, bops, ups = one.key[:], one.op[:], one.up[:]
+	} else {
+		keys = make([]string, len(ops))
+		bops = make([]backend.Op, len(ops))
+		ups = make([]update[T], len(ops))
+	}
 	for i, op := range ops {
 		if op.key == "" {
 			return 0, errEmptyKey

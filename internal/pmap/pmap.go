@@ -13,6 +13,7 @@ import (
 	"hash/maphash"
 	"iter"
 	"math/bits"
+	"sync/atomic"
 )
 
 const (
@@ -35,13 +36,15 @@ type Map[V any] struct {
 	size int
 }
 
-// owner marks the nodes a Builder may change in place.
-type owner struct{ _ byte }
+// owners hands out the marks of the nodes a Builder may change in place:
+// a number, unique in the process, where a pointer to a fresh object would
+// cost an allocation per change. 0 marks no Builder.
+var owners atomic.Uint64
 
 type node[V any] struct {
 	bitmap uint32
 	slots  []slot[V]
-	owner  *owner
+	owner  uint64
 }
 
 // slot is one used position of a node: a subtree or a leaf.
@@ -89,14 +92,14 @@ func (m Map[V]) Get(key string) (V, bool) {
 
 // Set returns a map with key set to v.
 func (m Map[V]) Set(key string, v V) Map[V] {
-	b := Builder[V]{m: m, own: &owner{}}
+	b := Builder[V]{m: m}
 	b.Set(key, v)
 	return b.Map()
 }
 
 // Delete returns a map without key.
 func (m Map[V]) Delete(key string) Map[V] {
-	b := Builder[V]{m: m, own: &owner{}}
+	b := Builder[V]{m: m}
 	b.Delete(key)
 	return b.Map()
 }
@@ -133,7 +136,7 @@ func (n *node[V]) each(yield func(string, V) bool) bool {
 // never change. Use one Builder from one goroutine.
 type Builder[V any] struct {
 	m   Map[V]
-	own *owner
+	own uint64
 	// frozen says that own's nodes have been handed out (Map) or may be
 	// shared with the map Reset started from: own must be replaced
 	// before the next change.
@@ -169,9 +172,9 @@ func (b *Builder[V]) Reset(m Map[V]) {
 }
 
 // owned returns the Builder's owner mark, a new one after Map or Reset.
-func (b *Builder[V]) owned() *owner {
-	if b.frozen || b.own == nil {
-		b.own, b.frozen = &owner{}, false
+func (b *Builder[V]) owned() uint64 {
+	if b.frozen || b.own == 0 {
+		b.own, b.frozen = owners.Add(1), false
 	}
 	return b.own
 }
