@@ -34,11 +34,11 @@ func (c *Context[T]) Get(ctx context.Context, key string, opts ...ReadOption) (T
 	if stale := c.cache.staleness(); stale != nil && c.opts.FailClosed {
 		return zero, false, c.errorf("get %q", staleError(stale), key)
 	}
-	if !ok || e.deleted {
+	if !ok || e.deleted() {
 		return zero, false, nil
 	}
-	if e.err != nil {
-		return zero, false, c.errorf("get %q", e.err, key)
+	if err := e.err(); err != nil {
+		return zero, false, c.errorf("get %q", err, key)
 	}
 	return e.value, true, nil
 }
@@ -82,9 +82,9 @@ func (c *Context[T]) GetContext(ctx context.Context) (map[string]T, error) {
 	var errs []error
 	for k, e := range v.entries.All() {
 		switch {
-		case e.deleted:
-		case e.err != nil:
-			errs = append(errs, e.err)
+		case e.deleted():
+		case e.err() != nil:
+			errs = append(errs, e.err())
 		default:
 			out[k] = e.value
 		}

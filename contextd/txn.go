@@ -208,7 +208,7 @@ func (c *Context[T]) commitOps(ctx context.Context, ops []txnOp[T], conds []txnC
 // so a store that reused the revision after a failover is caught.
 func (c *Context[T]) condition(key string, rev uint64) backend.Condition {
 	cd := backend.Condition{Key: key, Revision: rev}
-	if e, ok := c.cache.current().entries.Get(key); ok && rev != 0 && e.rev == rev && !e.deleted {
+	if e, ok := c.cache.current().entries.Get(key); ok && rev != 0 && e.rev == rev && !e.deleted() {
 		cd.Commit = e.commit
 	}
 	return cd

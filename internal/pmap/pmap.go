@@ -54,9 +54,10 @@ type slot[V any] struct {
 }
 
 // leaf is one entry; next chains entries whose hashes are equal in every
-// bit.
+// bit. A map holds one leaf per key, so the leaf does not keep its key's
+// hash: lookups compare keys, and the rare split of a slot hashes the key
+// already there again.
 type leaf[V any] struct {
-	hash uint64
 	key  string
 	val  V
 	next *leaf[V]
@@ -80,7 +81,7 @@ func (m Map[V]) Get(key string) (V, bool) {
 			continue
 		}
 		for l := s.leaf; l != nil; l = l.next {
-			if l.hash == h && l.key == key {
+			if l.key == key {
 				return l.val, true
 			}
 		}
@@ -197,15 +198,15 @@ func (b *Builder[V]) Set(key string, v V) {
 	} else {
 		b.m.root = b.editable(b.m.root)
 	}
-	if b.set(b.m.root, 0, &leaf[V]{hash: h, key: key, val: v}) {
+	if b.set(b.m.root, 0, h, &leaf[V]{key: key, val: v}) {
 		b.m.size++
 	}
 }
 
-// set puts l below n (owned by b) at shift; it reports whether the key is
-// new.
-func (b *Builder[V]) set(n *node[V], shift uint, l *leaf[V]) bool {
-	bit := uint32(1) << ((l.hash >> shift) & mask)
+// set puts l, whose key hashes to h, below n (owned by b) at shift; it
+// reports whether the key is new.
+func (b *Builder[V]) set(n *node[V], shift uint, h uint64, l *leaf[V]) bool {
+	bit := uint32(1) << ((h >> shift) & mask)
 	pos := bits.OnesCount32(n.bitmap & (bit - 1))
 	if n.bitmap&bit == 0 {
 		n.slots = append(n.slots, slot[V]{})
@@ -217,10 +218,14 @@ func (b *Builder[V]) set(n *node[V], shift uint, l *leaf[V]) bool {
 	s := &n.slots[pos]
 	if s.sub != nil {
 		s.sub = b.editable(s.sub)
-		return b.set(s.sub, shift+bitsPerLevel, l)
+		return b.set(s.sub, shift+bitsPerLevel, h, l)
 	}
 	old := s.leaf
-	if old.hash == l.hash {
+	oldHash := h
+	if old.key != l.key {
+		oldHash = hashOf(old.key)
+	}
+	if oldHash == h {
 		// The same key, or a full hash collision: a new chain.
 		chain, added := replaceInChain(old, l)
 		s.leaf = chain
@@ -233,8 +238,8 @@ func (b *Builder[V]) set(n *node[V], shift uint, l *leaf[V]) bool {
 	}
 	// Two different hashes in one slot: push both one level down.
 	sub := &node[V]{owner: b.owned()}
-	b.set(sub, shift+bitsPerLevel, old) // a chain moves whole: its hashes are equal
-	b.set(sub, shift+bitsPerLevel, l)
+	b.set(sub, shift+bitsPerLevel, oldHash, old) // a chain moves whole: its hashes are equal
+	b.set(sub, shift+bitsPerLevel, h, l)
 	s.leaf, s.sub = nil, sub
 	return true
 }
@@ -253,7 +258,7 @@ func replaceInChain[V any](chain, l *leaf[V]) (*leaf[V], bool) {
 			tail.next = l
 			return head, false
 		}
-		cp := &leaf[V]{hash: c.hash, key: c.key, val: c.val}
+		cp := &leaf[V]{key: c.key, val: c.val}
 		if tail == nil {
 			head = cp
 		} else {
@@ -327,7 +332,7 @@ func removeFromChain[V any](chain *leaf[V], key string) *leaf[V] {
 			tail.next = c.next
 			return head
 		}
-		cp := &leaf[V]{hash: c.hash, key: c.key, val: c.val}
+		cp := &leaf[V]{key: c.key, val: c.val}
 		if tail == nil {
 			head = cp
 		} else {
