@@ -86,7 +86,7 @@ var (
 	numberType = reflect.TypeFor[json.Number]()
 	// custom are the methods through which encoding/json (v1, and v2 when
 	// it backs v1) lets a type encode or decode itself.
-	custom = []string{"MarshalJSON", "UnmarshalJSON", "MarshalText", "UnmarshalText", "MarshalJSONTo", "UnmarshalJSONFrom"}
+	custom = []string{"MarshalJSON", "UnmarshalJSON", "MarshalText", "UnmarshalText", "AppendText", "MarshalJSONTo", "UnmarshalJSONFrom"}
 )
 
 func (s *jsonScan) exact(t reflect.Type, depth int) bool {

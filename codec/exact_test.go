@@ -75,6 +75,7 @@ type (
 	valueMarsh struct{ X int }
 	ptrMarsh   struct{ X int }
 	textMarsh  int
+	appender   uint8
 	withNumber struct{ N json.Number }
 	withTime   struct{ T time.Time }
 	withUptr   struct{ U uintptr }
@@ -84,6 +85,8 @@ type (
 func (valueMarsh) MarshalJSON() ([]byte, error) { return []byte(`1`), nil }
 func (*ptrMarsh) UnmarshalJSON([]byte) error    { return nil }
 func (textMarsh) MarshalText() ([]byte, error)  { return []byte("t"), nil }
+
+func (appender) AppendText(b []byte) ([]byte, error) { return append(b, 'a'), nil }
 
 func exactFor[T any](t *testing.T) func([]byte) bool {
 	t.Helper()
@@ -128,6 +131,7 @@ func TestJSONExactTypes(t *testing.T) {
 		{reflect.TypeFor[ptrMarsh](), false},
 		{reflect.TypeFor[textMarsh](), false},
 		{reflect.TypeFor[[2]textMarsh](), false},
+		{reflect.TypeFor[appender](), false},
 		{reflect.TypeFor[withNumber](), false},
 		{reflect.TypeFor[json.Number](), false},
 		{reflect.TypeFor[withTime](), false},
