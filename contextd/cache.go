@@ -10,7 +10,9 @@ import (
 	"github.com/contextd-go/contextd/internal/pmap"
 )
 
-// entry is one key of the local copy.
+// entry is one key of the local copy. It is kept small, since the copy
+// holds one per key: what few keys have (a deletion, an expiry, a value
+// that did not decode) is in rare, nil for the others.
 type entry[T any] struct {
 	value T
 	// rev is the revision that last wrote the key; for a tombstone, the
@@ -20,13 +22,55 @@ type entry[T any] struct {
 	// commit is the id of the commit at rev, if known: a conditional write
 	// (Modify) names it, so a failover that reused rev for another write
 	// is caught as a conflict.
-	commit  string
+	commit string
+	rare   *rareFields
+}
+
+// rareFields is the part of an entry that most keys do not need. It is
+// never changed once made: entries share it (tombstone).
+type rareFields struct {
 	deleted bool
 	// expires is when the key expires by the store's clock, in Unix
 	// milliseconds; 0 if it does not.
 	expires int64
 	// err is set when the stored value did not decode.
 	err error
+}
+
+// tombstone is the rare part of a plain deletion, shared by all of them.
+var tombstone = &rareFields{deleted: true}
+
+// newEntry returns the entry of a key written at rev by commit; the rare
+// part is made only if one of deleted, expires and err is set.
+func newEntry[T any](value T, rev uint64, commit string, deleted bool, expires int64, err error) entry[T] {
+	e := entry[T]{value: value, rev: rev, commit: commit}
+	switch {
+	case deleted && expires == 0 && err == nil:
+		e.rare = tombstone
+	case deleted || expires != 0 || err != nil:
+		e.rare = &rareFields{deleted: deleted, expires: expires, err: err}
+	}
+	return e
+}
+
+// deleted reports whether the entry is a tombstone.
+func (e *entry[T]) deleted() bool { return e.rare != nil && e.rare.deleted }
+
+// expires is when the key expires (Unix milliseconds, store clock), 0 if
+// it does not.
+func (e *entry[T]) expires() int64 {
+	if e.rare == nil {
+		return 0
+	}
+	return e.rare.expires
+}
+
+// err is why the stored value did not decode, nil if it did.
+func (e *entry[T]) err() error {
+	if e.rare == nil {
+		return nil
+	}
+	return e.rare.err
 }
 
 // unixMilli is the time of Unix milliseconds ms, the zero time for 0.
@@ -349,7 +393,7 @@ func (c *cache[T]) set(rev uint64, commit, origin string, ups []update[T], keep 
 		if changes != nil {
 			changes = append(changes, Change[T]{Key: u.key, Value: u.value, Deleted: u.deleted, Revision: rev, Origin: origin, Expires: unixMilli(u.expires), Err: u.err})
 		}
-		c.putNewer(u.key, entry[T]{value: u.value, rev: rev, commit: commit, deleted: u.deleted, expires: u.expires, err: u.err})
+		c.putNewer(u.key, newEntry(u.value, rev, commit, u.deleted, u.expires, u.err))
 	}
 	return changes
 }
@@ -367,10 +411,10 @@ func (c *cache[T]) putNewer(key string, e entry[T]) bool {
 
 // put replaces a key's entry and keeps live counted. Callers hold mu.
 func (c *cache[T]) put(key string, e entry[T], old entry[T], existed bool) {
-	if existed && !old.deleted {
+	if existed && !old.deleted() {
 		c.live--
 	}
-	if !e.deleted {
+	if !e.deleted() {
 		c.live++
 	}
 	c.edit.Set(key, e)
@@ -474,7 +518,7 @@ func (c *cache[T]) applySnapshot(h backend.Head, epochBefore string, appliedBefo
 		if se.rev == 0 {
 			continue // markDamaged took it
 		}
-		if !c.putNewer(se.key, entry[T]{value: se.value, rev: se.rev, commit: se.commit, expires: se.expires, err: se.err}) {
+		if !c.putNewer(se.key, newEntry(se.value, se.rev, se.commit, false, se.expires, se.err)) {
 			continue
 		}
 		if watched && se.rev > c.applied {
@@ -496,7 +540,7 @@ func (c *cache[T]) applySnapshot(h backend.Head, epochBefore string, appliedBefo
 			continue
 		}
 		c.edit.Delete(key)
-		if !cur.deleted {
+		if !cur.deleted() {
 			c.live--
 			if watched {
 				changes = append(changes, Change[T]{Key: key, Deleted: true, Revision: rev})
@@ -568,14 +612,14 @@ func (c *cache[T]) contradicts(rev uint64, ents []snapshotEntry[T]) bool {
 			return true // the copy never had a key the store had at rev
 		case cur.rev > rev:
 			continue // written (or deleted) after rev
-		case cur.rev != se.rev || cur.deleted:
+		case cur.rev != se.rev || cur.deleted():
 			return true
 		case cur.commit != "" && se.commit != "" && cur.commit != se.commit:
 			return true
 		}
 	}
 	for key, cur := range c.edit.Map().All() {
-		if _, ok := inSnapshot[key]; !ok && !cur.deleted && cur.rev <= rev && cur.err == nil {
+		if _, ok := inSnapshot[key]; !ok && !cur.deleted() && cur.rev <= rev && cur.err() == nil {
 			return true // a key the store did not have at rev
 		}
 	}
@@ -594,11 +638,11 @@ func (c *cache[T]) markDamaged(rev uint64, ents []snapshotEntry[T]) {
 			continue
 		}
 		cur, ok := c.entry(se.key)
-		if ok && (cur.rev > rev || cur.err != nil && !cur.deleted) {
+		if ok && (cur.rev > rev || cur.err() != nil && !cur.deleted()) {
 			continue
 		}
 		// Keep the key's revision, so any later change replaces this.
-		c.put(se.key, entry[T]{rev: cur.rev, err: se.err}, cur, ok)
+		c.put(se.key, newEntry(*new(T), cur.rev, "", false, 0, se.err), cur, ok)
 	}
 }
 
@@ -680,11 +724,11 @@ func (c *cache[T]) replace(h backend.Head, ents []snapshotEntry[T]) {
 	c.edit = &c.builder
 	c.live = 0
 	for _, se := range ents {
-		c.put(se.key, entry[T]{value: se.value, rev: se.rev, commit: se.commit, expires: se.expires, err: se.err}, entry[T]{}, false)
+		c.put(se.key, newEntry(se.value, se.rev, se.commit, false, se.expires, se.err), entry[T]{}, false)
 	}
 	for r, mine := range c.ahead {
 		for _, ch := range mine.changes {
-			c.putNewer(ch.Key, entry[T]{value: ch.Value, rev: r, commit: mine.commit, deleted: ch.Deleted, expires: milliOf(ch.Expires), err: ch.Err})
+			c.putNewer(ch.Key, newEntry(ch.Value, r, mine.commit, ch.Deleted, milliOf(ch.Expires), ch.Err))
 		}
 	}
 	c.resetWatchers()

@@ -13,6 +13,7 @@ import (
 
 	"github.com/contextd-go/contextd/backend"
 	"github.com/contextd-go/contextd/broadcaster"
+	"github.com/contextd-go/contextd/codec"
 	"github.com/contextd-go/contextd/locker"
 )
 
@@ -39,6 +40,11 @@ type Context[T any] struct {
 	// leaveQueue gives a waiter's place up in the background (with a
 	// queue), made once so that a write does not allocate it.
 	leaveQueue func(locker.Waiter, []string)
+
+	// exact, if set, reports that the codec vouches that a value written
+	// as these bytes decodes to exactly the value written (codec.Exact):
+	// the copy then keeps the written value instead of decoding it.
+	exact func([]byte) bool
 
 	// expiry tracks the next key to expire (only with an expirer).
 	expiry *expiry
@@ -112,6 +118,9 @@ func New[T any](b backend.Backend, contextKey string, opts *Options) (*Context[T
 		c.expirer = b.(backend.Expirer)
 	}
 	c.expiry = newExpiry()
+	if ex, ok := o.Codec.(codec.Exact); ok {
+		c.exact = ex.Exact(reflect.TypeFor[T]())
+	}
 	if c.caps.FairLocks && c.caps.ReleaseNotify {
 		// Only the waiter first in a queue may proceed, so the queue needs
 		// release notifications to hand the turn on promptly: with polling

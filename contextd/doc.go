@@ -45,7 +45,11 @@
 // # Values
 //
 // T is any type the codec (Options.Codec, JSON by default) can encode.
-// Values are decoded once, when they arrive. GetContext returns a new map,
+// Values are decoded once, when they arrive; the copy holds what every
+// instance decodes, also for this instance's own writes, which it keeps as
+// written only where the codec vouches that they decode to exactly that
+// (codec.Exact: for JSON, types of booleans, numbers and strings in arrays
+// and structs of plain exported fields). GetContext returns a new map,
 // but values holding maps, slices or pointers share memory with the copy:
 // treat them as read-only. A value that does not decode (written by another
 // program) makes reads of that key fail with an error matching ErrDecode

@@ -43,13 +43,13 @@ func (c *Context[T]) GetEntry(ctx context.Context, key string, opts ...ReadOptio
 	if stale := c.cache.staleness(); stale != nil && c.opts.FailClosed {
 		return Entry[T]{}, false, c.errorf("get %q", staleError(stale), key)
 	}
-	if !ok || e.deleted {
+	if !ok || e.deleted() {
 		return Entry[T]{}, false, nil
 	}
-	if e.err != nil {
-		return Entry[T]{}, false, c.errorf("get %q", e.err, key)
+	if err := e.err(); err != nil {
+		return Entry[T]{}, false, c.errorf("get %q", err, key)
 	}
-	return Entry[T]{Key: key, Value: e.value, Revision: e.rev, Expires: unixMilli(e.expires)}, true, nil
+	return Entry[T]{Key: key, Value: e.value, Revision: e.rev, Expires: unixMilli(e.expires())}, true, nil
 }
 
 // freshEntry reads key's entry from the store.
@@ -90,7 +90,7 @@ func (c *Context[T]) Prefix(p string) iter.Seq2[string, T] {
 			return
 		}
 		for k, e := range c.cache.current().entries.All() {
-			if e.deleted || e.err != nil || !strings.HasPrefix(k, p) {
+			if e.deleted() || e.err() != nil || !strings.HasPrefix(k, p) {
 				continue
 			}
 			if !yield(k, e.value) {

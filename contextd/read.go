@@ -34,11 +34,11 @@ func (c *Context[T]) Get(ctx context.Context, key string, opts ...ReadOption) (T
 	if stale := c.cache.staleness(); stale != nil && c.opts.FailClosed {
 		return zero, false, c.errorf("get %q", staleError(stale), key)
 	}
-	if !ok || e.deleted {
+	if !ok || e.deleted() {
 		return zero, false, nil
 	}
-	if e.err != nil {
-		return zero, false, c.errorf("get %q", e.err, key)
+	if err := e.err(); err != nil {
+		return zero, false, c.errorf("get %q", err, key)
 	}
 	return e.value, true, nil
 }
@@ -82,9 +82,9 @@ func (c *Context[T]) GetContext(ctx context.Context) (map[string]T, error) {
 	var errs []error
 	for k, e := range v.entries.All() {
 		switch {
-		case e.deleted:
-		case e.err != nil:
-			errs = append(errs, e.err)
+		case e.deleted():
+		case e.err() != nil:
+			errs = append(errs, e.err())
 		default:
 			out[k] = e.value
 		}
@@ -131,6 +131,18 @@ func (c *Context[T]) decode(key string, b []byte) (T, error) {
 		return zero, fmt.Errorf("key %q: %w: %s: %w", key, ErrDecode, c.opts.Codec.Name(), err)
 	}
 	return v, nil
+}
+
+// local returns what the copy holds for v, written as b: what other
+// instances decode from b, which is v itself where the codec vouches for
+// it (codec.Exact), and otherwise b decoded, since the copy must not hold
+// what the codec drops or changes, nor memory the caller may go on
+// changing.
+func (c *Context[T]) local(key string, v T, b []byte) (T, error) {
+	if c.exact != nil && c.exact(b) {
+		return v, nil
+	}
+	return c.decode(key, b)
 }
 
 // encode turns a T into bytes; its error names the key.

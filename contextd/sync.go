@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"runtime"
+	"strings"
 	"sync"
 	"time"
 
@@ -358,10 +359,11 @@ func (c *Context[T]) sawExpiries(ups []update[T]) {
 // there are many (decoding is most of the client's work of a large load).
 func (c *Context[T]) decodeAll(entries []backend.Entry, ents []snapshotEntry[T]) {
 	decode := func(from, to int) {
+		var ids commitIDs
 		for i := from; i < to; i++ {
 			e := entries[i]
 			se := &ents[i]
-			se.key, se.rev, se.commit, se.expires = e.Key, e.Revision, e.Commit, milliOf(e.Expires)
+			se.key, se.rev, se.commit, se.expires = e.Key, e.Revision, ids.intern(e.Commit), milliOf(e.Expires)
 			if e.Revision == 0 {
 				se.err = damaged(e.Key)
 				continue
@@ -385,6 +387,37 @@ func (c *Context[T]) decodeAll(entries []backend.Entry, ents []snapshotEntry[T])
 		}()
 	}
 	wg.Wait()
+}
+
+// commitIDs shares the strings of equal commit ids among a snapshot's
+// entries: the keys a transaction wrote carry the same id, and a store may
+// hand out each entry's id as part of a larger string (Redis: the revision
+// field, "<revision> <id>"), which the copy would otherwise keep alive per
+// key. The zero value is ready to use.
+type commitIDs struct{ seen map[string]string }
+
+// maxInterned bounds the ids a load remembers: a context whose keys were
+// written one commit each gains nothing from sharing.
+const maxInterned = 4096
+
+// intern returns id, as a string of its own shared with every equal id
+// interned before.
+func (c *commitIDs) intern(id string) string {
+	if id == "" {
+		return ""
+	}
+	if s, ok := c.seen[id]; ok {
+		return s
+	}
+	if c.seen == nil {
+		c.seen = make(map[string]string)
+	}
+	if len(c.seen) >= maxInterned {
+		return id
+	}
+	s := strings.Clone(id)
+	c.seen[s] = s
+	return s
 }
 
 // maintain repairs the copy after failed catch-ups, retrying with backoff

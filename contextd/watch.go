@@ -311,7 +311,7 @@ func (c *Context[T]) backfill(ctx context.Context, w *watcher[T], at *view[T], s
 		}
 	}
 	for k, e := range at.entries.All() {
-		if e.deleted || !o.matches(k) {
+		if e.deleted() || !o.matches(k) {
 			continue
 		}
 		if e.rev > at.applied {
@@ -322,7 +322,7 @@ func (c *Context[T]) backfill(ctx context.Context, w *watcher[T], at *view[T], s
 			w.ahead[k] = e.rev
 			w.mu.Unlock()
 		}
-		ch := Change[T]{Key: k, Value: e.value, Revision: e.rev, Expires: unixMilli(e.expires), Err: e.err, Initial: true}
+		ch := Change[T]{Key: k, Value: e.value, Revision: e.rev, Expires: unixMilli(e.expires()), Err: e.err(), Initial: true}
 		if !send(ch) {
 			return false
 		}

@@ -165,7 +165,7 @@ func (c *Context[T]) modify(ctx context.Context, key string, fn func(T, bool) (T
 		if !exists || e.rev < rev {
 			return
 		}
-		cur, rev, commit, ok, curErr = e.value, e.rev, e.commit, !e.deleted, e.err
+		cur, rev, commit, ok, curErr = e.value, e.rev, e.commit, !e.deleted(), e.err()
 		if !ok {
 			rev, commit = 0, ""
 		}
@@ -191,7 +191,7 @@ func (c *Context[T]) modify(ctx context.Context, key string, fn func(T, bool) (T
 				if op.Value, err = c.encode(key, next); err != nil {
 					return err
 				}
-				up.value, up.err = c.decode(key, op.Value)
+				up.value, up.err = c.local(key, next, op.Value)
 				up.expires = c.expiresAfter(o.ttl)
 			}
 			batch := backend.Batch{

@@ -21,7 +21,7 @@ func (b *Backend) Publish(ctx context.Context, channel string, payload []byte) e
 	if b.closed {
 		return errClosed(op)
 	}
-	b.deliver(channel, payload)
+	b.deliver(channel, payload, false)
 	return nil
 }
 
@@ -56,10 +56,19 @@ func (b *Backend) Subscribe(ctx context.Context, channel string) (broadcaster.Su
 
 // deliver queues a copy of payload on every Subscription of channel.
 // b.subMu must be held: holding it for the whole delivery gives every
-// subscriber the same order of messages.
-func (b *Backend) deliver(channel string, payload []byte) {
+// subscriber the same order of messages. With owned set the payload is the
+// Backend's own (a commit's event, encoded for this delivery and kept by
+// nobody else): one subscriber takes it as it is, sparing a copy, and the
+// others get copies, so that no reader sees another's changes to its
+// message.
+func (b *Backend) deliver(channel string, payload []byte, owned bool) {
 	for s := range b.subs[channel] {
-		s.push(payload)
+		if owned {
+			s.push(payload, false)
+			owned = false
+			continue
+		}
+		s.push(payload, true)
 	}
 }
 
@@ -83,10 +92,10 @@ type subscription struct {
 
 var _ broadcaster.Subscription = (*subscription)(nil)
 
-// push queues a copy of payload, or, if the queue is full, drops the queue
-// and payload and flags a loss, as Redis drops a client that exceeds its
-// output buffer.
-func (s *subscription) push(payload []byte) {
+// push queues payload (a copy of it if clone is set), or, if the queue is
+// full, drops the queue and payload and flags a loss, as Redis drops a
+// client that exceeds its output buffer.
+func (s *subscription) push(payload []byte, clone bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {
@@ -96,7 +105,10 @@ func (s *subscription) push(payload []byte) {
 		s.dropLocked()
 		return
 	}
-	s.queue = append(s.queue, cloneBytes(payload))
+	if clone {
+		payload = cloneBytes(payload)
+	}
+	s.queue = append(s.queue, payload)
 	s.wakeLocked()
 }
 

@@ -250,7 +250,8 @@ func (b *Backend) apply(sp *space, bt backend.Batch, now time.Time, channel stri
 	}
 	if publish {
 		b.subMu.Lock()
-		b.deliver(channel, payload)
+		// payload was encoded for this delivery alone.
+		b.deliver(channel, payload, true)
 		b.subMu.Unlock()
 	}
 	return event, nil

@@ -13,6 +13,7 @@ import (
 	"hash/maphash"
 	"iter"
 	"math/bits"
+	"sync/atomic"
 )
 
 const (
@@ -35,13 +36,15 @@ type Map[V any] struct {
 	size int
 }
 
-// owner marks the nodes a Builder may change in place.
-type owner struct{ _ byte }
+// owners hands out the marks of the nodes a Builder may change in place:
+// a number, unique in the process, where a pointer to a fresh object would
+// cost an allocation per change. 0 marks no Builder.
+var owners atomic.Uint64
 
 type node[V any] struct {
 	bitmap uint32
 	slots  []slot[V]
-	owner  *owner
+	owner  uint64
 }
 
 // slot is one used position of a node: a subtree or a leaf.
@@ -51,9 +54,10 @@ type slot[V any] struct {
 }
 
 // leaf is one entry; next chains entries whose hashes are equal in every
-// bit.
+// bit. A map holds one leaf per key, so the leaf does not keep its key's
+// hash: lookups compare keys, and the rare split of a slot hashes the key
+// already there again.
 type leaf[V any] struct {
-	hash uint64
 	key  string
 	val  V
 	next *leaf[V]
@@ -77,7 +81,7 @@ func (m Map[V]) Get(key string) (V, bool) {
 			continue
 		}
 		for l := s.leaf; l != nil; l = l.next {
-			if l.hash == h && l.key == key {
+			if l.key == key {
 				return l.val, true
 			}
 		}
@@ -89,14 +93,14 @@ func (m Map[V]) Get(key string) (V, bool) {
 
 // Set returns a map with key set to v.
 func (m Map[V]) Set(key string, v V) Map[V] {
-	b := Builder[V]{m: m, own: &owner{}}
+	b := Builder[V]{m: m}
 	b.Set(key, v)
 	return b.Map()
 }
 
 // Delete returns a map without key.
 func (m Map[V]) Delete(key string) Map[V] {
-	b := Builder[V]{m: m, own: &owner{}}
+	b := Builder[V]{m: m}
 	b.Delete(key)
 	return b.Map()
 }
@@ -133,7 +137,7 @@ func (n *node[V]) each(yield func(string, V) bool) bool {
 // never change. Use one Builder from one goroutine.
 type Builder[V any] struct {
 	m   Map[V]
-	own *owner
+	own uint64
 	// frozen says that own's nodes have been handed out (Map) or may be
 	// shared with the map Reset started from: own must be replaced
 	// before the next change.
@@ -169,9 +173,9 @@ func (b *Builder[V]) Reset(m Map[V]) {
 }
 
 // owned returns the Builder's owner mark, a new one after Map or Reset.
-func (b *Builder[V]) owned() *owner {
-	if b.frozen || b.own == nil {
-		b.own, b.frozen = &owner{}, false
+func (b *Builder[V]) owned() uint64 {
+	if b.frozen || b.own == 0 {
+		b.own, b.frozen = owners.Add(1), false
 	}
 	return b.own
 }
@@ -194,15 +198,15 @@ func (b *Builder[V]) Set(key string, v V) {
 	} else {
 		b.m.root = b.editable(b.m.root)
 	}
-	if b.set(b.m.root, 0, &leaf[V]{hash: h, key: key, val: v}) {
+	if b.set(b.m.root, 0, h, &leaf[V]{key: key, val: v}) {
 		b.m.size++
 	}
 }
 
-// set puts l below n (owned by b) at shift; it reports whether the key is
-// new.
-func (b *Builder[V]) set(n *node[V], shift uint, l *leaf[V]) bool {
-	bit := uint32(1) << ((l.hash >> shift) & mask)
+// set puts l, whose key hashes to h, below n (owned by b) at shift; it
+// reports whether the key is new.
+func (b *Builder[V]) set(n *node[V], shift uint, h uint64, l *leaf[V]) bool {
+	bit := uint32(1) << ((h >> shift) & mask)
 	pos := bits.OnesCount32(n.bitmap & (bit - 1))
 	if n.bitmap&bit == 0 {
 		n.slots = append(n.slots, slot[V]{})
@@ -214,10 +218,14 @@ func (b *Builder[V]) set(n *node[V], shift uint, l *leaf[V]) bool {
 	s := &n.slots[pos]
 	if s.sub != nil {
 		s.sub = b.editable(s.sub)
-		return b.set(s.sub, shift+bitsPerLevel, l)
+		return b.set(s.sub, shift+bitsPerLevel, h, l)
 	}
 	old := s.leaf
-	if old.hash == l.hash {
+	oldHash := h
+	if old.key != l.key {
+		oldHash = hashOf(old.key)
+	}
+	if oldHash == h {
 		// The same key, or a full hash collision: a new chain.
 		chain, added := replaceInChain(old, l)
 		s.leaf = chain
@@ -230,8 +238,8 @@ func (b *Builder[V]) set(n *node[V], shift uint, l *leaf[V]) bool {
 	}
 	// Two different hashes in one slot: push both one level down.
 	sub := &node[V]{owner: b.owned()}
-	b.set(sub, shift+bitsPerLevel, old) // a chain moves whole: its hashes are equal
-	b.set(sub, shift+bitsPerLevel, l)
+	b.set(sub, shift+bitsPerLevel, oldHash, old) // a chain moves whole: its hashes are equal
+	b.set(sub, shift+bitsPerLevel, h, l)
 	s.leaf, s.sub = nil, sub
 	return true
 }
@@ -250,7 +258,7 @@ func replaceInChain[V any](chain, l *leaf[V]) (*leaf[V], bool) {
 			tail.next = l
 			return head, false
 		}
-		cp := &leaf[V]{hash: c.hash, key: c.key, val: c.val}
+		cp := &leaf[V]{key: c.key, val: c.val}
 		if tail == nil {
 			head = cp
 		} else {
@@ -324,7 +332,7 @@ func removeFromChain[V any](chain *leaf[V], key string) *leaf[V] {
 			tail.next = c.next
 			return head
 		}
-		cp := &leaf[V]{hash: c.hash, key: c.key, val: c.val}
+		cp := &leaf[V]{key: c.key, val: c.val}
 		if tail == nil {
 			head = cp
 		} else {
