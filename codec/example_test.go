@@ -3,6 +3,7 @@ package codec_test
 import (
 	"context"
 	"fmt"
+	"reflect"
 
 	"github.com/contextd-go/contextd/backend/memory"
 	"github.com/contextd-go/contextd/codec"
@@ -59,4 +60,23 @@ func ExampleRaw() {
 	// "\x89PNG"
 	// "iVBORw=="
 	// codec: raw encodes []byte, not string: codec: unsupported type
+}
+
+// A codec that implements Exact tells contextd, per type, that decoding
+// what it encoded gives the same value back, so a writer keeps the value
+// it wrote in its copy instead of decoding it again. JSON vouches for
+// plain structs of booleans, numbers and strings, not for pointers, maps,
+// slices or custom marshalers.
+func ExampleExact() {
+	type flag struct {
+		Enabled bool    `json:"enabled"`
+		Percent float64 `json:"percent"`
+		Owner   string  `json:"owner,omitempty"`
+	}
+	exact := codec.JSON.(codec.Exact)
+	fmt.Println(exact.Exact(reflect.TypeFor[flag]()) != nil)
+	fmt.Println(exact.Exact(reflect.TypeFor[map[string]int]()) != nil)
+	// Output:
+	// true
+	// false
 }
