@@ -116,16 +116,29 @@ func BenchmarkContention(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
+		cmds := commandCounts(b, srv)
 		runTimed(b, instances, func(i int) error {
 			_, err := cs[i].Modify(ctx, "counter", inc)
 			return err
 		})
 		b.StopTimer()
+		// What the server ran per increment: the scripts (commits and
+		// refusals) and the subscription traffic of the waits.
+		after := commandCounts(b, srv)
+		perOp := func(names ...string) float64 {
+			n := 0
+			for _, name := range names {
+				n += after[name] - cmds[name]
+			}
+			return float64(n) / float64(b.N)
+		}
+		b.ReportMetric(perOp("evalsha"), "evalsha/op")
+		b.ReportMetric(perOp("subscribe", "unsubscribe"), "sub+unsub/op")
 		// No increment lost: the last one's result is what every instance
 		// counted in all.
-		after, err := cs[0].Modify(ctx, "counter", same)
-		if err != nil || after-before != b.N {
-			b.Fatalf("counter went from %d to %d (%v) in %d increments", before, after, err, b.N)
+		last, err := cs[0].Modify(ctx, "counter", same)
+		if err != nil || last-before != b.N {
+			b.Fatalf("counter went from %d to %d (%v) in %d increments", before, last, err, b.N)
 		}
 	})
 }

@@ -56,7 +56,7 @@ func (h *countingHook) take() []string {
 
 // commandCounts returns INFO commandstats as command name -> calls.
 // Redis counts the commands a script calls too, under their own names.
-func commandCounts(t *testing.T, srv *redistest.Server) map[string]int {
+func commandCounts(t testing.TB, srv *redistest.Server) map[string]int {
 	t.Helper()
 	stats, err := srv.Do(context.Background(), "INFO", "commandstats")
 	if err != nil {
