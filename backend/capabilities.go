@@ -70,6 +70,23 @@ type AtomicPublisher interface {
 	CommitAndPublish(ctx context.Context, name string, b Batch, channel string) (Head, error)
 }
 
+// TurnFollower is an optional capability of a backend that is a
+// locker.TurnWatcher with lock-aware commits (Capabilities.LockAwareCommit)
+// and fair queues: a commit that leaves a key's queue hands the turn on to
+// the next waiter, and TurnFollower tells that waiter the commit's
+// revision. A woken waiter that reads its local copy before it tries
+// again (Modify) can then wait, briefly, for the copy to have that commit:
+// the wake-up can overtake the event it follows on its way into the copy,
+// and a try from the older copy would be refused. It is checked with a
+// type assertion, as io.WriterTo is.
+type TurnFollower interface {
+	// WatchTurnAfter is locker.TurnWatcher's WatchTurn; in addition, before
+	// it notifies w of a turn handed on by a commit, it calls after with
+	// that commit's revision. A turn handed on by a lock release or a
+	// waiter that left calls no after. after must not block.
+	WatchTurnAfter(ctx context.Context, name string, w locker.Waiter, after func(rev uint64), keys ...string) (notify <-chan struct{}, stop func(), err error)
+}
+
 // ChangeLog is a Store that keeps the recent events of a context.
 type ChangeLog interface {
 	// ChangesSince returns the events of the context with revisions above

@@ -52,6 +52,7 @@ var (
 	_ backend.Expirer         = (*Backend)(nil)
 	_ locker.ReleaseWatcher   = (*Backend)(nil)
 	_ locker.TurnWatcher      = (*Backend)(nil)
+	_ backend.TurnFollower    = (*Backend)(nil)
 	_ locker.FairLocker       = (*Backend)(nil)
 )
 

@@ -144,7 +144,7 @@ func (b *Backend) Extend(ctx context.Context, l locker.Lease, ttl time.Duration)
 // receives again (a retry may succeed then); either way a waiter falls
 // back to its retry delay.
 func (b *Backend) WatchRelease(ctx context.Context, name string, keys ...string) (<-chan struct{}, func(), error) {
-	return b.watch(ctx, fmt.Sprintf("watch lock releases in %q", name), name, "", keys)
+	return b.watch(ctx, fmt.Sprintf("watch lock releases in %q", name), name, "", nil, keys)
 }
 
 // WatchTurn is WatchRelease for waiter w, as locker.TurnWatcher
@@ -155,6 +155,16 @@ func (b *Backend) WatchRelease(ctx context.Context, name string, keys ...string)
 // waiting call.) It fails with an error matching errors.ErrUnsupported
 // when fair locks or release notification are switched off.
 func (b *Backend) WatchTurn(ctx context.Context, name string, w locker.Waiter, keys ...string) (<-chan struct{}, func(), error) {
+	return b.WatchTurnAfter(ctx, name, w, nil, keys...)
+}
+
+// WatchTurnAfter is WatchTurn that also tells after the revision of the
+// commit that handed the turn on to w, before it wakes w
+// (backend.TurnFollower): the commit script names it in the wake-up,
+// which Redis sends on the shared pub/sub connection after the commit's
+// event. after runs on that connection's reader and must not block; it
+// may be nil.
+func (b *Backend) WatchTurnAfter(ctx context.Context, name string, w locker.Waiter, after func(rev uint64), keys ...string) (<-chan struct{}, func(), error) {
 	op := fmt.Sprintf("watch lock turns in %q", name)
 	if b.opts.DisableFairLocks {
 		return nil, nil, fmt.Errorf("redis: %s: fair locks are switched off: %w", op, errors.ErrUnsupported)
@@ -162,14 +172,14 @@ func (b *Backend) WatchTurn(ctx context.Context, name string, w locker.Waiter, k
 	if w.ID == "" {
 		return nil, nil, fmt.Errorf("redis: %s: waiter needs an ID", op)
 	}
-	return b.watch(ctx, op, name, w.ID, keys)
+	return b.watch(ctx, op, name, w.ID, after, keys)
 }
 
-func (b *Backend) watch(ctx context.Context, op, name, waiter string, keys []string) (<-chan struct{}, func(), error) {
+func (b *Backend) watch(ctx context.Context, op, name, waiter string, after func(uint64), keys []string) (<-chan struct{}, func(), error) {
 	if b.opts.DisableReleaseNotify {
 		return nil, nil, fmt.Errorf("redis: %s: release notification is switched off: %w", op, errors.ErrUnsupported)
 	}
-	w := &releaseWatch{want: make(map[string]struct{}, len(keys)), notify: make(chan struct{}, 1), waiter: waiter}
+	w := &releaseWatch{want: make(map[string]struct{}, len(keys)), notify: make(chan struct{}, 1), waiter: waiter, after: after}
 	for _, k := range keys {
 		w.want[k] = struct{}{}
 	}
@@ -190,10 +200,13 @@ type releaseWatch struct {
 	want   map[string]struct{}
 	notify chan struct{}
 	waiter string // WatchTurn's waiter; "" for WatchRelease
+	// after, if not nil, is told the revision of a commit that handed the
+	// turn on, before the wake-up (WatchTurnAfter).
+	after func(rev uint64)
 }
 
 func (w *releaseWatch) deliver(payload string) {
-	key, next, ok := parseWake(payload)
+	key, next, rev, ok := parseWake(payload)
 	if !ok {
 		w.wake() // a hint is cheap; a lost one costs a retry delay
 		return
@@ -204,26 +217,42 @@ func (w *releaseWatch) deliver(payload string) {
 	if next != "" && w.waiter != "" && next != w.waiter {
 		return // another waiter's turn
 	}
+	if rev != 0 && w.after != nil {
+		w.after(rev)
+	}
 	w.wake()
 }
 
 // parseWake reads an unlock channel's message (wake in scripts.go): the
 // key, or "\x00<length of next>:<next><key>" where next is the waiter
-// whose turn it is ("" = any). ok is false for a message of neither form.
-func parseWake(payload string) (key, next string, ok bool) {
+// whose turn it is ("" = any), or "\x00=<rev>:<length of next>:<next><key>"
+// where rev is the revision of the commit that handed the turn on (0
+// when none is given). ok is false for a message of none of these forms.
+func parseWake(payload string) (key, next string, rev uint64, ok bool) {
 	if payload == "" || payload[0] != 0 {
-		return payload, "", true
+		return payload, "", 0, true
 	}
 	rest := payload[1:]
+	if rest != "" && rest[0] == '=' {
+		i := strings.IndexByte(rest, ':')
+		if i <= 1 {
+			return "", "", 0, false
+		}
+		r, err := strconv.ParseUint(rest[1:i], 10, 64)
+		if err != nil || r == 0 {
+			return "", "", 0, false
+		}
+		rev, rest = r, rest[i+1:]
+	}
 	i := strings.IndexByte(rest, ':')
 	if i <= 0 {
-		return "", "", false
+		return "", "", 0, false
 	}
 	n, err := strconv.Atoi(rest[:i])
 	if err != nil || n < 0 || n > len(rest)-i-1 {
-		return "", "", false
+		return "", "", 0, false
 	}
-	return rest[i+1+n:], rest[i+1 : i+1+n], true
+	return rest[i+1+n:], rest[i+1 : i+1+n], rev, true
 }
 
 func (w *releaseWatch) wake() {

@@ -213,14 +213,21 @@ end
 -- waiter when next is false or '' (none queued, or no queues). The
 -- payload is the key, or "\0<length of next>:<next><key>" when a waiter
 -- is named or the key itself starts with "\0" (so that no key is taken
--- for the named form). Watchers of a turn (WatchTurn) other than next
+-- for the named form). A commit that hands the turn on to a named waiter
+-- also gives its revision, rev: "\0=<rev>:<length of next>:<next><key>",
+-- so that the waiter can wait for its copy to have that commit before it
+-- tries (an older reader takes this form for one it does not know, and
+-- wakes every waiter). Watchers of a turn (WatchTurn) other than next
 -- ignore it; watchers of any release (WatchRelease) do not.
-local function wake(channel, sharded, key, next)
+local function wake(channel, sharded, key, next, rev)
   if channel == '' then return end
   local payload = key
   if (next and next ~= '') or string.byte(key, 1) == 0 then
     next = next or ''
     payload = '\0' .. #next .. ':' .. next .. key
+    if rev and next ~= '' then
+      payload = '\0=' .. string.format('%d', rev) .. ':' .. string.sub(payload, 2)
+    end
   end
   if sharded == '1' then
     redis.call('SPUBLISH', channel, payload)
@@ -655,7 +662,7 @@ if first and queued then
   for i = 0, nOps - 1 do
     local q = KEYS[queueKeysAt + i]
     if first[i] and L.leave(q, waiters, waiterID) then
-      L.wake(unlock, sharded, ARGV[opsAt + 2 * i], (L.queueHead(q, waiters, L.now, i)))
+      L.wake(unlock, sharded, ARGV[opsAt + 2 * i], (L.queueHead(q, waiters, L.now, i)), rev)
     end
   end
 end
