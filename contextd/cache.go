@@ -1,6 +1,7 @@
 package contextd
 
 import (
+	"context"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -207,6 +208,12 @@ type cache[T any] struct {
 	// changed is published (emit, resetWatchers).
 	pending      []Change[T]
 	pendingReset bool
+
+	// published is closed when the next view is published, for callers
+	// that wait for the copy to get somewhere (await); nil while nobody
+	// waits. sigMu guards it, and is taken after mu, never before.
+	sigMu     sync.Mutex
+	published chan struct{}
 }
 
 func newCache[T any](self string) *cache[T] {
@@ -222,6 +229,36 @@ func newCache[T any](self string) *cache[T] {
 // current returns the view readers see.
 func (c *cache[T]) current() *view[T] { return c.cur.Load() }
 
+// await returns true once reached holds for the current view, or false
+// when bound has passed or ctx is done first. It never holds mu.
+func (c *cache[T]) await(ctx context.Context, bound time.Duration, reached func(*view[T]) bool) bool {
+	if reached(c.current()) {
+		return true
+	}
+	timer := time.NewTimer(bound)
+	defer timer.Stop()
+	for {
+		// Armed before the view is read again: a view published after
+		// that read closes this channel.
+		c.sigMu.Lock()
+		if c.published == nil {
+			c.published = make(chan struct{})
+		}
+		published := c.published
+		c.sigMu.Unlock()
+		if reached(c.current()) {
+			return true
+		}
+		select {
+		case <-published:
+		case <-timer.C:
+			return false
+		case <-ctx.Done():
+			return false
+		}
+	}
+}
+
 // lock takes mu for a change of the copy.
 func (c *cache[T]) lock() {
 	c.mu.Lock()
@@ -234,6 +271,12 @@ func (c *cache[T]) lock() {
 func (c *cache[T]) unlock() {
 	c.cur.Store(&view[T]{entries: c.edit.Map(), live: c.live, epoch: c.epoch, applied: c.applied})
 	c.edit = nil
+	c.sigMu.Lock()
+	if c.published != nil {
+		close(c.published)
+		c.published = nil
+	}
+	c.sigMu.Unlock()
 	if c.pendingReset {
 		for _, w := range c.watchers {
 			w.reset()

@@ -35,8 +35,12 @@ type Context[T any] struct {
 	atomicPub backend.AtomicPublisher
 	changeLog backend.ChangeLog
 	notifier  locker.ReleaseWatcher
-	queue     locker.FairLocker
-	expirer   backend.Expirer
+	// follower tells a Modify handed the turn by a commit which one
+	// (turnNotes); nil without fair queues on a lock-aware store that
+	// names it.
+	follower backend.TurnFollower
+	queue    locker.FairLocker
+	expirer  backend.Expirer
 	// leaveQueue gives a waiter's place up in the background (with a
 	// queue), made once so that a write does not allocate it.
 	leaveQueue func(locker.Waiter, []string)
@@ -128,6 +132,9 @@ func New[T any](b backend.Backend, contextKey string, opts *Options) (*Context[T
 		c.queue = b.(locker.FairLocker)
 		c.leaveQueue = func(w locker.Waiter, keys []string) {
 			c.background(func(ctx context.Context) { _ = c.queue.Dequeue(ctx, c.name, w, keys...) })
+		}
+		if f, ok := b.(backend.TurnFollower); ok && c.caps.LockAwareCommit {
+			c.follower = f
 		}
 	}
 	return c, nil

@@ -159,6 +159,10 @@ type writeOptions struct {
 	ifSet      bool
 	ttl        time.Duration
 	ttlSet     bool
+	// turns, set by Modify (not an option), watches the waits of the
+	// write in place of the backend's watcher, noting which commit
+	// handed the turn on.
+	turns *turnNotes
 }
 
 // IfRevision makes the write conditional: it goes through only if every key

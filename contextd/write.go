@@ -170,7 +170,15 @@ func (c *Context[T]) modify(ctx context.Context, key string, fn func(T, bool) (T
 			rev, commit = 0, ""
 		}
 	}
+	o.turns = c.newTurnNotes()
 	err := c.write(ctx, []string{key}, o, func(ctx context.Context, leases []locker.Lease, w *locker.Waiter) error {
+		// Handed the turn by a commit, wait (briefly) for the copy to
+		// have it: its event came before the wake-up, but reaches the
+		// copy through the Context's goroutine, and a try from the older
+		// copy would be refused.
+		if r := o.turns.take(); r != 0 && w != nil {
+			c.awaitTurn(ctx, key, r)
+		}
 		fromCopy()
 		for {
 			if curErr != nil {
@@ -277,7 +285,7 @@ func (c *Context[T]) write(ctx context.Context, keys []string, wo writeOptions, 
 	for i, l := range held {
 		leases[i] = l.currentLease()
 	}
-	err = c.writeLocked(ctx, keys, held, leases, attempt)
+	err = c.writeLocked(ctx, keys, held, leases, wo.turns, attempt)
 	if errors.Is(err, locker.ErrNotHeld) {
 		for _, l := range held {
 			l.checkLost(ctx)
@@ -286,8 +294,11 @@ func (c *Context[T]) write(ctx context.Context, keys []string, wo writeOptions, 
 	return err
 }
 
-func (c *Context[T]) writeLocked(ctx context.Context, keys []string, held []*Lock, leases []locker.Lease, attempt func(context.Context, []locker.Lease, *locker.Waiter) error) error {
+func (c *Context[T]) writeLocked(ctx context.Context, keys []string, held []*Lock, leases []locker.Lease, turns *turnNotes, attempt func(context.Context, []locker.Lease, *locker.Waiter) error) error {
 	policy := c.lockPolicy(c.opts.RetryDelay, c.opts.MaxRetries, keys[0])
+	if turns != nil {
+		policy.Watcher = turns
+	}
 	if c.caps.LockAwareCommit {
 		err := locker.Retry(ctx, c.name, keys, policy, func(ctx context.Context, w *locker.Waiter) error {
 			return attempt(ctx, leases, w)
