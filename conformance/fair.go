@@ -3,6 +3,7 @@ package conformance
 import (
 	"context"
 	"errors"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -292,6 +293,54 @@ func testTurns(t *testing.T, h Harness) {
 			t.Fatalf("Release: %v", err)
 		}
 		await(t, n2, "WatchTurn of the second waiter, after the first released the lock")
+	})
+
+	t.Run("CommitNamesItsRevision", func(t *testing.T) {
+		t.Parallel()
+		if !h.Capabilities.LockAwareCommit {
+			t.Skip("commits do not hand turns on without LockAwareCommit")
+		}
+		b, name := h.NewBackend(t), uniqueName(t)
+		_, f := turns(t, b)
+		tf, ok := b.(backend.TurnFollower)
+		if !ok {
+			t.Skipf("%T does not name the commit that hands a turn on (backend.TurnFollower)", b)
+		}
+		held := mustAcquire(t, b, name, "k", longTTL)
+		first, second := locker.NewWaiter(longTTL), locker.NewWaiter(longTTL)
+		for _, w := range []locker.Waiter{first, second} {
+			if _, err := f.TryAcquireQueued(t.Context(), name, "k", longTTL, w); !errors.Is(err, locker.ErrNotAcquired) {
+				t.Fatalf("TryAcquireQueued of a held lock = %v, want ErrNotAcquired", err)
+			}
+		}
+		// after is read only once the notification it precedes is in.
+		var revs [2]atomic.Uint64
+		watch := func(i int, w locker.Waiter) <-chan struct{} {
+			ch, stop, err := tf.WatchTurnAfter(t.Context(), name, w, func(rev uint64) { revs[i].Store(rev) }, "k")
+			if errors.Is(err, errors.ErrUnsupported) {
+				t.Skipf("WatchTurnAfter: %v", err)
+			}
+			if err != nil {
+				t.Fatalf("WatchTurnAfter: %v", err)
+			}
+			t.Cleanup(stop)
+			return ch
+		}
+		n1, n2 := watch(0, first), watch(1, second)
+		if err := b.Release(t.Context(), held); err != nil {
+			t.Fatalf("Release: %v", err)
+		}
+		await(t, n1, "WatchTurnAfter of the waiter first in the queue, after a release")
+		if rev := revs[0].Load(); rev != 0 {
+			t.Fatalf("a lock release handed the turn on naming revision %d; want none (no commit)", rev)
+		}
+		served := batch(put("k", "first"))
+		served.Waiter = &first
+		head := mustCommit(t, b, name, served)
+		await(t, n2, "WatchTurnAfter of the second waiter, after the first committed")
+		if rev := revs[1].Load(); rev != head.Revision {
+			t.Fatalf("the commit that handed the turn on named revision %d; want its own, %d", rev, head.Revision)
+		}
 	})
 
 	t.Run("LostTurnCostsARetry", func(t *testing.T) {
