@@ -16,7 +16,8 @@ import (
 //
 // The composed backend offers ChangeLog if the store does, and ReleaseNotify
 // and FairLocks if the locker does (commits join the lock queues only when
-// the store is also the locker, as for LockAwareCommit). AtomicPublish and LockAwareCommit span two parts, so
+// the store is also the locker, as for LockAwareCommit, and only then are
+// TurnFollower's revisions forwarded). AtomicPublish and LockAwareCommit span two parts, so
 // they are offered only when the store is also the broadcaster, or the
 // locker, respectively (the same value) and offers them.
 //
@@ -79,6 +80,7 @@ var (
 	_ MultiGetter           = (*composed)(nil)
 	_ locker.ReleaseWatcher = (*composed)(nil)
 	_ locker.TurnWatcher    = (*composed)(nil)
+	_ TurnFollower          = (*composed)(nil)
 	_ locker.FairLocker     = (*composed)(nil)
 	_ Expirer               = (*composed)(nil)
 )
@@ -152,6 +154,18 @@ func (c *composed) WatchTurn(ctx context.Context, name string, w locker.Waiter, 
 		return nil, nil, fmt.Errorf("backend: composed locker cannot watch turns: %w", errors.ErrUnsupported)
 	}
 	return tw.WatchTurn(ctx, name, w, keys...)
+}
+
+// WatchTurnAfter forwards to the locker when it follows turns and commits
+// are lock-aware (the store is the locker); otherwise it fails with an
+// error matching errors.ErrUnsupported, and waiters fall back to
+// WatchRelease.
+func (c *composed) WatchTurnAfter(ctx context.Context, name string, w locker.Waiter, after func(rev uint64), keys ...string) (<-chan struct{}, func(), error) {
+	tf, ok := c.locker.(TurnFollower)
+	if !ok || !c.caps.ReleaseNotify || !c.caps.FairLocks || !c.caps.LockAwareCommit {
+		return nil, nil, fmt.Errorf("backend: composed locker cannot follow turns: %w", errors.ErrUnsupported)
+	}
+	return tf.WatchTurnAfter(ctx, name, w, after, keys...)
 }
 
 func (c *composed) TryAcquireQueued(ctx context.Context, name, key string, ttl time.Duration, w locker.Waiter) (locker.Lease, error) {

@@ -7,7 +7,41 @@ import (
 
 	"github.com/contextd-go/contextd/backend"
 	"github.com/contextd-go/contextd/backend/memory"
+	"github.com/contextd-go/contextd/locker"
 )
+
+// follower is a memory backend that also follows turns, recording the
+// calls it gets.
+type follower struct {
+	*memory.Backend
+	calls int
+}
+
+func (f *follower) WatchTurnAfter(ctx context.Context, name string, w locker.Waiter, after func(uint64), keys ...string) (<-chan struct{}, func(), error) {
+	f.calls++
+	return make(chan struct{}), func() {}, nil
+}
+
+// Compose forwards TurnFollower only when the store is the locker (turns
+// handed on by commits need lock-aware commits).
+func TestComposeForwardsTurnFollower(t *testing.T) {
+	m := memory.New(nil)
+	defer m.Close()
+	f := &follower{Backend: m}
+	ctx := context.Background()
+	same, _ := backend.Compose(f, f, f)
+	if _, stop, err := same.(backend.TurnFollower).WatchTurnAfter(ctx, "c", locker.Waiter{}, func(uint64) {}, "k"); err != nil || f.calls != 1 {
+		t.Fatalf("WatchTurnAfter of parts of one follower = %v (%d calls); want it forwarded", err, f.calls)
+	} else {
+		stop()
+	}
+	other := memory.New(nil)
+	defer other.Close()
+	mixed, _ := backend.Compose(other, f, f)
+	if _, _, err := mixed.(backend.TurnFollower).WatchTurnAfter(ctx, "c", locker.Waiter{}, func(uint64) {}, "k"); !errors.Is(err, errors.ErrUnsupported) || f.calls != 1 {
+		t.Errorf("WatchTurnAfter with another store = %v (%d calls); want ErrUnsupported, not forwarded", err, f.calls)
+	}
+}
 
 func TestComposeCapabilities(t *testing.T) {
 	a := memory.New(nil)
