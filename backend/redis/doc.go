@@ -92,10 +92,13 @@
 // watch (WatchRelease, used by lock waiters) of the Backend is a member of
 // its channel on that connection: Subscribe sends SUBSCRIBE for a channel
 // not subscribed yet and returns once Redis has confirmed it (a member of
-// a channel already live returns at once); the last member of a channel to
-// close sends UNSUBSCRIBE, and the last of a connection closes it. Two
-// Subscriptions of one channel (two Contexts of one context name) both get
-// every message. 1,000 contexts in a process are one connection, not 1,000.
+// a channel already live returns at once). A channel whose last member
+// closed stays subscribed for a few seconds, so that the next lock wait
+// on a contended context finds it live; then it is unsubscribed, and a
+// connection left without channels closes. A lingering channel is not
+// subscribed again after a lost connection. Two Subscriptions of one
+// channel (two Contexts of one context name) both get every message. 1,000
+// contexts in a process are one connection, not 1,000.
 //
 // Each connection has a reader goroutine that receives and hands messages
 // to the members' queues, and a writer goroutine that sends SUBSCRIBE,

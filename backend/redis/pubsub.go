@@ -27,7 +27,9 @@ import (
 //     the others queue (SUBSCRIBE, UNSUBSCRIBE, PING), in queue order, so
 //     no caller does network I/O under the hub's mutex.
 //   - channel: one subscribed channel and its members (Subscriptions and
-//     release watches), each with a sink that takes deliveries.
+//     release watches), each with a sink that takes deliveries. When its
+//     last member leaves it lingers, still subscribed, for channelLinger,
+//     so that a member joining meanwhile needs no SUBSCRIBE.
 //
 // Every command sent on a connection is also recorded, in order, in the
 // shard's pending list: Redis answers commands in order, so a reply or an
@@ -45,6 +47,18 @@ import (
 // pollInterval bounds how long one Receive blocks, so the reader runs the
 // watchdog and due retries even when nothing arrives.
 const pollInterval = 200 * time.Millisecond
+
+// channelLinger is how long a channel stays subscribed after its last
+// member left. A lock waiter joins its context's :unlock channel for each
+// wait and leaves when it gets the turn; under contention its next wait
+// comes milliseconds later. Dropping the channel at once cost every wait a
+// SUBSCRIBE, an UNSUBSCRIBE and the confirmation round trip the waiter
+// sat through; a member that joins a lingering channel finds it live and
+// returns at once. A few seconds span any burst of contention, and an
+// idle subscription costs the server little and the connection only the
+// channel's messages, which no member takes. The reader checks for ended
+// lingers at least every pollInterval, so no timer runs per channel.
+const channelLinger = 3 * time.Second
 
 // Kinds of command sent on a pub/sub connection.
 const (
@@ -87,6 +101,10 @@ type hub struct {
 	// MOVED for a slot they do not own.
 	multiNode, redirects bool
 
+	// linger is how long a channel without members stays subscribed:
+	// channelLinger, set before the hub is used (tests shorten it).
+	linger time.Duration
+
 	mu       sync.Mutex
 	closed   bool
 	shards   map[string]*shard // by node address ("" for a single-node client)
@@ -109,6 +127,10 @@ type channel struct {
 	// sunsubscribe; zero when no retry is due.
 	retryAt time.Time
 	pause   backoff.Backoff
+	// idleUntil is when a channel whose last member left is unsubscribed
+	// (hub.linger after it left); zero while it has members. Only a live
+	// channel lingers: whatever makes it stop receiving drops it.
+	idleUntil time.Time
 }
 
 // member is one user of a channel: a Subscription or a release watch.
@@ -142,11 +164,16 @@ type shard struct {
 	// retryWake mirrors nextRetry (Unix nanoseconds, 0 for none) for the
 	// reader, which shortens its Receive to be on time.
 	retryWake atomic.Int64
+	// nextIdle is the earliest idleUntil of its channels (zero when none
+	// lingers), mirrored for the reader in idleWake as retryWake mirrors
+	// nextRetry.
+	nextIdle time.Time
+	idleWake atomic.Int64
 }
 
 func newHub(b *Backend) *hub {
 	ctx, cancel := context.WithCancel(context.Background())
-	h := &hub{b: b, ctx: ctx, cancel: cancel, shards: make(map[string]*shard), channels: make(map[string]*channel)}
+	h := &hub{b: b, ctx: ctx, cancel: cancel, linger: channelLinger, shards: make(map[string]*shard), channels: make(map[string]*channel)}
 	switch b.client.(type) {
 	case *goredis.ClusterClient:
 		h.multiNode, h.redirects = true, true
@@ -217,6 +244,7 @@ func (h *hub) join(ctx context.Context, name string, k sink) (*member, error) {
 		}
 		m := &member{ch: c, sink: k}
 		c.members[m] = struct{}{}
+		c.idleUntil = time.Time{} // if it lingered, it is in use again
 		if c.live {
 			h.mu.Unlock()
 			return m, nil
@@ -255,8 +283,8 @@ func (h *hub) awaitFirst(ctx context.Context, m *member, first <-chan error) err
 	}
 }
 
-// leave removes m from its channel; the last member to leave unsubscribes
-// it. It is idempotent.
+// leave removes m from its channel; when the last member leaves, the
+// channel lingers (idleLocked). It is idempotent.
 func (h *hub) leave(m *member) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
@@ -269,7 +297,22 @@ func (h *hub) leave(m *member) {
 	}
 	delete(c.members, m)
 	if len(c.members) == 0 {
+		h.idleLocked(c)
+	}
+}
+
+// idleLocked keeps c, whose last member left, subscribed for h.linger, so
+// that a member joining meanwhile finds it live; the shard's reader drops
+// it when the linger ends (lingerDue). A channel not live is dropped at
+// once: a member joining it would wait for a SUBSCRIBE anyway.
+func (h *hub) idleLocked(c *channel) {
+	if !c.live || h.linger <= 0 {
 		h.dropLocked(c)
+		return
+	}
+	c.idleUntil = time.Now().Add(h.linger)
+	if s := c.shard; s.nextIdle.IsZero() || c.idleUntil.Before(s.nextIdle) {
+		s.setNextIdleLocked(c.idleUntil)
 	}
 }
 
@@ -288,7 +331,7 @@ func (h *hub) dropLocked(c *channel) {
 	if c.subGen != 0 && c.subGen == s.gen && s.ps != nil && !s.failed {
 		s.sendLocked(command{op: opUnsubscribe, ch: c})
 	}
-	c.subGen = 0
+	c.subGen, c.idleUntil = 0, time.Time{}
 }
 
 // shardLocked returns the running shard for addr, starting it if needed.
@@ -471,11 +514,20 @@ func (s *shard) retryLocked(c *channel, now time.Time) {
 
 func (s *shard) setNextRetryLocked(t time.Time) {
 	s.nextRetry = t
+	s.retryWake.Store(wakeAt(t))
+}
+
+func (s *shard) setNextIdleLocked(t time.Time) {
+	s.nextIdle = t
+	s.idleWake.Store(wakeAt(t))
+}
+
+// wakeAt is t in Unix nanoseconds, 0 for the zero time.
+func wakeAt(t time.Time) int64 {
 	if t.IsZero() {
-		s.retryWake.Store(0)
-	} else {
-		s.retryWake.Store(t.UnixNano())
+		return 0
 	}
+	return t.UnixNano()
 }
 
 // read is the shard's reader goroutine: it keeps a connection up and
@@ -577,7 +629,7 @@ func (h *hub) reloadState() {
 }
 
 // disconnect gives up connection ps: every channel is interrupted, and
-// will be subscribed on the next connection.
+// will be subscribed on the next connection; lingering ones are dropped.
 func (s *shard) disconnect(ps *goredis.PubSub) {
 	h := s.h
 	h.mu.Lock()
@@ -586,6 +638,14 @@ func (s *shard) disconnect(ps *goredis.PubSub) {
 		s.setNextRetryLocked(time.Time{})
 	}
 	for c := range s.channels {
+		if len(c.members) == 0 {
+			// It lingers: nobody waits for it, so the next
+			// connection need not subscribe it. (With no channel
+			// left the shard stops, as when a last member leaves.)
+			c.subGen = 0
+			h.dropLocked(c)
+			continue
+		}
 		h.interruptLocked(c)
 		c.subGen, c.retryAt = 0, time.Time{}
 	}
@@ -602,8 +662,10 @@ func (s *shard) receive(ps *goredis.PubSub) (worked bool) {
 	pingSent := lastTraffic // connect's PING is outstanding
 	for {
 		timeout := pollInterval
-		if r := s.retryWake.Load(); r != 0 {
-			timeout = max(min(timeout, time.Until(time.Unix(0, r))), time.Millisecond)
+		for _, r := range [...]int64{s.retryWake.Load(), s.idleWake.Load()} {
+			if r != 0 {
+				timeout = max(min(timeout, time.Until(time.Unix(0, r))), time.Millisecond)
+			}
 		}
 		msg, err := ps.ReceiveTimeout(s.ctx, timeout)
 		if s.ctx.Err() != nil {
@@ -623,6 +685,7 @@ func (s *shard) receive(ps *goredis.PubSub) (worked bool) {
 					return worked
 				}
 			}
+			s.lingerDue(now)
 			if !s.retryDue(ps, now) {
 				return worked
 			}
@@ -640,7 +703,11 @@ func (s *shard) receive(ps *goredis.PubSub) (worked bool) {
 		} else {
 			ok = s.handle(ps, msg)
 		}
-		if !ok || !s.retryDue(ps, now) {
+		if !ok {
+			return worked
+		}
+		s.lingerDue(now)
+		if !s.retryDue(ps, now) {
 			return worked
 		}
 	}
@@ -708,6 +775,12 @@ func (s *shard) handle(ps *goredis.PubSub, msg any) bool {
 			// shard. go-redis does not follow; subscribe anew, where
 			// the slot lives now.
 			if c := h.channels[m.Channel]; c != nil && c.shard == s && c.subGen == s.gen {
+				if len(c.members) == 0 {
+					// It lingered: nobody needs it back.
+					c.subGen = 0
+					h.dropLocked(c)
+					return true
+				}
 				h.interruptLocked(c)
 				h.reloadState()
 				s.retryLocked(c, time.Now())
@@ -818,6 +891,32 @@ func (s *shard) retryDue(ps *goredis.PubSub, now time.Time) bool {
 	h.mu.Unlock()
 	h.reroute(s, due)
 	return true
+}
+
+// lingerDue drops the channels whose linger ended (no member joined them
+// again); the last one's UNSUBSCRIBE is sent as a leave's was before. A
+// shard left without channels stops.
+func (s *shard) lingerDue(now time.Time) {
+	if r := s.idleWake.Load(); r == 0 || now.UnixNano() < r {
+		return // nothing due: spare the mutex on every message
+	}
+	h := s.h
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if s.nextIdle.IsZero() || now.Before(s.nextIdle) {
+		return
+	}
+	var next time.Time
+	for c := range s.channels {
+		switch {
+		case len(c.members) > 0 || c.idleUntil.IsZero():
+		case !now.Before(c.idleUntil):
+			h.dropLocked(c)
+		case next.IsZero() || c.idleUntil.Before(next):
+			next = c.idleUntil
+		}
+	}
+	s.setNextIdleLocked(next)
 }
 
 // write is the shard's writer goroutine: it sends queued commands in
