@@ -278,16 +278,16 @@ end
 //	conflict {index of the condition, the key's value or nil, its revs
 //	field ("<revision> <commit id>") or nil}
 //
-// Checks run in this order, and all before the first write: codec, leases
-// (CONTEXTD_NOTHELD), locks and queues (CONTEXTD_LOCKED: a key locked by
-// another holder, or with a live waiter queued before this one, when no
-// lease of the batch covers it), conditions (the conflict reply), the
-// types of the keys written. Keys whose deadline has passed count as
-// absent for the conditions and are reaped, by a commit of their own just
-// before the batch's; a batch refused by a condition still commits that
-// reap, as the refusal may have seen them gone (a later read must not
-// find them again). A refused waiter is queued on the keys
-// concerned; a committed one leaves its queues and wakes the next waiter.
+// Checks run in this order, and all before the batch's first write: codec,
+// leases (CONTEXTD_NOTHELD), locks and queues (CONTEXTD_LOCKED: a key
+// locked by another holder, or with a live waiter queued before this one,
+// when no lease of the batch covers it), conditions (the conflict reply),
+// the types of the keys written. Between the locks and the conditions,
+// keys whose deadline has passed are reaped by a commit of their own, a
+// revision before the batch's, which a batch refused by a condition keeps:
+// the refusal may have seen them gone, and a later read must not find
+// them again. A refused waiter is queued on the keys concerned; a
+// committed one leaves its queues and wakes the next waiter.
 //
 // The script is lean on purpose (docs/benchmarks.md): values travel once,
 // and the event (wire format version 2, byte for byte as
@@ -424,82 +424,13 @@ end
 -- also checks its type, before anything is written. Keys due by the
 -- server's clock are gone for the batch: reaped below, before it.
 local useIndex = listed or ttls ~= ''
-local now, due, gone
+local now, due
 if useIndex then
   now = expiry().now()
   local d = redis.pcall('ZRANGE', index, '-inf', now, 'BYSCORE')
   if d['err'] then return failed(d, 'expiry') end
-  if #d > 0 then
-    due, gone = d, {}
-    for i = 1, #d do gone[d[i]] = true end
-  end
+  if #d > 0 then due = d end
 end
--- reapAlone commits the reap of the due keys by itself, for a batch that a
--- condition refuses: the refusal may have seen a due key gone, so every
--- later read must find it gone too (linearizability), not only the reads
--- after the next commit.
-local function reapAlone()
-  if not typeIs(data, 'hash') then return corrupt('data') end
-  if not typeIs(revs, 'hash') then return corrupt('revs') end
-  local r = tonumber(m[3] or '0') + 1
-  local epochWire, parentWire
-  if m[8] == parent and m[6] and m[7] then
-    epochWire, parentWire = m[6], m[7]
-  else
-    epochWire, parentWire = wireID(epoch), wireID(parent)
-  end
-  local reapID = commitID .. 'x'
-  local reapWire = wireID(reapID)
-  local reapBad = expiry().reap(ring, data, revs, index, due, epochWire, r, reapWire, parentWire, logLen, channel, sharded)
-  if reapBad then return reapBad end
-  redis.call('HSET', meta, 'rev', r, 'commit', reapID, 'parent', parent,
-    'wepoch', epochWire, 'wcommit', reapWire, 'wfor', reapID)
-  return nil
-end
--- revs holds "<revision> <commit id>" per key ("<revision>" if written
--- by an older version); a condition without a commit id compares only the
--- revision. A field that is neither, or a value without a revision (or
--- the reverse), is damage, not a conflict: retrying could never meet the
--- condition.
-for i = 0, nConds - 1 do
-  local key, want = ARGV[condsAt + 2 * i], ARGV[condsAt + 2 * i + 1]
-  local field = redis.pcall('HGET', revs, key)
-  if type(field) == 'table' then return failed(field, 'revs') end
-  if field and not string.match(field, '^%d+ %S+$') and not string.match(field, '^%d+$') then
-    return corrupt('revs.field', i)
-  end
-  local value = redis.pcall('HGET', data, key)
-  if type(value) == 'table' then return failed(value, 'data') end
-  if gone and gone[key] then field, value = false, false end
-  if (value ~= false) ~= (field ~= false) then return corrupt('revs.field', i) end
-  local have = field or '0'
-  if not string.find(want, ' ', 1, true) then
-    have = string.match(have, '^%S*')
-  end
-  if have ~= want then
-    -- The writer lost a race: keep its place for the retry.
-    if queued and checkLocks then
-      local L = locks()
-      for j = 0, nOps - 1 do
-        if not leased[ARGV[opsAt + 2 * j]] then
-          local bad = L.enqueue(KEYS[queueKeysAt + j], waiters, meta, waiterID, L.now, hold)
-          if bad then return bad end
-        end
-      end
-    end
-    if due and epoch then
-      local reapBad = reapAlone()
-      if reapBad then return reapBad end
-    end
-    -- What the key holds now, so the writer need not read it again.
-    return {i, value, field}
-  end
-end
--- Every key written below must be of its type, or the script would stop
--- halfway with its earlier writes kept; the change log is checked by its
--- write, the first.
-if not typeIs(data, 'hash') then return corrupt('data') end
-if not typeIs(revs, 'hash') then return corrupt('revs') end
 
 local fresh = not epoch
 local rev = 1
@@ -518,14 +449,66 @@ end
 
 -- Expired keys go first, in a commit of their own (no origin; its id is
 -- the batch's with an "x", which no other commit id has: those are hex of
--- even length); the batch's revision follows.
+-- even length), before the conditions: the batch sees them gone, as every
+-- reader will, and a batch that a condition then refuses keeps the reap
+-- (it may have seen them gone; a later read must not find them again).
+-- So meta records the reap as the head; the batch's revision follows.
 if due then
+  if not typeIs(data, 'hash') then return corrupt('data') end
+  if not typeIs(revs, 'hash') then return corrupt('revs') end
   local reapID = commitID .. 'x'
   local reapWire = wireID(reapID)
   local reapBad = expiry().reap(ring, data, revs, index, due, epochWire, rev, reapWire, parentWire, logLen, channel, sharded)
   if reapBad then return reapBad end
+  local metaSet = {'rev', rev, 'commit', reapID, 'parent', parent,
+    'wepoch', epochWire, 'wcommit', reapWire, 'wfor', reapID}
+  if fresh then
+    metaSet[#metaSet + 1] = 'epoch'
+    metaSet[#metaSet + 1] = epoch
+  end
+  redis.call('HSET', meta, unpack(metaSet))
   parent, parentWire, rev = reapID, reapWire, rev + 1
 end
+-- revs holds "<revision> <commit id>" per key ("<revision>" if written
+-- by an older version); a condition without a commit id compares only the
+-- revision. A field that is neither, or a value without a revision (or
+-- the reverse), is damage, not a conflict: retrying could never meet the
+-- condition.
+for i = 0, nConds - 1 do
+  local key, want = ARGV[condsAt + 2 * i], ARGV[condsAt + 2 * i + 1]
+  local field = redis.pcall('HGET', revs, key)
+  if type(field) == 'table' then return failed(field, 'revs') end
+  if field and not string.match(field, '^%d+ %S+$') and not string.match(field, '^%d+$') then
+    return corrupt('revs.field', i)
+  end
+  local value = redis.pcall('HGET', data, key)
+  if type(value) == 'table' then return failed(value, 'data') end
+  if (value ~= false) ~= (field ~= false) then return corrupt('revs.field', i) end
+  local have = field or '0'
+  if not string.find(want, ' ', 1, true) then
+    have = string.match(have, '^%S*')
+  end
+  if have ~= want then
+    -- The writer lost a race: keep its place for the retry.
+    if queued and checkLocks then
+      local L = locks()
+      for j = 0, nOps - 1 do
+        if not leased[ARGV[opsAt + 2 * j]] then
+          local bad = L.enqueue(KEYS[queueKeysAt + j], waiters, meta, waiterID, L.now, hold)
+          if bad then return bad end
+        end
+      end
+    end
+    -- What the key holds now, so the writer need not read it again.
+    return {i, value, field}
+  end
+end
+-- Every key written below must be of its type, or the script would stop
+-- halfway with its earlier writes kept; the change log is checked by its
+-- write, the first.
+if not typeIs(data, 'hash') then return corrupt('data') end
+if not typeIs(revs, 'hash') then return corrupt('revs') end
+
 -- The batch's deadlines: a put with a TTL sets its key's, any other op
 -- drops its key's (when the index may hold it).
 local adds, rems
