@@ -52,7 +52,10 @@ type Options struct {
 	ResyncInterval time.Duration
 
 	// EventValueLimit is how many bytes of values one change event
-	// carries; values beyond it are fetched by the receivers. Zero means
+	// carries; values beyond it are fetched by the receivers (in bulk
+	// where the backend offers it). A receiver applies the context's
+	// later events only after that fetch, since events apply in revision
+	// order; other contexts' events do not wait for it. Zero means
 	// DefaultEventValueLimit (64 KiB); a negative value sends keys only.
 	EventValueLimit int
 

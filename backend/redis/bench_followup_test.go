@@ -66,13 +66,24 @@ func (c appliedClock) await(b *testing.B, rev uint64) time.Time {
 //     receiver applying it;
 //   - other-followup: from the start of a small write to another context
 //     of the same two Backends, made right after the transaction (before
-//     the same-context small write), to the receiver applying it: its
+//     the same-context small write; every other round, the rounds
+//     between make raw-after-large's write instead), to the receiver
+//     applying it. Its
 //     events share the receiver's pub/sub connection with the
-//     transaction's, and depend on nothing of it, so they must not wait
-//     for its fetch;
-//   - other-alone: the same with nothing before it (the baseline, made
-//     once everything else of the round has been applied);
-//   - other-followup/alone and small-followup/alone: the p50 ratios;
+//     transaction's and depend on nothing of it, so the receiver must not
+//     hold them behind the transaction's fetch; other-delivery is the part
+//     after the write returned (the receiver's share);
+//   - other-alone, other-alone-delivery: the same with nothing before the
+//     write (the baseline, made once the rest of the round was applied);
+//   - raw-after-large: a raw HSET by a client of its own, made right after
+//     the transaction instead of the other context's write (the rounds
+//     alternate), and raw-alone, one with nothing before it: what the
+//     server and the machine, busy with the receiver's fetch, cost any
+//     command sent at that moment;
+//   - the p50 ratios: small-followup/alone, other-followup/alone and
+//     raw-after-large/alone (not other-delivery's: the receiver often
+//     applies a lone write before the writer has its reply, so its
+//     baseline is about 0);
 //   - other-ahead-%: the share of rounds in which the receiver applied
 //     the other context's write before the transaction.
 func BenchmarkLargeTransactionFollowUp(b *testing.B) {
@@ -90,8 +101,26 @@ func BenchmarkLargeTransactionFollowUp(b *testing.B) {
 	clock, otherClock := make(appliedClock, 1024), make(appliedClock, 1024)
 	r := benchInstanceOn[string](b, rb, "bench-followup", &contextd.Options{Trace: clock.trace()})
 	benchInstanceOn[string](b, rb, "bench-followup-other", &contextd.Options{Trace: otherClock.trace()})
-	var gap, followUp, alone, large, otherFollowUp, otherAlone []time.Duration
+	raw := rawClient(b, srv)
+	var gap, followUp, alone, large []time.Duration
+	var otherFollowUp, otherDelivery, otherAlone, otherAloneDelivery, rawAfter, rawAlone []time.Duration
 	ahead := 0
+	// otherWrite writes the other context's small key and returns when
+	// it started, when it returned and its revision.
+	otherWrite := func(v string) (start, done time.Time, rev uint64) {
+		start = time.Now()
+		if err := wo.UpdateContext(ctx, "small", v); err != nil {
+			b.Fatal(err)
+		}
+		return start, time.Now(), wo.Revision()
+	}
+	rawWrite := func(v string) time.Duration {
+		start := time.Now()
+		if err := raw.HSet(ctx, "bench-followup-raw", "small", fmt.Sprintf("%q", v)).Err(); err != nil {
+			b.Fatal(err)
+		}
+		return time.Since(start)
+	}
 	round := func(i int) {
 		for k := range values {
 			values[k] = fmt.Sprintf("%s-%09d", pad, i) // 100 bytes in JSON
@@ -101,11 +130,14 @@ func BenchmarkLargeTransactionFollowUp(b *testing.B) {
 		}
 		written := time.Now()
 		largeRev := w.Revision() // the only writer: its copy is at its own commit
-		otherStart := time.Now()
-		if err := wo.UpdateContext(ctx, "small", fmt.Sprint(i)); err != nil {
-			b.Fatal(err)
+		withOther := i%2 == 0
+		var otherStart, otherDone time.Time
+		var otherRev uint64
+		if withOther {
+			otherStart, otherDone, otherRev = otherWrite(fmt.Sprint(i))
+		} else {
+			rawAfter = append(rawAfter, rawWrite(fmt.Sprint(i)))
 		}
-		otherRev := wo.Revision()
 		smallStart := time.Now()
 		if err := w.UpdateContext(ctx, "small", fmt.Sprint(i)); err != nil {
 			b.Fatal(err)
@@ -114,15 +146,18 @@ func BenchmarkLargeTransactionFollowUp(b *testing.B) {
 		if smallRev != largeRev+1 {
 			b.Fatalf("writer at revisions %d then %d; want consecutive", largeRev, smallRev)
 		}
-		otherAt := otherClock.await(b, otherRev)
 		largeAt := clock.await(b, largeRev)
 		smallAt := clock.await(b, smallRev)
 		gap = append(gap, smallAt.Sub(largeAt))
 		followUp = append(followUp, smallAt.Sub(smallStart))
 		large = append(large, largeAt.Sub(written))
-		otherFollowUp = append(otherFollowUp, otherAt.Sub(otherStart))
-		if otherAt.Before(largeAt) {
-			ahead++
+		if withOther {
+			otherAt := otherClock.await(b, otherRev)
+			otherFollowUp = append(otherFollowUp, otherAt.Sub(otherStart))
+			otherDelivery = append(otherDelivery, otherAt.Sub(otherDone))
+			if otherAt.Before(largeAt) {
+				ahead++
+			}
 		}
 
 		aloneStart := time.Now()
@@ -130,14 +165,15 @@ func BenchmarkLargeTransactionFollowUp(b *testing.B) {
 			b.Fatal(err)
 		}
 		alone = append(alone, clock.await(b, w.Revision()).Sub(aloneStart))
-		otherAloneStart := time.Now()
-		if err := wo.UpdateContext(ctx, "small", fmt.Sprint(i, "-alone")); err != nil {
-			b.Fatal(err)
-		}
-		otherAlone = append(otherAlone, otherClock.await(b, wo.Revision()).Sub(otherAloneStart))
+		start, done, rev := otherWrite(fmt.Sprint(i, "-alone"))
+		at := otherClock.await(b, rev)
+		otherAlone = append(otherAlone, at.Sub(start))
+		otherAloneDelivery = append(otherAloneDelivery, at.Sub(done))
+		rawAlone = append(rawAlone, rawWrite(fmt.Sprint(i, "-alone")))
 	}
 	round(-1) // loads the scripts
-	gap, followUp, alone, large, otherFollowUp, otherAlone, ahead = nil, nil, nil, nil, nil, nil, 0
+	gap, followUp, alone, large = nil, nil, nil, nil
+	otherFollowUp, otherDelivery, otherAlone, otherAloneDelivery, rawAfter, rawAlone, ahead = nil, nil, nil, nil, nil, nil, 0
 	for i := 0; b.Loop(); i++ {
 		round(i)
 	}
@@ -146,9 +182,14 @@ func BenchmarkLargeTransactionFollowUp(b *testing.B) {
 	reportMillis(b, "small-alone", alone)
 	reportMillis(b, "large-applied", large)
 	reportMillis(b, "other-followup", otherFollowUp)
+	reportMillis(b, "other-delivery", otherDelivery)
 	reportMillis(b, "other-alone", otherAlone)
+	reportMillis(b, "other-alone-delivery", otherAloneDelivery)
+	reportMillis(b, "raw-after-large", rawAfter)
+	reportMillis(b, "raw-alone", rawAlone)
 	reportRatio(b, "small-followup/alone", followUp, alone)
 	reportRatio(b, "other-followup/alone", otherFollowUp, otherAlone)
+	reportRatio(b, "raw-after-large/alone", rawAfter, rawAlone)
 	if n := len(otherFollowUp); n > 0 {
 		b.ReportMetric(100*float64(ahead)/float64(n), "other-ahead-%")
 	}

@@ -63,7 +63,9 @@ type Options struct {
 	// (they arrive on a connection shared with the Backend's other
 	// Subscriptions, which a slow reader must not hold up); one more
 	// overflows it: its unread messages are dropped and it reports a
-	// loss. Default: 1024.
+	// loss. A Context leaves its messages unread while it fetches the
+	// values an event left out (a large transaction), so the buffer must
+	// hold the context's events of that long. Default: 1024.
 	SubscriberBuffer int
 
 	// WaitReplicas turns on the WAIT-for-replicas write mode: every commit,
