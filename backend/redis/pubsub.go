@@ -22,8 +22,12 @@ import (
 //
 //   - hub: the Backend's registry of channels and shards, under one mutex.
 //   - shard: one pub/sub connection and two goroutines. The reader connects,
-//     receives, dispatches, runs the ping watchdog and replaces the
-//     connection when it breaks or stalls; the writer sends the commands
+//     receives, dispatches and replaces the connection when it breaks or
+//     stalls; while a connection is up a watchdog goroutine of its own
+//     pings it when idle, closes it when it stalls and runs due retries
+//     and ended lingers (the reader never reads with a deadline: one that
+//     passed in the middle of a large message would leave the rest of it
+//     to be misread as the next reply); the writer sends the commands
 //     the others queue (SUBSCRIBE, UNSUBSCRIBE, PING), in queue order, so
 //     no caller does network I/O under the hub's mutex.
 //   - channel: one subscribed channel and its members (Subscriptions and
@@ -44,8 +48,8 @@ import (
 // for one connection only: when it breaks, the shard closes it and starts
 // a new one, subscribing every channel itself.
 
-// pollInterval bounds how long one Receive blocks, so the reader runs the
-// watchdog and due retries even when nothing arrives.
+// pollInterval is how often a connection's watchdog runs (and with it the
+// due retries and ended lingers) when nothing is due sooner.
 const pollInterval = 200 * time.Millisecond
 
 // channelLinger is how long a channel stays subscribed after its last
@@ -656,47 +660,41 @@ func (s *shard) disconnect(ps *goredis.PubSub) {
 // receive reads connection ps until it must be replaced (broken, stalled,
 // out of step with its commands) or the shard stops. It reports whether
 // the connection worked: it answered the PING it was opened with.
+//
+// Each Receive blocks until a whole reply has arrived, with no deadline:
+// go-redis keeps a connection whose read timed out, with the part of the
+// reply it had read consumed, so a poll deadline that passed in the
+// middle of a large message (an event of a large transaction takes
+// milliseconds to arrive) made the next Receive misread the rest of it,
+// and the connection was replaced, interrupting every channel on it. The
+// timed work runs in watch instead, which closes ps to end a Receive when
+// the connection is to be replaced.
 func (s *shard) receive(ps *goredis.PubSub) (worked bool) {
-	opts := s.h.b.opts
-	lastTraffic := time.Now()
-	pingSent := lastTraffic // connect's PING is outstanding
+	var w watchdog
+	w.lastTraffic.Store(time.Now().UnixNano())
+	w.pingSent.Store(w.lastTraffic.Load()) // connect's PING is outstanding
+	ctx, stop := context.WithCancel(s.ctx)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		s.watch(ctx, ps, &w)
+	}()
+	defer func() {
+		stop()
+		<-done
+	}()
 	for {
-		timeout := pollInterval
-		for _, r := range [...]int64{s.retryWake.Load(), s.idleWake.Load()} {
-			if r != 0 {
-				timeout = max(min(timeout, time.Until(time.Unix(0, r))), time.Millisecond)
-			}
-		}
-		msg, err := ps.ReceiveTimeout(s.ctx, timeout)
-		if s.ctx.Err() != nil {
+		msg, err := ps.Receive(s.ctx)
+		if s.ctx.Err() != nil || w.replace.Load() {
 			return worked
-		}
-		now := time.Now()
-		if err != nil && isTimeout(err) {
-			// The watchdog: go-redis's own health check never waits for
-			// a PONG, so a connection that accepts bytes but forwards
-			// nothing would go unnoticed.
-			switch {
-			case !pingSent.IsZero() && now.Sub(pingSent) >= opts.StallTimeout:
-				return worked
-			case pingSent.IsZero() && now.Sub(lastTraffic) >= opts.PingInterval:
-				pingSent = now
-				if !s.ping(ps) {
-					return worked
-				}
-			}
-			s.lingerDue(now)
-			if !s.retryDue(ps, now) {
-				return worked
-			}
-			continue
 		}
 		var refused goredis.Error
 		if err != nil && !errors.As(err, &refused) {
-			return worked // the connection broke
+			return worked // the connection broke, or watch closed it
 		}
 		worked = true
-		lastTraffic, pingSent = now, time.Time{}
+		w.lastTraffic.Store(time.Now().UnixNano())
+		w.pingSent.Store(0)
 		var ok bool
 		if err != nil {
 			ok = s.refused(ps, refused)
@@ -706,10 +704,57 @@ func (s *shard) receive(ps *goredis.PubSub) (worked bool) {
 		if !ok {
 			return worked
 		}
-		s.lingerDue(now)
-		if !s.retryDue(ps, now) {
-			return worked
+	}
+}
+
+// watchdog is what a connection's reader and its watch share.
+type watchdog struct {
+	lastTraffic atomic.Int64 // Unix nanoseconds of the last reply
+	pingSent    atomic.Int64 // of the outstanding watchdog PING; 0 when none
+	replace     atomic.Bool  // watch closed the connection to replace it
+}
+
+// watch is the timed work of connection ps while its reader receives, until
+// ctx ends: the watchdog (go-redis's own health check never waits for a
+// PONG, so a connection that accepts bytes but forwards nothing would go
+// unnoticed), due retries and ended lingers. When ps is to be replaced it
+// closes ps, which ends the reader's Receive.
+func (s *shard) watch(ctx context.Context, ps *goredis.PubSub, w *watchdog) {
+	opts := s.h.b.opts
+	t := time.NewTimer(pollInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
 		}
+		now := time.Now()
+		pingSent, lastTraffic := w.pingSent.Load(), w.lastTraffic.Load()
+		ok := true
+		switch {
+		case pingSent != 0 && now.Sub(time.Unix(0, pingSent)) >= opts.StallTimeout:
+			ok = false
+		case pingSent == 0 && now.Sub(time.Unix(0, lastTraffic)) >= opts.PingInterval:
+			w.pingSent.Store(now.UnixNano())
+			ok = s.ping(ps)
+		}
+		if ok {
+			s.lingerDue(now)
+			ok = s.retryDue(ps, now)
+		}
+		if !ok {
+			w.replace.Store(true)
+			_ = ps.Close()
+			return
+		}
+		next := pollInterval
+		for _, r := range [...]int64{s.retryWake.Load(), s.idleWake.Load()} {
+			if r != 0 {
+				next = max(min(next, time.Until(time.Unix(0, r))), time.Millisecond)
+			}
+		}
+		t.Reset(next)
 	}
 }
 

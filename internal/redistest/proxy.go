@@ -38,6 +38,9 @@ type Proxy struct {
 	// held[d] is nil while direction d forwards, else a channel that
 	// Resume closes.
 	held [2]chan struct{}
+	// budget[d], when positive, is how many more bytes direction d
+	// forwards before it is held (StallRepliesAfter).
+	budget [2]int
 }
 
 // The directions of a proxied connection.
@@ -100,6 +103,30 @@ func (p *Proxy) Stall() { p.hold(toTarget, toClient) }
 // (and pub/sub messages) are held back.
 func (p *Proxy) StallReplies() { p.hold(toClient) }
 
+// StallRepliesAfter lets n more bytes from the target through to the
+// clients (counted over all connections), then holds that direction as
+// StallReplies does, until Resume: a reply or message can be cut at a
+// chosen byte, as a slow network cuts a large one.
+func (p *Proxy) StallRepliesAfter(n int) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if n <= 0 {
+		if p.held[toClient] == nil {
+			p.held[toClient] = make(chan struct{})
+		}
+		return
+	}
+	p.budget[toClient] = n
+}
+
+// RepliesHeld reports whether bytes from the target are being held: after
+// StallReplies or Stall, or once a StallRepliesAfter budget ran out.
+func (p *Proxy) RepliesHeld() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.held[toClient] != nil
+}
+
 func (p *Proxy) hold(dirs ...int) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -119,6 +146,7 @@ func (p *Proxy) Resume() {
 			close(ch)
 			p.held[d] = nil
 		}
+		p.budget[d] = 0
 	}
 }
 
@@ -234,13 +262,15 @@ func (p *Proxy) pump(l *link, dir int, dst, src net.Conn) {
 	buf := make([]byte, 32<<10)
 	for {
 		n, err := src.Read(buf)
-		if n > 0 {
-			if !p.pass(l, dir) {
+		for data := buf[:n]; len(data) > 0; {
+			k, ok := p.pass(l, dir, len(data))
+			if !ok {
 				return
 			}
-			if _, werr := dst.Write(buf[:n]); werr != nil {
+			if _, werr := dst.Write(data[:k]); werr != nil {
 				return
 			}
+			data = data[k:]
 		}
 		if err != nil {
 			return
@@ -248,20 +278,28 @@ func (p *Proxy) pump(l *link, dir int, dst, src net.Conn) {
 	}
 }
 
-// pass waits until direction dir forwards; it reports false if the link
-// closed meanwhile.
-func (p *Proxy) pass(l *link, dir int) bool {
+// pass waits until direction dir forwards and returns how many of n
+// bytes may go now (fewer when a StallRepliesAfter budget runs out); it
+// reports false if the link closed meanwhile.
+func (p *Proxy) pass(l *link, dir int, n int) (int, bool) {
 	for {
 		p.mu.Lock()
 		held := p.held[dir]
-		p.mu.Unlock()
 		if held == nil {
-			return true
+			if b := p.budget[dir]; b > 0 {
+				n = min(n, b)
+				if p.budget[dir] = b - n; p.budget[dir] == 0 {
+					p.held[dir] = make(chan struct{})
+				}
+			}
+			p.mu.Unlock()
+			return n, true
 		}
+		p.mu.Unlock()
 		select {
 		case <-held:
 		case <-l.done:
-			return false
+			return 0, false
 		}
 	}
 }
