@@ -85,7 +85,9 @@ func (c appliedClock) await(b *testing.B, rev uint64) time.Time {
 //     applies a lone write before the writer has its reply, so its
 //     baseline is about 0);
 //   - other-ahead-%: the share of rounds in which the receiver applied
-//     the other context's write before the transaction.
+//     the other context's write before the transaction;
+//   - receiver-losses: losses the receiver's two Contexts reported (each
+//     costs a catch-up from the change log; there should be none).
 func BenchmarkLargeTransactionFollowUp(b *testing.B) {
 	srv := benchServer(b)
 	ctx := context.Background()
@@ -100,7 +102,7 @@ func BenchmarkLargeTransactionFollowUp(b *testing.B) {
 	wo := benchInstanceOn[string](b, wb, "bench-followup-other", nil)
 	clock, otherClock := make(appliedClock, 1024), make(appliedClock, 1024)
 	r := benchInstanceOn[string](b, rb, "bench-followup", &contextd.Options{Trace: clock.trace()})
-	benchInstanceOn[string](b, rb, "bench-followup-other", &contextd.Options{Trace: otherClock.trace()})
+	ro := benchInstanceOn[string](b, rb, "bench-followup-other", &contextd.Options{Trace: otherClock.trace()})
 	raw := rawClient(b, srv)
 	var gap, followUp, alone, large []time.Duration
 	var otherFollowUp, otherDelivery, otherAlone, otherAloneDelivery, rawAfter, rawAlone []time.Duration
@@ -190,6 +192,7 @@ func BenchmarkLargeTransactionFollowUp(b *testing.B) {
 	reportRatio(b, "small-followup/alone", followUp, alone)
 	reportRatio(b, "other-followup/alone", otherFollowUp, otherAlone)
 	reportRatio(b, "raw-after-large/alone", rawAfter, rawAlone)
+	b.ReportMetric(float64(r.Stats().Losses+ro.Stats().Losses), "receiver-losses")
 	if n := len(otherFollowUp); n > 0 {
 		b.ReportMetric(100*float64(ahead)/float64(n), "other-ahead-%")
 	}
