@@ -78,6 +78,9 @@ type Context[T any] struct {
 	inflight   []ownWrite[T]
 	inflightN  uint64
 
+	// contention remembers the keys whose writes were refused lately.
+	contention contention
+
 	stats stats
 }
 

@@ -171,6 +171,11 @@ func (c *Context[T]) modify(ctx context.Context, key string, fn func(T, bool) (T
 		}
 	}
 	o.turns = c.newTurnNotes()
+	// A key refused a moment ago is likely busy still: queue the first
+	// attempt (locker.Policy.Contended), which saves the refused attempt
+	// an unqueued one would make first. Only where Modify's attempts
+	// queue (a fair, lock-aware store).
+	o.contended = c.queue != nil && c.caps.LockAwareCommit && c.contention.recent(key)
 	err := c.write(ctx, []string{key}, o, func(ctx context.Context, leases []locker.Lease, w *locker.Waiter) error {
 		// Handed the turn by a commit, wait (briefly) for the copy to
 		// have it: its event came before the wake-up, but reaches the
@@ -209,6 +214,9 @@ func (c *Context[T]) modify(ctx context.Context, key string, fn func(T, bool) (T
 				Waiter:     w,
 			}
 			head, err = c.commit(ctx, batch, []update[T]{up})
+			if errors.Is(err, backend.ErrConflict) || errors.Is(err, backend.ErrLocked) {
+				c.contention.mark(key)
+			}
 			if !errors.Is(err, backend.ErrConflict) || o.ifSet {
 				result = up.value
 				return err
@@ -285,7 +293,7 @@ func (c *Context[T]) write(ctx context.Context, keys []string, wo writeOptions, 
 	for i, l := range held {
 		leases[i] = l.currentLease()
 	}
-	err = c.writeLocked(ctx, keys, held, leases, wo.turns, attempt)
+	err = c.writeLocked(ctx, keys, held, leases, wo, attempt)
 	if errors.Is(err, locker.ErrNotHeld) {
 		for _, l := range held {
 			l.checkLost(ctx)
@@ -294,11 +302,12 @@ func (c *Context[T]) write(ctx context.Context, keys []string, wo writeOptions, 
 	return err
 }
 
-func (c *Context[T]) writeLocked(ctx context.Context, keys []string, held []*Lock, leases []locker.Lease, turns *turnNotes, attempt func(context.Context, []locker.Lease, *locker.Waiter) error) error {
+func (c *Context[T]) writeLocked(ctx context.Context, keys []string, held []*Lock, leases []locker.Lease, wo writeOptions, attempt func(context.Context, []locker.Lease, *locker.Waiter) error) error {
 	policy := c.lockPolicy(c.opts.RetryDelay, c.opts.MaxRetries, keys[0])
-	if turns != nil {
-		policy.Watcher = turns
+	if wo.turns != nil {
+		policy.Watcher = wo.turns
 	}
+	policy.Contended = wo.contended
 	if c.caps.LockAwareCommit {
 		err := locker.Retry(ctx, c.name, keys, policy, func(ctx context.Context, w *locker.Waiter) error {
 			return attempt(ctx, leases, w)
