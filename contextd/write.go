@@ -148,8 +148,18 @@ func (c *Context[T]) modify(ctx context.Context, key string, fn func(T, bool) (T
 	if o.ttlSet && !c.caps.Expiry {
 		return result, 0, fmt.Errorf("WithTTL: the backend does not expire keys: %w", errors.ErrUnsupported)
 	}
-	var head backend.Head
+	call := &modCall[T]{fn: fn, ctx: ctx}
+	shared := combinable(o)
+	var g *modGroup[T] // nil for a call that is not combined
+	if shared {
+		var lead bool
+		if g, lead = c.join(key, call); !lead && !c.await(g, call) {
+			return call.outcome()
+		}
+	}
 	var (
+		head    backend.Head
+		taken   []*modCall[T] // the calls of the latest attempt
 		cur     T
 		rev     uint64
 		commit  string
@@ -186,26 +196,15 @@ func (c *Context[T]) modify(ctx context.Context, key string, fn func(T, bool) (T
 		}
 		fromCopy()
 		for {
-			if curErr != nil {
-				return curErr
-			}
-			if o.ifSet && rev != o.ifRevision {
+			// Every call of the group waiting now rides on this attempt
+			// (combine.go).
+			taken = c.take(g, shared, call, taken)
+			if o.ifSet && rev != o.ifRevision && curErr == nil {
 				return fmt.Errorf("key %q is at revision %d, not %d: %w", key, rev, o.ifRevision, ErrConflict)
 			}
-			op := backend.Op{Key: key, TTL: o.ttl}
-			up := update[T]{key: key}
-			next, err := fn(cur, ok)
-			switch {
-			case errors.Is(err, DeleteKey):
-				op, up.deleted = backend.Op{Key: key, Delete: true}, true
-			case err != nil:
-				return err
-			default:
-				if op.Value, err = c.encode(key, next); err != nil {
-					return err
-				}
-				up.value, up.err = c.local(key, next, op.Value)
-				up.expires = c.expiresAfter(o.ttl)
+			op, up, write := c.apply(key, taken, cur, ok, curErr, o)
+			if !write {
+				return errNothingToWrite
 			}
 			batch := backend.Batch{
 				Ops:        []backend.Op{op},
@@ -213,12 +212,22 @@ func (c *Context[T]) modify(ctx context.Context, key string, fn func(T, bool) (T
 				Leases:     leases,
 				Waiter:     w,
 			}
-			head, err = c.commit(ctx, batch, []update[T]{up})
+			// A commit that carries other calls is not given up halfway
+			// because the leader's ctx ended: their outcome must be known.
+			cctx := ctx
+			if len(taken) > 1 {
+				cctx = context.WithoutCancel(ctx)
+			}
+			var err error
+			head, err = c.commit(cctx, batch, []update[T]{up})
 			if errors.Is(err, backend.ErrConflict) || errors.Is(err, backend.ErrLocked) {
 				c.contention.mark(key)
 			}
+			if err == nil {
+				return nil
+			}
+			c.untake(g, shared, taken)
 			if !errors.Is(err, backend.ErrConflict) || o.ifSet {
-				result = up.value
 				return err
 			}
 			// A fair store queued the waiter on the conflict: its next
@@ -270,7 +279,13 @@ func (c *Context[T]) modify(ctx context.Context, key string, fn func(T, bool) (T
 			}
 		}
 	})
-	return result, head.Revision, err
+	if errors.Is(err, errNothingToWrite) {
+		// Every call has its own outcome; the leader's is one of them.
+		c.end(key, g, shared, call, taken, 0, err)
+	} else {
+		c.end(key, g, shared, call, taken, head.Revision, err)
+	}
+	return call.outcome()
 }
 
 // errLostRace ends a first, unqueued attempt of Modify that lost a race on
