@@ -40,9 +40,17 @@ func blockedModify(t *testing.T) (a *contextd.Context[int], start func(ctx conte
 		t.Fatal(err)
 	}
 	started := 0
+	var latest atomic.Pointer[atomic.Int64] // tries of the latest call's function
 	start = func(ctx context.Context, fn func(int, bool) (int, error)) <-chan modResult {
 		res := make(chan modResult, 1)
 		joined := a.Stats().ModifyJoined
+		tries := new(atomic.Int64)
+		inner := fn
+		fn = func(cur int, ok bool) (int, error) {
+			tries.Add(1)
+			return inner(cur, ok)
+		}
+		latest.Store(tries)
 		go func() {
 			defer func() {
 				if p := recover(); p != nil {
@@ -65,6 +73,13 @@ func blockedModify(t *testing.T) (a *contextd.Context[int], start func(ctx conte
 		return res
 	}
 	release = func() {
+		// The leader tries while the lock is held; an attempt made before
+		// the latest call joined may be on its way when the lock is
+		// released. Two more tries of the latest call's function: the
+		// second attempt started after every call had joined.
+		tries := latest.Load()
+		want := tries.Load() + 2
+		eventually(t, "the latest call was tried twice more", func() bool { return tries.Load() >= want })
 		if err := lock.Release(ctx); err != nil {
 			t.Fatal(err)
 		}
