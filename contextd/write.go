@@ -110,6 +110,20 @@ func (c *Context[T]) traced(ctx context.Context, keys int, write func(context.Co
 // UpdateContext and accepts the same options: with IfRevision it runs fn
 // only if the key is at that revision, and fails with ErrConflict instead
 // of trying again; WithTTL makes the new value expire.
+//
+// Concurrent Modify calls of the same key on one Context, made without
+// options, are combined into one commit: their functions run one after
+// the other, in the order the calls arrived, each on the value the one
+// before it returned (as encoded and decoded, as a Modify of its own would
+// see it), and the last value is written once for all of them — the calls
+// are linearized at that commit in arrival order. Each call still has its
+// own outcome: the value its fn returned, or fn's error (the function
+// after it gets the value from before it), and a panic in fn is raised
+// again in the caller's goroutine. A call whose ctx ends while it waits
+// leaves without writing, unless a commit carrying it is already on its
+// way: then it reports that commit's outcome. Stats.ModifyJoined counts
+// the calls that joined another's commit. So fn must not call Modify of
+// the same key on the same Context: that call would wait for fn.
 func (c *Context[T]) Modify(ctx context.Context, key string, fn func(cur T, ok bool) (T, error), opts ...WriteOption) (T, error) {
 	var v T
 	_, err := c.traced(ctx, 1, func(ctx context.Context) (uint64, error) {
