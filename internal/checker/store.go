@@ -228,7 +228,7 @@ func (c *checkRun) checkStoreHistory() {
 			order = append(order, landed{cm.Rev, i})
 		}
 	}
-	absorbed := c.combinedIncs(writers, seen)
+	absorbed := c.absorbed
 	for id, i := range writers {
 		if op := c.h[i]; op.Outcome == OK && !absorbed[i] {
 			if _, ok := seen[id]; !ok {
@@ -266,12 +266,16 @@ func (c *checkRun) checkStoreHistory() {
 // calls before the last returning the values in between. Such a call is
 // absorbed by the commit if it is of the same instance as the commit's
 // writer, was acknowledged with one of those values, and its own write is
-// in no revision. checkCounter then requires every value in between to be
+// in no revision; for a value no such call returned, a call of unknown
+// outcome of that instance whose write is in no revision stands in (it
+// failed with the commit's reply). checkCounter then requires every value in between to be
 // accounted for so.
-func (c *checkRun) combinedIncs(writers map[ID]int, seen map[ID]uint64) map[int]bool {
+func (c *checkRun) combinedIncs() {
+	writers := c.wr
 	absorbed := map[int]bool{}
-	if c.o.CounterKey == "" {
-		return absorbed
+	c.absorbed, c.absorbedAt = absorbed, map[int]absorbedInc{}
+	if c.o.CounterKey == "" || c.idx == nil {
+		return
 	}
 	// Acknowledged increments not in the log, by instance and value.
 	type slot struct {
@@ -279,13 +283,25 @@ func (c *checkRun) combinedIncs(writers map[ID]int, seen map[ID]uint64) map[int]
 		n        int64
 	}
 	loose := map[slot][]int{}
+	// Increments of unknown outcome not in the log, by instance: one
+	// may be in a combined commit with the others of its attempt, which
+	// failed with it (a connection lost on the way back).
+	unknown := map[int][]int{}
 	for id, i := range writers {
 		op := c.h[i]
-		if _, in := seen[id]; in || op.Kind != Inc || op.Outcome != OK {
+		if _, in := c.idx.byID[id]; in || op.Kind != Inc {
 			continue
 		}
-		s := slot{op.Instance, op.Read.Value.N}
-		loose[s] = append(loose[s], i)
+		switch op.Outcome {
+		case OK:
+			s := slot{op.Instance, op.Read.Value.N}
+			loose[s] = append(loose[s], i)
+		case Unknown:
+			unknown[op.Instance] = append(unknown[op.Instance], i)
+		}
+	}
+	for _, ops := range unknown {
+		slices.Sort(ops) // deterministic: in the order of the history
 	}
 	var n int64
 	for _, cm := range c.o.Log {
@@ -303,12 +319,22 @@ func (c *checkRun) combinedIncs(writers map[ID]int, seen map[ID]uint64) map[int]
 				if ops := loose[s]; len(ops) > 0 {
 					absorbed[ops[0]] = true
 					loose[s] = ops[1:]
+				} else if ops := unknown[inst]; len(ops) > 0 {
+					absorbed[ops[0]] = true
+					unknown[inst] = ops[1:]
+					c.absorbedAt[ops[0]] = absorbedInc{n: m, rev: cm.Rev}
 				}
 			}
 		}
 		n = v.N
 	}
-	return absorbed
+}
+
+// absorbedInc is an increment of unknown outcome taken to be in the
+// combined commit at rev, where it set the counter to n.
+type absorbedInc struct {
+	n   int64
+	rev uint64
 }
 
 // sameWrite reports whether puts are exactly what op wrote (for an
@@ -566,8 +592,12 @@ func (c *checkRun) combined(writers map[ID]int, absorbed map[int]bool, v Value, 
 	inst := c.h[i].Instance
 	have := map[int64]bool{}
 	for j := range absorbed {
-		if op := c.h[j]; op.Instance == inst && op.Read.Value.N > n && op.Read.Value.N < v.N {
-			have[op.Read.Value.N] = true
+		m := c.h[j].Read.Value.N
+		if at, ok := c.absorbedAt[j]; ok {
+			m = at.n // of unknown outcome: the value it stands for
+		}
+		if c.h[j].Instance == inst && m > n && m < v.N {
+			have[m] = true
 		}
 	}
 	return int64(len(have)) == v.N-n-1
