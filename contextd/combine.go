@@ -148,7 +148,7 @@ func (c *Context[T]) apply(key string, calls []*modCall[T], cur T, ok bool, curE
 			call.err = curErr
 			continue
 		}
-		next, err, panicked, pv := runModifyFunc(call.fn, cur, ok)
+		next, panicked, pv, err := runModifyFunc(call.fn, cur, ok)
 		switch {
 		case panicked:
 			call.panicked, call.panicVal = true, pv
@@ -180,7 +180,7 @@ func (c *Context[T]) apply(key string, calls []*modCall[T], cur T, ok bool, curE
 
 // runModifyFunc calls fn, catching a panic: the function may be another
 // goroutine's, and its panic belongs there.
-func runModifyFunc[T any](fn func(T, bool) (T, error), cur T, ok bool) (next T, err error, panicked bool, pv any) {
+func runModifyFunc[T any](fn func(T, bool) (T, error), cur T, ok bool) (next T, panicked bool, pv any, err error) {
 	defer func() {
 		if r := recover(); r != nil || panicked {
 			panicked, pv = true, r
@@ -189,7 +189,7 @@ func runModifyFunc[T any](fn func(T, bool) (T, error), cur T, ok bool) (next T, 
 	panicked = true // still true if fn panics, even with panic(nil)
 	next, err = fn(cur, ok)
 	panicked = false
-	return next, err, false, nil
+	return next, false, nil, err
 }
 
 // errNothingToWrite ends an attempt in which no function produced a
