@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -21,6 +22,7 @@ func testContext(t *testing.T, h Harness) {
 	t.Run("UpdateSeenByOthers", func(t *testing.T) { t.Parallel(); testUpdateSeen(t, h) })
 	t.Run("TransactionalUpdateIsAtomic", func(t *testing.T) { t.Parallel(); testNoHalfTransaction(t, h) })
 	t.Run("ModifyLosesNoIncrement", func(t *testing.T) { t.Parallel(); testModifyCounter(t, h) })
+	t.Run("ModifyCombinesConcurrentCalls", func(t *testing.T) { t.Parallel(); testModifyCombines(t, h) })
 	t.Run("HeldLockBlocksUpdate", func(t *testing.T) { t.Parallel(); testLockBlocks(t, h) })
 	t.Run("ExpiredLockFreesKey", func(t *testing.T) { t.Parallel(); testLockExpiry(t, h) })
 	t.Run("LostLockWriteRefused", func(t *testing.T) { t.Parallel(); testLostLockRefused(t, h) })
@@ -258,6 +260,96 @@ func testModifyCounter(t *testing.T, h Harness) {
 		if v, _, _ := c.Get(ctx, "counter"); v != got {
 			t.Errorf("instance %d has counter %d, want %d", i, v, got)
 		}
+	}
+}
+
+// testModifyCombines: Modify calls of one key that wait together in one
+// instance (another instance holds the key's lock) are committed in one
+// commit, each function applied to the value the one before it left.
+func testModifyCombines(t *testing.T, h Harness) {
+	name := uniqueName(t)
+	// The revision each write committed at: one commit, one revision.
+	var mu sync.Mutex
+	revs := map[uint64]int{}
+	trace := &contextd.Trace{WriteStart: func(ctx context.Context, _ int) (context.Context, func(uint64, error)) {
+		return ctx, func(rev uint64, _ error) {
+			mu.Lock()
+			revs[rev]++
+			mu.Unlock()
+		}
+	}}
+	cs := instances[int](t, h, name, 2, &contextd.Options{RetryDelay: 20 * time.Millisecond, MaxRetries: 3000, Trace: trace})
+	a, b := cs[0], cs[1]
+	ctx := context.Background()
+	if err := a.UpdateContext(ctx, "n", 0); err != nil {
+		t.Fatalf("UpdateContext: %v", err)
+	}
+	lock, err := b.AcquireLock(ctx, contextd.LockOptions{Key: "n", LockTimeout: time.Minute})
+	if err != nil {
+		t.Fatalf("AcquireLock: %v", err)
+	}
+	mu.Lock()
+	clear(revs)
+	mu.Unlock()
+	joined := a.Stats().ModifyJoined
+	const n = 6
+	results := make(chan int, n)
+	errs := make(chan error, n)
+	var tries [n]atomic.Int64 // how often each call's function ran
+	for i := range n {
+		go func() {
+			v, err := a.Modify(ctx, "n", func(cur int, _ bool) (int, error) { tries[i].Add(1); return cur + 1, nil })
+			results <- v
+			errs <- err
+		}()
+	}
+	deadline := time.Now().Add(waitTimeout)
+	for a.Stats().ModifyJoined < joined+n-1 {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d of %d Modify calls joined the first while the key was locked", a.Stats().ModifyJoined-joined, n-1)
+		}
+		time.Sleep(time.Millisecond) // polling a condition, with a deadline
+	}
+	if h.Capabilities.LockAwareCommit {
+		// The leader tries while the lock is held; an attempt made before
+		// the last call joined may be on its way when the lock is
+		// released. Two more attempts of every call, and the latest
+		// started after they had all joined.
+		least := func() int64 {
+			m := tries[0].Load()
+			for i := range tries {
+				m = min(m, tries[i].Load())
+			}
+			return m
+		}
+		for want := least() + 2; least() < want; {
+			if time.Now().After(deadline) {
+				t.Fatal("the calls' functions were not tried while the key was locked")
+			}
+			time.Sleep(time.Millisecond) // polling a condition, with a deadline
+		}
+	}
+	if err := lock.Release(ctx); err != nil {
+		t.Fatalf("Release: %v", err)
+	}
+	var got []int
+	for range n {
+		got = append(got, <-results)
+		if err := <-errs; err != nil {
+			t.Fatalf("Modify: %v", err)
+		}
+	}
+	slices.Sort(got)
+	if !slices.Equal(got, []int{1, 2, 3, 4, 5, 6}) {
+		t.Errorf("results %v; want 1 to %d, each function on the value of the one before", got, n)
+	}
+	mu.Lock()
+	if len(revs) != 1 {
+		t.Errorf("%d concurrent Modify calls committed at revisions %v; want one commit", n, revs)
+	}
+	mu.Unlock()
+	if v, _, err := b.Get(ctx, "n", contextd.Fresh()); err != nil || v != n {
+		t.Errorf("the other instance reads %d (%v); want %d", v, err, n)
 	}
 }
 

@@ -78,6 +78,13 @@ type Context[T any] struct {
 	inflight   []ownWrite[T]
 	inflightN  uint64
 
+	// contention remembers the keys whose writes were refused lately.
+	contention contention
+	// modGroups holds, per key, the Modify calls combined into one
+	// commit (combine.go); modMu guards them and their calls.
+	modMu     sync.Mutex
+	modGroups map[string]*modGroup[T]
+
 	stats stats
 }
 
@@ -385,10 +392,14 @@ type Stats struct {
 	// commit succeeded (only without atomic publishing); other instances
 	// catch up on their next check.
 	PublishErrors uint64
+	// ModifyJoined counts Modify calls that joined a Modify of the same
+	// key already under way in this instance, to be committed with it
+	// instead of on their own (see Modify).
+	ModifyJoined uint64
 }
 
 type stats struct {
-	snapshots, logCatchUps, losses, gaps, invalidEvents, publishErrors atomic.Uint64
+	snapshots, logCatchUps, losses, gaps, invalidEvents, publishErrors, modifyJoined atomic.Uint64
 }
 
 // Stats returns the current counters.
@@ -403,5 +414,6 @@ func (c *Context[T]) Stats() Stats {
 		Gaps:          c.stats.gaps.Load(),
 		InvalidEvents: c.stats.invalidEvents.Load(),
 		PublishErrors: c.stats.publishErrors.Load(),
+		ModifyJoined:  c.stats.modifyJoined.Load(),
 	}
 }

@@ -166,6 +166,9 @@ type writeOptions struct {
 	// write in place of the backend's watcher, noting which commit
 	// handed the turn on.
 	turns *turnNotes
+	// contended, set by Modify (not an option), queues the first attempt:
+	// the key was refused a moment ago (contention).
+	contended bool
 }
 
 // IfRevision makes the write conditional: it goes through only if every key

@@ -2,6 +2,7 @@ package contextd
 
 import (
 	"context"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -75,4 +76,60 @@ func (c *Context[T]) awaitTurn(ctx context.Context, key string, rev uint64) bool
 		e, ok := v.entries.Get(key)
 		return ok && e.rev >= rev
 	})
+}
+
+// contendedFor is how long after a refused attempt a Modify of the same
+// key queues its first attempt. It is shorter than the Redis backend's
+// channel linger (3 s), so the watch such an attempt arms joins a
+// subscription still open: no command. (A key that stopped being busy
+// costs nothing more: a queued attempt on a free key commits as an
+// unqueued one does.)
+const contendedFor = time.Second
+
+// contention remembers when writes of a key were last refused (a lock, a
+// queue or a lost race), for the keys refused within contendedFor.
+type contention struct {
+	// last is the latest refusal of any key, so that a Context whose
+	// writes are not refused never takes mu.
+	last atomic.Int64
+	mu   sync.Mutex
+	keys map[string]int64 // unix nanoseconds of the latest refusal
+}
+
+// contentionKeys bounds the keys remembered; past it, the stale ones are
+// dropped (and if none is stale, all: a Context with that many busy keys
+// at once only loses the shortcut).
+const contentionKeys = 64
+
+func (t *contention) mark(key string) {
+	now := time.Now().UnixNano()
+	t.last.Store(now)
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.keys == nil {
+		t.keys = make(map[string]int64)
+	}
+	if _, ok := t.keys[key]; !ok && len(t.keys) >= contentionKeys {
+		for k, at := range t.keys {
+			if now-at > int64(contendedFor) {
+				delete(t.keys, k)
+			}
+		}
+		if len(t.keys) >= contentionKeys {
+			clear(t.keys)
+		}
+	}
+	t.keys[key] = now
+}
+
+// recent reports whether a write of key was refused within contendedFor.
+func (t *contention) recent(key string) bool {
+	now := time.Now().UnixNano()
+	if now-t.last.Load() > int64(contendedFor) {
+		return false
+	}
+	t.mu.Lock()
+	at, ok := t.keys[key]
+	t.mu.Unlock()
+	return ok && now-at <= int64(contendedFor)
 }

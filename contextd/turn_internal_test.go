@@ -2,6 +2,7 @@ package contextd
 
 import (
 	"context"
+	"fmt"
 	"sync"
 	"testing"
 	"time"
@@ -77,5 +78,30 @@ func TestTurnNotesKeepTheNewest(t *testing.T) {
 	var none *turnNotes
 	if got := none.take(); got != 0 {
 		t.Fatalf("take of no notes = %d, want 0", got)
+	}
+}
+
+// TestContention: a key counts as contended for contendedFor after its
+// latest refusal, other keys do not, and the memory stays bounded.
+func TestContention(t *testing.T) {
+	var c contention
+	if c.recent("k") {
+		t.Fatal("a key never refused counts as contended")
+	}
+	c.mark("k")
+	if !c.recent("k") || c.recent("other") {
+		t.Fatalf("after a refusal of k: recent(k) %v, recent(other) %v; want true, false", c.recent("k"), c.recent("other"))
+	}
+	c.mu.Lock()
+	c.keys["k"] -= int64(2 * contendedFor)
+	c.mu.Unlock()
+	if c.recent("k") {
+		t.Fatal("a key refused longer than contendedFor ago counts as contended")
+	}
+	for i := range 3 * contentionKeys {
+		c.mark(fmt.Sprint("key", i))
+	}
+	if n := len(c.keys); n > contentionKeys || !c.recent(fmt.Sprint("key", 3*contentionKeys-1)) {
+		t.Fatalf("%d keys remembered (bound %d), latest remembered: %v", n, contentionKeys, c.recent(fmt.Sprint("key", 3*contentionKeys-1)))
 	}
 }

@@ -110,6 +110,20 @@ func (c *Context[T]) traced(ctx context.Context, keys int, write func(context.Co
 // UpdateContext and accepts the same options: with IfRevision it runs fn
 // only if the key is at that revision, and fails with ErrConflict instead
 // of trying again; WithTTL makes the new value expire.
+//
+// Concurrent Modify calls of the same key on one Context, made without
+// options, are combined into one commit: their functions run one after
+// the other, in the order the calls arrived, each on the value the one
+// before it returned (as encoded and decoded, as a Modify of its own would
+// see it), and the last value is written once for all of them — the calls
+// are linearized at that commit in arrival order. Each call still has its
+// own outcome: the value its fn returned, or fn's error (the function
+// after it gets the value from before it), and a panic in fn is raised
+// again in the caller's goroutine. A call whose ctx ends while it waits
+// leaves without writing, unless a commit carrying it is already on its
+// way: then it reports that commit's outcome. Stats.ModifyJoined counts
+// the calls that joined another's commit. So fn must not call Modify of
+// the same key on the same Context: that call would wait for fn.
 func (c *Context[T]) Modify(ctx context.Context, key string, fn func(cur T, ok bool) (T, error), opts ...WriteOption) (T, error) {
 	var v T
 	_, err := c.traced(ctx, 1, func(ctx context.Context) (uint64, error) {
@@ -148,8 +162,18 @@ func (c *Context[T]) modify(ctx context.Context, key string, fn func(T, bool) (T
 	if o.ttlSet && !c.caps.Expiry {
 		return result, 0, fmt.Errorf("WithTTL: the backend does not expire keys: %w", errors.ErrUnsupported)
 	}
-	var head backend.Head
+	call := &modCall[T]{fn: fn, ctx: ctx}
+	shared := combinable(o)
+	var g *modGroup[T] // nil for a call that is not combined
+	if shared {
+		var lead bool
+		if g, lead = c.join(key, call); !lead && !c.await(g, call) {
+			return call.outcome()
+		}
+	}
 	var (
+		head    backend.Head
+		taken   []*modCall[T] // the calls of the latest attempt
 		cur     T
 		rev     uint64
 		commit  string
@@ -171,6 +195,11 @@ func (c *Context[T]) modify(ctx context.Context, key string, fn func(T, bool) (T
 		}
 	}
 	o.turns = c.newTurnNotes()
+	// A key refused a moment ago is likely busy still: queue the first
+	// attempt (locker.Policy.Contended), which saves the refused attempt
+	// an unqueued one would make first. Only where Modify's attempts
+	// queue (a fair, lock-aware store).
+	o.contended = c.queue != nil && c.caps.LockAwareCommit && c.contention.recent(key)
 	err := c.write(ctx, []string{key}, o, func(ctx context.Context, leases []locker.Lease, w *locker.Waiter) error {
 		// Handed the turn by a commit, wait (briefly) for the copy to
 		// have it: its event came before the wake-up, but reaches the
@@ -181,26 +210,15 @@ func (c *Context[T]) modify(ctx context.Context, key string, fn func(T, bool) (T
 		}
 		fromCopy()
 		for {
-			if curErr != nil {
-				return curErr
-			}
-			if o.ifSet && rev != o.ifRevision {
+			// Every call of the group waiting now rides on this attempt
+			// (combine.go).
+			taken = c.take(g, shared, call, taken)
+			if o.ifSet && rev != o.ifRevision && curErr == nil {
 				return fmt.Errorf("key %q is at revision %d, not %d: %w", key, rev, o.ifRevision, ErrConflict)
 			}
-			op := backend.Op{Key: key, TTL: o.ttl}
-			up := update[T]{key: key}
-			next, err := fn(cur, ok)
-			switch {
-			case errors.Is(err, DeleteKey):
-				op, up.deleted = backend.Op{Key: key, Delete: true}, true
-			case err != nil:
-				return err
-			default:
-				if op.Value, err = c.encode(key, next); err != nil {
-					return err
-				}
-				up.value, up.err = c.local(key, next, op.Value)
-				up.expires = c.expiresAfter(o.ttl)
+			op, up, write := c.apply(key, taken, cur, ok, curErr, o)
+			if !write {
+				return errNothingToWrite
 			}
 			batch := backend.Batch{
 				Ops:        []backend.Op{op},
@@ -208,9 +226,22 @@ func (c *Context[T]) modify(ctx context.Context, key string, fn func(T, bool) (T
 				Leases:     leases,
 				Waiter:     w,
 			}
-			head, err = c.commit(ctx, batch, []update[T]{up})
+			// A commit that carries other calls is not given up halfway
+			// because the leader's ctx ended: their outcome must be known.
+			cctx := ctx
+			if len(taken) > 1 {
+				cctx = context.WithoutCancel(ctx)
+			}
+			var err error
+			head, err = c.commit(cctx, batch, []update[T]{up})
+			if errors.Is(err, backend.ErrConflict) || errors.Is(err, backend.ErrLocked) {
+				c.contention.mark(key)
+			}
+			if err == nil {
+				return nil
+			}
+			c.untake(g, shared, taken)
 			if !errors.Is(err, backend.ErrConflict) || o.ifSet {
-				result = up.value
 				return err
 			}
 			// A fair store queued the waiter on the conflict: its next
@@ -262,7 +293,13 @@ func (c *Context[T]) modify(ctx context.Context, key string, fn func(T, bool) (T
 			}
 		}
 	})
-	return result, head.Revision, err
+	if errors.Is(err, errNothingToWrite) {
+		// Every call has its own outcome; the leader's is one of them.
+		c.end(key, g, shared, call, taken, 0, err)
+	} else {
+		c.end(key, g, shared, call, taken, head.Revision, err)
+	}
+	return call.outcome()
 }
 
 // errLostRace ends a first, unqueued attempt of Modify that lost a race on
@@ -285,7 +322,7 @@ func (c *Context[T]) write(ctx context.Context, keys []string, wo writeOptions, 
 	for i, l := range held {
 		leases[i] = l.currentLease()
 	}
-	err = c.writeLocked(ctx, keys, held, leases, wo.turns, attempt)
+	err = c.writeLocked(ctx, keys, held, leases, wo, attempt)
 	if errors.Is(err, locker.ErrNotHeld) {
 		for _, l := range held {
 			l.checkLost(ctx)
@@ -294,11 +331,12 @@ func (c *Context[T]) write(ctx context.Context, keys []string, wo writeOptions, 
 	return err
 }
 
-func (c *Context[T]) writeLocked(ctx context.Context, keys []string, held []*Lock, leases []locker.Lease, turns *turnNotes, attempt func(context.Context, []locker.Lease, *locker.Waiter) error) error {
+func (c *Context[T]) writeLocked(ctx context.Context, keys []string, held []*Lock, leases []locker.Lease, wo writeOptions, attempt func(context.Context, []locker.Lease, *locker.Waiter) error) error {
 	policy := c.lockPolicy(c.opts.RetryDelay, c.opts.MaxRetries, keys[0])
-	if turns != nil {
-		policy.Watcher = turns
+	if wo.turns != nil {
+		policy.Watcher = wo.turns
 	}
+	policy.Contended = wo.contended
 	if c.caps.LockAwareCommit {
 		err := locker.Retry(ctx, c.name, keys, policy, func(ctx context.Context, w *locker.Waiter) error {
 			return attempt(ctx, leases, w)

@@ -324,3 +324,54 @@ func TestRetryWatchesTheTurnOfItsWaiter(t *testing.T) {
 		t.Fatalf("without a queue: %d WatchTurn, %d WatchRelease; want WatchRelease only", len(noQueue.turns), noQueue.armed)
 	}
 }
+
+// TestRetryContended: with Contended, the waiter is made and its turn
+// watched before the first attempt, which carries it, and a refused first
+// attempt is followed by the pause, not by an attempt at once (the first
+// attempt here ends the wait's ctx, so only an attempt at once could
+// follow it). Without Contended the same wait makes that second attempt;
+// without a queue Contended changes nothing.
+func TestRetryContended(t *testing.T) {
+	type attempt struct {
+		waiter  string
+		watched int // WatchTurn calls before the attempt
+	}
+	run := func(p locker.Policy, w *turnWatcher) []attempt {
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		var got []attempt
+		err := locker.Retry(ctx, "c", []string{"k"}, p, func(_ context.Context, wt *locker.Waiter) error {
+			a := attempt{watched: len(w.turns)}
+			if wt != nil {
+				a.waiter = wt.ID
+			}
+			got = append(got, a)
+			cancel()
+			return errBusy
+		}, busy)
+		if !errors.Is(err, errBusy) || !errors.Is(err, context.Canceled) {
+			t.Fatalf("Retry = %v; want the refusal and the cancellation", err)
+		}
+		return got
+	}
+	w := &turnWatcher{}
+	q := &queue{}
+	p := locker.Policy{RetryDelay: 24 * time.Hour, MaxRetries: 3, Watcher: w, Queue: q, Contended: true}
+	got := run(p, w)
+	if len(got) != 1 || got[0].waiter == "" || got[0].watched != 1 || len(w.turns) != 1 || w.turns[0] != got[0].waiter {
+		t.Fatalf("Contended: attempts %+v, turns watched %v; want one attempt carrying the waiter whose turn was watched before it", got, w.turns)
+	}
+	if len(q.dequeued) != 1 || q.dequeued[0] != got[0].waiter {
+		t.Fatalf("Contended: dequeued %v after the wait ended; want the first attempt's waiter", q.dequeued)
+	}
+	w = &turnWatcher{}
+	p.Watcher, p.Contended = w, false
+	if got := run(p, w); len(got) != 2 || got[0].waiter != "" || got[0].watched != 0 || got[1].waiter == "" || got[1].watched != 1 {
+		t.Fatalf("not Contended: attempts %+v; want one without a waiter, then one with it at once after the arming", got)
+	}
+	w = &turnWatcher{}
+	p.Watcher, p.Contended, p.Queue = w, true, nil
+	if got := run(p, w); len(got) != 2 || got[0].waiter != "" || got[0].watched != 0 || w.armed != 1 {
+		t.Fatalf("Contended without a queue: attempts %+v, WatchRelease %d; want the unqueued wait", got, w.armed)
+	}
+}

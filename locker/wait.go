@@ -38,6 +38,16 @@ type Policy struct {
 	// rest of the wait, and done is called when the wait ends, with nil if
 	// an attempt went through. For metrics and traces.
 	OnWait func(ctx context.Context) (context.Context, func(err error))
+	// Contended, with a Queue and a Watcher, says the caller expects to
+	// wait (it saw the keys contended a moment ago): the waiter is made
+	// and the notification armed before the first attempt, which then
+	// already takes a place in the queue. A refused first attempt is
+	// followed by the pause, not by the second attempt an unarmed wait
+	// makes right after arming — on a busy key that attempt is refused
+	// too. Arming costs an uncontended caller little only where joining
+	// a watch is cheap (a subscription already open), so set it only for
+	// keys seen contended recently.
+	Contended bool
 }
 
 // Retry calls try until it returns nil or an error for which retryable is
@@ -49,7 +59,10 @@ type Policy struct {
 // uncontended caller pays nothing extra. After a failed first attempt Retry
 // arms the release notification for keys and tries again at once: a release
 // that happened between the attempt and the arming is not missed, and every
-// later release wakes the pause early.
+// later release wakes the pause early. With p.Contended (and a queue and
+// a watcher) the notification is armed and the waiter made before the
+// first attempt instead, and a refused first attempt is followed by the
+// pause.
 //
 // With p.Queue, every attempt after the first gets the same Waiter, which
 // the fair locker queues when it refuses it, and a p.Watcher that is a
@@ -89,15 +102,31 @@ func Retry(ctx context.Context, name string, keys []string, p Policy, try func(c
 		}
 		return w
 	}
+	armFirst := p.Contended && p.Queue != nil && p.Watcher != nil && p.MaxRetries > 0
+	if armFirst {
+		waiter()
+	}
 	return retry(ctx, name, keys, p, func(ctx context.Context) error {
 		if attempts++; attempts == 2 {
 			waiter()
 		}
 		return try(ctx, w)
-	}, retryable, waiter)
+	}, retryable, waiter, armFirst)
 }
 
-func retry(ctx context.Context, name string, keys []string, p Policy, try func(context.Context) error, retryable func(error) bool, waiter func() *Waiter) (err error) {
+func retry(ctx context.Context, name string, keys []string, p Policy, try func(context.Context) error, retryable func(error) bool, waiter func() *Waiter, armFirst bool) (err error) {
+	var notify <-chan struct{}
+	if armFirst {
+		ch, stop, werr := watch(ctx, name, keys, p, waiter)
+		switch {
+		case werr == nil:
+			defer stop()
+			notify = ch
+		case ctx.Err() != nil:
+			return errors.Join(werr, ctx.Err())
+		}
+		// Without a notification the pauses below still bound the wait.
+	}
 	err = try(ctx)
 	if err == nil || !retryable(err) || p.MaxRetries <= 0 {
 		return wrapExhausted(err, retryable, 0)
@@ -107,8 +136,7 @@ func retry(ctx context.Context, name string, keys []string, p Policy, try func(c
 		ctx, done = p.OnWait(ctx)
 		defer func() { done(err) }()
 	}
-	var notify <-chan struct{}
-	if p.Watcher != nil {
+	if p.Watcher != nil && !armFirst {
 		ch, stop, werr := watch(ctx, name, keys, p, waiter)
 		if werr == nil {
 			defer stop()

@@ -2,9 +2,11 @@ package redis_test
 
 import (
 	"context"
+	"fmt"
 	"math/rand/v2"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -44,103 +46,126 @@ func runTimed(b *testing.B, n int, op func(i int) error) {
 // a user would with raw go-redis (a WATCH/MULTI/EXEC retry loop), with a
 // redsync-style lock around HGET/HSET (SET NX PX, retry after a random
 // pause, then a checked DEL), and with Modify. It reports throughput and
-// the longest single increment, which fair queues bound.
+// the longest single increment, which fair queues bound. The "-x4" and
+// "-x16" variants run 4 and 16 goroutines per instance (32 and 128 in
+// all; the raw loops share their instance's client among them), where
+// Modify combines the concurrent calls of an instance into one commit.
 func BenchmarkContention(b *testing.B) {
 	srv := benchServer(b)
 	ctx := context.Background()
 	const instances = 8
-	b.Run("raw-WATCH-MULTI", func(b *testing.B) {
-		clients := make([]*goredis.Client, instances)
-		for i := range clients {
-			clients[i] = rawClient(b, srv)
+	for _, perInstance := range []int{1, 4, 16} {
+		suffix := ""
+		if perInstance > 1 {
+			suffix = fmt.Sprintf("-x%d", perInstance)
 		}
-		runTimed(b, instances, func(i int) error {
-			c := clients[i]
-			for {
-				err := c.Watch(ctx, func(tx *goredis.Tx) error {
-					n, err := tx.HGet(ctx, "bench:watch", "n").Int()
-					if err != nil && err != goredis.Nil {
+		workers := instances * perInstance
+		b.Run("raw-WATCH-MULTI"+suffix, func(b *testing.B) {
+			clients := make([]*goredis.Client, instances)
+			for i := range clients {
+				clients[i] = rawClient(b, srv)
+			}
+			runTimed(b, workers, func(i int) error {
+				c := clients[i%instances]
+				for {
+					err := c.Watch(ctx, func(tx *goredis.Tx) error {
+						n, err := tx.HGet(ctx, "bench:watch", "n").Int()
+						if err != nil && err != goredis.Nil {
+							return err
+						}
+						_, err = tx.TxPipelined(ctx, func(p goredis.Pipeliner) error {
+							p.HSet(ctx, "bench:watch", "n", n+1)
+							return nil
+						})
+						return err
+					}, "bench:watch")
+					if err != goredis.TxFailedErr {
 						return err
 					}
-					_, err = tx.TxPipelined(ctx, func(p goredis.Pipeliner) error {
-						p.HSet(ctx, "bench:watch", "n", n+1)
-						return nil
-					})
-					return err
-				}, "bench:watch")
-				if err != goredis.TxFailedErr {
-					return err
 				}
-			}
+			})
 		})
-	})
-	b.Run("raw-lock-HGET-HSET-unlock", func(b *testing.B) {
-		clients := make([]*goredis.Client, instances)
-		for i := range clients {
-			clients[i] = rawClient(b, srv)
-		}
-		unlock := goredis.NewScript(`if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0`)
-		runTimed(b, instances, func(i int) error {
-			c := clients[i]
-			token := randomToken()
-			for {
-				ok, err := c.SetNX(ctx, "bench:lock", token, 10*time.Second).Result()
-				if err != nil {
+		b.Run("raw-lock-HGET-HSET-unlock"+suffix, func(b *testing.B) {
+			clients := make([]*goredis.Client, instances)
+			for i := range clients {
+				clients[i] = rawClient(b, srv)
+			}
+			unlock := goredis.NewScript(`if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0`)
+			runTimed(b, workers, func(i int) error {
+				c := clients[i%instances]
+				token := randomToken()
+				for {
+					ok, err := c.SetNX(ctx, "bench:lock", token, 10*time.Second).Result()
+					if err != nil {
+						return err
+					}
+					if ok {
+						break
+					}
+					// redsync retries after a random pause (default 50-250 ms;
+					// a tighter 1-5 ms here, to give the baseline its best).
+					time.Sleep(time.Millisecond + time.Duration(rand.IntN(4000))*time.Microsecond)
+				}
+				n, err := c.HGet(ctx, "bench:locked", "n").Int()
+				if err != nil && err != goredis.Nil {
 					return err
 				}
-				if ok {
-					break
+				if err := c.HSet(ctx, "bench:locked", "n", n+1).Err(); err != nil {
+					return err
 				}
-				// redsync retries after a random pause (default 50-250 ms;
-				// a tighter 1-5 ms here, to give the baseline its best).
-				time.Sleep(time.Millisecond + time.Duration(rand.IntN(4000))*time.Microsecond)
+				return unlock.Run(ctx, c, []string{"bench:lock"}, token).Err()
+			})
+		})
+		b.Run("Modify"+suffix, func(b *testing.B) {
+			// The revision of instance 0's latest write: the commits of
+			// the run are the revisions between its writes before and
+			// after it.
+			var lastRev atomic.Uint64
+			trace := &contextd.Trace{WriteStart: func(ctx context.Context, _ int) (context.Context, func(uint64, error)) {
+				return ctx, func(rev uint64, _ error) { lastRev.Store(rev) }
+			}}
+			cs := make([]*contextd.Context[int], instances)
+			for i := range cs {
+				var opts *contextd.Options
+				if i == 0 {
+					opts = &contextd.Options{Trace: trace}
+				}
+				cs[i] = benchInstanceOn[int](b, benchBackend(b, srv), "bench-contention"+suffix, opts)
 			}
-			n, err := c.HGet(ctx, "bench:locked", "n").Int()
-			if err != nil && err != goredis.Nil {
+			inc := func(cur int, _ bool) (int, error) { return cur + 1, nil }
+			same := func(cur int, _ bool) (int, error) { return cur, nil }
+			before, err := cs[0].Modify(ctx, "counter", same)
+			if err != nil {
+				b.Fatal(err)
+			}
+			revBefore := lastRev.Load()
+			cmds := commandCounts(b, srv)
+			runTimed(b, workers, func(i int) error {
+				_, err := cs[i%instances].Modify(ctx, "counter", inc)
 				return err
+			})
+			b.StopTimer()
+			// What the server ran per increment: the scripts (commits and
+			// refusals) and the subscription traffic of the waits.
+			after := commandCounts(b, srv)
+			perOp := func(names ...string) float64 {
+				n := 0
+				for _, name := range names {
+					n += after[name] - cmds[name]
+				}
+				return float64(n) / float64(b.N)
 			}
-			if err := c.HSet(ctx, "bench:locked", "n", n+1).Err(); err != nil {
-				return err
+			b.ReportMetric(perOp("evalsha"), "evalsha/op")
+			b.ReportMetric(perOp("subscribe", "unsubscribe"), "sub+unsub/op")
+			// No increment lost: the last one's result is what every instance
+			// counted in all.
+			last, err := cs[0].Modify(ctx, "counter", same)
+			if err != nil || last-before != b.N {
+				b.Fatalf("counter went from %d to %d (%v) in %d increments", before, last, err, b.N)
 			}
-			return unlock.Run(ctx, c, []string{"bench:lock"}, token).Err()
+			b.ReportMetric(float64(lastRev.Load()-revBefore-1)/float64(b.N), "commits/op")
 		})
-	})
-	b.Run("Modify", func(b *testing.B) {
-		cs := make([]*contextd.Context[int], instances)
-		for i := range cs {
-			cs[i] = benchInstance[int](b, srv, "bench-contention")
-		}
-		inc := func(cur int, _ bool) (int, error) { return cur + 1, nil }
-		same := func(cur int, _ bool) (int, error) { return cur, nil }
-		before, err := cs[0].Modify(ctx, "counter", same)
-		if err != nil {
-			b.Fatal(err)
-		}
-		cmds := commandCounts(b, srv)
-		runTimed(b, instances, func(i int) error {
-			_, err := cs[i].Modify(ctx, "counter", inc)
-			return err
-		})
-		b.StopTimer()
-		// What the server ran per increment: the scripts (commits and
-		// refusals) and the subscription traffic of the waits.
-		after := commandCounts(b, srv)
-		perOp := func(names ...string) float64 {
-			n := 0
-			for _, name := range names {
-				n += after[name] - cmds[name]
-			}
-			return float64(n) / float64(b.N)
-		}
-		b.ReportMetric(perOp("evalsha"), "evalsha/op")
-		b.ReportMetric(perOp("subscribe", "unsubscribe"), "sub+unsub/op")
-		// No increment lost: the last one's result is what every instance
-		// counted in all.
-		last, err := cs[0].Modify(ctx, "counter", same)
-		if err != nil || last-before != b.N {
-			b.Fatalf("counter went from %d to %d (%v) in %d increments", before, last, err, b.N)
-		}
-	})
+	}
 }
 
 func randomToken() string {

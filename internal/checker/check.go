@@ -159,6 +159,11 @@ type checkRun struct {
 	keys []string   // every key written or read
 	wr   map[ID]int // every write's operation
 	rep  Report
+	// absorbed: increments in the log only as part of a later one's
+	// combined commit; absorbedAt: those of unknown outcome, with the
+	// commit and the counter value each stands for (combinedIncs).
+	absorbed   map[int]bool
+	absorbedAt map[int]absorbedInc
 }
 
 func (c *checkRun) fail(check, format string, args ...any) {
@@ -209,6 +214,7 @@ func Check(h []Op, o Options) Report {
 	}
 	c.keys = slices.Sorted(maps.Keys(keys))
 	c.wr = c.writers()
+	c.combinedIncs()
 
 	if o.Loss != AckedMayVanish {
 		c.checkLinearizable()

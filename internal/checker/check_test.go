@@ -488,3 +488,32 @@ func TestVanishedReapExcused(t *testing.T) {
 	log[0] = commit(1, "k", noTTL)
 	wantOnly(t, Check(h, Options{Log: log, Loss: UnknownMayVanish}), "monotonic reads")
 }
+
+// TestCombinedIncrements: contextd commits concurrent increments of one
+// instance together, writing the last one's value; the commit adds their
+// number, and the ones before the last are in no revision. That passes
+// only when every value in between was returned by an acknowledged
+// increment of the writer's instance, or stands for one of unknown
+// outcome of that instance.
+func TestCombinedIncrements(t *testing.T) {
+	h := []Op{
+		inc(0, 0, 30, OK, val(1, 1), 1),
+		inc(0, 5, 30, OK, val(1, 2), 2),
+		inc(0, 6, 30, OK, val(1, 3), 3),
+		read(StrongRead, 1, 40, 50, "n", ptr(Value{W: 1, S: 3, N: 3})),
+	}
+	log := []Commit{commit(1, "n", Value{W: 1, S: 3, N: 3})}
+	wantOnly(t, Check(h, Options{CounterKey: "n", Log: log}))
+	// One in between from another instance: not combined with it.
+	h[1].Instance = 1
+	wantOnly(t, Check(h, Options{CounterKey: "n", Log: log}), "store history", "lost write")
+	// An increment of unknown outcome of that instance (the commit's
+	// reply was lost to all of its calls) stands for a value in between.
+	h[1].Instance = 0
+	h[1].Outcome, h[1].Read = Unknown, Read{}
+	wantOnly(t, Check(h, Options{CounterKey: "n", Log: log}))
+	// A value in between that no increment accounts for: one was lost,
+	// or doubled.
+	h = append(h[:1], h[2:]...)
+	wantOnly(t, Check(h, Options{CounterKey: "n", Log: log}), "store history", "linearizability")
+}

@@ -159,7 +159,7 @@ func (c *checkRun) linearOps() (per, optional map[string][]porcupine.Operation) 
 	}
 	landedBy := c.landedBefore()
 	calledBy := c.calledBefore()
-	for _, op := range c.h {
+	for i, op := range c.h {
 		if op.Outcome == Refused {
 			if key, cond, ok := c.conflictOn(op); ok {
 				add(key, op, regInput{hasCond: true, cond: cond, conflict: true}, nil)
@@ -169,6 +169,16 @@ func (c *checkRun) linearOps() (per, optional map[string][]porcupine.Operation) 
 		unknown := op.Outcome == Unknown
 		if _, ok := op.id(); (ok || op.Rev != 0) && c.idx != nil {
 			rev, landed := c.revOf(op)
+			if at, ok := c.absorbedAt[i]; ok {
+				// In a combined commit, under another call's value.
+				rev, landed = at.rev, true
+				if unknown {
+					unknown = false
+					op.Outcome, op.Return = OK, max(landedBy(rev), op.Call)
+					id, _ := op.id()
+					op.Read = Read{Value: Value{W: id.W, S: id.S, N: at.n}, Present: true}
+				}
+			}
 			switch {
 			case landed:
 				if unknown {

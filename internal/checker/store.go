@@ -228,8 +228,9 @@ func (c *checkRun) checkStoreHistory() {
 			order = append(order, landed{cm.Rev, i})
 		}
 	}
+	absorbed := c.absorbed
 	for id, i := range writers {
-		if op := c.h[i]; op.Outcome == OK {
+		if op := c.h[i]; op.Outcome == OK && !absorbed[i] {
 			if _, ok := seen[id]; !ok {
 				c.rep.Lost++
 				if c.o.Loss != AckedMayVanish {
@@ -254,8 +255,86 @@ func (c *checkRun) checkStoreHistory() {
 		}
 	}
 
-	c.checkCounter(writers)
+	c.checkCounter(writers, absorbed)
 	c.checkFencing()
+}
+
+// combinedIncs finds the acknowledged increments that are in the log
+// only as part of a later one's commit: contextd combines concurrent
+// Modify calls of one key in one instance into one commit, which writes
+// the last call's value, so a commit may add k to the counter, the k-1
+// calls before the last returning the values in between. Such a call is
+// absorbed by the commit if it is of the same instance as the commit's
+// writer, was acknowledged with one of those values, and its own write is
+// in no revision; for a value no such call returned, a call of unknown
+// outcome of that instance whose write is in no revision stands in (it
+// failed with the commit's reply). checkCounter then requires every value in between to be
+// accounted for so.
+func (c *checkRun) combinedIncs() {
+	writers := c.wr
+	absorbed := map[int]bool{}
+	c.absorbed, c.absorbedAt = absorbed, map[int]absorbedInc{}
+	if c.o.CounterKey == "" || c.idx == nil {
+		return
+	}
+	// Acknowledged increments not in the log, by instance and value.
+	type slot struct {
+		instance int
+		n        int64
+	}
+	loose := map[slot][]int{}
+	// Increments of unknown outcome not in the log, by instance: one
+	// may be in a combined commit with the others of its attempt, which
+	// failed with it (a connection lost on the way back).
+	unknown := map[int][]int{}
+	for id, i := range writers {
+		op := c.h[i]
+		if _, in := c.idx.byID[id]; in || op.Kind != Inc {
+			continue
+		}
+		switch op.Outcome {
+		case OK:
+			s := slot{op.Instance, op.Read.Value.N}
+			loose[s] = append(loose[s], i)
+		case Unknown:
+			unknown[op.Instance] = append(unknown[op.Instance], i)
+		}
+	}
+	for _, ops := range unknown {
+		slices.Sort(ops) // deterministic: in the order of the history
+	}
+	var n int64
+	for _, cm := range c.o.Log {
+		v, ok := cm.Puts[c.o.CounterKey]
+		if !ok {
+			if slices.Contains(cm.Deletes, c.o.CounterKey) {
+				n = 0
+			}
+			continue
+		}
+		if i, ok := writers[v.ID()]; ok && v.N > n+1 {
+			inst := c.h[i].Instance
+			for m := n + 1; m < v.N; m++ {
+				s := slot{inst, m}
+				if ops := loose[s]; len(ops) > 0 {
+					absorbed[ops[0]] = true
+					loose[s] = ops[1:]
+				} else if ops := unknown[inst]; len(ops) > 0 {
+					absorbed[ops[0]] = true
+					unknown[inst] = ops[1:]
+					c.absorbedAt[ops[0]] = absorbedInc{n: m, rev: cm.Rev}
+				}
+			}
+		}
+		n = v.N
+	}
+}
+
+// absorbedInc is an increment of unknown outcome taken to be in the
+// combined commit at rev, where it set the counter to n.
+type absorbedInc struct {
+	n   int64
+	rev uint64
 }
 
 // sameWrite reports whether puts are exactly what op wrote (for an
@@ -276,9 +355,11 @@ func sameWrite(op Op, puts map[string]Value) bool {
 	return true
 }
 
-// checkCounter checks that each increment in the log adds one, and that
-// acknowledged increments returned what they wrote.
-func (c *checkRun) checkCounter(writers map[ID]int) {
+// checkCounter checks that each increment in the log adds one — or k,
+// when k-1 acknowledged increments of the same instance were combined
+// into it (combinedIncs) — and that acknowledged increments returned what
+// they wrote.
+func (c *checkRun) checkCounter(writers map[ID]int, absorbed map[int]bool) {
 	if c.o.CounterKey == "" {
 		return
 	}
@@ -291,7 +372,7 @@ func (c *checkRun) checkCounter(writers map[ID]int) {
 			}
 			continue
 		}
-		if v.N != n+1 {
+		if v.N != n+1 && !c.combined(writers, absorbed, v, n) {
 			c.fail("store history", "revision %d sets the counter to %d after %d: an increment was lost or doubled", cm.Rev, v.N, n)
 		}
 		n = v.N
@@ -498,4 +579,26 @@ func (c *checkRun) checkExpiries() {
 			}
 		}
 	}
+}
+
+// combined reports whether a commit that sets the counter to v after n
+// carries, besides its writer's increment, one absorbed increment of the
+// writer's instance for each value in between.
+func (c *checkRun) combined(writers map[ID]int, absorbed map[int]bool, v Value, n int64) bool {
+	i, ok := writers[v.ID()]
+	if !ok || v.N <= n+1 {
+		return false
+	}
+	inst := c.h[i].Instance
+	have := map[int64]bool{}
+	for j := range absorbed {
+		m := c.h[j].Read.Value.N
+		if at, ok := c.absorbedAt[j]; ok {
+			m = at.n // of unknown outcome: the value it stands for
+		}
+		if c.h[j].Instance == inst && m > n && m < v.N {
+			have[m] = true
+		}
+	}
+	return int64(len(have)) == v.N-n-1
 }
