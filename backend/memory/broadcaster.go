@@ -3,6 +3,7 @@ package memory
 import (
 	"context"
 	"fmt"
+	"slices"
 	"sync"
 
 	"github.com/contextd-go/contextd/broadcaster"
@@ -45,12 +46,7 @@ func (b *Backend) Subscribe(ctx context.Context, channel string) (broadcaster.Su
 	if b.closed {
 		return nil, errClosed(op)
 	}
-	set := b.subs[channel]
-	if set == nil {
-		set = make(map[*subscription]struct{})
-		b.subs[channel] = set
-	}
-	set[s] = struct{}{}
+	b.subs[channel] = append(b.subs[channel], s)
 	return s, nil
 }
 
@@ -62,7 +58,7 @@ func (b *Backend) Subscribe(ctx context.Context, channel string) (broadcaster.Su
 // others get copies, so that no reader sees another's changes to its
 // message.
 func (b *Backend) deliver(channel string, payload []byte, owned bool) {
-	for s := range b.subs[channel] {
+	for _, s := range b.subs[channel] {
 		if owned {
 			s.push(payload, false)
 			owned = false
@@ -152,7 +148,15 @@ func (s *subscription) Next(ctx context.Context) (broadcaster.Message, error) {
 		case len(s.queue) > 0:
 			p := s.queue[0]
 			s.queue[0] = nil
-			s.queue = s.queue[1:]
+			if len(s.queue) == 1 {
+				// Empty again: start over at the front of the array, so
+				// that the next push needs no new one (a reader that
+				// keeps up would otherwise cost an allocation per
+				// message).
+				s.queue = s.queue[:0]
+			} else {
+				s.queue = s.queue[1:]
+			}
 			s.mu.Unlock()
 			return broadcaster.Message{Payload: p}, nil
 		}
@@ -175,11 +179,10 @@ func (s *subscription) Close() error {
 	}
 	s.b.subMu.Lock()
 	defer s.b.subMu.Unlock()
-	if set := s.b.subs[s.channel]; set != nil {
-		delete(set, s)
-		if len(set) == 0 {
-			delete(s.b.subs, s.channel)
-		}
+	if set := slices.DeleteFunc(s.b.subs[s.channel], func(o *subscription) bool { return o == s }); len(set) > 0 {
+		s.b.subs[s.channel] = set
+	} else {
+		delete(s.b.subs, s.channel)
 	}
 	return nil
 }
