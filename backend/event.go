@@ -154,7 +154,11 @@ func EncodeEvent(e Event) ([]byte, error) {
 	if err := checkIDs(e.Head); err != nil {
 		return nil, err
 	}
-	buf := make([]byte, 0, 2+4*binary.MaxVarintLen16+len(e.Epoch)+len(e.Commit)+len(e.Parent)+len(e.Origin)+binary.MaxVarintLen64+changesSize(e.Changes))
+	// Sized as the event will be (ids in binary take half their length),
+	// not for the worst case: the buffer is the payload every subscriber
+	// keeps, and a small event's worst case is one size class larger.
+	size := 2 + idSize(e.Epoch) + varintLen(e.Revision) + idSize(e.Commit) + idSize(e.Parent) + idSize(e.Origin) + changesSize(e.Changes)
+	buf := make([]byte, 0, size)
 	buf = append(buf, wireVersion2, wireKindCommit)
 	buf = appendID(buf, e.Epoch)
 	buf = binary.AppendUvarint(buf, e.Revision)
@@ -212,12 +216,23 @@ func checkIDs(h Head) error {
 	return nil
 }
 
+// changesSize is the most appendChanges adds for changes: exact but for
+// the expiry, counted at its longest.
 func changesSize(changes []Change) int {
-	size := 0
+	size := varintLen(uint64(len(changes)))
 	for _, ch := range changes {
-		size += 1 + 3*binary.MaxVarintLen64 + len(ch.Key) + len(ch.Value)
+		size += 1 + varintLen(uint64(len(ch.Key))) + len(ch.Key) + varintLen(uint64(len(ch.Value))) + len(ch.Value) + binary.MaxVarintLen64
 	}
 	return size
+}
+
+// idSize is the length of id as appendID writes it.
+func idSize(id string) int {
+	n := len(id)
+	if packable(id) {
+		return varintLen(uint64(n/2)<<1|1) + n/2
+	}
+	return varintLen(uint64(n)<<1) + n
 }
 
 func appendChanges(buf []byte, changes []Change) []byte {

@@ -6,6 +6,7 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/contextd-go/contextd/backend"
 )
@@ -130,6 +131,41 @@ func TestEventV2Size(t *testing.T) {
 	}
 	v1, _ := backend.EncodeEventV1(e)
 	t.Logf("version 2: value + %d bytes; version 1: value + %d", len(p)-100, len(v1)-100)
+}
+
+// TestEncodeEventSizesItsBuffer checks that EncodeEvent writes into one
+// buffer of about the event's size: no regrowth (one allocation), and at
+// most the room of the longest expiry per change spare.
+func TestEncodeEventSizesItsBuffer(t *testing.T) {
+	hexID := strings.Repeat("9f", 16)
+	events := []backend.Event{
+		sampleEvent(),
+		{Head: backend.Head{Epoch: hexID, Revision: 1, Commit: hexID, Parent: hexID}, Origin: hexID[:16],
+			Changes: []backend.Change{{Key: "p", Value: []byte(`{"X":1,"Y":2}`)}}},
+		{Head: backend.Head{Epoch: "Not-Hex", Revision: 1 << 62, Commit: "abc", Parent: ""}, Origin: strings.Repeat("o", 300),
+			Changes: []backend.Change{
+				{Key: strings.Repeat("k", 200), Value: make([]byte, 20_000), Expires: time.UnixMilli(1 << 41)},
+				{Key: "t", Value: []byte("1"), TTL: time.Hour},
+				{Key: "d", Deleted: true},
+			}},
+	}
+	for i, e := range events {
+		var p []byte
+		allocs := testing.AllocsPerRun(10, func() {
+			var err error
+			if p, err = backend.EncodeEvent(e); err != nil {
+				t.Fatal(err)
+			}
+		})
+		if allocs != 1 {
+			t.Errorf("event %d: %v allocations, want 1", i, allocs)
+		}
+		// make gives the capacity asked for: what is spare is what the
+		// size computed above the bytes written (an expiry's room).
+		if spare := cap(p) - len(p); spare > 8+10*len(e.Changes) {
+			t.Errorf("event %d: %d bytes spare after %d", i, spare, len(p))
+		}
+	}
 }
 
 func TestEncodeRefusesLongIDs(t *testing.T) {
