@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"math"
+	"slices"
 	"time"
 )
 
@@ -226,10 +227,12 @@ func changesSize(changes []Change) int {
 	return size
 }
 
-// idSize is the length of id as appendID writes it.
+// idSize is the length of id as appendID writes it if id is in hex, as
+// ids mostly are (telling would take another pass over it): an id that is
+// not takes a larger buffer later.
 func idSize(id string) int {
 	n := len(id)
-	if packable(id) {
+	if n > 0 && n%2 == 0 {
 		return varintLen(uint64(n/2)<<1|1) + n/2
 	}
 	return varintLen(uint64(n)<<1) + n
@@ -287,13 +290,15 @@ func appendID(buf []byte, id string) []byte {
 		// is at the first character that is not lowercase hex.
 		start := len(buf)
 		buf = binary.AppendUvarint(buf, uint64(len(id)/2)<<1|1)
-		for i := 0; i < len(id); i += 2 {
-			hi, lo := hexValue[id[i]], hexValue[id[i+1]]
+		at := len(buf)
+		buf = slices.Grow(buf, len(id)/2)[:at+len(id)/2]
+		for i, dst := 0, buf[at:]; i < len(dst); i++ {
+			hi, lo := hexValue[id[2*i]], hexValue[id[2*i+1]]
 			if hi|lo > 15 {
 				buf = buf[:start]
 				goto raw
 			}
-			buf = append(buf, hi<<4|lo)
+			dst[i] = hi<<4 | lo
 		}
 		return buf
 	}
