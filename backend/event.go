@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"math"
+	"slices"
 	"time"
 )
 
@@ -154,7 +155,11 @@ func EncodeEvent(e Event) ([]byte, error) {
 	if err := checkIDs(e.Head); err != nil {
 		return nil, err
 	}
-	buf := make([]byte, 0, 2+4*binary.MaxVarintLen16+len(e.Epoch)+len(e.Commit)+len(e.Parent)+len(e.Origin)+binary.MaxVarintLen64+changesSize(e.Changes))
+	// Sized as the event will be (ids in binary take half their length),
+	// not for the worst case: the buffer is the payload every subscriber
+	// keeps, and a small event's worst case is one size class larger.
+	size := 2 + idSize(e.Epoch) + varintLen(e.Revision) + idSize(e.Commit) + idSize(e.Parent) + idSize(e.Origin) + changesSize(e.Changes)
+	buf := make([]byte, 0, size)
 	buf = append(buf, wireVersion2, wireKindCommit)
 	buf = appendID(buf, e.Epoch)
 	buf = binary.AppendUvarint(buf, e.Revision)
@@ -212,12 +217,25 @@ func checkIDs(h Head) error {
 	return nil
 }
 
+// changesSize is the most appendChanges adds for changes: exact but for
+// the expiry, counted at its longest.
 func changesSize(changes []Change) int {
-	size := 0
+	size := varintLen(uint64(len(changes)))
 	for _, ch := range changes {
-		size += 1 + 3*binary.MaxVarintLen64 + len(ch.Key) + len(ch.Value)
+		size += 1 + varintLen(uint64(len(ch.Key))) + len(ch.Key) + varintLen(uint64(len(ch.Value))) + len(ch.Value) + binary.MaxVarintLen64
 	}
 	return size
+}
+
+// idSize is the length of id as appendID writes it if id is in hex, as
+// ids mostly are (telling would take another pass over it): an id that is
+// not takes a larger buffer later.
+func idSize(id string) int {
+	n := len(id)
+	if n > 0 && n%2 == 0 {
+		return varintLen(uint64(n/2)<<1|1) + n/2
+	}
+	return varintLen(uint64(n)<<1) + n
 }
 
 func appendChanges(buf []byte, changes []Change) []byte {
@@ -272,13 +290,15 @@ func appendID(buf []byte, id string) []byte {
 		// is at the first character that is not lowercase hex.
 		start := len(buf)
 		buf = binary.AppendUvarint(buf, uint64(len(id)/2)<<1|1)
-		for i := 0; i < len(id); i += 2 {
-			hi, lo := hexValue[id[i]], hexValue[id[i+1]]
+		at := len(buf)
+		buf = slices.Grow(buf, len(id)/2)[:at+len(id)/2]
+		for i, dst := 0, buf[at:]; i < len(dst); i++ {
+			hi, lo := hexValue[id[2*i]], hexValue[id[2*i+1]]
 			if hi|lo > 15 {
 				buf = buf[:start]
 				goto raw
 			}
-			buf = append(buf, hi<<4|lo)
+			dst[i] = hi<<4 | lo
 		}
 		return buf
 	}

@@ -6,6 +6,7 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/contextd-go/contextd/backend"
 )
@@ -130,6 +131,50 @@ func TestEventV2Size(t *testing.T) {
 	}
 	v1, _ := backend.EncodeEventV1(e)
 	t.Logf("version 2: value + %d bytes; version 1: value + %d", len(p)-100, len(v1)-100)
+}
+
+// TestEncodeEventSizesItsBuffer checks that EncodeEvent writes into one
+// buffer of about the event's size when its ids are in hex, as stores and
+// instances make them: no regrowth (one allocation), and at most the room
+// of the longest expiry per change spare. Other ids may take a second.
+func TestEncodeEventSizesItsBuffer(t *testing.T) {
+	hexID := strings.Repeat("9f", 8)
+	events := []struct {
+		e      backend.Event
+		allocs float64
+	}{
+		{backend.Event{Head: backend.Head{Epoch: hexID, Revision: 1, Commit: hexID, Parent: hexID}, Origin: hexID,
+			Changes: []backend.Change{{Key: "p", Value: []byte(`{"X":1,"Y":2}`)}}}, 1},
+		{backend.Event{Head: backend.Head{Epoch: hexID + hexID, Revision: 1 << 62, Commit: "abc", Parent: ""}, Origin: hexID,
+			Changes: []backend.Change{
+				{Key: strings.Repeat("k", 200), Value: make([]byte, 20_000), Expires: time.UnixMilli(1 << 41)},
+				{Key: "t", Value: []byte("1"), TTL: time.Hour},
+				{Key: "d", Deleted: true},
+				{Key: "o", Omitted: true},
+			}}, 1},
+		{sampleEvent(), 2}, // its origin is not in hex
+		{backend.Event{Head: backend.Head{Epoch: "Not-Hex!", Revision: 1, Commit: hexID}, Origin: strings.Repeat("o", 300)}, 2},
+	}
+	for i, tc := range events {
+		var p []byte
+		allocs := testing.AllocsPerRun(10, func() {
+			var err error
+			if p, err = backend.EncodeEvent(tc.e); err != nil {
+				t.Fatal(err)
+			}
+		})
+		if allocs > tc.allocs {
+			t.Errorf("event %d: %v allocations, want at most %v", i, allocs, tc.allocs)
+		}
+		// make gives the capacity asked for: what is spare is what the
+		// size computed above the bytes written (an expiry's room).
+		if spare := cap(p) - len(p); tc.allocs == 1 && spare > 8+10*len(tc.e.Changes) {
+			t.Errorf("event %d: %d bytes spare after %d", i, spare, len(p))
+		}
+		if got, err := backend.DecodeEvent(p); err != nil || got.Revision != tc.e.Revision || got.Origin != tc.e.Origin || got.Epoch != tc.e.Epoch {
+			t.Errorf("event %d does not decode to itself: %+v, %v", i, got, err)
+		}
+	}
 }
 
 func TestEncodeRefusesLongIDs(t *testing.T) {

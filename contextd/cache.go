@@ -180,11 +180,11 @@ type cache[T any] struct {
 	echoed map[uint64]struct{}
 	// history holds the commit ids of the last revisions applied, by
 	// revision modulo its length, so a snapshot at a revision the copy
-	// has passed can still be checked against the copy's history.
-	history [historyLength]struct {
-		rev    uint64
-		commit string
-	}
+	// has passed can still be checked against the copy's history. It
+	// grows to historyLength as revisions are applied (see setApplied):
+	// a Context that has applied few since its load holds a few slots,
+	// not 24 KiB.
+	history []historySlot
 	// self is this instance's ID, the origin of its events.
 	self string
 	// known is the newest revision heard of, for Lag.
@@ -711,12 +711,42 @@ func (c *cache[T]) divergesFrom(rev uint64, ents []snapshotEntry[T]) bool {
 // historyLength is how many recent revisions' commit ids the copy keeps.
 const historyLength = 1024
 
+// historySlot is a revision the copy applied and the commit that made it.
+type historySlot struct {
+	rev    uint64
+	commit string
+}
+
 // setApplied records that every change up to rev, made by commit, is
 // applied. Callers hold mu.
 func (c *cache[T]) setApplied(rev uint64, commit string) {
 	c.applied, c.commit = rev, commit
-	slot := &c.history[rev%historyLength]
-	slot.rev, slot.commit = rev, commit
+	// Grow (doubling) rather than overwrite a revision less than
+	// historyLength old: the history remembers what one of historyLength
+	// slots would. Revisions in distinct slots stay distinct in a ring
+	// twice as long.
+	for n := len(c.history); n < historyLength; n = len(c.history) {
+		if old := c.historyAt(rev); n > 0 && (old.rev == 0 || old.rev == rev || rev-old.rev >= historyLength) {
+			break
+		}
+		grown := make([]historySlot, min(historyLength, max(16, 2*n)))
+		for _, h := range c.history {
+			if h.rev != 0 {
+				grown[h.rev%uint64(len(grown))] = h
+			}
+		}
+		c.history = grown
+	}
+	c.history[rev%uint64(len(c.history))] = historySlot{rev, commit}
+}
+
+// historyAt returns the slot of the history where rev is or would be
+// (zero if the history is empty). Callers hold mu.
+func (c *cache[T]) historyAt(rev uint64) historySlot {
+	if len(c.history) == 0 {
+		return historySlot{}
+	}
+	return c.history[rev%uint64(len(c.history))]
 }
 
 // passed reports whether a snapshot at rev made by commit can be part of
@@ -728,7 +758,7 @@ func (c *cache[T]) passed(rev uint64, commit string) bool {
 	if rev > c.applied || commit == "" {
 		return true
 	}
-	slot := c.history[rev%historyLength]
+	slot := c.historyAt(rev)
 	return slot.rev != rev || slot.commit == "" || slot.commit == commit
 }
 
@@ -739,7 +769,7 @@ func (c *cache[T]) appliedCommit(epoch string, rev uint64, commit string) bool {
 	if epoch != c.epoch || commit == "" || rev > c.applied {
 		return false
 	}
-	slot := c.history[rev%historyLength]
+	slot := c.historyAt(rev)
 	return slot.rev == rev && slot.commit == commit
 }
 
@@ -753,7 +783,7 @@ func (c *cache[T]) appliedCommit(epoch string, rev uint64, commit string) bool {
 func (c *cache[T]) replace(h backend.Head, ents []snapshotEntry[T]) {
 	sameEpoch := h.Epoch != "" && h.Epoch == c.epoch
 	c.epoch = h.Epoch
-	clear(c.history[:])
+	c.history = nil
 	c.setApplied(h.Revision, h.Commit)
 	c.known = h.Revision
 	c.lastEvent = 0

@@ -1,6 +1,8 @@
 package contextd
 
 import (
+	"fmt"
+	"math/rand/v2"
 	"testing"
 
 	"github.com/contextd-go/contextd/backend"
@@ -190,5 +192,50 @@ func TestSnapshotAtTheCopysRevisionWithOtherContents(t *testing.T) {
 	}
 	if _, ok := c.lookup("k"); ok || c.applied != 2 {
 		t.Errorf("after the replacement k is still there (applied %d)", c.applied)
+	}
+}
+
+// TestHistoryGrowsAsAFullOneRemembers applies revisions one by one and in
+// jumps, and checks after each that the growing history answers passed
+// and appliedCommit for every revision around applied as a history of
+// historyLength slots from the start would.
+func TestHistoryGrowsAsAFullOneRemembers(t *testing.T) {
+	rng := rand.New(rand.NewPCG(9, 9))
+	c := newCache[int]("self")
+	c.epoch = "e"
+	var full [historyLength]historySlot
+	rev := uint64(0)
+	for i := range 5000 {
+		switch r := rng.IntN(100); {
+		case r < 90:
+			rev++
+		case r < 97:
+			rev += uint64(rng.IntN(3 * historyLength))
+		default:
+			rev += uint64(rng.IntN(40))
+		}
+		commit := fmt.Sprintf("c%d", rev)
+		c.setApplied(rev, commit)
+		full[rev%historyLength] = historySlot{rev, commit}
+		if i%50 != 0 {
+			continue
+		}
+		for q := max(1, rev-min(rev, 2*historyLength)); q <= rev; q++ {
+			known := full[q%historyLength].rev == q
+			if got := c.passed(q, "other"); got != !known {
+				t.Fatalf("after %d: passed(%d, other) = %v, want %v", rev, q, got, !known)
+			}
+			if got := c.appliedCommit("e", q, fmt.Sprintf("c%d", q)); got != known {
+				t.Fatalf("after %d: appliedCommit(%d) = %v, want %v (history of %d slots)", rev, q, got, known, len(c.history))
+			}
+		}
+	}
+	if len(c.history) != historyLength {
+		t.Errorf("history of %d slots after 5000 revisions, want %d", len(c.history), historyLength)
+	}
+	fresh := newCache[int]("self")
+	fresh.setApplied(7, "c7")
+	if len(fresh.history) > 16 {
+		t.Errorf("history of %d slots after one revision, want at most 16", len(fresh.history))
 	}
 }

@@ -93,7 +93,7 @@ type Backend struct {
 	// whole delivery, so every subscriber of a channel sees the messages
 	// in the same order, as with Redis pub/sub.
 	subMu sync.Mutex
-	subs  map[string]map[*subscription]struct{}
+	subs  map[string][]*subscription // by channel; a slice, since every commit iterates it
 
 	// closed is written with both mu and subMu held, so reading it under
 	// either one is enough.
@@ -153,7 +153,7 @@ func New(opts *Options) *Backend {
 		opts:     o,
 		spaces:   make(map[string]*space),
 		watchers: make(map[lockID]map[*releaseWatch]struct{}),
-		subs:     make(map[string]map[*subscription]struct{}),
+		subs:     make(map[string][]*subscription),
 	}
 }
 
@@ -188,7 +188,7 @@ func (b *Backend) Close() error {
 	b.mu.Unlock()
 
 	for _, set := range subs {
-		for s := range set {
+		for _, s := range set {
 			s.shut()
 		}
 	}

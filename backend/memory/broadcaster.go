@@ -3,6 +3,7 @@ package memory
 import (
 	"context"
 	"fmt"
+	"slices"
 	"sync"
 
 	"github.com/contextd-go/contextd/broadcaster"
@@ -45,12 +46,7 @@ func (b *Backend) Subscribe(ctx context.Context, channel string) (broadcaster.Su
 	if b.closed {
 		return nil, errClosed(op)
 	}
-	set := b.subs[channel]
-	if set == nil {
-		set = make(map[*subscription]struct{})
-		b.subs[channel] = set
-	}
-	set[s] = struct{}{}
+	b.subs[channel] = append(b.subs[channel], s)
 	return s, nil
 }
 
@@ -62,7 +58,7 @@ func (b *Backend) Subscribe(ctx context.Context, channel string) (broadcaster.Su
 // others get copies, so that no reader sees another's changes to its
 // message.
 func (b *Backend) deliver(channel string, payload []byte, owned bool) {
-	for s := range b.subs[channel] {
+	for _, s := range b.subs[channel] {
 		if owned {
 			s.push(payload, false)
 			owned = false
@@ -80,9 +76,14 @@ type subscription struct {
 	channel string
 	limit   int // most unread messages before an overflow
 
-	mu     sync.Mutex
-	queue  [][]byte // unread payloads, oldest first
-	lost   bool     // messages were dropped since the reader last looked
+	mu sync.Mutex
+	// queue[head:] are the unread payloads, oldest first. The reader
+	// advances head instead of reslicing, and both go back to the start
+	// when it has read everything, so a reader that keeps up reuses one
+	// array instead of costing an allocation per message.
+	queue  [][]byte
+	head   int
+	lost   bool // messages were dropped since the reader last looked
 	closed bool
 	// ready holds one pending wake-up for the reader; publishers send
 	// without blocking, so a burst of messages costs one wake-up. It is
@@ -101,12 +102,19 @@ func (s *subscription) push(payload []byte, clone bool) {
 	if s.closed {
 		return
 	}
-	if len(s.queue) >= s.limit {
+	if len(s.queue)-s.head >= s.limit {
 		s.dropLocked()
 		return
 	}
 	if clone {
 		payload = cloneBytes(payload)
+	}
+	if len(s.queue) == cap(s.queue) && s.head >= len(s.queue)/2 && s.head > 0 {
+		// Full at the back, at least half free at the front: move the
+		// unread down (at most once per len/2 reads, so O(1) a message).
+		n := copy(s.queue, s.queue[s.head:])
+		clear(s.queue[n:])
+		s.queue, s.head = s.queue[:n], 0
 	}
 	s.queue = append(s.queue, payload)
 	s.wakeLocked()
@@ -116,7 +124,7 @@ func (s *subscription) push(payload []byte, clone bool) {
 // held and s open.
 func (s *subscription) dropLocked() {
 	clear(s.queue) // let the payloads be collected even if the array lives on
-	s.queue = nil
+	s.queue, s.head = nil, 0
 	s.lost = true
 	s.wakeLocked()
 }
@@ -149,10 +157,12 @@ func (s *subscription) Next(ctx context.Context) (broadcaster.Message, error) {
 			s.lost = false
 			s.mu.Unlock()
 			return broadcaster.Message{Loss: true}, nil
-		case len(s.queue) > 0:
-			p := s.queue[0]
-			s.queue[0] = nil
-			s.queue = s.queue[1:]
+		case s.head < len(s.queue):
+			p := s.queue[s.head]
+			s.queue[s.head] = nil
+			if s.head++; s.head == len(s.queue) {
+				s.queue, s.head = s.queue[:0], 0
+			}
 			s.mu.Unlock()
 			return broadcaster.Message{Payload: p}, nil
 		}
@@ -175,11 +185,10 @@ func (s *subscription) Close() error {
 	}
 	s.b.subMu.Lock()
 	defer s.b.subMu.Unlock()
-	if set := s.b.subs[s.channel]; set != nil {
-		delete(set, s)
-		if len(set) == 0 {
-			delete(s.b.subs, s.channel)
-		}
+	if set := slices.DeleteFunc(s.b.subs[s.channel], func(o *subscription) bool { return o == s }); len(set) > 0 {
+		s.b.subs[s.channel] = set
+	} else {
+		delete(s.b.subs, s.channel)
 	}
 	return nil
 }
@@ -194,7 +203,7 @@ func (s *subscription) shut() bool {
 		return false
 	}
 	s.closed = true
-	s.queue = nil
+	s.queue, s.head = nil, 0
 	s.lost = false
 	close(s.ready)
 	return true

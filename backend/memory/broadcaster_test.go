@@ -49,6 +49,57 @@ func TestSubscribersGetMessagesInPublishOrder(t *testing.T) {
 	expectNothing(t, other)
 }
 
+// TestQueueKeepsOrderAcrossReuse publishes and reads in uneven runs, so
+// that the subscription's queue empties, fills up to its limit, and moves
+// its unread messages to the front of its array: every message arrives,
+// once, in order, and a queue holding limit messages still takes no more.
+func TestQueueKeepsOrderAcrossReuse(t *testing.T) {
+	const buffer = 8
+	b := newBackend(t, &memory.Options{SubscriberBuffer: buffer})
+	s := mustSubscribe(t, b, "ch")
+	sent, read := 0, 0
+	// Fill the queue, read most of it, fill it again: the unread move to
+	// the front of the array.
+	for range buffer {
+		publish(t, b, "ch", fmt.Sprint(sent))
+		sent++
+	}
+	for range buffer - 3 {
+		expectPayload(t, s, fmt.Sprint(read))
+		read++
+	}
+	for range buffer - 3 {
+		publish(t, b, "ch", fmt.Sprint(sent))
+		sent++
+	}
+	for round, n := range []int{1, 1, 3, 2, 8, 5, 7, 8, 1, 6, 6, 4, 8, 8, 3, 2, 7} {
+		// Publish up to n, never more than the buffer holds unread.
+		for range min(n, buffer-(sent-read)) {
+			publish(t, b, "ch", fmt.Sprint(sent))
+			sent++
+		}
+		// Read about half of what is unread (all of it every third round).
+		k := (sent - read + 1) / 2
+		if round%3 == 2 {
+			k = sent - read
+		}
+		for range k {
+			expectPayload(t, s, fmt.Sprint(read))
+			read++
+		}
+	}
+	for read < sent {
+		expectPayload(t, s, fmt.Sprint(read))
+		read++
+	}
+	expectNothing(t, s)
+	// Full, then one more: the overflow is still counted right.
+	for i := range buffer + 1 {
+		publish(t, b, "ch", fmt.Sprint(i))
+	}
+	expectLoss(t, s)
+}
+
 func TestSubscriptionSeesOnlyLaterMessages(t *testing.T) {
 	b := newBackend(t, nil)
 	publish(t, b, "ch", "before")

@@ -77,7 +77,7 @@ func (b *Backend) BreakSubscriptions() {
 		return
 	}
 	for _, set := range b.subs {
-		for s := range set {
+		for _, s := range set {
 			s.mu.Lock()
 			if !s.closed {
 				s.dropLocked()

@@ -4,12 +4,15 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net"
 	"runtime"
 	"slices"
+	"strconv"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/contextd-go/contextd/backend/redis"
 	"github.com/contextd-go/contextd/contextd"
 	"github.com/contextd-go/contextd/internal/redistest"
 )
@@ -29,6 +32,26 @@ func fillContext(b *testing.B, srv *redistest.Server, name string, n int) {
 			b.Fatal(err)
 		}
 	}
+}
+
+// openBackend returns a Backend made by redis.Open (the client
+// configuration the library chooses) on srv.
+func openBackend(b *testing.B, srv *redistest.Server) *redis.Backend {
+	b.Helper()
+	host, port, err := net.SplitHostPort(srv.Addr())
+	if err != nil {
+		b.Fatal(err)
+	}
+	o := redis.Options{Host: host, Password: srv.Password()}
+	if o.Port, err = strconv.Atoi(port); err != nil {
+		b.Fatal(err)
+	}
+	be, err := redis.Open(&o)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { _ = be.Close() })
+	return be
 }
 
 // heapInUse returns the live heap after a collection.
@@ -78,8 +101,7 @@ func BenchmarkInitialize(b *testing.B) {
 			b.ReportMetric(float64(valueBytes)/float64(n), "value-B/key")
 			runtime.KeepAlive(keep)
 		})
-		b.Run(fmt.Sprintf("keys=%d/Initialize", n), func(b *testing.B) {
-			be := newBackend(b, srv, nil)
+		initialize := func(b *testing.B, be *redis.Backend) {
 			var keep *contextd.Context[benchValue]
 			before := heapInUse()
 			for b.Loop() {
@@ -100,6 +122,15 @@ func BenchmarkInitialize(b *testing.B) {
 				b.Fatalf("initialized %d keys, want %d", len(got), n)
 			}
 			_ = keep.Close()
+		}
+		// On a client the user made with go-redis's defaults (redis.New),
+		// and on the client redis.Open makes: B/key counts the
+		// connections each opens for the load and the subscription.
+		b.Run(fmt.Sprintf("keys=%d/Initialize", n), func(b *testing.B) {
+			initialize(b, newBackend(b, srv, nil))
+		})
+		b.Run(fmt.Sprintf("keys=%d/Initialize-Open", n), func(b *testing.B) {
+			initialize(b, openBackend(b, srv))
 		})
 		b.Run(fmt.Sprintf("keys=%d/Sync", n), func(b *testing.B) {
 			cx := benchInstance[benchValue](b, srv, name)

@@ -335,7 +335,9 @@ func setupCommand(name string) bool {
 // fetches the rest: from the start of the write until the receiver has the
 // revision, and how many round trips the receiver makes, with bulk reads
 // (backend.MultiGetter) and, as the baseline in the same run, one Get per
-// key; the floor is a raw HMGET of all 20,000 values.
+// key; the floor is a raw HMGET of all 20,000 values. apply-bulk-main-pool
+// is apply-bulk with the receiver's pipelines on its main pool's
+// connections, as a client redis.Open makes sends them.
 func BenchmarkLargeTransaction(b *testing.B) {
 	srv := benchServer(b)
 	ctx := context.Background()
@@ -359,10 +361,13 @@ func BenchmarkLargeTransaction(b *testing.B) {
 		}
 		timedLoop(b, func(int) error { return c.HMGet(ctx, "bench:large", fields...).Err() })
 	})
-	run := func(b *testing.B, name string, bulk bool) {
+	// pipelinePool is the receiver client's PipelinePoolSize: 0 is
+	// go-redis's default (a pool of its own, 128 KiB buffers), -1 what
+	// redis.Open sets (pipelines on the main pool, 32 KiB buffers).
+	run := func(b *testing.B, name string, bulk bool, pipelinePool int) {
 		w := benchInstance[string](b, srv, name)
 		hook := &roundTrips{}
-		client := goredis.NewClient(&goredis.Options{Addr: srv.Addr(), MaxRetries: -1, ContextTimeoutEnabled: true})
+		client := goredis.NewClient(&goredis.Options{Addr: srv.Addr(), MaxRetries: -1, ContextTimeoutEnabled: true, PipelinePoolSize: pipelinePool})
 		client.AddHook(hook)
 		rb := backendOn(b, client, nil)
 		var be backend.Backend = rb
@@ -406,8 +411,9 @@ func BenchmarkLargeTransaction(b *testing.B) {
 			b.Fatalf("receiver has key-19999 = %q, %v, %v; want %q", v, ok, err, values["key-19999"])
 		}
 	}
-	b.Run("apply-bulk", func(b *testing.B) { run(b, "bench-large-bulk", true) })
-	b.Run("apply-per-key", func(b *testing.B) { run(b, "bench-large-per-key", false) })
+	b.Run("apply-bulk", func(b *testing.B) { run(b, "bench-large-bulk", true, 0) })
+	b.Run("apply-bulk-main-pool", func(b *testing.B) { run(b, "bench-large-bulk-main", true, -1) })
+	b.Run("apply-per-key", func(b *testing.B) { run(b, "bench-large-per-key", false, 0) })
 }
 
 // BenchmarkRead compares reads from the local copy with a raw HGET and

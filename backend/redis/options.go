@@ -135,6 +135,10 @@ func (o Options) validate() error {
 // Open connects to one Redis server as opts say (nil: localhost:6379, DB 0).
 // The connection is made lazily: a server that is down makes the first
 // operation fail, not Open. Close the Backend when done.
+//
+// The client sends its pipelines (a load's MULTI/EXEC, a bulk fetch) on the
+// connections of its main pool, not on a pool of their own, which would
+// hold another connection with 256 KiB of buffers per Backend.
 func Open(opts *Options) (*Backend, error) {
 	o := opts.resolved()
 	if err := o.validate(); err != nil {
@@ -162,7 +166,23 @@ func Open(opts *Options) (*Backend, error) {
 func safeClientOptions(o *goredis.Options) *goredis.Options {
 	o.MaxRetries = -1
 	o.ContextTimeoutEnabled = true
+	pipelinesOnMainPool(&o.PipelinePoolSize, o.PipelineReadBufferSize, o.PipelineWriteBufferSize)
 	return o
+}
+
+// pipelinesOnMainPool makes a client contextd makes send its pipelines on
+// the connections of its main pool, unless the user chose a pipeline pool
+// (its size or its buffers, in a URL). go-redis otherwise dials a second
+// set of connections for pipelines, each with 128 KiB read and 128 KiB write
+// buffers: a Backend's first Load (a MULTI/EXEC) or bulk fetch would keep
+// 256 KiB and a connection per node for the few pipelines contextd sends,
+// when a main-pool connection (32 KiB buffers) is idle. Reading a large
+// reply through the smaller buffer takes more read calls, not more round
+// trips (see BenchmarkInitialize and BenchmarkLargeTransaction).
+func pipelinesOnMainPool(size *int, readBuf, writeBuf int) {
+	if *size == 0 && readBuf == 0 && writeBuf == 0 {
+		*size = -1
+	}
 }
 
 // New makes a Backend on a client the caller owns: a *goredis.Client, a

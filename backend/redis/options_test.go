@@ -37,6 +37,9 @@ func TestOpenDefaults(t *testing.T) {
 	if o.Addr != "localhost:6379" || o.DB != 0 {
 		t.Fatalf("Open(nil) connects to %s db %d, want the original's localhost:6379 db 0", o.Addr, o.DB)
 	}
+	if o.PipelinePoolSize >= 0 {
+		t.Errorf("PipelinePoolSize %d; want pipelines on the main pool (negative)", o.PipelinePoolSize)
+	}
 	if _, err := redis.Open(&redis.Options{Port: 70000}); err == nil {
 		t.Error("Open with port 70000 succeeded")
 	}

@@ -35,6 +35,9 @@ var ErrBadURL = errors.New("redis: bad URL")
 // max_redirects) — a commit must not be sent twice — and
 // context_timeout_enabled. DialTimeout, ReadTimeout and WriteTimeout of opts
 // override the URL's when set; other options still apply; opts may be nil.
+// Unless the URL sets pipeline_pool_size, pipeline_read_buffer_size or
+// pipeline_write_buffer_size, pipelines run on the main pool's connections,
+// as with Open.
 //
 // A URL OpenURL cannot use gives an error matching ErrBadURL. The connection
 // is made lazily, as with Open. Close the Backend when done.
@@ -89,6 +92,7 @@ func clientFromURL(raw string, o Options) (goredis.UniversalClient, error) {
 		setTimeouts(o, &fo.DialTimeout, &fo.ReadTimeout, &fo.WriteTimeout)
 		fo.MaxRetries = -1
 		fo.ContextTimeoutEnabled = true
+		pipelinesOnMainPool(&fo.PipelinePoolSize, fo.PipelineReadBufferSize, fo.PipelineWriteBufferSize)
 		return goredis.NewFailoverClient(fo), nil
 	case "cluster":
 		co, err := goredis.ParseClusterURL(plain.String())
@@ -99,6 +103,7 @@ func clientFromURL(raw string, o Options) (goredis.UniversalClient, error) {
 		co.MaxRetries = -1
 		co.MaxRedirects = -1
 		co.ContextTimeoutEnabled = true
+		pipelinesOnMainPool(&co.PipelinePoolSize, co.PipelineReadBufferSize, co.PipelineWriteBufferSize)
 		return goredis.NewClusterClient(co), nil
 	}
 	return nil, fmt.Errorf("%w: scheme %q (want redis+sentinel or redis+cluster)", ErrBadURL, u.Scheme)

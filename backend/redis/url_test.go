@@ -48,8 +48,8 @@ func TestOpenURLCluster(t *testing.T) {
 	if !ok {
 		t.Fatalf("OpenURL(%q) made a %T, want *ClusterClient", u, b.Client())
 	}
-	if o := cc.Options(); len(o.Addrs) != 3 || o.DialTimeout != 2*time.Second {
-		t.Errorf("cluster options: addrs %v, dial timeout %v; want 3 addrs and 2s", o.Addrs, o.DialTimeout)
+	if o := cc.Options(); len(o.Addrs) != 3 || o.DialTimeout != 2*time.Second || o.PipelinePoolSize >= 0 {
+		t.Errorf("cluster options: addrs %v, dial timeout %v, pipeline pool %d; want 3 addrs, 2s and pipelines on the main pool (negative)", o.Addrs, o.DialTimeout, o.PipelinePoolSize)
 	}
 	if err := useContext(t, b); err != nil {
 		t.Fatalf("a backend from %q: %v", u, err)
@@ -68,6 +68,20 @@ func TestOpenURLOptions(t *testing.T) {
 	}
 	if o.MaxRetries > 0 {
 		t.Errorf("MaxRetries %d from a URL's max_retries=5; want no retries (a commit must not be resent)", o.MaxRetries)
+	}
+	if o.PipelinePoolSize >= 0 {
+		t.Errorf("PipelinePoolSize %d; want pipelines on the main pool (negative)", o.PipelinePoolSize)
+	}
+	// A pipeline pool the URL asks for is kept.
+	for _, q := range []string{"pipeline_pool_size=4", "pipeline_read_buffer_size=65536", "pipeline_write_buffer_size=65536"} {
+		pb, err := redis.OpenURL("redis://localhost:6390/?"+q, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if o := pb.Client().(*goredis.Client).Options(); o.PipelinePoolSize < 0 {
+			t.Errorf("%s: PipelinePoolSize %d; want the pipeline pool the URL asks for", q, o.PipelinePoolSize)
+		}
+		pb.Close()
 	}
 	sock, err := redis.OpenURL("unix:///tmp/redis.sock?db=3", nil)
 	if err != nil {

@@ -47,6 +47,197 @@ type node[V any] struct {
 	owner  uint64
 }
 
+// newNode returns a node owned by owner with bitmap and a copy of slots,
+// and room for want slots. The node and its slots are one allocation
+// (see nodeWith): a write copies one node per level of its path, and
+// a loaded map holds about one node per ten keys, so this saves an
+// allocation per level on the write path and the node's separate header
+// in memory.
+func newNode[V any](bitmap uint32, owner uint64, slots []slot[V], want int) *node[V] {
+	n := nodeWith[V](roomFor(want))
+	n.bitmap, n.owner = bitmap, owner
+	n.slots = n.slots[:len(slots)]
+	copy(n.slots, slots)
+	return n
+}
+
+// roomFor returns the capacity to give a node that needs want slots: want
+// itself up to 13, above that the largest capacity that fits the same Go
+// size class as want (a node of c slots takes 40 + 16c bytes; above 256
+// bytes the size classes are 32 or more bytes apart).
+func roomFor(want int) int {
+	switch {
+	case want <= 13:
+		return max(want, 1)
+	case want >= 30:
+		return fanout
+	}
+	return want | 1 // 14 → 15, 16 → 17, ...: the same size class
+}
+
+// nodeWith returns an empty node with room for c slots (a value roomFor
+// returns) in the same allocation: the slots are an array right after
+// the node, which its slots slice points into.
+func nodeWith[V any](c int) *node[V] {
+	switch c {
+	case 1:
+		p := new(struct {
+			n node[V]
+			a [1]slot[V]
+		})
+		p.n.slots = p.a[:0]
+		return &p.n
+	case 2:
+		p := new(struct {
+			n node[V]
+			a [2]slot[V]
+		})
+		p.n.slots = p.a[:0]
+		return &p.n
+	case 3:
+		p := new(struct {
+			n node[V]
+			a [3]slot[V]
+		})
+		p.n.slots = p.a[:0]
+		return &p.n
+	case 4:
+		p := new(struct {
+			n node[V]
+			a [4]slot[V]
+		})
+		p.n.slots = p.a[:0]
+		return &p.n
+	case 5:
+		p := new(struct {
+			n node[V]
+			a [5]slot[V]
+		})
+		p.n.slots = p.a[:0]
+		return &p.n
+	case 6:
+		p := new(struct {
+			n node[V]
+			a [6]slot[V]
+		})
+		p.n.slots = p.a[:0]
+		return &p.n
+	case 7:
+		p := new(struct {
+			n node[V]
+			a [7]slot[V]
+		})
+		p.n.slots = p.a[:0]
+		return &p.n
+	case 8:
+		p := new(struct {
+			n node[V]
+			a [8]slot[V]
+		})
+		p.n.slots = p.a[:0]
+		return &p.n
+	case 9:
+		p := new(struct {
+			n node[V]
+			a [9]slot[V]
+		})
+		p.n.slots = p.a[:0]
+		return &p.n
+	case 10:
+		p := new(struct {
+			n node[V]
+			a [10]slot[V]
+		})
+		p.n.slots = p.a[:0]
+		return &p.n
+	case 11:
+		p := new(struct {
+			n node[V]
+			a [11]slot[V]
+		})
+		p.n.slots = p.a[:0]
+		return &p.n
+	case 12:
+		p := new(struct {
+			n node[V]
+			a [12]slot[V]
+		})
+		p.n.slots = p.a[:0]
+		return &p.n
+	case 13:
+		p := new(struct {
+			n node[V]
+			a [13]slot[V]
+		})
+		p.n.slots = p.a[:0]
+		return &p.n
+	case 15:
+		p := new(struct {
+			n node[V]
+			a [15]slot[V]
+		})
+		p.n.slots = p.a[:0]
+		return &p.n
+	case 17:
+		p := new(struct {
+			n node[V]
+			a [17]slot[V]
+		})
+		p.n.slots = p.a[:0]
+		return &p.n
+	case 19:
+		p := new(struct {
+			n node[V]
+			a [19]slot[V]
+		})
+		p.n.slots = p.a[:0]
+		return &p.n
+	case 21:
+		p := new(struct {
+			n node[V]
+			a [21]slot[V]
+		})
+		p.n.slots = p.a[:0]
+		return &p.n
+	case 23:
+		p := new(struct {
+			n node[V]
+			a [23]slot[V]
+		})
+		p.n.slots = p.a[:0]
+		return &p.n
+	case 25:
+		p := new(struct {
+			n node[V]
+			a [25]slot[V]
+		})
+		p.n.slots = p.a[:0]
+		return &p.n
+	case 27:
+		p := new(struct {
+			n node[V]
+			a [27]slot[V]
+		})
+		p.n.slots = p.a[:0]
+		return &p.n
+	case 29:
+		p := new(struct {
+			n node[V]
+			a [29]slot[V]
+		})
+		p.n.slots = p.a[:0]
+		return &p.n
+	case fanout:
+		p := new(struct {
+			n node[V]
+			a [fanout]slot[V]
+		})
+		p.n.slots = p.a[:0]
+		return &p.n
+	}
+	panic("pmap: no node of that capacity")
+}
+
 // slot is one used position of a node: a subtree or a leaf.
 type slot[V any] struct {
 	sub  *node[V]
@@ -180,45 +371,55 @@ func (b *Builder[V]) owned() uint64 {
 	return b.own
 }
 
-// editable returns n itself if the Builder owns it, else a copy it owns.
-func (b *Builder[V]) editable(n *node[V]) *node[V] {
+// editable returns n itself if the Builder owns it, else a copy it owns
+// with room for grow more slots.
+func (b *Builder[V]) editable(n *node[V], grow int) *node[V] {
 	if n.owner == b.owned() {
 		return n
 	}
-	c := &node[V]{bitmap: n.bitmap, slots: make([]slot[V], len(n.slots), len(n.slots)+1), owner: b.owned()}
-	copy(c.slots, n.slots)
-	return c
+	return newNode(n.bitmap, b.owned(), n.slots, len(n.slots)+grow)
 }
 
 // Set sets key to v.
 func (b *Builder[V]) Set(key string, v V) {
 	h := hashOf(key)
 	if b.m.root == nil {
-		b.m.root = &node[V]{owner: b.owned()}
+		b.m.root = newNode[V](0, b.owned(), nil, 1)
 	} else {
-		b.m.root = b.editable(b.m.root)
+		b.m.root = b.editable(b.m.root, 1)
 	}
-	if b.set(b.m.root, 0, h, &leaf[V]{key: key, val: v}) {
+	var added bool
+	b.m.root, added = b.set(b.m.root, 0, h, &leaf[V]{key: key, val: v})
+	if added {
 		b.m.size++
 	}
 }
 
 // set puts l, whose key hashes to h, below n (owned by b) at shift; it
-// reports whether the key is new.
-func (b *Builder[V]) set(n *node[V], shift uint, h uint64, l *leaf[V]) bool {
+// returns n, or the larger copy that replaces it if n had no room for a
+// new slot, and reports whether the key is new.
+func (b *Builder[V]) set(n *node[V], shift uint, h uint64, l *leaf[V]) (*node[V], bool) {
 	bit := uint32(1) << ((h >> shift) & mask)
 	pos := bits.OnesCount32(n.bitmap & (bit - 1))
 	if n.bitmap&bit == 0 {
-		n.slots = append(n.slots, slot[V]{})
+		if len(n.slots) == cap(n.slots) {
+			// Grow by half (at least one), so that a bulk load copies
+			// each node a few times, not once per key, and leaves it
+			// with little spare room. n is the Builder's own: nothing
+			// else refers to it.
+			n = newNode(n.bitmap, n.owner, n.slots, len(n.slots)+max(1, len(n.slots)/2))
+		}
+		n.slots = n.slots[:len(n.slots)+1]
 		copy(n.slots[pos+1:], n.slots[pos:])
 		n.slots[pos] = slot[V]{leaf: l}
 		n.bitmap |= bit
-		return true
+		return n, true
 	}
 	s := &n.slots[pos]
 	if s.sub != nil {
-		s.sub = b.editable(s.sub)
-		return b.set(s.sub, shift+bitsPerLevel, h, l)
+		var added bool
+		s.sub, added = b.set(b.editable(s.sub, 1), shift+bitsPerLevel, h, l)
+		return n, added
 	}
 	old := s.leaf
 	oldHash := h
@@ -229,7 +430,7 @@ func (b *Builder[V]) set(n *node[V], shift uint, h uint64, l *leaf[V]) bool {
 		// The same key, or a full hash collision: a new chain.
 		chain, added := replaceInChain(old, l)
 		s.leaf = chain
-		return added
+		return n, added
 	}
 	if shift >= maxShift {
 		// Cannot happen: at this depth every hash bit is used, so the
@@ -237,11 +438,11 @@ func (b *Builder[V]) set(n *node[V], shift uint, h uint64, l *leaf[V]) bool {
 		panic("pmap: hashes differ past the last level")
 	}
 	// Two different hashes in one slot: push both one level down.
-	sub := &node[V]{owner: b.owned()}
-	b.set(sub, shift+bitsPerLevel, oldHash, old) // a chain moves whole: its hashes are equal
-	b.set(sub, shift+bitsPerLevel, h, l)
+	sub := newNode[V](0, b.owned(), nil, 2)
+	sub, _ = b.set(sub, shift+bitsPerLevel, oldHash, old) // a chain moves whole: its hashes are equal
+	sub, _ = b.set(sub, shift+bitsPerLevel, h, l)
 	s.leaf, s.sub = nil, sub
-	return true
+	return n, true
 }
 
 // replaceInChain returns a chain (of equal hashes) with l's key set to l,
@@ -280,7 +481,7 @@ func (b *Builder[V]) Delete(key string) {
 	if _, ok := b.m.Get(key); !ok {
 		return
 	}
-	b.m.root = b.editable(b.m.root)
+	b.m.root = b.editable(b.m.root, 0)
 	b.del(b.m.root, 0, h, key)
 	b.m.size--
 	if len(b.m.root.slots) == 0 {
@@ -294,7 +495,7 @@ func (b *Builder[V]) del(n *node[V], shift uint, h uint64, key string) {
 	pos := bits.OnesCount32(n.bitmap & (bit - 1))
 	s := &n.slots[pos]
 	if s.sub != nil {
-		s.sub = b.editable(s.sub)
+		s.sub = b.editable(s.sub, 0)
 		b.del(s.sub, shift+bitsPerLevel, h, key)
 		switch sub := s.sub; {
 		case len(sub.slots) == 0:
