@@ -53,10 +53,6 @@ type modCall[T any] struct {
 // in arrival order.
 type modGroup[T any] struct {
 	calls []*modCall[T]
-	// running: the leader is running the functions of an attempt. A call
-	// made meanwhile does not join: it may be made by one of those
-	// functions, which would then wait for itself.
-	running bool
 }
 
 // combinable reports whether a Modify with options o may share a commit
@@ -67,15 +63,11 @@ func combinable(o writeOptions) bool {
 }
 
 // join makes call the leader of a new group of key, or adds it to the
-// group under way; it reports whether call leads. It returns a nil group
-// when the group's functions are running: call is then not combined.
+// group under way; it reports whether call leads.
 func (c *Context[T]) join(key string, call *modCall[T]) (*modGroup[T], bool) {
 	c.modMu.Lock()
 	defer c.modMu.Unlock()
 	if g := c.modGroups[key]; g != nil {
-		if g.running {
-			return nil, true
-		}
 		call.done = make(chan struct{})
 		g.calls = append(g.calls, call)
 		c.stats.modifyJoined.Add(1)
@@ -122,18 +114,7 @@ func (c *Context[T]) take(g *modGroup[T], shared bool, own *modCall[T], buf []*m
 	for _, call := range buf {
 		call.taken = true
 	}
-	g.running = true
 	return buf
-}
-
-// ran tells that the functions of the attempt take returned have run.
-func (c *Context[T]) ran(g *modGroup[T], shared bool) {
-	if !shared {
-		return
-	}
-	c.modMu.Lock()
-	g.running = false
-	c.modMu.Unlock()
 }
 
 // untake ends an attempt that did not commit: its calls may join the

@@ -294,35 +294,3 @@ func TestModifyCombinedLosesNoIncrement(t *testing.T) {
 	}
 	t.Logf("%d increments, %d calls joined another's", acked.Load(), joined-uint64(joinedBefore.Load()))
 }
-
-// TestModifyInsideModifyFunc: a function of Modify may itself call Modify
-// of the same key on the same Context. That call is not combined with the
-// one whose function makes it (it would wait for that function to
-// return): it commits on its own, and the outer call, whose read it made
-// stale, runs its function again on the newer value.
-func TestModifyInsideModifyFunc(t *testing.T) {
-	mem := newMemory(t, nil)
-	a := open[int](t, mem, "ctx", nil)
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	var outer int
-	v, err := a.Modify(ctx, "n", func(cur int, _ bool) (int, error) {
-		outer++
-		if outer == 1 {
-			inner, err := a.Modify(ctx, "n", func(cur int, _ bool) (int, error) { return cur + 10, nil })
-			if err != nil || inner != 10 {
-				t.Errorf("the inner Modify returned %d, %v; want 10, nil", inner, err)
-			}
-		}
-		return cur + 1, nil
-	})
-	if err != nil || v != 11 {
-		t.Fatalf("the outer Modify returned %d, %v; want 11, nil", v, err)
-	}
-	if outer != 2 {
-		t.Errorf("the outer function ran %d times; want 2 (once more after the inner write)", outer)
-	}
-	if got, _, err := a.Get(ctx, "n", contextd.Fresh()); err != nil || got != 11 {
-		t.Errorf("the store holds %d (%v); want 11", got, err)
-	}
-}

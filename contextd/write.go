@@ -122,9 +122,8 @@ func (c *Context[T]) traced(ctx context.Context, keys int, write func(context.Co
 // again in the caller's goroutine. A call whose ctx ends while it waits
 // leaves without writing, unless a commit carrying it is already on its
 // way: then it reports that commit's outcome. Stats.ModifyJoined counts
-// the calls that joined another's commit. A call made while the
-// functions of such a commit run (by one of them, say) is not combined:
-// it commits on its own.
+// the calls that joined another's commit. So fn must not call Modify of
+// the same key on the same Context: that call would wait for fn.
 func (c *Context[T]) Modify(ctx context.Context, key string, fn func(cur T, ok bool) (T, error), opts ...WriteOption) (T, error) {
 	var v T
 	_, err := c.traced(ctx, 1, func(ctx context.Context) (uint64, error) {
@@ -168,11 +167,7 @@ func (c *Context[T]) modify(ctx context.Context, key string, fn func(T, bool) (T
 	var g *modGroup[T] // nil for a call that is not combined
 	if shared {
 		var lead bool
-		g, lead = c.join(key, call)
-		switch {
-		case g == nil:
-			shared = false // made while the group's functions run, maybe by one
-		case !lead && !c.await(g, call):
+		if g, lead = c.join(key, call); !lead && !c.await(g, call) {
 			return call.outcome()
 		}
 	}
@@ -222,7 +217,6 @@ func (c *Context[T]) modify(ctx context.Context, key string, fn func(T, bool) (T
 				return fmt.Errorf("key %q is at revision %d, not %d: %w", key, rev, o.ifRevision, ErrConflict)
 			}
 			op, up, write := c.apply(key, taken, cur, ok, curErr, o)
-			c.ran(g, shared)
 			if !write {
 				return errNothingToWrite
 			}
