@@ -122,8 +122,10 @@ func (c *Context[T]) traced(ctx context.Context, keys int, write func(context.Co
 // again in the caller's goroutine. A call whose ctx ends while it waits
 // leaves without writing, unless a commit carrying it is already on its
 // way: then it reports that commit's outcome. Stats.ModifyJoined counts
-// the calls that joined another's commit. So fn must not call Modify of
-// the same key on the same Context: that call would wait for fn.
+// the calls that joined another's commit. So fn, which should have no
+// side effects anyway, must not call Modify of the same key on the same
+// Context: that call would join the commit that waits for fn, and wait
+// until its ctx ends.
 func (c *Context[T]) Modify(ctx context.Context, key string, fn func(cur T, ok bool) (T, error), opts ...WriteOption) (T, error) {
 	var v T
 	_, err := c.traced(ctx, 1, func(ctx context.Context) (uint64, error) {
