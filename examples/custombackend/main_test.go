@@ -21,7 +21,7 @@ const want = `capabilities: ReleaseNotify+FairLocks
 second instance sees alice: Alice <alice@example.com>
 after 10 concurrent logins through both instances: 10 logins
 a write while alice is locked: refused=true
-the map store holds 1 key at revision 11, encoded with json
+the map store holds 1 key, encoded with json
 `
 
 func TestCustomBackend(t *testing.T) {
