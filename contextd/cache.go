@@ -721,12 +721,13 @@ type historySlot struct {
 // applied. Callers hold mu.
 func (c *cache[T]) setApplied(rev uint64, commit string) {
 	c.applied, c.commit = rev, commit
-	// Grow (doubling) rather than overwrite a revision less than
-	// historyLength old: the history remembers what one of historyLength
-	// slots would. Revisions in distinct slots stay distinct in a ring
+	// Grow (doubling) rather than overwrite a revision that a ring of
+	// historyLength slots would keep (one not a multiple of historyLength
+	// older: with revisions skipped, an older one may still be there):
+	// the history remembers what one of historyLength slots would. Revisions in distinct slots stay distinct in a ring
 	// twice as long.
 	for n := len(c.history); n < historyLength; n = len(c.history) {
-		if old := c.historyAt(rev); n > 0 && (old.rev == 0 || old.rev == rev || rev-old.rev >= historyLength) {
+		if old := c.historyAt(rev); n > 0 && (old.rev == 0 || (rev-old.rev)%historyLength == 0) {
 			break
 		}
 		grown := make([]historySlot, min(historyLength, max(16, 2*n)))

@@ -239,3 +239,16 @@ func TestHistoryGrowsAsAFullOneRemembers(t *testing.T) {
 		t.Errorf("history of %d slots after one revision, want at most 16", len(fresh.history))
 	}
 }
+
+// TestHistoryKeepsWhatAFullRingKeeps: a catch-up that skips revisions
+// must not make the growing history forget a revision that the full ring
+// of historyLength slots would still hold.
+func TestHistoryKeepsWhatAFullRingKeeps(t *testing.T) {
+	c := newCache[int]("self")
+	c.epoch = "e"
+	c.setApplied(5, "c5")
+	c.setApplied(1125, "c1125") // a catch-up that skips revisions; 1125%1024 != 5
+	if !c.appliedCommit("e", 5, "c5") {
+		t.Fatalf("rev 5 forgotten (history of %d slots); a full ring keeps it (slot 5 vs 101)", len(c.history))
+	}
+}

@@ -21,10 +21,16 @@ import (
 //
 // Calls that arrive after an attempt took its calls wait for the next
 // attempt; once the leader's own call is done, the first of them leads.
-// A call whose ctx ends while it waits leaves the group at once, unless
-// an attempt carrying it is being committed: then it waits for that
-// commit's outcome (one round trip) and reports it, so that it never
-// returns an error for a write that was made.
+// A call whose ctx ends while it waits leaves the group at once, also
+// while the attempt's functions run (the attempt is then applied again
+// without it), unless an attempt carrying it is being committed: then it
+// waits for that commit's outcome (one round trip) and reports it, so
+// that it never returns an error for a write that was made. A commit
+// that fails other than by a refusal (a conflict, a lock) may have been
+// made: every call it carried reports its error, none runs again.
+//
+// A function's error or panic is its call's final outcome, as for a lone
+// Modify: the call is not run again when the attempt is.
 
 // modCall is one Modify call. Its fields below fn and ctx are guarded by
 // the Context's modMu until the call is finished.
@@ -36,9 +42,11 @@ type modCall[T any] struct {
 	done chan struct{}
 	// taken: an attempt being committed carries the call. withdraw: its
 	// ctx ended meanwhile; it is finished when that attempt is.
+	// fixed: its function failed or panicked; that is its outcome.
 	taken, withdraw bool
 	lead            bool
 	finished        bool
+	fixed           bool
 
 	// The call's outcome in the current attempt (final once finished).
 	value    T
@@ -102,24 +110,46 @@ func (c *Context[T]) await(g *modGroup[T], call *modCall[T]) bool {
 	return call.lead && !call.finished
 }
 
-// take returns the calls the next attempt carries: every call of a shared
-// group now, or own alone.
+// take returns the calls the next attempt may carry: every call of a
+// shared group now, or own alone. They are carried once mark has marked
+// them, after their functions ran.
 func (c *Context[T]) take(g *modGroup[T], shared bool, own *modCall[T], buf []*modCall[T]) []*modCall[T] {
 	if !shared {
 		return append(buf[:0], own)
 	}
 	c.modMu.Lock()
 	defer c.modMu.Unlock()
-	buf = append(buf[:0], g.calls...)
-	for _, call := range buf {
-		call.taken = true
-	}
-	return buf
+	return append(buf[:0], g.calls...)
 }
 
-// untake ends an attempt that did not commit: its calls may join the
-// next, except those withdrawn meanwhile, which are finished.
-func (c *Context[T]) untake(g *modGroup[T], shared bool, taken []*modCall[T]) {
+// mark makes the calls of an attempt whose functions ran carried by it,
+// with the outcomes apply gave them (outs, by index); it reports false,
+// marking nothing, if one of them left while the functions ran: the
+// attempt is then applied again without it.
+func (c *Context[T]) mark(shared bool, taken []*modCall[T], outs []modOutcome[T]) bool {
+	if !shared {
+		outs[0].to(taken[0])
+		return true
+	}
+	c.modMu.Lock()
+	defer c.modMu.Unlock()
+	for _, call := range taken {
+		if call.finished {
+			return false
+		}
+	}
+	for i, call := range taken {
+		call.taken = true
+		outs[i].to(call)
+	}
+	return true
+}
+
+// untake ends an attempt that a refusal proves was not committed: its
+// calls may join the next, except those withdrawn meanwhile, which are
+// finished, and those whose function failed (but own's, which ends with
+// the group's work).
+func (c *Context[T]) untake(g *modGroup[T], shared bool, own *modCall[T], taken []*modCall[T]) {
 	if !shared {
 		return
 	}
@@ -127,42 +157,73 @@ func (c *Context[T]) untake(g *modGroup[T], shared bool, taken []*modCall[T]) {
 	defer c.modMu.Unlock()
 	for _, call := range taken {
 		call.taken = false
-		if call.withdraw && !call.finished {
+		switch {
+		case call.finished || call == own:
+		case call.fixed:
+			call.close()
+		case call.withdraw:
 			call.cancel(call.ctx.Err())
 		}
 	}
 	g.calls = slices.DeleteFunc(g.calls, func(o *modCall[T]) bool { return o.finished })
 }
 
+// modOutcome is a call's outcome in one attempt, kept by the leader
+// until mark hands it to the call: the call may leave meanwhile.
+type modOutcome[T any] struct {
+	keep     bool // the call's outcome is fixed already
+	value    T
+	err      error
+	fixed    bool // err or the panic is the function's
+	wrote    bool
+	panicked bool
+	panicVal any
+}
+
+// to gives call its outcome o.
+func (o *modOutcome[T]) to(call *modCall[T]) {
+	if o.keep {
+		return
+	}
+	call.value, call.err, call.fixed, call.wrote, call.panicked, call.panicVal = o.value, o.err, o.fixed, o.wrote, o.panicked, o.panicVal
+}
+
 // apply runs the functions of calls in order, each on the value the one
 // before it left, starting from the key's current value (cur, ok, curErr
 // as Modify reads it), and returns the op and update that write the last
-// value; write is false if no function produced one. A function's error
-// (but DeleteKey) or panic, or a value that does not encode, is its
-// call's outcome, and the next function gets the value from before it.
-func (c *Context[T]) apply(key string, calls []*modCall[T], cur T, ok bool, curErr error, o writeOptions) (op backend.Op, up update[T], write bool) {
-	for _, call := range calls {
-		var zero T
-		call.value, call.err, call.wrote, call.panicked, call.panicVal = zero, nil, false, false, nil
+// value, with each call's outcome in outs (by index); write is false if
+// no function produced one. A function's error (but DeleteKey) or panic,
+// or a value that does not encode, is its call's outcome, and the next
+// function gets the value from before it. A call whose outcome is fixed
+// is not run again.
+func (c *Context[T]) apply(key string, calls []*modCall[T], cur T, ok bool, curErr error, o writeOptions, outs []modOutcome[T]) (op backend.Op, up update[T], write bool, _ []modOutcome[T]) {
+	outs = slices.Grow(outs[:0], len(calls))[:len(calls)]
+	for i, call := range calls {
+		out := &outs[i]
+		*out = modOutcome[T]{keep: call.fixed}
+		if call.fixed {
+			continue
+		}
 		if curErr != nil {
-			call.err = curErr
+			out.err = curErr
 			continue
 		}
 		next, panicked, pv, err := runModifyFunc(call.fn, cur, ok)
+		var zero T
 		switch {
 		case panicked:
-			call.panicked, call.panicVal = true, pv
+			out.panicked, out.panicVal, out.fixed = true, pv, true
 			continue
 		case errors.Is(err, DeleteKey):
 			op, up = backend.Op{Key: key, Delete: true}, update[T]{key: key, deleted: true}
 			cur, ok = zero, false
 		case err != nil:
-			call.err = err
+			out.err, out.fixed = err, true
 			continue
 		default:
 			b, err := c.encode(key, next)
 			if err != nil {
-				call.err = err
+				out.err, out.fixed = err, true
 				continue
 			}
 			op = backend.Op{Key: key, TTL: o.ttl, Value: b}
@@ -171,11 +232,11 @@ func (c *Context[T]) apply(key string, calls []*modCall[T], cur T, ok bool, curE
 			// The next function gets what the copy will hold, as it
 			// would from a Modify of its own after this one.
 			cur, ok, curErr = up.value, true, up.err
-			call.value = up.value
+			out.value = up.value
 		}
-		call.wrote, write = true, true
+		out.wrote, write = true, true
 	}
-	return op, up, write
+	return op, up, write, outs
 }
 
 // runModifyFunc calls fn, catching a panic: the function may be another
@@ -202,7 +263,11 @@ var errNothingToWrite = errors.New("nothing to write")
 // call always; when the leader's ctx ended (err is then its error), the
 // other calls keep waiting instead. The first call still waiting, if any,
 // then leads.
-func (c *Context[T]) end(key string, g *modGroup[T], shared bool, own *modCall[T], taken []*modCall[T], rev uint64, err error) {
+//
+// doubt tells that the calls carried by the last attempt may have been
+// committed (its commit failed other than by a refusal): they all get err
+// then, whatever became of the leader's ctx.
+func (c *Context[T]) end(key string, g *modGroup[T], shared bool, own *modCall[T], taken []*modCall[T], rev uint64, doubt bool, err error) {
 	if !shared {
 		own.settle(rev, err)
 		own.finished = true
@@ -210,10 +275,13 @@ func (c *Context[T]) end(key string, g *modGroup[T], shared bool, own *modCall[T
 	}
 	c.modMu.Lock()
 	defer c.modMu.Unlock()
-	leaderGone := err != nil && own.ctx.Err() != nil && !errors.Is(err, errNothingToWrite)
+	leaderGone := err != nil && own.ctx.Err() != nil && !errors.Is(err, errNothingToWrite) && !doubt
 	for _, call := range taken {
+		if !call.taken && call != own {
+			continue // not carried: the attempt ended before mark
+		}
 		call.taken = false
-		if call.finished || call != own && leaderGone {
+		if call.finished || call != own && leaderGone && !call.fixed {
 			continue
 		}
 		call.settle(rev, err)

@@ -176,6 +176,8 @@ func (c *Context[T]) modify(ctx context.Context, key string, fn func(T, bool) (T
 	var (
 		head    backend.Head
 		taken   []*modCall[T] // the calls of the latest attempt
+		outs    []modOutcome[T]
+		doubt   bool // the latest commit failed, not by a refusal
 		cur     T
 		rev     uint64
 		commit  string
@@ -202,6 +204,23 @@ func (c *Context[T]) modify(ctx context.Context, key string, fn func(T, bool) (T
 	// an unqueued one would make first. Only where Modify's attempts
 	// queue (a fair, lock-aware store).
 	o.contended = c.queue != nil && c.caps.LockAwareCommit && c.contention.recent(key)
+	if shared {
+		// A panic (or runtime.Goexit) outside the functions — in the
+		// codec, a hook, the backend — must not leave the group without
+		// a leader: its calls would wait for it until their ctx ends.
+		settled := false
+		defer func() {
+			if settled {
+				return
+			}
+			r := recover()
+			c.end(key, g, shared, call, taken, 0, true, fmt.Errorf("modify %q: the goroutine committing it panicked: %v", key, r))
+			if r != nil {
+				panic(r)
+			}
+		}()
+		defer func() { settled = call.finished }()
+	}
 	err := c.write(ctx, []string{key}, o, func(ctx context.Context, leases []locker.Lease, w *locker.Waiter) error {
 		// Handed the turn by a commit, wait (briefly) for the copy to
 		// have it: its event came before the wake-up, but reaches the
@@ -218,7 +237,15 @@ func (c *Context[T]) modify(ctx context.Context, key string, fn func(T, bool) (T
 			if o.ifSet && rev != o.ifRevision && curErr == nil {
 				return fmt.Errorf("key %q is at revision %d, not %d: %w", key, rev, o.ifRevision, ErrConflict)
 			}
-			op, up, write := c.apply(key, taken, cur, ok, curErr, o)
+			var (
+				op    backend.Op
+				up    update[T]
+				write bool
+			)
+			op, up, write, outs = c.apply(key, taken, cur, ok, curErr, o, outs)
+			if !c.mark(shared, taken, outs) {
+				continue // a call left while the functions ran: without it
+			}
 			if !write {
 				return errNothingToWrite
 			}
@@ -242,7 +269,13 @@ func (c *Context[T]) modify(ctx context.Context, key string, fn func(T, bool) (T
 			if err == nil {
 				return nil
 			}
-			c.untake(g, shared, taken)
+			if !errors.Is(err, backend.ErrConflict) && !errors.Is(err, backend.ErrLocked) {
+				// The commit may have been made: every call it carried
+				// reports err, none runs again.
+				doubt = true
+				return err
+			}
+			c.untake(g, shared, call, taken)
 			if !errors.Is(err, backend.ErrConflict) || o.ifSet {
 				return err
 			}
@@ -297,9 +330,9 @@ func (c *Context[T]) modify(ctx context.Context, key string, fn func(T, bool) (T
 	})
 	if errors.Is(err, errNothingToWrite) {
 		// Every call has its own outcome; the leader's is one of them.
-		c.end(key, g, shared, call, taken, 0, err)
+		c.end(key, g, shared, call, taken, 0, false, err)
 	} else {
-		c.end(key, g, shared, call, taken, head.Revision, err)
+		c.end(key, g, shared, call, taken, head.Revision, doubt, err)
 	}
 	return call.outcome()
 }
