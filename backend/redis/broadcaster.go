@@ -159,50 +159,70 @@ func (s *subscription) closeLocked() {
 // are reported as Interrupted at once and as a Loss when messages flow
 // again (an overflow as a Loss only).
 func (s *subscription) Next(ctx context.Context) (broadcaster.Message, error) {
+	var one [1]broadcaster.Message
+	msgs, err := s.NextBatch(ctx, one[:0], 1)
+	if err != nil {
+		return broadcaster.Message{}, err
+	}
+	return msgs[0], nil
+}
+
+// NextBatch appends to buf the messages queued, in order, at least one and
+// at most most (a positive number): it blocks as Next does until there
+// is one, then takes what else is queued without waiting. contextd's read
+// loop applies such a burst of events as one change of its copy, with one
+// wake-up and one lock instead of one each.
+func (s *subscription) NextBatch(ctx context.Context, buf []broadcaster.Message, most int) ([]broadcaster.Message, error) {
 	for {
 		if err := ctx.Err(); err != nil {
-			return broadcaster.Message{}, err
+			return buf, err
 		}
 		s.mu.Lock()
 		if s.closed {
 			s.mu.Unlock()
-			return broadcaster.Message{}, broadcaster.ErrClosed
+			return buf, broadcaster.ErrClosed
 		}
 		if s.head < len(s.queue) {
-			e := s.queue[s.head]
-			s.queue[s.head] = entry{}
-			s.head++
-			switch {
-			case s.head == len(s.queue) && cap(s.queue) > 64:
-				s.queue, s.head = nil, 0 // a backlog is gone: give its memory back
-			case s.head == len(s.queue):
-				s.queue, s.head = s.queue[:0], 0
-			case s.head >= 64 && 2*s.head >= len(s.queue):
-				n := copy(s.queue, s.queue[s.head:])
-				clear(s.queue[n:])
-				s.queue, s.head = s.queue[:n], 0
-			}
-			if e.kind == kindPayload {
-				s.payloads--
+			for n := 0; n < most && s.head < len(s.queue); n++ {
+				buf = append(buf, s.popLocked())
 			}
 			s.mu.Unlock()
-			switch e.kind {
-			case kindInterrupted:
-				return broadcaster.Message{Interrupted: true}, nil
-			case kindLoss:
-				return broadcaster.Message{Loss: true}, nil
-			}
-			return broadcaster.Message{Payload: []byte(e.payload)}, nil
+			return buf, nil
 		}
 		s.mu.Unlock()
 		select {
 		case <-ctx.Done():
-			return broadcaster.Message{}, ctx.Err()
+			return buf, ctx.Err()
 		case <-s.done:
-			return broadcaster.Message{}, broadcaster.ErrClosed
+			return buf, broadcaster.ErrClosed
 		case <-s.ready:
 		}
 	}
+}
+
+// popLocked takes the oldest unread entry, which exists, as a message.
+func (s *subscription) popLocked() broadcaster.Message {
+	e := s.queue[s.head]
+	s.queue[s.head] = entry{}
+	s.head++
+	switch {
+	case s.head == len(s.queue) && cap(s.queue) > 64:
+		s.queue, s.head = nil, 0 // a backlog is gone: give its memory back
+	case s.head == len(s.queue):
+		s.queue, s.head = s.queue[:0], 0
+	case s.head >= 64 && 2*s.head >= len(s.queue):
+		n := copy(s.queue, s.queue[s.head:])
+		clear(s.queue[n:])
+		s.queue, s.head = s.queue[:n], 0
+	}
+	switch e.kind {
+	case kindInterrupted:
+		return broadcaster.Message{Interrupted: true}
+	case kindLoss:
+		return broadcaster.Message{Loss: true}
+	}
+	s.payloads--
+	return broadcaster.Message{Payload: []byte(e.payload)}
 }
 
 // Close ends the subscription; a Next blocked meanwhile returns
