@@ -1,6 +1,7 @@
 package contextd
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -30,6 +31,44 @@ type burstSubscription interface {
 // copy: each is decoded while the copy is locked, so a writer's own commit
 // waits for at most this many decodes.
 const maxBurst = 32
+
+// quietSubscription is a Subscription that can queue a payload without
+// waking its reader (the Redis backend's): it is read, in order, with the
+// next one that does wake it.
+type quietSubscription interface {
+	SetQuiet(quiet func(payload []byte) bool)
+}
+
+// hushEchoes makes sub queue the echo of an own commit that the copy holds
+// already (the commit's reply came first and applied it) without waking
+// the read loop: the event changes nothing, and is still classified, in
+// order, with the next event that wakes the loop. On Redis most echoes
+// come after the reply, and the wake-up was most of what one cost.
+func (c *Context[T]) hushEchoes(sub broadcaster.Subscription) {
+	qs, ok := sub.(quietSubscription)
+	if !ok {
+		return
+	}
+	self := backend.AppendWireID(nil, c.id)
+	// The wire form of the copy's epoch, made again when it changes; only
+	// the quiet function, called by one goroutine at a time, uses them.
+	var epoch string
+	var epochWire []byte
+	qs.SetQuiet(func(p []byte) bool {
+		e, rev, origin, ok := backend.PeekEvent(p)
+		if !ok || !bytes.Equal(origin, self) {
+			return false
+		}
+		v := c.cache.current()
+		if v.applied == 0 || rev > v.applied {
+			return false
+		}
+		if v.epoch != epoch || epochWire == nil {
+			epoch, epochWire = v.epoch, backend.AppendWireID(epochWire[:0], v.epoch)
+		}
+		return bytes.Equal(e, epochWire)
+	})
+}
 
 // readLoop applies the subscription's events until ctx ends. It is the one
 // goroutine that reads the subscription.
@@ -240,6 +279,7 @@ func (c *Context[T]) resubscribe(ctx context.Context, old broadcaster.Subscripti
 				return nil
 			}
 			c.sub = sub
+			c.hushEchoes(sub)
 			return sub
 		}
 		c.cache.setDeaf(err)

@@ -54,7 +54,7 @@ const (
 
 type entry struct {
 	kind    uint8
-	payload string
+	payload []byte
 }
 
 // subscription is the Backend's broadcaster.Subscription: a member of its
@@ -77,11 +77,20 @@ type subscription struct {
 	// the subscription (or its Backend) is.
 	ready chan struct{}
 	done  chan struct{}
+	// quiet, if set (SetQuiet), tells payloads the reader need not be
+	// woken for; unwoken counts those queued since the last wake-up.
+	quiet   func(payload []byte) bool
+	unwoken int
 }
+
+// maxUnwoken bounds the payloads queued without waking the reader: the
+// next one wakes it even if quiet, so that they cannot pile up.
+const maxUnwoken = 16
 
 var _ broadcaster.Subscription = (*subscription)(nil)
 
 func (s *subscription) wakeLocked() {
+	s.unwoken = 0
 	select {
 	case s.ready <- struct{}{}:
 	default:
@@ -102,9 +111,29 @@ func (s *subscription) deliver(payload string) {
 		s.wakeLocked()
 		return
 	}
-	s.queue = append(s.queue, entry{kind: kindPayload, payload: payload})
+	p := []byte(payload)
+	s.queue = append(s.queue, entry{kind: kindPayload, payload: p})
 	s.payloads++
+	if s.quiet != nil && s.unwoken < maxUnwoken-1 && s.quiet(p) {
+		s.unwoken++
+		return
+	}
 	s.wakeLocked()
+}
+
+// SetQuiet makes the subscription queue a payload for which quiet reports
+// true without waking a Next (or NextBatch) that waits: it is delivered,
+// in order, with the next payload or notice that does wake it, or once
+// 16 are queued. contextd uses it for the echo of its own commit that
+// the commit's reply has applied already: the event changes nothing, and
+// waking the read loop for it would cost a goroutine wake-up per write.
+// quiet is called by one goroutine at a time, with the Backend's pub/sub
+// lock held: it must be quick, must not block, and must not keep or
+// change payload. Call it before the first Next.
+func (s *subscription) SetQuiet(quiet func(payload []byte) bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.quiet = quiet
 }
 
 // interrupt queues an Interrupted notice. Unread notices after the last
@@ -222,7 +251,7 @@ func (s *subscription) popLocked() broadcaster.Message {
 		return broadcaster.Message{Loss: true}
 	}
 	s.payloads--
-	return broadcaster.Message{Payload: []byte(e.payload)}
+	return broadcaster.Message{Payload: e.payload}
 }
 
 // Close ends the subscription; a Next blocked meanwhile returns

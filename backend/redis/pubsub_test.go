@@ -796,3 +796,63 @@ func TestClusterSlotMigrationMovesOnlyItsChannels(t *testing.T) {
 		waitConns(t, node, clientName(t), want)
 	}
 }
+
+// TestQuietPayloadsKeepTheirPlace gives a Subscription a quiet function
+// (SetQuiet, which contextd uses for the echoes of its own commits): quiet
+// payloads are delivered in order with the next payload that is not
+// quiet, in bursts (NextBatch) as they are queued, and a reader waiting
+// for them gets them at the latest once 16 are queued, not never.
+func TestQuietPayloadsKeepTheirPlace(t *testing.T) {
+	t.Parallel()
+	srv := redistest.Start(t, nil)
+	ctx := faultCtx(t)
+	b := newBackend(t, srv, nil)
+	pub := newBackend(t, srv, nil)
+	sub := subscribe(t, b, "quiet")
+	type quieter interface {
+		SetQuiet(func([]byte) bool)
+		NextBatch(context.Context, []broadcaster.Message, int) ([]broadcaster.Message, error)
+	}
+	qs, ok := sub.(quieter)
+	if !ok {
+		t.Fatalf("%T has no SetQuiet and NextBatch", sub)
+	}
+	qs.SetQuiet(func(p []byte) bool { return p[0] == 'q' })
+	var want []string
+	publish := func(p string) {
+		t.Helper()
+		if err := pub.Publish(ctx, "quiet", []byte(p)); err != nil {
+			t.Fatal(err)
+		}
+		want = append(want, p)
+	}
+	// Quiet ones, then one that wakes the reader; then more quiet ones
+	// than may wait unread, and nothing after them.
+	for i := range 3 {
+		publish(fmt.Sprint("q", i))
+	}
+	publish("wake")
+	for i := range 16 {
+		publish(fmt.Sprint("q", 3+i))
+	}
+	var got []string
+	var msgs []broadcaster.Message
+	for len(got) < len(want) {
+		var err error
+		if msgs, err = qs.NextBatch(ctx, msgs[:0], 8); err != nil {
+			t.Fatalf("NextBatch after %q: %v (want %q)", got, err, want)
+		}
+		if len(msgs) == 0 || len(msgs) > 8 {
+			t.Fatalf("NextBatch returned %d messages, want 1 to 8", len(msgs))
+		}
+		for _, m := range msgs {
+			if m.Loss || m.Interrupted {
+				t.Fatalf("got %s after %q", describe(m), got)
+			}
+			got = append(got, string(m.Payload))
+		}
+	}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("got %q\nwant %q", got, want)
+	}
+}
