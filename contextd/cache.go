@@ -293,6 +293,14 @@ func (c *cache[T]) unlock() {
 	c.mu.Unlock()
 }
 
+// unlockUnchanged releases mu after a change that changed nothing the
+// view holds (only bookkeeping, such as classifying duplicates): no new
+// view is published, and nobody waiting for one is woken.
+func (c *cache[T]) unlockUnchanged() {
+	c.edit = nil
+	c.mu.Unlock()
+}
+
 // entry returns a key's entry in the copy being changed. Callers hold mu.
 func (c *cache[T]) entry(key string) (entry[T], bool) { return c.edit.Get(key) }
 

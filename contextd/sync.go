@@ -160,6 +160,7 @@ func (c *Context[T]) applyBurst(ctx context.Context, run []broadcaster.Message, 
 		slow    *backend.Event // the event at n-1 needs a fetch
 		repair  = applied      // what the event at n-1 calls for
 		traced  []uint64       // revisions of other instances applied, for Trace
+		touched bool           // an event was applied (or tried to be)
 		expires int64          // the earliest deadline applied, for the expiry tracker
 	)
 	wantTrace := c.opts.Trace != nil && c.opts.Trace.EventApplied != nil
@@ -192,6 +193,7 @@ func (c *Context[T]) applyBurst(ctx context.Context, run []broadcaster.Message, 
 				ups = c.updatesOf(ev, nil)
 			}
 			v = c.cache.applyEventLocked(ev.Head, ev.Origin, ups)
+			touched = true
 			if c.expirer != nil {
 				for i := range ups {
 					if e := ups[i].expires; e != 0 && (expires == 0 || e < expires) {
@@ -210,7 +212,12 @@ func (c *Context[T]) applyBurst(ctx context.Context, run []broadcaster.Message, 
 			break
 		}
 	}
-	c.cache.unlock()
+	if touched {
+		c.cache.unlock()
+	} else {
+		// Only duplicates (own echoes): the view stays as it is.
+		c.cache.unlockUnchanged()
+	}
 	if expires != 0 {
 		c.expiry.saw(expires)
 	}
