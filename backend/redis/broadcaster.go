@@ -114,7 +114,9 @@ func (s *subscription) deliver(payload string) {
 	p := []byte(payload)
 	s.queue = append(s.queue, entry{kind: kindPayload, payload: p})
 	s.payloads++
-	if s.quiet != nil && s.unwoken < maxUnwoken-1 && s.quiet(p) {
+	// Quiet only while at least half the buffer is free: payloads that
+	// wait unread must not overflow it.
+	if s.quiet != nil && s.unwoken < maxUnwoken-1 && 2*s.payloads <= s.limit && s.quiet(p) {
 		s.unwoken++
 		return
 	}
@@ -123,10 +125,12 @@ func (s *subscription) deliver(payload string) {
 
 // SetQuiet makes the subscription queue a payload for which quiet reports
 // true without waking a Next (or NextBatch) that waits: it is delivered,
-// in order, with the next payload or notice that does wake it, or once
-// 16 are queued. contextd uses it for the echo of its own commit that
-// the commit's reply has applied already: the event changes nothing, and
-// waking the read loop for it would cost a goroutine wake-up per write.
+// in order, with the next payload or notice that does wake it, or once 16
+// are queued or half of Options.SubscriberBuffer is used (so that quiet
+// payloads never overflow it). contextd uses it for the echo of its own
+// commit that the commit's reply has applied already: the event changes
+// nothing, and waking the read loop for it would cost a goroutine wake-up
+// per write.
 // quiet is called by one goroutine at a time, with the Backend's pub/sub
 // lock held: it must be quick, must not block, and must not keep or
 // change payload. Call it before the first Next.

@@ -806,18 +806,8 @@ func TestQuietPayloadsKeepTheirPlace(t *testing.T) {
 	t.Parallel()
 	srv := redistest.Start(t, nil)
 	ctx := faultCtx(t)
-	b := newBackend(t, srv, nil)
 	pub := newBackend(t, srv, nil)
-	sub := subscribe(t, b, "quiet")
-	type quieter interface {
-		SetQuiet(func([]byte) bool)
-		NextBatch(context.Context, []broadcaster.Message, int) ([]broadcaster.Message, error)
-	}
-	qs, ok := sub.(quieter)
-	if !ok {
-		t.Fatalf("%T has no SetQuiet and NextBatch", sub)
-	}
-	qs.SetQuiet(func(p []byte) bool { return p[0] == 'q' })
+	qs := quietSubscription(t, newBackend(t, srv, nil), "quiet")
 	var want []string
 	publish := func(p string) {
 		t.Helper()
@@ -835,12 +825,96 @@ func TestQuietPayloadsKeepTheirPlace(t *testing.T) {
 	for i := range 16 {
 		publish(fmt.Sprint("q", 3+i))
 	}
+	if got := readPayloads(t, ctx, qs, len(want)); fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("got %q\nwant %q", got, want)
+	}
+}
+
+// TestQuietPayloadsDoNotOverflow checks that quiet payloads wake a waiting
+// reader once half of a small buffer (15, less than the 16 that wake it
+// anyway) is used, before they could overflow it: 40 quiet payloads
+// reach a reader that reads all the time without a Loss. (Were they
+// never to wake it, the 16th would overflow the buffer.)
+func TestQuietPayloadsDoNotOverflow(t *testing.T) {
+	t.Parallel()
+	srv := redistest.Start(t, nil)
+	ctx := faultCtx(t)
+	pub := newBackend(t, srv, nil)
+	b := newBackend(t, srv, &redis.Options{SubscriberBuffer: 15})
+	qs := quietSubscription(t, b, "quiet-small")
+	// A second Subscription of the same Backend, not quiet: once it has a
+	// payload, the quiet one has it queued too (one delivery to both).
+	witness := subscribe(t, b, "quiet-small")
+	const n = 40
+	got := make(chan []string, 1)
+	go func() { got <- readPayloadsOrNotice(ctx, qs, n+1) }()
+	var want []string
+	for i := range n + 1 {
+		p := fmt.Sprint("q", i)
+		if i == n {
+			p = "end" // not quiet: it wakes the reader for the last ones
+		}
+		if err := pub.Publish(ctx, "quiet-small", []byte(p)); err != nil {
+			t.Fatal(err)
+		}
+		want = append(want, p)
+		expectMessage(t, witness, p, "the witness")
+	}
+	if g := <-got; fmt.Sprint(g) != fmt.Sprint(want) {
+		t.Fatalf("got %q\nwant %q", g, want)
+	}
+}
+
+// readPayloadsOrNotice reads n payloads from qs, or fewer and then a
+// description of the notice or error that came instead.
+func readPayloadsOrNotice(ctx context.Context, qs quieter, n int) []string {
 	var got []string
 	var msgs []broadcaster.Message
-	for len(got) < len(want) {
+	for len(got) < n {
 		var err error
 		if msgs, err = qs.NextBatch(ctx, msgs[:0], 8); err != nil {
-			t.Fatalf("NextBatch after %q: %v (want %q)", got, err, want)
+			return append(got, err.Error())
+		}
+		for _, m := range msgs {
+			if m.Loss || m.Interrupted {
+				return append(got, describe(m))
+			}
+			got = append(got, string(m.Payload))
+		}
+	}
+	return got
+}
+
+// quieter is what the Redis Subscription offers beyond
+// broadcaster.Subscription, for contextd's read loop.
+type quieter interface {
+	SetQuiet(func([]byte) bool)
+	NextBatch(context.Context, []broadcaster.Message, int) ([]broadcaster.Message, error)
+}
+
+// quietSubscription subscribes b to channel with every payload that starts
+// with "q" quiet.
+func quietSubscription(t *testing.T, b *redis.Backend, channel string) quieter {
+	t.Helper()
+	sub := subscribe(t, b, channel)
+	qs, ok := sub.(quieter)
+	if !ok {
+		t.Fatalf("%T has no SetQuiet and NextBatch", sub)
+	}
+	qs.SetQuiet(func(p []byte) bool { return p[0] == 'q' })
+	return qs
+}
+
+// readPayloads reads n payloads from qs with NextBatch (at most 8 at a
+// time), failing on a notice.
+func readPayloads(t *testing.T, ctx context.Context, qs quieter, n int) []string {
+	t.Helper()
+	var got []string
+	var msgs []broadcaster.Message
+	for len(got) < n {
+		var err error
+		if msgs, err = qs.NextBatch(ctx, msgs[:0], 8); err != nil {
+			t.Fatalf("NextBatch after %q: %v (want %d payloads)", got, err, n)
 		}
 		if len(msgs) == 0 || len(msgs) > 8 {
 			t.Fatalf("NextBatch returned %d messages, want 1 to 8", len(msgs))
@@ -852,9 +926,7 @@ func TestQuietPayloadsKeepTheirPlace(t *testing.T) {
 			got = append(got, string(m.Payload))
 		}
 	}
-	if fmt.Sprint(got) != fmt.Sprint(want) {
-		t.Fatalf("got %q\nwant %q", got, want)
-	}
+	return got
 }
 
 // TestBurstAppliedInOrder holds a receiver's read loop (its EventApplied
