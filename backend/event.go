@@ -347,6 +347,42 @@ func DecodeEvent(p []byte) (Event, error) {
 	return e, nil
 }
 
+// PeekEvent reads the epoch, revision and origin of an event payload p of
+// version 2 without decoding or checking the rest of p: the ids in their
+// wire form (AppendWireID), aliasing p. ok is false if p does not start
+// like an event of version 2. A receiver uses it to recognise an event it
+// needs nothing from (the echo of its own commit, which it has applied)
+// before it pays for decoding it; anything it uses from an event must come
+// from DecodeEvent or an EventDecoder, which check the whole payload.
+func PeekEvent(p []byte) (epoch []byte, revision uint64, origin []byte, ok bool) {
+	d := decoder{buf: p}
+	if d.byte() != wireVersion2 || d.byte() != wireKindCommit {
+		return nil, 0, nil, false
+	}
+	epoch = d.wireID()
+	revision = d.uvarint()
+	d.wireID() // commit
+	d.wireID() // parent
+	origin = d.wireID()
+	if d.err != nil {
+		return nil, 0, nil, false
+	}
+	return epoch, revision, origin, true
+}
+
+// wireID reads an id of version 2 as it is on the wire, its length
+// included.
+func (d *decoder) wireID() []byte {
+	start := d.off
+	t := d.uvarint()
+	if d.err != nil || t>>1 > uint64(len(d.buf)-d.off) {
+		d.fail("truncated")
+		return nil
+	}
+	d.off += int(t >> 1)
+	return d.buf[start:d.off]
+}
+
 // EventDecoder decodes a stream of events in two steps, for a receiver
 // that can often tell from the head alone that it needs nothing more (an
 // event it already has, such as the echo of its own commit): DecodeHead

@@ -400,3 +400,30 @@ func TestEventDecoderStream(t *testing.T) {
 }
 
 func hexDigit(i int) byte { return "0123456789abcdef"[i] }
+
+// TestPeekEvent checks that PeekEvent finds an event's epoch, revision and
+// origin in their wire form, and refuses what is not a version 2 event.
+func TestPeekEvent(t *testing.T) {
+	e := backend.Event{
+		Head:    backend.Head{Epoch: "0aff", Revision: 300, Commit: "x7", Parent: "01"},
+		Origin:  "ABCD",
+		Changes: []backend.Change{{Key: "k", Value: []byte("v")}},
+	}
+	p, err := backend.EncodeEvent(e)
+	if err != nil {
+		t.Fatal(err)
+	}
+	epoch, rev, origin, ok := backend.PeekEvent(p)
+	if !ok || rev != 300 || !bytes.Equal(epoch, backend.AppendWireID(nil, "0aff")) || !bytes.Equal(origin, backend.AppendWireID(nil, "ABCD")) {
+		t.Fatalf("PeekEvent = % x, %d, % x, %v", epoch, rev, origin, ok)
+	}
+	v1, err := backend.EncodeEventV1(e)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, bad := range [][]byte{nil, p[:1], p[:12], v1, {3, 1}} {
+		if _, _, _, ok := backend.PeekEvent(bad); ok {
+			t.Errorf("PeekEvent(% x) accepted it", bad)
+		}
+	}
+}

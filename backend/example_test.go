@@ -67,3 +67,22 @@ func ExampleEventDecoder() {
 	// revision 7: user = {"name":"Jane"}
 	// revision 7 already applied
 }
+
+// PeekEvent tells a receiver's own echo from the head's wire bytes, before
+// it decodes anything; what it then uses comes from a full decode.
+func ExamplePeekEvent() {
+	self := "0123456789abcdef"
+	payload, err := backend.EncodeEvent(backend.Event{
+		Head:    backend.Head{Epoch: "00aa", Revision: 7, Commit: "01bb"},
+		Origin:  self,
+		Changes: []backend.Change{{Key: "k", Value: []byte(`1`)}},
+	})
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	_, rev, origin, ok := backend.PeekEvent(payload)
+	mine := ok && string(origin) == string(backend.AppendWireID(nil, self))
+	fmt.Println(rev, mine)
+	// Output: 7 true
+}

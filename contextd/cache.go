@@ -293,6 +293,14 @@ func (c *cache[T]) unlock() {
 	c.mu.Unlock()
 }
 
+// unlockUnchanged releases mu after a change that changed nothing the
+// view holds (only bookkeeping, such as classifying duplicates): no new
+// view is published, and nobody waiting for one is woken.
+func (c *cache[T]) unlockUnchanged() {
+	c.edit = nil
+	c.mu.Unlock()
+}
+
 // entry returns a key's entry in the copy being changed. Callers hold mu.
 func (c *cache[T]) entry(key string) (entry[T], bool) { return c.edit.Get(key) }
 
@@ -332,6 +340,12 @@ func (c *cache[T]) follows(parent string) bool {
 func (c *cache[T]) applyEvent(h backend.Head, origin string, ups []update[T]) verdict {
 	c.lock()
 	defer c.unlock()
+	return c.applyEventLocked(h, origin, ups)
+}
+
+// applyEventLocked is applyEvent inside a change the caller holds (lock):
+// the read loop applies a burst of events as one change.
+func (c *cache[T]) applyEventLocked(h backend.Head, origin string, ups []update[T]) verdict {
 	if !c.adopt(h.Epoch) {
 		return resync
 	}
@@ -353,11 +367,9 @@ func (c *cache[T]) applyEvent(h backend.Head, origin string, ups []update[T]) ve
 	return c.advance()
 }
 
-// holds reports whether an event at h would apply as a duplicate: the
-// copy, in h's epoch, already reflects h's revision.
-func (c *cache[T]) holds(h backend.Head) bool {
-	c.mu.Lock()
-	defer c.mu.Unlock()
+// holdsLocked reports whether an event at h would apply as a duplicate:
+// the copy, in h's epoch, already reflects h's revision. Callers hold mu.
+func (c *cache[T]) holdsLocked(h backend.Head) bool {
 	if h.Epoch != c.epoch {
 		return false
 	}
@@ -890,16 +902,15 @@ func (c *cache[T]) lag() uint64 {
 	return c.known - c.applied
 }
 
-// classify tells what an event from the subscription would do, before its
+// classifyLocked tells what an event from the subscription would do, before its
 // values are decoded, so duplicates (such as the echo of this instance's own
 // commits) cost nothing. ordered says the subscription delivers in revision
 // order: then a revision at or below the last one means the store went back
 // in time. A gap advances nothing: the catch-up it causes finds out what the
 // store really holds, so one bogus revision cannot poison the bookkeeping.
-func (c *cache[T]) classify(h backend.Head, ordered bool) verdict {
-	// Bookkeeping only: no entry changes, so no new view.
-	c.mu.Lock()
-	defer c.mu.Unlock()
+//
+// Callers hold mu (the read loop does, inside a change: lock).
+func (c *cache[T]) classifyLocked(h backend.Head, ordered bool) verdict {
 	same := h.Epoch == c.epoch
 	if !same && !c.adoptable() {
 		return resync

@@ -72,8 +72,9 @@ type Context[T any] struct {
 	repair chan struct{}
 
 	// inflight holds this instance's commits awaiting their reply: the
-	// echo of one that arrives first (on Redis, the usual order) takes its
-	// decoded values instead of decoding the event's (ownUpdates).
+	// echo of one that arrives before the reply (on Redis, from one write
+	// in five to most, depending on the machine) takes its decoded values
+	// instead of decoding the event's (ownUpdates).
 	inflightMu sync.Mutex
 	inflight   []ownWrite[T]
 	inflightN  uint64
@@ -218,6 +219,7 @@ func (c *Context[T]) Initialize(ctx context.Context) error {
 	run, cancel := context.WithCancel(context.Background())
 	c.cancel = cancel
 	c.sub = sub
+	c.hushEchoes(sub)
 	c.wg.Add(1)
 	go func() {
 		defer c.wg.Done()

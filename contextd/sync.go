@@ -1,6 +1,7 @@
 package contextd
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -19,13 +20,65 @@ var (
 	errInterrupted = errors.New("subscription interrupted: not receiving changes")
 )
 
+// burstSubscription is a Subscription that hands over every message it
+// has queued at once (the Redis backend's does): at least one, blocking as
+// Next does, at most most.
+type burstSubscription interface {
+	NextBatch(ctx context.Context, buf []broadcaster.Message, most int) ([]broadcaster.Message, error)
+}
+
+// maxBurst bounds the events the read loop applies as one change of the
+// copy: each is decoded while the copy is locked, so a writer's own commit
+// waits for at most this many decodes.
+const maxBurst = 32
+
+// quietSubscription is a Subscription that can queue a payload without
+// waking its reader (the Redis backend's): it is read, in order, with the
+// next one that does wake it.
+type quietSubscription interface {
+	SetQuiet(quiet func(payload []byte) bool)
+}
+
+// hushEchoes makes sub queue the echo of an own commit that the copy holds
+// already (the commit's reply came first and applied it) without waking
+// the read loop: the event changes nothing, and is still classified, in
+// order, with the next event that wakes the loop. On Redis most echoes
+// come after the reply, and the wake-up was most of what one cost.
+func (c *Context[T]) hushEchoes(sub broadcaster.Subscription) {
+	qs, ok := sub.(quietSubscription)
+	if !ok {
+		return
+	}
+	self := backend.AppendWireID(nil, c.id)
+	// The wire form of the copy's epoch, made again when it changes; only
+	// the quiet function, called by one goroutine at a time, uses them.
+	var epoch string
+	var epochWire []byte
+	qs.SetQuiet(func(p []byte) bool {
+		e, rev, origin, ok := backend.PeekEvent(p)
+		if !ok || !bytes.Equal(origin, self) {
+			return false
+		}
+		v := c.cache.current()
+		if v.applied == 0 || rev > v.applied {
+			return false
+		}
+		if v.epoch != epoch || epochWire == nil {
+			epoch, epochWire = v.epoch, backend.AppendWireID(epochWire[:0], v.epoch)
+		}
+		return bytes.Equal(e, epochWire)
+	})
+}
+
 // readLoop applies the subscription's events until ctx ends. It is the one
 // goroutine that reads the subscription.
 func (c *Context[T]) readLoop(ctx context.Context) {
 	sub := c.sub
 	var dec backend.EventDecoder
+	var msgs []broadcaster.Message
 	for {
-		msg, err := sub.Next(ctx)
+		var err error
+		msgs, err = nextMessages(ctx, sub, msgs[:0])
 		if err != nil {
 			if ctx.Err() != nil {
 				return
@@ -39,30 +92,181 @@ func (c *Context[T]) readLoop(ctx context.Context) {
 			c.catchUp(ctx, viaLog)
 			continue
 		}
-		if msg.Interrupted {
+		c.handleMessages(ctx, msgs, &dec)
+		clear(msgs) // the payloads may go
+	}
+}
+
+// nextMessages appends the subscription's next messages to buf: what it
+// has queued, if it can tell (burstSubscription), else the next one.
+func nextMessages(ctx context.Context, sub broadcaster.Subscription, buf []broadcaster.Message) ([]broadcaster.Message, error) {
+	if bs, ok := sub.(burstSubscription); ok {
+		return bs.NextBatch(ctx, buf, maxBurst)
+	}
+	msg, err := sub.Next(ctx)
+	if err != nil {
+		return buf, err
+	}
+	return append(buf, msg), nil
+}
+
+// handleMessages handles messages in order: notices one by one, each run
+// of events in bursts (applyBurst).
+func (c *Context[T]) handleMessages(ctx context.Context, msgs []broadcaster.Message, dec *backend.EventDecoder) {
+	for len(msgs) > 0 {
+		msg := msgs[0]
+		switch {
+		case msg.Interrupted:
 			c.cache.setDeaf(errInterrupted)
+			msgs = msgs[1:]
 			continue
-		}
-		if msg.Loss {
+		case msg.Loss:
 			c.stats.losses.Add(1)
 			c.opts.Trace.gap("loss")
 			c.cache.setDeaf(nil)
 			c.cache.setStale(errLoss)
 			c.catchUp(ctx, viaLog)
+			msgs = msgs[1:]
 			continue
 		}
-		// The head tells whether the event is needed at all: the echo of
-		// this instance's own commit, once the commit's reply has applied
-		// it, is a duplicate whose values are never decoded.
-		ev, err := dec.DecodeHead(msg.Payload)
-		if err != nil {
-			c.stats.invalidEvents.Add(1)
-			c.opts.Logger.Warn("contextd: ignoring an invalid event; catching up", "context", c.name, "error", err)
-			c.catchUp(ctx, viaLog)
-			continue
+		n := 1
+		for n < len(msgs) && !msgs[n].Interrupted && !msgs[n].Loss {
+			n++
 		}
-		c.handleEvent(ctx, ev, &dec)
+		run := msgs[:n]
+		for len(run) > 0 {
+			run = run[c.applyBurst(ctx, run, dec):]
+		}
+		msgs = msgs[n:]
 	}
+}
+
+// applyBurst applies events from the front of run, in order, as one change
+// of the copy (one new view, one hand-over to watchers), until one needs
+// work that must not hold the copy locked: a catch-up (an invalid event, a
+// gap, another epoch or history) or a fetch of values the event left out.
+// It does that work after publishing what it applied, and returns how
+// many events it consumed (at least one).
+//
+// Each event is classified by its head first, as it would be alone: an
+// event the copy already has (the echo of an own commit whose reply came
+// first) is dropped without decoding its changes, and the echo of a commit
+// still awaiting its reply takes the commit's decoded values. Every other
+// value is decoded once.
+func (c *Context[T]) applyBurst(ctx context.Context, run []broadcaster.Message, dec *backend.EventDecoder) int {
+	var (
+		n       int
+		badErr  error          // the event at n-1 does not decode
+		slow    *backend.Event // the event at n-1 needs a fetch
+		repair  = applied      // what the event at n-1 calls for
+		traced  []uint64       // revisions of other instances applied, for Trace
+		touched bool           // an event was applied (or tried to be)
+		expires int64          // the earliest deadline applied, for the expiry tracker
+	)
+	wantTrace := c.opts.Trace != nil && c.opts.Trace.EventApplied != nil
+	c.cache.lock()
+	for n < len(run) {
+		ev, err := dec.DecodeHead(run[n].Payload)
+		n++
+		if err != nil {
+			badErr = err
+			break
+		}
+		v := c.cache.classifyLocked(ev.Head, c.caps.AtomicPublish)
+		if v == applied {
+			ev.Changes = dec.DecodeChanges()
+			var ups []update[T]
+			own := false
+			if ev.Origin == c.id {
+				// The echo of an own commit: while the commit awaits its
+				// reply its decoded values are at hand; once the reply has
+				// applied it, the event is a duplicate (nothing to repair).
+				if ups, own = c.ownUpdates(ev); !own && c.cache.holdsLocked(ev.Head) {
+					continue
+				}
+			}
+			if !own {
+				if omits(ev) {
+					slow = &ev
+					break
+				}
+				ups = c.updatesOf(ev, nil)
+			}
+			v = c.cache.applyEventLocked(ev.Head, ev.Origin, ups)
+			touched = true
+			if c.expirer != nil {
+				for i := range ups {
+					if e := ups[i].expires; e != 0 && (expires == 0 || e < expires) {
+						expires = e
+					}
+				}
+			}
+			if v == applied && ev.Origin != c.id && wantTrace {
+				traced = append(traced, ev.Revision)
+			}
+		}
+		if v != applied && v != duplicate {
+			c.opts.Logger.Debug("contextd: event does not apply", "context", c.name, "epoch", ev.Epoch, "revision", ev.Revision,
+				"commit", ev.Commit, "parent", ev.Parent, "origin", ev.Origin, "verdict", v.String())
+			repair = v
+			break
+		}
+	}
+	if touched {
+		c.cache.unlock()
+	} else {
+		// Only duplicates (own echoes): the view stays as it is.
+		c.cache.unlockUnchanged()
+	}
+	if expires != 0 {
+		c.expiry.saw(expires)
+	}
+	for _, rev := range traced {
+		c.opts.Trace.eventApplied(rev, c.cache.lag())
+	}
+	switch {
+	case badErr != nil:
+		c.stats.invalidEvents.Add(1)
+		c.opts.Logger.Warn("contextd: ignoring an invalid event; catching up", "context", c.name, "error", badErr)
+		c.catchUp(ctx, viaLog)
+	case slow != nil:
+		c.applyFetched(ctx, *slow)
+	default:
+		c.repairAfter(ctx, repair)
+	}
+	return n
+}
+
+// omits reports whether an event leaves values out.
+func omits(ev backend.Event) bool {
+	for _, ch := range ev.Changes {
+		if ch.Omitted {
+			return true
+		}
+	}
+	return false
+}
+
+// applyFetched applies an event that leaves values out, fetching them
+// first (prepare), with the copy unlocked meanwhile: the event is checked
+// again when it is applied.
+func (c *Context[T]) applyFetched(ctx context.Context, ev backend.Event) {
+	ups, err := c.prepare(ctx, ev)
+	if err != nil {
+		c.cache.setStale(err)
+		c.catchUp(ctx, viaSnapshot)
+		return
+	}
+	v := c.cache.applyEvent(ev.Head, ev.Origin, ups)
+	c.sawExpiries(ups)
+	if v == applied && ev.Origin != c.id {
+		c.opts.Trace.eventApplied(ev.Revision, c.cache.lagIf(c.opts.Trace != nil))
+	}
+	if v != applied && v != duplicate {
+		c.opts.Logger.Debug("contextd: event does not apply", "context", c.name, "epoch", ev.Epoch, "revision", ev.Revision,
+			"commit", ev.Commit, "parent", ev.Parent, "origin", ev.Origin, "verdict", v.String())
+	}
+	c.repairAfter(ctx, v)
 }
 
 // resubscribe replaces a failed subscription, retrying with jittered
@@ -82,6 +286,7 @@ func (c *Context[T]) resubscribe(ctx context.Context, old broadcaster.Subscripti
 				return nil
 			}
 			c.sub = sub
+			c.hushEchoes(sub)
 			return sub
 		}
 		c.cache.setDeaf(err)
@@ -91,44 +296,6 @@ func (c *Context[T]) resubscribe(ctx context.Context, old broadcaster.Subscripti
 		case <-time.After(pause.Next()):
 		}
 	}
-}
-
-// handleEvent applies one event from the subscription, catching up first
-// when it shows that changes were missed. ev comes without its changes:
-// dec decodes them only if the event applies.
-func (c *Context[T]) handleEvent(ctx context.Context, ev backend.Event, dec *backend.EventDecoder) {
-	v := c.cache.classify(ev.Head, c.caps.AtomicPublish)
-	if v != applied && v != duplicate {
-		c.opts.Logger.Debug("contextd: event does not apply", "context", c.name, "epoch", ev.Epoch, "revision", ev.Revision,
-			"commit", ev.Commit, "parent", ev.Parent, "origin", ev.Origin, "verdict", v.String())
-	}
-	if v == applied {
-		ev.Changes = dec.DecodeChanges()
-		var ups []update[T]
-		own := false
-		if ev.Origin == c.id {
-			// The echo of an own commit: while the commit awaits its reply
-			// its decoded values are at hand; once the reply has applied
-			// it, the event is a duplicate (nothing to repair).
-			if ups, own = c.ownUpdates(ev); !own && c.cache.holds(ev.Head) {
-				return
-			}
-		}
-		if !own {
-			var err error
-			if ups, err = c.prepare(ctx, ev); err != nil {
-				c.cache.setStale(err)
-				c.catchUp(ctx, viaSnapshot)
-				return
-			}
-		}
-		v = c.cache.applyEvent(ev.Head, ev.Origin, ups)
-		c.sawExpiries(ups)
-		if v == applied && ev.Origin != c.id {
-			c.opts.Trace.eventApplied(ev.Revision, c.cache.lagIf(c.opts.Trace != nil))
-		}
-	}
-	c.repairAfter(ctx, v)
 }
 
 // repairAfter catches up as a verdict requires.
@@ -158,6 +325,12 @@ func (c *Context[T]) prepare(ctx context.Context, ev backend.Event) ([]update[T]
 	if err != nil {
 		return nil, err
 	}
+	return c.updatesOf(ev, fetched), nil
+}
+
+// updatesOf decodes an event's values, taking those it omitted from
+// fetched (nil when it omits none).
+func (c *Context[T]) updatesOf(ev backend.Event, fetched map[string]backend.Entry) []update[T] {
 	ups := make([]update[T], 0, len(ev.Changes))
 	for _, ch := range ev.Changes {
 		u := update[T]{key: ch.Key, deleted: ch.Deleted, expires: milliOf(ch.Expires)}
@@ -180,7 +353,7 @@ func (c *Context[T]) prepare(ctx context.Context, ev backend.Event) ([]update[T]
 		}
 		ups = append(ups, u)
 	}
-	return ups, nil
+	return ups
 }
 
 // fetchOmitted reads the keys whose values ev omitted: the entries found,

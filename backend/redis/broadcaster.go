@@ -54,7 +54,7 @@ const (
 
 type entry struct {
 	kind    uint8
-	payload string
+	payload []byte
 }
 
 // subscription is the Backend's broadcaster.Subscription: a member of its
@@ -77,11 +77,20 @@ type subscription struct {
 	// the subscription (or its Backend) is.
 	ready chan struct{}
 	done  chan struct{}
+	// quiet, if set (SetQuiet), tells payloads the reader need not be
+	// woken for; unwoken counts those queued since the last wake-up.
+	quiet   func(payload []byte) bool
+	unwoken int
 }
+
+// maxUnwoken bounds the payloads queued without waking the reader: the
+// next one wakes it even if quiet, so that they cannot pile up.
+const maxUnwoken = 16
 
 var _ broadcaster.Subscription = (*subscription)(nil)
 
 func (s *subscription) wakeLocked() {
+	s.unwoken = 0
 	select {
 	case s.ready <- struct{}{}:
 	default:
@@ -102,9 +111,33 @@ func (s *subscription) deliver(payload string) {
 		s.wakeLocked()
 		return
 	}
-	s.queue = append(s.queue, entry{kind: kindPayload, payload: payload})
+	p := []byte(payload)
+	s.queue = append(s.queue, entry{kind: kindPayload, payload: p})
 	s.payloads++
+	// Quiet only while at least half the buffer is free: payloads that
+	// wait unread must not overflow it.
+	if s.quiet != nil && s.unwoken < maxUnwoken-1 && 2*s.payloads <= s.limit && s.quiet(p) {
+		s.unwoken++
+		return
+	}
 	s.wakeLocked()
+}
+
+// SetQuiet makes the subscription queue a payload for which quiet reports
+// true without waking a Next (or NextBatch) that waits: it is delivered,
+// in order, with the next payload or notice that does wake it, or once 16
+// are queued or half of Options.SubscriberBuffer is used (so that quiet
+// payloads never overflow it). contextd uses it for the echo of its own
+// commit that the commit's reply has applied already: the event changes
+// nothing, and waking the read loop for it would cost a goroutine wake-up
+// per write.
+// quiet is called by one goroutine at a time, with the Backend's pub/sub
+// lock held: it must be quick, must not block, and must not keep or
+// change payload. Call it before the first Next.
+func (s *subscription) SetQuiet(quiet func(payload []byte) bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.quiet = quiet
 }
 
 // interrupt queues an Interrupted notice. Unread notices after the last
@@ -159,50 +192,70 @@ func (s *subscription) closeLocked() {
 // are reported as Interrupted at once and as a Loss when messages flow
 // again (an overflow as a Loss only).
 func (s *subscription) Next(ctx context.Context) (broadcaster.Message, error) {
+	var one [1]broadcaster.Message
+	msgs, err := s.NextBatch(ctx, one[:0], 1)
+	if err != nil {
+		return broadcaster.Message{}, err
+	}
+	return msgs[0], nil
+}
+
+// NextBatch appends to buf the messages queued, in order, at least one and
+// at most most (a positive number): it blocks as Next does until there
+// is one, then takes what else is queued without waiting. contextd's read
+// loop applies such a burst of events as one change of its copy, with one
+// wake-up and one lock instead of one each.
+func (s *subscription) NextBatch(ctx context.Context, buf []broadcaster.Message, most int) ([]broadcaster.Message, error) {
 	for {
 		if err := ctx.Err(); err != nil {
-			return broadcaster.Message{}, err
+			return buf, err
 		}
 		s.mu.Lock()
 		if s.closed {
 			s.mu.Unlock()
-			return broadcaster.Message{}, broadcaster.ErrClosed
+			return buf, broadcaster.ErrClosed
 		}
 		if s.head < len(s.queue) {
-			e := s.queue[s.head]
-			s.queue[s.head] = entry{}
-			s.head++
-			switch {
-			case s.head == len(s.queue) && cap(s.queue) > 64:
-				s.queue, s.head = nil, 0 // a backlog is gone: give its memory back
-			case s.head == len(s.queue):
-				s.queue, s.head = s.queue[:0], 0
-			case s.head >= 64 && 2*s.head >= len(s.queue):
-				n := copy(s.queue, s.queue[s.head:])
-				clear(s.queue[n:])
-				s.queue, s.head = s.queue[:n], 0
-			}
-			if e.kind == kindPayload {
-				s.payloads--
+			for n := 0; n < most && s.head < len(s.queue); n++ {
+				buf = append(buf, s.popLocked())
 			}
 			s.mu.Unlock()
-			switch e.kind {
-			case kindInterrupted:
-				return broadcaster.Message{Interrupted: true}, nil
-			case kindLoss:
-				return broadcaster.Message{Loss: true}, nil
-			}
-			return broadcaster.Message{Payload: []byte(e.payload)}, nil
+			return buf, nil
 		}
 		s.mu.Unlock()
 		select {
 		case <-ctx.Done():
-			return broadcaster.Message{}, ctx.Err()
+			return buf, ctx.Err()
 		case <-s.done:
-			return broadcaster.Message{}, broadcaster.ErrClosed
+			return buf, broadcaster.ErrClosed
 		case <-s.ready:
 		}
 	}
+}
+
+// popLocked takes the oldest unread entry, which exists, as a message.
+func (s *subscription) popLocked() broadcaster.Message {
+	e := s.queue[s.head]
+	s.queue[s.head] = entry{}
+	s.head++
+	switch {
+	case s.head == len(s.queue) && cap(s.queue) > 64:
+		s.queue, s.head = nil, 0 // a backlog is gone: give its memory back
+	case s.head == len(s.queue):
+		s.queue, s.head = s.queue[:0], 0
+	case s.head >= 64 && 2*s.head >= len(s.queue):
+		n := copy(s.queue, s.queue[s.head:])
+		clear(s.queue[n:])
+		s.queue, s.head = s.queue[:n], 0
+	}
+	switch e.kind {
+	case kindInterrupted:
+		return broadcaster.Message{Interrupted: true}
+	case kindLoss:
+		return broadcaster.Message{Loss: true}
+	}
+	s.payloads--
+	return broadcaster.Message{Payload: e.payload}
 }
 
 // Close ends the subscription; a Next blocked meanwhile returns

@@ -870,3 +870,196 @@ func TestLargeMessageCutByASlowNetwork(t *testing.T) {
 	}
 	expectMessage(t, other, "after", "the subscriber of another channel on the connection")
 }
+
+// TestQuietPayloadsKeepTheirPlace gives a Subscription a quiet function
+// (SetQuiet, which contextd uses for the echoes of its own commits): quiet
+// payloads are delivered in order with the next payload that is not
+// quiet, in bursts (NextBatch) as they are queued, and a reader waiting
+// for them gets them at the latest once 16 are queued, not never.
+func TestQuietPayloadsKeepTheirPlace(t *testing.T) {
+	t.Parallel()
+	srv := redistest.Start(t, nil)
+	ctx := faultCtx(t)
+	pub := newBackend(t, srv, nil)
+	qs := quietSubscription(t, newBackend(t, srv, nil), "quiet")
+	var want []string
+	publish := func(p string) {
+		t.Helper()
+		if err := pub.Publish(ctx, "quiet", []byte(p)); err != nil {
+			t.Fatal(err)
+		}
+		want = append(want, p)
+	}
+	// Quiet ones, then one that wakes the reader; then more quiet ones
+	// than may wait unread, and nothing after them.
+	for i := range 3 {
+		publish(fmt.Sprint("q", i))
+	}
+	publish("wake")
+	for i := range 16 {
+		publish(fmt.Sprint("q", 3+i))
+	}
+	if got := readPayloads(t, ctx, qs, len(want)); fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("got %q\nwant %q", got, want)
+	}
+}
+
+// TestQuietPayloadsDoNotOverflow checks that quiet payloads wake a waiting
+// reader once half of a small buffer (15, less than the 16 that wake it
+// anyway) is used, before they could overflow it: 40 quiet payloads
+// reach a reader that reads all the time without a Loss. (Were they
+// never to wake it, the 16th would overflow the buffer.)
+func TestQuietPayloadsDoNotOverflow(t *testing.T) {
+	t.Parallel()
+	srv := redistest.Start(t, nil)
+	ctx := faultCtx(t)
+	pub := newBackend(t, srv, nil)
+	b := newBackend(t, srv, &redis.Options{SubscriberBuffer: 15})
+	qs := quietSubscription(t, b, "quiet-small")
+	// A second Subscription of the same Backend, not quiet: once it has a
+	// payload, the quiet one has it queued too (one delivery to both).
+	witness := subscribe(t, b, "quiet-small")
+	const n = 40
+	got := make(chan []string, 1)
+	go func() { got <- readPayloadsOrNotice(ctx, qs, n+1) }()
+	var want []string
+	for i := range n + 1 {
+		p := fmt.Sprint("q", i)
+		if i == n {
+			p = "end" // not quiet: it wakes the reader for the last ones
+		}
+		if err := pub.Publish(ctx, "quiet-small", []byte(p)); err != nil {
+			t.Fatal(err)
+		}
+		want = append(want, p)
+		expectMessage(t, witness, p, "the witness")
+	}
+	if g := <-got; fmt.Sprint(g) != fmt.Sprint(want) {
+		t.Fatalf("got %q\nwant %q", g, want)
+	}
+}
+
+// readPayloadsOrNotice reads n payloads from qs, or fewer and then a
+// description of the notice or error that came instead.
+func readPayloadsOrNotice(ctx context.Context, qs quieter, n int) []string {
+	var got []string
+	var msgs []broadcaster.Message
+	for len(got) < n {
+		var err error
+		if msgs, err = qs.NextBatch(ctx, msgs[:0], 8); err != nil {
+			return append(got, err.Error())
+		}
+		for _, m := range msgs {
+			if m.Loss || m.Interrupted {
+				return append(got, describe(m))
+			}
+			got = append(got, string(m.Payload))
+		}
+	}
+	return got
+}
+
+// quieter is what the Redis Subscription offers beyond
+// broadcaster.Subscription, for contextd's read loop.
+type quieter interface {
+	SetQuiet(func([]byte) bool)
+	NextBatch(context.Context, []broadcaster.Message, int) ([]broadcaster.Message, error)
+}
+
+// quietSubscription subscribes b to channel with every payload that starts
+// with "q" quiet.
+func quietSubscription(t *testing.T, b *redis.Backend, channel string) quieter {
+	t.Helper()
+	sub := subscribe(t, b, channel)
+	qs, ok := sub.(quieter)
+	if !ok {
+		t.Fatalf("%T has no SetQuiet and NextBatch", sub)
+	}
+	qs.SetQuiet(func(p []byte) bool { return p[0] == 'q' })
+	return qs
+}
+
+// readPayloads reads n payloads from qs with NextBatch (at most 8 at a
+// time), failing on a notice.
+func readPayloads(t *testing.T, ctx context.Context, qs quieter, n int) []string {
+	t.Helper()
+	var got []string
+	var msgs []broadcaster.Message
+	for len(got) < n {
+		var err error
+		if msgs, err = qs.NextBatch(ctx, msgs[:0], 8); err != nil {
+			t.Fatalf("NextBatch after %q: %v (want %d payloads)", got, err, n)
+		}
+		if len(msgs) == 0 || len(msgs) > 8 {
+			t.Fatalf("NextBatch returned %d messages, want 1 to 8", len(msgs))
+		}
+		for _, m := range msgs {
+			if m.Loss || m.Interrupted {
+				t.Fatalf("got %s after %q", describe(m), got)
+			}
+			got = append(got, string(m.Payload))
+		}
+	}
+	return got
+}
+
+// TestBurstAppliedInOrder holds a receiver's read loop (its EventApplied
+// hook, which runs on the loop, waits) while 50 events queue up on its
+// subscription, so that the loop then applies them in bursts: every
+// revision is reported to the hook once and in order, a watcher gets every
+// change in order, and the copy ends exact, with no gap or loss counted.
+func TestBurstAppliedInOrder(t *testing.T) {
+	srv := redistest.Start(t, nil)
+	ctx := faultCtx(t)
+	pub := newBackend(t, srv, nil)
+	if err := commitValue(ctx, pub, "burst", "k0", 0); err != nil {
+		t.Fatal(err)
+	}
+	held := make(chan struct{})
+	var once sync.Once
+	var mu sync.Mutex
+	var revs []uint64
+	trace := &contextd.Trace{EventApplied: func(rev, _ uint64) {
+		once.Do(func() { <-held })
+		mu.Lock()
+		revs = append(revs, rev)
+		mu.Unlock()
+	}}
+	rx := openInstance[int](t, newBackend(t, srv, nil), "burst", &contextd.Options{ResyncInterval: -1, Trace: trace})
+	changes := rx.Watch(ctx)
+	const n = 50
+	for i := 1; i <= n; i++ {
+		if err := commitValue(ctx, pub, "burst", fmt.Sprint("k", i%7), i); err != nil {
+			t.Fatal(err)
+		}
+	}
+	close(held)
+	want := map[string]int{}
+	for i := 1; i <= n; i++ {
+		want[fmt.Sprint("k", i%7)] = i
+	}
+	waitConverged(t, want, n+1, rx)
+	for i := 1; i <= n; i++ {
+		select {
+		case ch := <-changes:
+			if ch.Revision != uint64(i+1) || ch.Value != i || ch.Key != fmt.Sprint("k", i%7) {
+				t.Fatalf("change %d: %+v; want revision %d, %s = %d", i, ch, i+1, fmt.Sprint("k", i%7), i)
+			}
+		case <-ctx.Done():
+			t.Fatalf("the watcher got %d of %d changes", i-1, n)
+		}
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	for i, rev := range revs {
+		if rev != uint64(i+2) {
+			t.Fatalf("EventApplied got revisions %v; want 2 to %d in order", revs, n+1)
+		}
+	}
+	if len(revs) != n {
+		t.Fatalf("EventApplied got %d revisions; want %d", len(revs), n)
+	}
+	if s := rx.Stats(); s.Gaps != 0 || s.Losses != 0 || s.Snapshots != 1 {
+		t.Fatalf("stats %+v; want no gap, loss or snapshot after the first", s)
+	}
+}
