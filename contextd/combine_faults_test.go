@@ -230,6 +230,34 @@ func blockedLeader(t *testing.T, a *contextd.Context[int]) (release func()) {
 	return release
 }
 
+// bystanderLeaves starts C, a Modify of "n" on a that joins the calls
+// waiting behind blockedLeader's (B has joined), lets the leader's function
+// return — B then leads an attempt that carries C, and bIn tells that B's
+// function runs — ends C's ctx, and checks that C returns at once with
+// context.Canceled, without waiting for B's function.
+func bystanderLeaves(t *testing.T, a *contextd.Context[int], releaseA func(), bIn <-chan struct{}) {
+	t.Helper()
+	cctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	cres := make(chan error, 1)
+	go func() {
+		_, err := a.Modify(cctx, "n", func(v int, _ bool) (int, error) { return v + 1, nil })
+		cres <- err
+	}()
+	eventually(t, "C joined", func() bool { return a.Stats().ModifyJoined == 2 })
+	releaseA()
+	<-bIn
+	cancel()
+	select {
+	case err := <-cres:
+		if !errors.Is(err, context.Canceled) {
+			t.Errorf("C: %v; want context.Canceled", err)
+		}
+	case <-time.After(time.Minute):
+		t.Fatal("C waited for B's function, though its ctx ended")
+	}
+}
+
 // TestModifyLeavesWhileOthersFunctionsRun: a call whose ctx ends while
 // the functions of an attempt it rides on run (another call's is slow)
 // returns at once with its ctx's error; the attempt is applied again
@@ -250,24 +278,7 @@ func TestModifyLeavesWhileOthersFunctionsRun(t *testing.T) {
 		bres <- err
 	}()
 	eventually(t, "B joined", func() bool { return a.Stats().ModifyJoined == 1 })
-	cctx, cancel := context.WithCancel(context.Background())
-	cres := make(chan error, 1)
-	go func() {
-		_, err := a.Modify(cctx, "n", func(v int, _ bool) (int, error) { return v + 1, nil })
-		cres <- err
-	}()
-	eventually(t, "C joined", func() bool { return a.Stats().ModifyJoined == 2 })
-	releaseA() // A commits alone; B leads an attempt that carries C
-	<-bIn      // B's function runs (and waits): C's with it
-	cancel()
-	select {
-	case err := <-cres:
-		if !errors.Is(err, context.Canceled) {
-			t.Errorf("C: %v; want context.Canceled", err)
-		}
-	case <-time.After(time.Minute):
-		t.Fatal("C did not return while B's function ran, though its ctx ended")
-	}
+	bystanderLeaves(t, a, releaseA, bIn)
 	close(releaseB)
 	if err := <-bres; err != nil {
 		t.Errorf("B: %v", err)
@@ -298,24 +309,7 @@ func TestModifyNestedCallHoldsOnlyItself(t *testing.T) {
 		bres <- err
 	}()
 	eventually(t, "B joined", func() bool { return a.Stats().ModifyJoined == 1 })
-	cctx, cancel := context.WithCancel(context.Background())
-	cres := make(chan error, 1)
-	go func() {
-		_, err := a.Modify(cctx, "n", func(v int, _ bool) (int, error) { return v + 1, nil })
-		cres <- err
-	}()
-	eventually(t, "C joined", func() bool { return a.Stats().ModifyJoined == 2 })
-	releaseA()
-	<-bIn
-	cancel()
-	select {
-	case err := <-cres:
-		if !errors.Is(err, context.Canceled) {
-			t.Errorf("C: %v; want context.Canceled", err)
-		}
-	case <-time.After(time.Minute):
-		t.Fatal("C waited for B's nested Modify, though its ctx ended")
-	}
+	bystanderLeaves(t, a, releaseA, bIn)
 	ncancel() // the nested call gives up; B then commits
 	if err := <-bres; err != nil {
 		t.Errorf("B: %v", err)
