@@ -69,9 +69,10 @@ func eventuallyWithin(t testing.TB, limit time.Duration, what string, cond func(
 	}
 }
 
-// openInstance returns an initialized Context on b, closed when the test
-// ends (before b, whose cleanup was registered first).
-func openInstance[T any](t *testing.T, b *redis.Backend, name string, opts *contextd.Options) *contextd.Context[T] {
+// openInstance returns an initialized Context on b (a Backend, or one
+// wrapped by a test), closed when the test ends (before b, whose cleanup
+// was registered first).
+func openInstance[T any](t *testing.T, b backend.Backend, name string, opts *contextd.Options) *contextd.Context[T] {
 	t.Helper()
 	c, err := contextd.New[T](b, name, opts)
 	if err != nil {

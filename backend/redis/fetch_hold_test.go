@@ -129,27 +129,6 @@ func revRange(from, to uint64) []uint64 {
 	return r
 }
 
-// openOn returns an initialized Context of name on be, closed when the test
-// ends.
-func openOn(t *testing.T, be backend.Backend, name string, opts *contextd.Options) *contextd.Context[string] {
-	t.Helper()
-	c, err := contextd.New[string](be, name, opts)
-	if err != nil {
-		t.Fatalf("New: %v", err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), faultWait)
-	defer cancel()
-	if err := c.Initialize(ctx); err != nil {
-		t.Fatalf("Initialize: %v", err)
-	}
-	t.Cleanup(func() {
-		if err := c.Close(); err != nil {
-			t.Errorf("Close: %v", err)
-		}
-	})
-	return c
-}
-
 // receiverBackend returns a Backend with a client of its own, named
 // "receiver-" and the test's name so that its pub/sub connections can be
 // counted.
@@ -190,14 +169,14 @@ func TestFetchHoldsOnlyItsContext(t *testing.T) {
 	w := newBackend(t, srv, nil)
 	// Writers whose events carry keys only: every receiver fetches.
 	keysOnly := &contextd.Options{EventValueLimit: -1, ResyncInterval: -1}
-	wHeld := openOn(t, w, "held", keysOnly)
-	wFree := openOn(t, w, "free", keysOnly)
+	wHeld := openInstance[string](t, w, "held", keysOnly)
+	wFree := openInstance[string](t, w, "free", keysOnly)
 
 	rb, client := receiverBackend(t, srv, nil)
 	hold := newHoldFetch(rb, "held")
 	appliedHeld, appliedFree := make(appliedRevs, 1024), make(appliedRevs, 1024)
-	rHeld := openOn(t, hold, "held", appliedHeld.options(contextd.Options{}))
-	rFree := openOn(t, hold, "free", appliedFree.options(contextd.Options{}))
+	rHeld := openInstance[string](t, hold, "held", appliedHeld.options(contextd.Options{}))
+	rFree := openInstance[string](t, hold, "free", appliedFree.options(contextd.Options{}))
 	hold.letGoAtCleanup(t)
 	waitConns(t, srv, client, 1) // both share the receiver's one connection
 
@@ -281,15 +260,15 @@ func TestEventsQueuedBehindHeldFetch(t *testing.T) {
 			srv := redistest.Start(t, nil)
 			ctx := faultCtx(t)
 			w := newBackend(t, srv, nil)
-			wTxn := openOn(t, w, "held", &contextd.Options{EventValueLimit: -1, ResyncInterval: -1})
-			wSmall := openOn(t, w, "held", &contextd.Options{ResyncInterval: -1}) // values in the events
-			wOther := openOn(t, w, "other", &contextd.Options{ResyncInterval: -1})
+			wTxn := openInstance[string](t, w, "held", &contextd.Options{EventValueLimit: -1, ResyncInterval: -1})
+			wSmall := openInstance[string](t, w, "held", &contextd.Options{ResyncInterval: -1}) // values in the events
+			wOther := openInstance[string](t, w, "other", &contextd.Options{ResyncInterval: -1})
 
 			rb, _ := receiverBackend(t, srv, &redis.Options{SubscriberBuffer: buffer})
 			hold := newHoldFetch(rb, "held")
 			appliedHeld, appliedOther := make(appliedRevs, 1024), make(appliedRevs, 1024)
-			rHeld := openOn(t, hold, "held", appliedHeld.options(contextd.Options{}))
-			rOther := openOn(t, hold, "other", appliedOther.options(contextd.Options{}))
+			rHeld := openInstance[string](t, hold, "held", appliedHeld.options(contextd.Options{}))
+			rOther := openInstance[string](t, hold, "other", appliedOther.options(contextd.Options{}))
 			hold.letGoAtCleanup(t)
 
 			want := map[string]string{"t1": "1", "t2": "1"}
