@@ -1,6 +1,7 @@
 package checker
 
 import (
+	"iter"
 	"maps"
 	"math"
 	"slices"
@@ -303,15 +304,8 @@ func (c *checkRun) combinedIncs() {
 	for _, ops := range unknown {
 		slices.Sort(ops) // deterministic: in the order of the history
 	}
-	var n int64
-	for _, cm := range c.o.Log {
-		v, ok := cm.Puts[c.o.CounterKey]
-		if !ok {
-			if slices.Contains(cm.Deletes, c.o.CounterKey) {
-				n = 0
-			}
-			continue
-		}
+	for cm, n := range c.counterWrites() {
+		v := cm.Puts[c.o.CounterKey]
 		if i, ok := writers[v.ID()]; ok && v.N > n+1 {
 			inst := c.h[i].Instance
 			for m := n + 1; m < v.N; m++ {
@@ -326,7 +320,27 @@ func (c *checkRun) combinedIncs() {
 				}
 			}
 		}
-		n = v.N
+	}
+}
+
+// counterWrites yields the log's commits that put the counter key, each
+// with the counter before it (a delete of the key sets it back to 0).
+func (c *checkRun) counterWrites() iter.Seq2[Commit, int64] {
+	return func(yield func(Commit, int64) bool) {
+		var n int64
+		for _, cm := range c.o.Log {
+			v, ok := cm.Puts[c.o.CounterKey]
+			if !ok {
+				if slices.Contains(cm.Deletes, c.o.CounterKey) {
+					n = 0
+				}
+				continue
+			}
+			if !yield(cm, n) {
+				return
+			}
+			n = v.N
+		}
 	}
 }
 
@@ -363,19 +377,11 @@ func (c *checkRun) checkCounter(writers map[ID]int, absorbed map[int]bool) {
 	if c.o.CounterKey == "" {
 		return
 	}
-	var n int64
-	for _, cm := range c.o.Log {
-		v, ok := cm.Puts[c.o.CounterKey]
-		if !ok {
-			if slices.Contains(cm.Deletes, c.o.CounterKey) {
-				n = 0
-			}
-			continue
-		}
+	for cm, n := range c.counterWrites() {
+		v := cm.Puts[c.o.CounterKey]
 		if v.N != n+1 && !c.combined(writers, absorbed, v, n) {
 			c.fail("store history", "revision %d sets the counter to %d after %d: an increment was lost or doubled", cm.Rev, v.N, n)
 		}
-		n = v.N
 		if i, ok := writers[v.ID()]; ok {
 			if op := c.h[i]; op.Kind == Inc && op.Outcome == OK && op.Read.Value.N != v.N {
 				c.fail("store history", "%s returned %d, but wrote %d at revision %d", op, op.Read.Value.N, v.N, cm.Rev)
