@@ -135,6 +135,13 @@ func (c *Context[T]) mark(shared bool, taken []*modCall[T], outs []modOutcome[T]
 	defer c.modMu.Unlock()
 	for _, call := range taken {
 		if call.finished {
+			// A function's error or panic stays its call's outcome
+			// when the attempt is applied again.
+			for i, call := range taken {
+				if !call.finished && outs[i].fixed {
+					outs[i].to(call)
+				}
+			}
 			return false
 		}
 	}
@@ -208,11 +215,29 @@ func (c *Context[T]) apply(key string, calls []*modCall[T], cur T, ok bool, curE
 			out.err = curErr
 			continue
 		}
-		next, panicked, pv, err := runModifyFunc(call.fn, cur, ok)
+		var b []byte
+		var lv T
+		var lerr error
+		_, panicked, pv, err := runModifyFunc(func(cur T, ok bool) (T, error) {
+			next, err := call.fn(cur, ok)
+			if err != nil {
+				return next, err
+			}
+			// The codec runs on this call's value: its panic is this call's.
+			if b, err = c.encode(key, next); err != nil {
+				return next, errEncode{err}
+			}
+			lv, lerr = c.local(key, next, b)
+			return next, nil
+		}, cur, ok)
 		var zero T
+		var ee errEncode
 		switch {
 		case panicked:
 			out.panicked, out.panicVal, out.fixed = true, pv, true
+			continue
+		case errors.As(err, &ee):
+			out.err, out.fixed = ee.err, true
 			continue
 		case errors.Is(err, DeleteKey):
 			op, up = backend.Op{Key: key, Delete: true}, update[T]{key: key, deleted: true}
@@ -221,14 +246,9 @@ func (c *Context[T]) apply(key string, calls []*modCall[T], cur T, ok bool, curE
 			out.err, out.fixed = err, true
 			continue
 		default:
-			b, err := c.encode(key, next)
-			if err != nil {
-				out.err, out.fixed = err, true
-				continue
-			}
 			op = backend.Op{Key: key, TTL: o.ttl, Value: b}
 			up = update[T]{key: key, expires: c.expiresAfter(o.ttl)}
-			up.value, up.err = c.local(key, next, b)
+			up.value, up.err = lv, lerr
 			// The next function gets what the copy will hold, as it
 			// would from a Modify of its own after this one.
 			cur, ok, curErr = up.value, true, up.err
@@ -253,6 +273,10 @@ func runModifyFunc[T any](fn func(T, bool) (T, error), cur T, ok bool) (next T, 
 	return next, false, nil, err
 }
 
+type errEncode struct{ err error }
+
+func (e errEncode) Error() string { return e.err.Error() }
+
 // errNothingToWrite ends an attempt in which no function produced a
 // value: every call has its outcome. It is an error so that a queued
 // waiter gives its place up.
@@ -276,7 +300,14 @@ func (c *Context[T]) end(key string, g *modGroup[T], shared bool, own *modCall[T
 	c.modMu.Lock()
 	defer c.modMu.Unlock()
 	leaderGone := err != nil && own.ctx.Err() != nil && !errors.Is(err, errNothingToWrite) && !doubt
+	// The lock wait was exhausted: the calls that waited through it (those of
+	// the last attempt) have had their budget too.
+	exhausted := !leaderGone && errors.Is(err, ErrLockNotAcquired)
 	for _, call := range taken {
+		if exhausted && !call.taken && !call.finished && call != own {
+			call.cancel(err)
+			continue
+		}
 		if !call.taken && call != own {
 			continue // not carried: the attempt ended before mark
 		}

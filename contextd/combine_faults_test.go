@@ -20,15 +20,15 @@ import (
 type hookedCommits struct {
 	*memory.Backend
 	n    atomic.Int32
-	hook func(n int32, do func() (backend.Head, error)) (backend.Head, error)
+	hook func(ctx context.Context, n int32, do func() (backend.Head, error)) (backend.Head, error)
 }
 
 func (h *hookedCommits) Commit(ctx context.Context, name string, b backend.Batch) (backend.Head, error) {
-	return h.hook(h.n.Add(1), func() (backend.Head, error) { return h.Backend.Commit(ctx, name, b) })
+	return h.hook(ctx, h.n.Add(1), func() (backend.Head, error) { return h.Backend.Commit(ctx, name, b) })
 }
 
 func (h *hookedCommits) CommitAndPublish(ctx context.Context, name string, b backend.Batch, ch string) (backend.Head, error) {
-	return h.hook(h.n.Add(1), func() (backend.Head, error) { return h.Backend.CommitAndPublish(ctx, name, b, ch) })
+	return h.hook(ctx, h.n.Add(1), func() (backend.Head, error) { return h.Backend.CommitAndPublish(ctx, name, b, ch) })
 }
 
 var errReplyLost = errors.New("read tcp: connection reset by peer")
@@ -36,18 +36,18 @@ var errReplyLost = errors.New("read tcp: connection reset by peer")
 // combinedPair starts a leader L and a call B that joins it: the first
 // commit (L alone) is refused with ErrLocked once B has joined, so the
 // second carries both; second is that commit's hook.
-func combinedPair(t *testing.T, lctx, bctx context.Context, second func(a *contextd.Context[int], do func() (backend.Head, error)) (backend.Head, error)) (a *contextd.Context[int], lres, bres <-chan error) {
+func combinedPair(t *testing.T, lctx, bctx context.Context, second func(ctx context.Context, a *contextd.Context[int], do func() (backend.Head, error)) (backend.Head, error)) (a *contextd.Context[int], lres, bres <-chan error) {
 	t.Helper()
 	gate, first := make(chan struct{}), make(chan struct{})
 	w := &hookedCommits{Backend: newMemory(t, nil)}
-	w.hook = func(n int32, do func() (backend.Head, error)) (backend.Head, error) {
+	w.hook = func(ctx context.Context, n int32, do func() (backend.Head, error)) (backend.Head, error) {
 		switch n {
 		case 1:
 			close(first)
 			<-gate
 			return backend.Head{}, backend.ErrLocked
 		case 2:
-			return second(a, do)
+			return second(ctx, a, do)
 		}
 		return do()
 	}
@@ -69,7 +69,7 @@ func combinedPair(t *testing.T, lctx, bctx context.Context, second func(a *conte
 func TestModifyCombinedInDoubtCommitNotRepeated(t *testing.T) {
 	lctx, lcancel := context.WithCancel(context.Background())
 	defer lcancel()
-	a, lres, bres := combinedPair(t, lctx, context.Background(), func(_ *contextd.Context[int], do func() (backend.Head, error)) (backend.Head, error) {
+	a, lres, bres := combinedPair(t, lctx, context.Background(), func(_ context.Context, _ *contextd.Context[int], do func() (backend.Head, error)) (backend.Head, error) {
 		if _, err := do(); err != nil {
 			return backend.Head{}, err
 		}
@@ -94,7 +94,7 @@ func TestModifyWithdrawnCallReportsInDoubtCommit(t *testing.T) {
 	bctx, bcancel := context.WithCancel(context.Background())
 	defer bcancel()
 	withdrew := make(chan bool, 1)
-	_, lres, bres := combinedPair(t, context.Background(), bctx, func(a *contextd.Context[int], do func() (backend.Head, error)) (backend.Head, error) {
+	_, lres, bres := combinedPair(t, context.Background(), bctx, func(_ context.Context, a *contextd.Context[int], do func() (backend.Head, error)) (backend.Head, error) {
 		h, err := do()
 		if err != nil {
 			return h, err
@@ -126,7 +126,7 @@ func TestModifyCombinedFuncErrorIsFinal(t *testing.T) {
 	other := open[int](t, mem, "ctx", nil)
 	gate, first := make(chan struct{}), make(chan struct{})
 	w := &hookedCommits{Backend: mem}
-	w.hook = func(n int32, do func() (backend.Head, error)) (backend.Head, error) {
+	w.hook = func(ctx context.Context, n int32, do func() (backend.Head, error)) (backend.Head, error) {
 		switch n {
 		case 1:
 			close(first)
@@ -183,23 +183,42 @@ func (p panicky) MarshalJSON() ([]byte, error) {
 }
 
 // TestModifyPanicOutsideFuncHandsGroupOn: a panic in the goroutine that
-// leads a key's calls, outside their functions (here in the codec),
-// reaches that goroutine, and the key's next Modify does not wait for the
-// leader that is gone.
+// leads a key's calls, outside their functions (here in the backend's
+// commit), reaches that goroutine, and a call that joined meanwhile is
+// handed the lead instead of waiting for the leader that is gone.
 func TestModifyPanicOutsideFuncHandsGroupOn(t *testing.T) {
-	a := open[panicky](t, newMemory(t, nil), "ctx", nil)
-	func() {
-		defer func() {
-			if r := recover(); r != "unlucky" {
-				t.Errorf("recovered %v; want the codec's panic", r)
-			}
-		}()
-		_, _ = a.Modify(context.Background(), "k", func(panicky, bool) (panicky, error) { return 13, nil })
+	gate, first := make(chan struct{}), make(chan struct{})
+	w := &hookedCommits{Backend: newMemory(t, nil)}
+	w.hook = func(_ context.Context, n int32, do func() (backend.Head, error)) (backend.Head, error) {
+		if n == 1 {
+			close(first)
+			<-gate
+			panic("backend bug")
+		}
+		return do()
+	}
+	a := open[int](t, w, "ctx", nil)
+	inc := func(v int, _ bool) (int, error) { return v + 1, nil }
+	lres := make(chan any, 1)
+	go func() {
+		defer func() { lres <- recover() }()
+		_, _ = a.Modify(context.Background(), "n", inc)
 	}()
+	<-first
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	if _, err := a.Modify(ctx, "k", func(panicky, bool) (panicky, error) { return 1, nil }); err != nil {
-		t.Fatalf("the next Modify of the key: %v", err)
+	bres := make(chan error, 1)
+	go func() { _, err := a.Modify(ctx, "n", inc); bres <- err }()
+	eventually(t, "B joined", func() bool { return a.Stats().ModifyJoined == 1 })
+	close(gate)
+	if r := <-lres; r != "backend bug" {
+		t.Errorf("the leader's goroutine got %v; want the backend's panic", r)
+	}
+	if err := <-bres; err != nil {
+		t.Fatalf("B, which joined the leader that panicked: %v", err)
+	}
+	if v, _, err := a.Get(ctx, "n", contextd.Fresh()); err != nil || v != 1 {
+		t.Errorf("n = %d (%v); want 1 (B's increment)", v, err)
 	}
 }
 
@@ -313,5 +332,242 @@ func TestModifyNestedCallHoldsOnlyItself(t *testing.T) {
 	ncancel() // the nested call gives up; B then commits
 	if err := <-bres; err != nil {
 		t.Errorf("B: %v", err)
+	}
+}
+
+// leaderThen starts a Modify of "n" on a whose function blocks (the first
+// time) until release, and returns once that function runs: calls started
+// meanwhile join its group and are led, once it committed alone, by the
+// first of them.
+func leaderThen[T any](t *testing.T, a *contextd.Context[T], fn func(T, bool) (T, error)) (release func(), res <-chan error) {
+	t.Helper()
+	in, unblock := make(chan struct{}), make(chan struct{})
+	out := make(chan error, 1)
+	var once atomic.Bool
+	go func() {
+		_, err := a.Modify(context.Background(), "n", func(v T, ok bool) (T, error) {
+			if once.CompareAndSwap(false, true) {
+				close(in)
+				<-unblock
+			}
+			return fn(v, ok)
+		})
+		out <- err
+	}()
+	<-in
+	var closed atomic.Bool
+	release = func() {
+		if closed.CompareAndSwap(false, true) {
+			close(unblock)
+		}
+	}
+	t.Cleanup(release)
+	return release, out
+}
+
+// TestModifyCombinedCodecPanicIsItsCalls: the codec panics on the value of
+// one call (B) of a combined attempt that another (L) leads: the panic is
+// B's, raised in B's goroutine after its function ran once; L's value is
+// written.
+func TestModifyCombinedCodecPanicIsItsCalls(t *testing.T) {
+	a := open[panicky](t, newMemory(t, nil), "ctx", nil)
+	bg := context.Background()
+	// X commits alone; L and B, which joined meanwhile, go together (L leads).
+	releaseX, xres := leaderThen(t, a, func(v panicky, _ bool) (panicky, error) { return 1, nil })
+	type r struct {
+		err      error
+		panicked any
+	}
+	run := func(fn func(panicky, bool) (panicky, error)) <-chan r {
+		ch := make(chan r, 1)
+		go func() {
+			defer func() {
+				if p := recover(); p != nil {
+					ch <- r{panicked: p}
+				}
+			}()
+			_, err := a.Modify(bg, "n", fn)
+			ch <- r{err: err}
+		}()
+		return ch
+	}
+	var bRuns atomic.Int32
+	lres := run(func(panicky, bool) (panicky, error) { return 2, nil })
+	eventually(t, "L joined", func() bool { return a.Stats().ModifyJoined == 1 })
+	bres := run(func(panicky, bool) (panicky, error) { bRuns.Add(1); return 13, nil })
+	eventually(t, "B joined", func() bool { return a.Stats().ModifyJoined == 2 })
+	releaseX()
+	if err := <-xres; err != nil {
+		t.Fatalf("X: %v", err)
+	}
+	l, b := <-lres, <-bres
+	if l.panicked != nil || l.err != nil {
+		t.Errorf("L (value 2, which encodes) got panic %v, error %v; want success: the panic is B's value's", l.panicked, l.err)
+	}
+	if b.panicked != "unlucky" {
+		t.Errorf("B got panic %v, error %v; want its value's codec panic", b.panicked, b.err)
+	}
+	if n := bRuns.Load(); n != 1 {
+		t.Errorf("B's function ran %d times; want 1", n)
+	}
+}
+
+// TestModifyCombinedFuncErrorFinalWhenCallLeaves: when a call leaves while
+// an attempt's functions run, the attempt is applied again without it; a
+// function that failed in it is not run again: its error is its call's.
+func TestModifyCombinedFuncErrorFinalWhenCallLeaves(t *testing.T) {
+	a := open[int](t, newMemory(t, nil), "ctx", nil)
+	bg := context.Background()
+	inc := func(v int, _ bool) (int, error) { return v + 1, nil }
+	releaseX, xres := leaderThen(t, a, inc)
+	// L leads the next attempt: L, C (fails the first time), D (slow, leaves).
+	lres := make(chan error, 1)
+	go func() { _, err := a.Modify(bg, "n", inc); lres <- err }()
+	eventually(t, "L joined", func() bool { return a.Stats().ModifyJoined == 1 })
+	errRefused := errors.New("refused by fn")
+	var cRuns atomic.Int32
+	cres := make(chan error, 1)
+	go func() {
+		_, err := a.Modify(bg, "n", func(v int, _ bool) (int, error) {
+			if cRuns.Add(1) == 1 {
+				return 0, errRefused
+			}
+			return v + 100, nil
+		})
+		cres <- err
+	}()
+	eventually(t, "C joined", func() bool { return a.Stats().ModifyJoined == 2 })
+	dctx, dcancel := context.WithCancel(bg)
+	defer dcancel()
+	dIn, dRelease, dres := make(chan struct{}, 1), make(chan struct{}), make(chan error, 1)
+	go func() {
+		_, err := a.Modify(dctx, "n", func(v int, _ bool) (int, error) {
+			select {
+			case dIn <- struct{}{}:
+			default:
+			}
+			<-dRelease
+			return v + 1, nil
+		})
+		dres <- err
+	}()
+	eventually(t, "D joined", func() bool { return a.Stats().ModifyJoined == 3 })
+	releaseX()
+	<-dIn // L's and C's functions ran; D's runs
+	dcancel()
+	if err := <-dres; !errors.Is(err, context.Canceled) {
+		t.Errorf("D: %v; want context.Canceled", err)
+	}
+	close(dRelease)
+	if err := <-xres; err != nil {
+		t.Errorf("X: %v", err)
+	}
+	if err := <-lres; err != nil {
+		t.Errorf("L: %v", err)
+	}
+	if err := <-cres; !errors.Is(err, errRefused) || cRuns.Load() != 1 {
+		t.Errorf("C reported %v after %d runs of its function; want its function's error, after 1 run", err, cRuns.Load())
+	}
+}
+
+// TestModifyCombinedCommitEndsWithEveryCtx: a commit that carries several
+// calls outlives the leader's ctx, but not every carried call's: when the
+// store stops answering, the calls return (with an error: the commit is in
+// doubt) once all their ctxs ended, as a lone Modify would.
+func TestModifyCombinedCommitEndsWithEveryCtx(t *testing.T) {
+	lctx, lcancel := context.WithCancel(context.Background())
+	defer lcancel()
+	bctx, bcancel := context.WithCancel(context.Background())
+	defer bcancel()
+	stuck := make(chan struct{})
+	giveUp := make(chan struct{})
+	defer close(giveUp)
+	_, lres, bres := combinedPair(t, lctx, bctx, func(ctx context.Context, _ *contextd.Context[int], do func() (backend.Head, error)) (backend.Head, error) {
+		close(stuck)
+		select {
+		case <-ctx.Done():
+			return backend.Head{}, ctx.Err()
+		case <-giveUp: // the test's end
+			return backend.Head{}, errors.New("test over")
+		}
+	})
+	<-stuck
+	lcancel()
+	bcancel()
+	for name, ch := range map[string]<-chan error{"L": lres, "B": bres} {
+		select {
+		case err := <-ch:
+			if err == nil {
+				t.Errorf("%s: nil; want an error (commit given up, in doubt)", name)
+			}
+		case <-time.After(time.Minute):
+			t.Errorf("%s did not return within a minute of its ctx ending: the commit's ctx never ends", name)
+		}
+	}
+}
+
+// TestModifyNilContext: Modify with a nil ctx is refused with an error, and
+// leaves no group behind that a later Modify of the key would wait for.
+func TestModifyNilContext(t *testing.T) {
+	a := open[int](t, newMemory(t, nil), "ctx", nil)
+	inc := func(v int, _ bool) (int, error) { return v + 1, nil }
+	//lint:ignore SA1012 the misuse under test
+	if _, err := a.Modify(nil, "m", inc); err == nil { //nolint:staticcheck
+		t.Error("Modify with a nil ctx succeeded; want an error")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if _, err := a.Modify(ctx, "m", inc); err != nil {
+		t.Errorf("a later Modify of the key: %v", err)
+	}
+}
+
+// TestModifyCombinedLockWaitOneBudget: calls that wait together for a key
+// another holder keeps locked give up together when the leader's lock
+// wait (MaxRetries pauses of RetryDelay) is spent: a call that waited
+// through it is not handed a budget of its own, which would make the k-th
+// call wait k budgets.
+func TestModifyCombinedLockWaitOneBudget(t *testing.T) {
+	mem := newMemory(t, nil)
+	var waits atomic.Int32
+	waiting := make(chan struct{}, 1)
+	trace := &contextd.Trace{LockWaitStart: func(ctx context.Context, key string) (context.Context, func(error)) {
+		waits.Add(1)
+		select {
+		case waiting <- struct{}{}:
+		default:
+		}
+		return ctx, func(error) {}
+	}}
+	// A budget (about 2 s) long enough for every call to join the first's.
+	a := open[int](t, mem, "ctx", &contextd.Options{RetryDelay: 20 * time.Millisecond, MaxRetries: 100, Trace: trace})
+	b := open[int](t, mem, "ctx", nil)
+	bg := context.Background()
+	if _, err := b.AcquireLock(bg, contextd.LockOptions{Key: "n", LockTimeout: time.Hour}); err != nil {
+		t.Fatal(err)
+	}
+	inc := func(v int, _ bool) (int, error) { return v + 1, nil }
+	const n = 6
+	res := make(chan error, n)
+	for i := range n {
+		go func() {
+			_, err := a.Modify(bg, "n", inc)
+			res <- err
+		}()
+		if i == 0 {
+			<-waiting
+		} else {
+			eventually(t, "joined", func() bool { return a.Stats().ModifyJoined == uint64(i) })
+		}
+	}
+	for range n {
+		if err := <-res; !errors.Is(err, contextd.ErrLockNotAcquired) {
+			t.Errorf("err %v; want ErrLockNotAcquired", err)
+		}
+	}
+	// The first leader's wait; a second only for calls that joined after
+	// its last attempt (none, unless the machine stalled for seconds).
+	if w := waits.Load(); w > 2 {
+		t.Errorf("%d lock waits for %d calls that waited together; want at most 2", w, n)
 	}
 }

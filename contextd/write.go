@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"sync/atomic"
 	"time"
 
 	"github.com/contextd-go/contextd/backend"
@@ -125,7 +126,8 @@ func (c *Context[T]) traced(ctx context.Context, keys int, write func(context.Co
 // the calls that joined another's commit. So fn, which should have no
 // side effects anyway, must not call Modify of the same key on the same
 // Context: that call would join the commit that waits for fn, and wait
-// until its ctx ends.
+// until its ctx ends. Nor may fn call runtime.Goexit (t.FailNow, say):
+// it may run in the goroutine of another call, which would end.
 func (c *Context[T]) Modify(ctx context.Context, key string, fn func(cur T, ok bool) (T, error), opts ...WriteOption) (T, error) {
 	var v T
 	_, err := c.traced(ctx, 1, func(ctx context.Context) (uint64, error) {
@@ -163,6 +165,9 @@ func (c *Context[T]) modify(ctx context.Context, key string, fn func(T, bool) (T
 	}
 	if o.ttlSet && !c.caps.Expiry {
 		return result, 0, fmt.Errorf("WithTTL: the backend does not expire keys: %w", errors.ErrUnsupported)
+	}
+	if ctx == nil {
+		return result, 0, invalid("nil ctx")
 	}
 	call := &modCall[T]{fn: fn, ctx: ctx}
 	shared := combinable(o)
@@ -204,22 +209,22 @@ func (c *Context[T]) modify(ctx context.Context, key string, fn func(T, bool) (T
 	// an unqueued one would make first. Only where Modify's attempts
 	// queue (a fair, lock-aware store).
 	o.contended = c.queue != nil && c.caps.LockAwareCommit && c.contention.recent(key)
+	ended := false // end ran to its end for this call
 	if shared {
-		// A panic (or runtime.Goexit) outside the functions — in the
-		// codec, a hook, the backend — must not leave the group without
-		// a leader: its calls would wait for it until their ctx ends.
-		settled := false
+		// A panic (or runtime.Goexit) in this goroutine outside the
+		// functions — in a hook, the backend — must not leave the group
+		// without a leader: its calls would wait for it until their ctx
+		// ends. The commit may have been made: they are told so.
 		defer func() {
-			if settled {
+			if ended {
 				return
 			}
 			r := recover()
-			c.end(key, g, shared, call, taken, 0, true, fmt.Errorf("modify %q: the goroutine committing it panicked: %v", key, r))
+			c.end(key, g, shared, call, taken, 0, true, fmt.Errorf("modify %q: the goroutine committing it stopped (the write may have been made): panic %v", key, r))
 			if r != nil {
 				panic(r)
 			}
 		}()
-		defer func() { settled = call.finished }()
 	}
 	err := c.write(ctx, []string{key}, o, func(ctx context.Context, leases []locker.Lease, w *locker.Waiter) error {
 		// Handed the turn by a commit, wait (briefly) for the copy to
@@ -257,12 +262,14 @@ func (c *Context[T]) modify(ctx context.Context, key string, fn func(T, bool) (T
 			}
 			// A commit that carries other calls is not given up halfway
 			// because the leader's ctx ended: their outcome must be known.
-			cctx := ctx
+			cctx, stop := ctx, func() {}
 			if len(taken) > 1 {
-				cctx = context.WithoutCancel(ctx)
+				// ... but it is, once no call it carries waits for it.
+				cctx, stop = whileAnyWaits(ctx, taken)
 			}
 			var err error
 			head, err = c.commit(cctx, batch, []update[T]{up})
+			stop()
 			if errors.Is(err, backend.ErrConflict) || errors.Is(err, backend.ErrLocked) {
 				c.contention.mark(key)
 			}
@@ -334,6 +341,7 @@ func (c *Context[T]) modify(ctx context.Context, key string, fn func(T, bool) (T
 	} else {
 		c.end(key, g, shared, call, taken, head.Revision, doubt, err)
 	}
+	ended = true
 	return call.outcome()
 }
 
@@ -548,4 +556,26 @@ func sameOps(ops []backend.Op, changes []backend.Change) bool {
 		}
 	}
 	return true
+}
+
+// whileAnyWaits returns a context, with ctx's values, that ends once the
+// ctx of every call ended.
+func whileAnyWaits[T any](ctx context.Context, calls []*modCall[T]) (context.Context, func()) {
+	cctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	var left atomic.Int32
+	left.Store(int32(len(calls)))
+	stops := make([]func() bool, 0, len(calls))
+	for _, call := range calls {
+		stops = append(stops, context.AfterFunc(call.ctx, func() {
+			if left.Add(-1) == 0 {
+				cancel()
+			}
+		}))
+	}
+	return cctx, func() {
+		for _, s := range stops {
+			s()
+		}
+		cancel()
+	}
 }
