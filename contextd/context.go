@@ -78,13 +78,6 @@ type Context[T any] struct {
 	inflightMu sync.Mutex
 	inflight   []ownWrite[T]
 	inflightN  uint64
-	// inflightCount is len(inflight), for hushEchoes, which may not lock.
-	inflightCount atomic.Int64
-	// hushedAhead is the highest revision whose echo hushEchoes let wait
-	// before the copy had it; echoWaker wakes the read loop for it
-	// (wakeEchoes).
-	hushedAhead atomic.Uint64
-	echoWaker   atomic.Pointer[echoWaker]
 
 	// contention remembers the keys whose writes were refused lately.
 	contention contention

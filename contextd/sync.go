@@ -33,17 +33,10 @@ type burstSubscription interface {
 const maxBurst = 32
 
 // quietSubscription is a Subscription that can queue a payload without
-// waking its reader (the Redis and memory backends'): it is read, in
-// order, with the next one that does wake it.
+// waking its reader (the Redis backend's): it is read, in order, with the
+// next one that does wake it.
 type quietSubscription interface {
 	SetQuiet(quiet func(payload []byte) bool)
-}
-
-// wakeSubscription is a quietSubscription that can be told to hand over
-// the quiet payloads it holds at once (the memory backend's).
-type wakeSubscription interface {
-	quietSubscription
-	Wake()
 }
 
 // hushEchoes makes sub queue the echo of an own commit that the copy holds
@@ -51,23 +44,10 @@ type wakeSubscription interface {
 // the read loop: the event changes nothing, and is still classified, in
 // order, with the next event that wakes the loop. On Redis most echoes
 // come after the reply, and the wake-up was most of what one cost.
-//
-// If sub can be woken (wakeSubscription), the echo of an own commit still
-// in flight waits too: the memory backend delivers it inside the commit
-// call, before the reply, so it never finds the copy holding it, and the
-// wake-up (the read loop on the other core) cost the write a third of its
-// time. The reply applies the commit; if it fails instead, the commit is
-// in doubt and commit wakes the loop for the echo (wakeEchoes).
 func (c *Context[T]) hushEchoes(sub broadcaster.Subscription) {
 	qs, ok := sub.(quietSubscription)
 	if !ok {
 		return
-	}
-	ws, early := sub.(wakeSubscription)
-	if early {
-		c.echoWaker.Store(&echoWaker{wake: ws.Wake})
-	} else {
-		c.echoWaker.Store(nil)
 	}
 	self := backend.AppendWireID(nil, c.id)
 	// The wire form of the copy's epoch, made again when it changes; only
@@ -80,52 +60,14 @@ func (c *Context[T]) hushEchoes(sub broadcaster.Subscription) {
 			return false
 		}
 		v := c.cache.current()
-		if v.applied == 0 {
+		if v.applied == 0 || rev > v.applied {
 			return false
 		}
 		if v.epoch != epoch || epochWire == nil {
 			epoch, epochWire = v.epoch, backend.AppendWireID(epochWire[:0], v.epoch)
 		}
-		if !bytes.Equal(e, epochWire) {
-			return false
-		}
-		if rev <= v.applied {
-			return true
-		}
-		if !early || c.inflightCount.Load() == 0 {
-			return false
-		}
-		// Ahead of the copy, while own commits are in flight: one of
-		// them will apply it, or wake the loop for it.
-		for {
-			h := c.hushedAhead.Load()
-			if h >= rev || c.hushedAhead.CompareAndSwap(h, rev) {
-				return true
-			}
-		}
+		return bytes.Equal(e, epochWire)
 	})
-}
-
-// echoWaker holds the Wake of a wakeSubscription.
-type echoWaker struct{ wake func() }
-
-// wakeEchoes wakes the read loop if an echo let wait for an own commit in
-// flight (hushEchoes) is ahead of the copy: its commit failed in doubt, or
-// its reply has not been applied yet (it went ahead of a gap). A commit
-// calls it after its reply, or its failure.
-func (c *Context[T]) wakeEchoes() {
-	h := c.hushedAhead.Load()
-	if h == 0 || h <= c.cache.current().applied {
-		return
-	}
-	if w := c.echoWaker.Load(); w != nil {
-		w.wake()
-	}
-	// The loop reads every echo queued so far. An echo let wait later
-	// has a higher revision (the store delivers in revision order), so
-	// this cannot forget one; an epoch's lower revisions would otherwise
-	// keep waking the loop.
-	c.hushedAhead.CompareAndSwap(h, 0)
 }
 
 // readLoop applies the subscription's events until ctx ends. It is the one

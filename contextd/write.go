@@ -442,14 +442,12 @@ func (c *Context[T]) commit(ctx context.Context, b backend.Batch, ups []update[T
 	}
 	if err != nil {
 		c.removeInflight(seq)
-		c.wakeEchoes() // the commit may stand: its echo brings it in
 		return backend.Head{}, err
 	}
 	v := c.cache.applyOwn(head, c.id, ups)
 	// Only now: an echo that finds the commit gone from inflight finds it
 	// in the copy (prepare).
 	c.removeInflight(seq)
-	c.wakeEchoes()
 	c.sawExpiries(ups)
 	if v != applied && v != duplicate {
 		c.opts.Logger.Debug("contextd: own commit does not apply", "context", c.name, "epoch", head.Epoch, "revision", head.Revision,
@@ -498,7 +496,6 @@ func (c *Context[T]) addInflight(ops []backend.Op, ups []update[T]) uint64 {
 	defer c.inflightMu.Unlock()
 	c.inflightN++
 	c.inflight = append(c.inflight, ownWrite[T]{seq: c.inflightN, ops: ops, ups: ups})
-	c.inflightCount.Store(int64(len(c.inflight)))
 	return c.inflightN
 }
 
@@ -508,7 +505,6 @@ func (c *Context[T]) removeInflight(seq uint64) {
 	for i := range c.inflight {
 		if c.inflight[i].seq == seq {
 			c.inflight = slices.Delete(c.inflight, i, i+1)
-			c.inflightCount.Store(int64(len(c.inflight)))
 			return
 		}
 	}

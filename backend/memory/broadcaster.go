@@ -89,15 +89,7 @@ type subscription struct {
 	// without blocking, so a burst of messages costs one wake-up. It is
 	// closed (under mu, so no send can follow) when the subscription is.
 	ready chan struct{}
-	// quiet, if set (SetQuiet), tells payloads the reader need not be
-	// woken for; unwoken counts those queued since the last wake-up.
-	quiet   func(payload []byte) bool
-	unwoken int
 }
-
-// maxUnwoken bounds the payloads queued without waking the reader: the
-// next one wakes it even if quiet, so that they cannot pile up.
-const maxUnwoken = 16
 
 var _ broadcaster.Subscription = (*subscription)(nil)
 
@@ -125,42 +117,7 @@ func (s *subscription) push(payload []byte, clone bool) {
 		s.queue, s.head = s.queue[:n], 0
 	}
 	s.queue = append(s.queue, payload)
-	// Quiet only while at least half the buffer is free: payloads that
-	// wait unread must not overflow it.
-	if s.quiet != nil && s.unwoken < maxUnwoken-1 && 2*(len(s.queue)-s.head) <= s.limit && s.quiet(payload) {
-		s.unwoken++
-		return
-	}
 	s.wakeLocked()
-}
-
-// SetQuiet makes the subscription queue a payload for which quiet reports
-// true without waking a Next (or NextBatch) that waits: it is delivered,
-// in order, with the next payload or loss that does wake it, after Wake,
-// or once 16 are queued or half of Options.SubscriberBuffer is used (so
-// that quiet payloads never overflow it). contextd uses it for the echo
-// of its own commit, which the commit's reply applies: waking the read
-// loop for it costs a goroutine wake-up per write.
-// quiet is called by one goroutine at a time, with the Backend's
-// subscription lock held: it must be quick, must not block, must not call
-// the Backend, and must not keep or change payload. Call it before the
-// first Next.
-func (s *subscription) SetQuiet(quiet func(payload []byte) bool) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.quiet = quiet
-}
-
-// Wake wakes a waiting Next (or NextBatch) if quiet payloads are queued
-// unread, so that they are delivered now. contextd calls it when a commit
-// whose echo it let wait failed in doubt: the echo must then bring the
-// change in.
-func (s *subscription) Wake() {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if !s.closed && s.unwoken > 0 {
-		s.wakeLocked()
-	}
 }
 
 // dropLocked drops the unread messages and flags the loss. s.mu must be
@@ -173,7 +130,6 @@ func (s *subscription) dropLocked() {
 }
 
 func (s *subscription) wakeLocked() {
-	s.unwoken = 0
 	select {
 	case s.ready <- struct{}{}:
 	default: // a wake-up is already pending
@@ -185,62 +141,35 @@ func (s *subscription) wakeLocked() {
 // (it returns ctx.Err()), or the Subscription or its Backend is closed (it
 // returns an error matching ErrClosed).
 func (s *subscription) Next(ctx context.Context) (broadcaster.Message, error) {
-	var one [1]broadcaster.Message
-	msgs, err := s.NextBatch(ctx, one[:0], 1)
-	if err != nil {
-		return broadcaster.Message{}, err
-	}
-	return msgs[0], nil
-}
-
-// NextBatch appends to buf the messages queued, in order, at least one and
-// at most most (a positive number): it blocks as Next does until there is
-// one, then takes what else is queued without waiting. contextd's read
-// loop applies such a burst of events as one change of its copy.
-func (s *subscription) NextBatch(ctx context.Context, buf []broadcaster.Message, most int) ([]broadcaster.Message, error) {
 	if ctx == nil {
-		return buf, fmt.Errorf("memory: subscription to %q: nil context.Context", s.channel)
+		return broadcaster.Message{}, fmt.Errorf("memory: subscription to %q: nil context.Context", s.channel)
 	}
-	most = max(most, 1)
 	for {
 		if err := ctx.Err(); err != nil {
-			return buf, err
+			return broadcaster.Message{}, err
 		}
 		s.mu.Lock()
-		if s.closed {
+		switch {
+		case s.closed:
 			s.mu.Unlock()
-			return buf, fmt.Errorf("memory: subscription to %q: %w", s.channel, ErrClosed)
-		}
-		if s.lost || s.head < len(s.queue) {
-			n := 0
-			if s.lost {
-				s.lost = false
-				buf = append(buf, broadcaster.Message{Loss: true})
-				n++
-			}
-			for ; n < most && s.head < len(s.queue); n++ {
-				p := s.queue[s.head]
-				s.queue[s.head] = nil
-				if s.head++; s.head == len(s.queue) {
-					s.queue, s.head = s.queue[:0], 0
-				}
-				buf = append(buf, broadcaster.Message{Payload: p})
-			}
-			if s.head == len(s.queue) {
-				// Read everything: a pending wake-up is stale (wake-ups
-				// are sent under mu), and would cost a turn of the loop.
-				select {
-				case <-s.ready:
-				default:
-				}
+			return broadcaster.Message{}, fmt.Errorf("memory: subscription to %q: %w", s.channel, ErrClosed)
+		case s.lost:
+			s.lost = false
+			s.mu.Unlock()
+			return broadcaster.Message{Loss: true}, nil
+		case s.head < len(s.queue):
+			p := s.queue[s.head]
+			s.queue[s.head] = nil
+			if s.head++; s.head == len(s.queue) {
+				s.queue, s.head = s.queue[:0], 0
 			}
 			s.mu.Unlock()
-			return buf, nil
+			return broadcaster.Message{Payload: p}, nil
 		}
 		s.mu.Unlock()
 		select {
 		case <-ctx.Done():
-			return buf, ctx.Err()
+			return broadcaster.Message{}, ctx.Err()
 		case <-s.ready:
 			// Something changed; look again. A stale wake-up only costs
 			// one more turn of the loop.

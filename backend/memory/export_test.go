@@ -17,13 +17,3 @@ func (b *Backend) Subscribers(channel string) int {
 	defer b.subMu.Unlock()
 	return len(b.subs[channel])
 }
-
-// WakePending reports whether s, a Subscription of the Backend, holds a
-// wake-up its reader has not taken: whether a Next waiting now would
-// return without another message being published.
-func WakePending(s interface{ Close() error }) bool {
-	sub := s.(*subscription)
-	sub.mu.Lock()
-	defer sub.mu.Unlock()
-	return !sub.closed && len(sub.ready) > 0
-}
