@@ -118,6 +118,26 @@ func TestModifyWithdrawnCallReportsInDoubtCommit(t *testing.T) {
 	}
 }
 
+// errRefused is the error of failingOnce's function.
+var errRefused = errors.New("refused by fn")
+
+// failingOnce starts a Modify of "n" on a whose function fails with
+// errRefused the first time it runs and adds 100 after; runs counts its
+// runs.
+func failingOnce(a *contextd.Context[int], runs *atomic.Int32) <-chan error {
+	res := make(chan error, 1)
+	go func() {
+		_, err := a.Modify(context.Background(), "n", func(v int, _ bool) (int, error) {
+			if runs.Add(1) == 1 {
+				return 0, errRefused
+			}
+			return v + 100, nil
+		})
+		res <- err
+	}()
+	return res
+}
+
 // TestModifyCombinedFuncErrorIsFinal: a joined call whose function fails
 // gets that error, as a lone Modify would, even when the attempt then
 // loses a race and the others' functions run again.
@@ -148,17 +168,7 @@ func TestModifyCombinedFuncErrorIsFinal(t *testing.T) {
 	}()
 	<-first
 	var runs atomic.Int32
-	errRefused := errors.New("refused by fn")
-	bres := make(chan error, 1)
-	go func() {
-		_, err := a.Modify(bg, "n", func(v int, _ bool) (int, error) {
-			if runs.Add(1) == 1 {
-				return 0, errRefused
-			}
-			return v + 100, nil
-		})
-		bres <- err
-	}()
+	bres := failingOnce(a, &runs)
 	eventually(t, "B joined", func() bool { return a.Stats().ModifyJoined == 1 })
 	close(gate)
 	if err := <-lres; err != nil {
@@ -424,18 +434,8 @@ func TestModifyCombinedFuncErrorFinalWhenCallLeaves(t *testing.T) {
 	lres := make(chan error, 1)
 	go func() { _, err := a.Modify(bg, "n", inc); lres <- err }()
 	eventually(t, "L joined", func() bool { return a.Stats().ModifyJoined == 1 })
-	errRefused := errors.New("refused by fn")
 	var cRuns atomic.Int32
-	cres := make(chan error, 1)
-	go func() {
-		_, err := a.Modify(bg, "n", func(v int, _ bool) (int, error) {
-			if cRuns.Add(1) == 1 {
-				return 0, errRefused
-			}
-			return v + 100, nil
-		})
-		cres <- err
-	}()
+	cres := failingOnce(a, &cRuns)
 	eventually(t, "C joined", func() bool { return a.Stats().ModifyJoined == 2 })
 	dctx, dcancel := context.WithCancel(bg)
 	defer dcancel()
