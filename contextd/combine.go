@@ -273,6 +273,8 @@ func runModifyFunc[T any](fn func(T, bool) (T, error), cur T, ok bool) (next T, 
 	return next, false, nil, err
 }
 
+// errEncode carries an encode error out of the protected run of a call's
+// function, to tell it from the function's own error.
 type errEncode struct{ err error }
 
 func (e errEncode) Error() string { return e.err.Error() }
