@@ -93,6 +93,9 @@ func ExampleContext_Modify() {
 		panic(err)
 	}
 
+	// Ten goroutines increment one key at once. Calls that find another
+	// under way join its commit (Stats().ModifyJoined counts them), each
+	// still with its own result; none is lost.
 	done := make(chan struct{})
 	for range 10 {
 		go func() {
