@@ -31,6 +31,9 @@ func (h *hookedCommits) CommitAndPublish(ctx context.Context, name string, b bac
 	return h.hook(ctx, h.n.Add(1), func() (backend.Head, error) { return h.Backend.CommitAndPublish(ctx, name, b, ch) })
 }
 
+// increment is the function of most calls here.
+func increment(v int, _ bool) (int, error) { return v + 1, nil }
+
 var errReplyLost = errors.New("read tcp: connection reset by peer")
 
 // combinedPair starts a leader L and a call B that joins it: the first
@@ -52,11 +55,10 @@ func combinedPair(t *testing.T, lctx, bctx context.Context, second func(ctx cont
 		return do()
 	}
 	a = open[int](t, w, "ctx", nil)
-	inc := func(v int, _ bool) (int, error) { return v + 1, nil }
 	l, b := make(chan error, 1), make(chan error, 1)
-	go func() { _, err := a.Modify(lctx, "n", inc); l <- err }()
+	go func() { _, err := a.Modify(lctx, "n", increment); l <- err }()
 	<-first
-	go func() { _, err := a.Modify(bctx, "n", inc); b <- err }()
+	go func() { _, err := a.Modify(bctx, "n", increment); b <- err }()
 	eventually(t, "B joined", func() bool { return a.Stats().ModifyJoined == 1 })
 	close(gate)
 	return a, l, b
@@ -163,7 +165,7 @@ func TestModifyCombinedFuncErrorIsFinal(t *testing.T) {
 	bg := context.Background()
 	lres := make(chan error, 1)
 	go func() {
-		_, err := a.Modify(bg, "n", func(v int, _ bool) (int, error) { return v + 1, nil })
+		_, err := a.Modify(bg, "n", increment)
 		lres <- err
 	}()
 	<-first
@@ -208,17 +210,16 @@ func TestModifyPanicOutsideFuncHandsGroupOn(t *testing.T) {
 		return do()
 	}
 	a := open[int](t, w, "ctx", nil)
-	inc := func(v int, _ bool) (int, error) { return v + 1, nil }
 	lres := make(chan any, 1)
 	go func() {
 		defer func() { lres <- recover() }()
-		_, _ = a.Modify(context.Background(), "n", inc)
+		_, _ = a.Modify(context.Background(), "n", increment)
 	}()
 	<-first
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	bres := make(chan error, 1)
-	go func() { _, err := a.Modify(ctx, "n", inc); bres <- err }()
+	go func() { _, err := a.Modify(ctx, "n", increment); bres <- err }()
 	eventually(t, "B joined", func() bool { return a.Stats().ModifyJoined == 1 })
 	close(gate)
 	if r := <-lres; r != "backend bug" {
@@ -232,35 +233,8 @@ func TestModifyPanicOutsideFuncHandsGroupOn(t *testing.T) {
 	}
 }
 
-// blockedLeader starts a Modify of "n" on a whose function waits for
-// release; it returns once that function runs.
-func blockedLeader(t *testing.T, a *contextd.Context[int]) (release func()) {
-	t.Helper()
-	in, unblock, done := make(chan struct{}), make(chan struct{}), make(chan struct{})
-	var once atomic.Bool
-	go func() {
-		defer close(done)
-		_, _ = a.Modify(context.Background(), "n", func(v int, _ bool) (int, error) {
-			if once.CompareAndSwap(false, true) {
-				close(in)
-			}
-			<-unblock
-			return v + 1, nil
-		})
-	}()
-	<-in
-	var closed atomic.Bool
-	release = func() {
-		if closed.CompareAndSwap(false, true) {
-			close(unblock)
-		}
-	}
-	t.Cleanup(func() { release(); <-done })
-	return release
-}
-
 // bystanderLeaves starts C, a Modify of "n" on a that joins the calls
-// waiting behind blockedLeader's (B has joined), lets the leader's function
+// waiting behind leaderThen's (B has joined), lets the leader's function
 // return — B then leads an attempt that carries C, and bIn tells that B's
 // function runs — ends C's ctx, and checks that C returns at once with
 // context.Canceled, without waiting for B's function.
@@ -270,7 +244,7 @@ func bystanderLeaves(t *testing.T, a *contextd.Context[int], releaseA func(), bI
 	defer cancel()
 	cres := make(chan error, 1)
 	go func() {
-		_, err := a.Modify(cctx, "n", func(v int, _ bool) (int, error) { return v + 1, nil })
+		_, err := a.Modify(cctx, "n", increment)
 		cres <- err
 	}()
 	eventually(t, "C joined", func() bool { return a.Stats().ModifyJoined == 2 })
@@ -293,22 +267,11 @@ func bystanderLeaves(t *testing.T, a *contextd.Context[int], releaseA func(), bI
 // without it.
 func TestModifyLeavesWhileOthersFunctionsRun(t *testing.T) {
 	a := open[int](t, newMemory(t, nil), "ctx", nil)
-	releaseA := blockedLeader(t, a)
-	bIn, releaseB, bres := make(chan struct{}, 1), make(chan struct{}), make(chan error, 1)
-	go func() {
-		_, err := a.Modify(context.Background(), "n", func(v int, _ bool) (int, error) {
-			select {
-			case bIn <- struct{}{}:
-			default:
-			}
-			<-releaseB
-			return v + 1, nil
-		})
-		bres <- err
-	}()
+	releaseA, _ := leaderThen(t, a, increment)
+	bIn, releaseB, bres := slowModify(context.Background(), a)
 	eventually(t, "B joined", func() bool { return a.Stats().ModifyJoined == 1 })
 	bystanderLeaves(t, a, releaseA, bIn)
-	close(releaseB)
+	releaseB()
 	if err := <-bres; err != nil {
 		t.Errorf("B: %v", err)
 	}
@@ -322,7 +285,7 @@ func TestModifyLeavesWhileOthersFunctionsRun(t *testing.T) {
 // own call, not a bystander whose ctx ends.
 func TestModifyNestedCallHoldsOnlyItself(t *testing.T) {
 	a := open[int](t, newMemory(t, nil), "ctx", nil)
-	releaseA := blockedLeader(t, a)
+	releaseA, _ := leaderThen(t, a, increment)
 	nctx, ncancel := context.WithCancel(context.Background())
 	defer ncancel()
 	bIn, bres := make(chan struct{}, 1), make(chan error, 1)
@@ -348,13 +311,14 @@ func TestModifyNestedCallHoldsOnlyItself(t *testing.T) {
 // leaderThen starts a Modify of "n" on a whose function blocks (the first
 // time) until release, and returns once that function runs: calls started
 // meanwhile join its group and are led, once it committed alone, by the
-// first of them.
+// first of them. The test's end releases it and waits for it.
 func leaderThen[T any](t *testing.T, a *contextd.Context[T], fn func(T, bool) (T, error)) (release func(), res <-chan error) {
 	t.Helper()
-	in, unblock := make(chan struct{}), make(chan struct{})
+	in, unblock, done := make(chan struct{}), make(chan struct{}), make(chan struct{})
 	out := make(chan error, 1)
 	var once atomic.Bool
 	go func() {
+		defer close(done)
 		_, err := a.Modify(context.Background(), "n", func(v T, ok bool) (T, error) {
 			if once.CompareAndSwap(false, true) {
 				close(in)
@@ -371,8 +335,26 @@ func leaderThen[T any](t *testing.T, a *contextd.Context[T], fn func(T, bool) (T
 			close(unblock)
 		}
 	}
-	t.Cleanup(release)
+	t.Cleanup(func() { release(); <-done })
 	return release, out
+}
+
+// slowModify starts an increment of "n" on a with ctx whose function, each
+// time it runs, tells in and then waits for release.
+func slowModify(ctx context.Context, a *contextd.Context[int]) (in <-chan struct{}, release func(), res <-chan error) {
+	entered, unblock, out := make(chan struct{}, 1), make(chan struct{}), make(chan error, 1)
+	go func() {
+		_, err := a.Modify(ctx, "n", func(v int, _ bool) (int, error) {
+			select {
+			case entered <- struct{}{}:
+			default:
+			}
+			<-unblock
+			return v + 1, nil
+		})
+		out <- err
+	}()
+	return entered, func() { close(unblock) }, out
 }
 
 // TestModifyCombinedCodecPanicIsItsCalls: the codec panics on the value of
@@ -428,29 +410,17 @@ func TestModifyCombinedCodecPanicIsItsCalls(t *testing.T) {
 func TestModifyCombinedFuncErrorFinalWhenCallLeaves(t *testing.T) {
 	a := open[int](t, newMemory(t, nil), "ctx", nil)
 	bg := context.Background()
-	inc := func(v int, _ bool) (int, error) { return v + 1, nil }
-	releaseX, xres := leaderThen(t, a, inc)
+	releaseX, xres := leaderThen(t, a, increment)
 	// L leads the next attempt: L, C (fails the first time), D (slow, leaves).
 	lres := make(chan error, 1)
-	go func() { _, err := a.Modify(bg, "n", inc); lres <- err }()
+	go func() { _, err := a.Modify(bg, "n", increment); lres <- err }()
 	eventually(t, "L joined", func() bool { return a.Stats().ModifyJoined == 1 })
 	var cRuns atomic.Int32
 	cres := failingOnce(a, &cRuns)
 	eventually(t, "C joined", func() bool { return a.Stats().ModifyJoined == 2 })
 	dctx, dcancel := context.WithCancel(bg)
 	defer dcancel()
-	dIn, dRelease, dres := make(chan struct{}, 1), make(chan struct{}), make(chan error, 1)
-	go func() {
-		_, err := a.Modify(dctx, "n", func(v int, _ bool) (int, error) {
-			select {
-			case dIn <- struct{}{}:
-			default:
-			}
-			<-dRelease
-			return v + 1, nil
-		})
-		dres <- err
-	}()
+	dIn, dRelease, dres := slowModify(dctx, a)
 	eventually(t, "D joined", func() bool { return a.Stats().ModifyJoined == 3 })
 	releaseX()
 	<-dIn // L's and C's functions ran; D's runs
@@ -458,7 +428,7 @@ func TestModifyCombinedFuncErrorFinalWhenCallLeaves(t *testing.T) {
 	if err := <-dres; !errors.Is(err, context.Canceled) {
 		t.Errorf("D: %v; want context.Canceled", err)
 	}
-	close(dRelease)
+	dRelease()
 	if err := <-xres; err != nil {
 		t.Errorf("X: %v", err)
 	}
@@ -510,14 +480,13 @@ func TestModifyCombinedCommitEndsWithEveryCtx(t *testing.T) {
 // leaves no group behind that a later Modify of the key would wait for.
 func TestModifyNilContext(t *testing.T) {
 	a := open[int](t, newMemory(t, nil), "ctx", nil)
-	inc := func(v int, _ bool) (int, error) { return v + 1, nil }
 	//lint:ignore SA1012 the misuse under test
-	if _, err := a.Modify(nil, "m", inc); err == nil { //nolint:staticcheck
+	if _, err := a.Modify(nil, "m", increment); err == nil { //nolint:staticcheck
 		t.Error("Modify with a nil ctx succeeded; want an error")
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	if _, err := a.Modify(ctx, "m", inc); err != nil {
+	if _, err := a.Modify(ctx, "m", increment); err != nil {
 		t.Errorf("a later Modify of the key: %v", err)
 	}
 }
@@ -546,12 +515,11 @@ func TestModifyCombinedLockWaitOneBudget(t *testing.T) {
 	if _, err := b.AcquireLock(bg, contextd.LockOptions{Key: "n", LockTimeout: time.Hour}); err != nil {
 		t.Fatal(err)
 	}
-	inc := func(v int, _ bool) (int, error) { return v + 1, nil }
 	const n = 6
 	res := make(chan error, n)
 	for i := range n {
 		go func() {
-			_, err := a.Modify(bg, "n", inc)
+			_, err := a.Modify(bg, "n", increment)
 			res <- err
 		}()
 		if i == 0 {
