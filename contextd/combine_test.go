@@ -148,7 +148,7 @@ func TestModifyCombinedOutcomes(t *testing.T) {
 	ctx := context.Background()
 	boom := errors.New("boom")
 	before := a.Revision()
-	r1 := start(ctx, func(cur int, _ bool) (int, error) { return cur + 1, nil })
+	r1 := start(ctx, increment)
 	r2 := start(ctx, func(int, bool) (int, error) { return 0, boom })
 	r3 := start(ctx, func(cur int, _ bool) (int, error) { return cur + 10, nil })
 	r4 := start(ctx, func(int, bool) (int, error) { panic("from the fourth") })
@@ -188,14 +188,13 @@ func TestModifyCombinedOutcomes(t *testing.T) {
 // without writing; when the leader's ctx ends, the calls that joined it
 // are written all the same.
 func TestModifyCombinedCancel(t *testing.T) {
-	inc := func(cur int, _ bool) (int, error) { return cur + 1, nil }
 	t.Run("follower", func(t *testing.T) {
 		a, start, release := blockedModify(t)
 		ctx := context.Background()
 		cctx, cancel := context.WithCancel(ctx)
-		r1 := start(ctx, inc)
-		r2 := start(cctx, inc)
-		r3 := start(ctx, inc)
+		r1 := start(ctx, increment)
+		r2 := start(cctx, increment)
+		r3 := start(ctx, increment)
 		cancel()
 		if r := result(t, r2); !errors.Is(r.err, context.Canceled) {
 			t.Errorf("the cancelled call got %+v; want context.Canceled", r)
@@ -213,9 +212,9 @@ func TestModifyCombinedCancel(t *testing.T) {
 		ctx := context.Background()
 		cctx, cancel := context.WithCancel(ctx)
 		before := a.Revision()
-		r1 := start(cctx, inc)
-		r2 := start(ctx, inc)
-		r3 := start(ctx, inc)
+		r1 := start(cctx, increment)
+		r2 := start(ctx, increment)
+		r3 := start(ctx, increment)
 		cancel()
 		if r := result(t, r1); !errors.Is(r.err, context.Canceled) {
 			t.Errorf("the cancelled leader got %+v; want context.Canceled", r)
