@@ -284,16 +284,15 @@ func (e errEncode) Error() string { return e.err.Error() }
 // waiter gives its place up.
 var errNothingToWrite = errors.New("nothing to write")
 
-// end finishes the leader's work on a group: the calls of its last
-// attempt get their outcomes (the commit at rev, or err), the leader's own
-// call always; when the leader's ctx ended (err is then its error), the
-// other calls keep waiting instead. The first call still waiting, if any,
-// then leads.
-//
-// doubt tells that the calls carried by the last attempt may have been
-// committed (its commit failed other than by a refusal): they all get err
-// then, whatever became of the leader's ctx.
-func (c *Context[T]) end(key string, g *modGroup[T], shared bool, own *modCall[T], taken []*modCall[T], rev uint64, doubt bool, err error) {
+// end finishes the leader's work on a group: the calls carried by its
+// last attempt get their outcomes (the commit at rev, or err: that commit
+// succeeded, or failed other than by a refusal, so it may have been
+// made, or had nothing to write), and the leader's own call always.
+// Calls the last attempt did not carry (a refusal handed them back, or
+// the leader's ctx ended while it waited) keep waiting, except when the
+// leader's lock wait was spent: those that waited through it give up with
+// it. The first call still waiting, if any, then leads.
+func (c *Context[T]) end(key string, g *modGroup[T], shared bool, own *modCall[T], taken []*modCall[T], rev uint64, err error) {
 	if !shared {
 		own.settle(rev, err)
 		own.finished = true
@@ -301,24 +300,19 @@ func (c *Context[T]) end(key string, g *modGroup[T], shared bool, own *modCall[T
 	}
 	c.modMu.Lock()
 	defer c.modMu.Unlock()
-	leaderGone := err != nil && own.ctx.Err() != nil && !errors.Is(err, errNothingToWrite) && !doubt
-	// The lock wait was exhausted: the calls that waited through it (those of
-	// the last attempt) have had their budget too.
-	exhausted := !leaderGone && errors.Is(err, ErrLockNotAcquired)
+	exhausted := errors.Is(err, ErrLockNotAcquired)
 	for _, call := range taken {
-		if exhausted && !call.taken && !call.finished && call != own {
+		if call == own || call.finished {
+			continue
+		}
+		switch {
+		case call.taken:
+			call.taken = false
+			call.settle(rev, err)
+			call.close()
+		case exhausted:
 			call.cancel(err)
-			continue
 		}
-		if !call.taken && call != own {
-			continue // not carried: the attempt ended before mark
-		}
-		call.taken = false
-		if call.finished || call != own && leaderGone && !call.fixed {
-			continue
-		}
-		call.settle(rev, err)
-		call.close()
 	}
 	if !own.finished {
 		own.settle(rev, err)

@@ -182,7 +182,6 @@ func (c *Context[T]) modify(ctx context.Context, key string, fn func(T, bool) (T
 		head    backend.Head
 		taken   []*modCall[T] // the calls of the latest attempt
 		outs    []modOutcome[T]
-		doubt   bool // the latest commit failed, not by a refusal
 		cur     T
 		rev     uint64
 		commit  string
@@ -220,7 +219,7 @@ func (c *Context[T]) modify(ctx context.Context, key string, fn func(T, bool) (T
 				return
 			}
 			r := recover()
-			c.end(key, g, shared, call, taken, 0, true, fmt.Errorf("modify %q: the goroutine committing it stopped (the write may have been made): panic %v", key, r))
+			c.end(key, g, shared, call, taken, 0, fmt.Errorf("modify %q: the goroutine committing it stopped (the write may have been made): panic %v", key, r))
 			if r != nil {
 				panic(r)
 			}
@@ -270,18 +269,15 @@ func (c *Context[T]) modify(ctx context.Context, key string, fn func(T, bool) (T
 			var err error
 			head, err = c.commit(cctx, batch, []update[T]{up})
 			stop()
-			if errors.Is(err, backend.ErrConflict) || errors.Is(err, backend.ErrLocked) {
-				c.contention.mark(key)
-			}
 			if err == nil {
 				return nil
 			}
 			if !errors.Is(err, backend.ErrConflict) && !errors.Is(err, backend.ErrLocked) {
-				// The commit may have been made: every call it carried
-				// reports err, none runs again.
-				doubt = true
+				// The commit may have been made: the calls it carried
+				// stay carried, and end gives them all err.
 				return err
 			}
+			c.contention.mark(key)
 			c.untake(g, shared, call, taken)
 			if !errors.Is(err, backend.ErrConflict) || o.ifSet {
 				return err
@@ -335,12 +331,9 @@ func (c *Context[T]) modify(ctx context.Context, key string, fn func(T, bool) (T
 			}
 		}
 	})
-	if errors.Is(err, errNothingToWrite) {
-		// Every call has its own outcome; the leader's is one of them.
-		c.end(key, g, shared, call, taken, 0, false, err)
-	} else {
-		c.end(key, g, shared, call, taken, head.Revision, doubt, err)
-	}
+	// On errNothingToWrite every call has its own outcome already, the
+	// leader's among them; head.Revision counts only without an error.
+	c.end(key, g, shared, call, taken, head.Revision, err)
 	ended = true
 	return call.outcome()
 }
