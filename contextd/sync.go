@@ -195,19 +195,14 @@ func (c *Context[T]) applyBurst(ctx context.Context, run []broadcaster.Message, 
 			v = c.cache.applyEventLocked(ev.Head, ev.Origin, ups)
 			touched = true
 			if c.expirer != nil {
-				for i := range ups {
-					if e := ups[i].expires; e != 0 && (expires == 0 || e < expires) {
-						expires = e
-					}
-				}
+				expires = earliestExpiry(ups, expires)
 			}
 			if v == applied && ev.Origin != c.id && wantTrace {
 				traced = append(traced, ev.Revision)
 			}
 		}
 		if v != applied && v != duplicate {
-			c.opts.Logger.Debug("contextd: event does not apply", "context", c.name, "epoch", ev.Epoch, "revision", ev.Revision,
-				"commit", ev.Commit, "parent", ev.Parent, "origin", ev.Origin, "verdict", v.String())
+			c.logNotApplied("event", ev, v)
 			repair = v
 			break
 		}
@@ -263,8 +258,7 @@ func (c *Context[T]) applyFetched(ctx context.Context, ev backend.Event) {
 		c.opts.Trace.eventApplied(ev.Revision, c.cache.lagIf(c.opts.Trace != nil))
 	}
 	if v != applied && v != duplicate {
-		c.opts.Logger.Debug("contextd: event does not apply", "context", c.name, "epoch", ev.Epoch, "revision", ev.Revision,
-			"commit", ev.Commit, "parent", ev.Parent, "origin", ev.Origin, "verdict", v.String())
+		c.logNotApplied("event", ev, v)
 	}
 	c.repairAfter(ctx, v)
 }
@@ -479,8 +473,7 @@ func (c *Context[T]) catchUpFromLog(ctx context.Context, epoch string, before ui
 		case applied:
 			c.opts.Trace.eventApplied(ev.Revision, c.cache.lagIf(c.opts.Trace != nil))
 		case gap, resync, diverged:
-			c.opts.Logger.Debug("contextd: logged event does not apply", "context", c.name, "epoch", ev.Epoch, "revision", ev.Revision,
-				"commit", ev.Commit, "parent", ev.Parent, "verdict", v.String())
+			c.logNotApplied("logged event", ev, v)
 			return v, nil
 		}
 	}
@@ -518,14 +511,28 @@ func (c *Context[T]) load(ctx context.Context, epoch string, before uint64, repl
 	return nil
 }
 
+// logNotApplied logs, at debug level, an event (what) that the copy did
+// not apply as it is, and why (v).
+func (c *Context[T]) logNotApplied(what string, ev backend.Event, v verdict) {
+	c.opts.Logger.Debug("contextd: "+what+" does not apply", "context", c.name, "epoch", ev.Epoch, "revision", ev.Revision,
+		"commit", ev.Commit, "parent", ev.Parent, "origin", ev.Origin, "verdict", v.String())
+}
+
 // sawExpiries tells the expiry tracker about keys that expire.
 func (c *Context[T]) sawExpiries(ups []update[T]) {
-	if c.expirer == nil {
-		return
+	if c.expirer != nil {
+		c.expiry.saw(earliestExpiry(ups, 0))
 	}
+}
+
+// earliestExpiry returns the earliest deadline of ups and earliest (0: none).
+func earliestExpiry[T any](ups []update[T], earliest int64) int64 {
 	for i := range ups {
-		c.expiry.saw(ups[i].expires)
+		if e := ups[i].expires; e != 0 && (earliest == 0 || e < earliest) {
+			earliest = e
+		}
 	}
+	return earliest
 }
 
 // decodeAll decodes a snapshot's entries into ents, on several cores when
