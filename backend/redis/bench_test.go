@@ -116,6 +116,26 @@ func BenchmarkWrite(b *testing.B) {
 				"{b}:events", "{b}:unlock", "", "p", "k", fmt.Sprintf(`{"n":%d,"name":"x"}`, i)).Err()
 		}, srv)
 	})
+	// The floor of any design that keeps copies in step by push through a
+	// script (one command per write): a script that only stores the value
+	// and publishes it, with one subscriber receiving every message, as
+	// UpdateContext's own instance does. No lock check, revision, change
+	// log or event header: if this alone is above 1.5× a raw HSET, no
+	// script of ours can meet goal 1 (docs/benchmarks.md).
+	b.Run("floor-EVALSHA-HSET-PUBLISH-1-subscriber", func(b *testing.B) {
+		c := rawClient(b, srv)
+		received := rawReceivers(b, srv, "bench:floor:events", 1)
+		s := goredis.NewScript("redis.call('HSET', KEYS[1], ARGV[1], ARGV[2]) redis.call('PUBLISH', KEYS[2], ARGV[2]) return 1")
+		keys := []string{"bench:floor", "bench:floor:events"}
+		timedLoop(b, func(i int) error {
+			if err := s.Run(ctx, c, keys, "k", fmt.Sprintf(`{"n":%d,"name":"x"}`, i)).Err(); err != nil {
+				return err
+			}
+			received.sent.Add(1)
+			return nil
+		}, srv)
+		received.wait(b)
+	})
 	// The backend's commit alone (script, log, publish; no Context, no
 	// subscriber): the difference to UpdateContext is the cost of the
 	// typed cache and of receiving the own event.
@@ -856,9 +876,28 @@ func BenchmarkOwnKeys(b *testing.B) {
 		elapsed, server, client time.Duration
 		ops                     int
 	}
+	// The floor of any design that keeps 8 copies in step by push: each
+	// writer stores its value and publishes it in one minimal script, and
+	// 8 raw go-redis subscribers receive every message (no decode, no
+	// copy). Its ratio to raw HSET bounds what goal 6 can reach here.
+	floorScript := goredis.NewScript("redis.call('HSET', KEYS[1], ARGV[1], ARGV[2]) redis.call('PUBLISH', KEYS[2], ARGV[2]) return 1")
+	floorKeys := []string{"bench:own-keys:floor", "bench:own-keys:floor:events"}
+	received := rawReceivers(b, srv, floorKeys[1], instances)
+	floorOp := func(g, i int) error {
+		v, err := json.Marshal(value(i))
+		if err != nil {
+			return err
+		}
+		if err := floorScript.Run(ctx, clients[g], floorKeys, key(g), v).Err(); err != nil {
+			return err
+		}
+		received.sent.Add(1)
+		return nil
+	}
 	raw := &workload{op: rawOp}
 	sh := &workload{op: sharedOp, settle: applied, timed: true}
 	al := &workload{op: aloneOp}
+	fl := &workload{op: floorOp, settle: func() { received.wait(b) }}
 	phase := func(w *workload, n int) {
 		if w.timed {
 			b.StartTimer()
@@ -891,7 +930,7 @@ func BenchmarkOwnKeys(b *testing.B) {
 		w.client += processCPU() - client0
 		w.ops += n
 	}
-	order := []*workload{raw, sh, al}
+	order := []*workload{raw, sh, al, fl}
 	// One write each first: connections dialled, scripts loaded.
 	for _, w := range order {
 		phase(w, instances)
@@ -922,11 +961,72 @@ func BenchmarkOwnKeys(b *testing.B) {
 	b.ReportMetric(rate(al), "alone-ops/s")
 	b.ReportMetric(rate(sh)/rate(raw), "ratio")
 	b.ReportMetric(rate(sh)/rate(al), "ratio-to-alone")
+	b.ReportMetric(rate(fl)/rate(raw), "floor-ratio")
 	for _, w := range []struct {
 		prefix string
 		w      *workload
-	}{{"raw-", raw}, {"", sh}, {"alone-", al}} {
+	}{{"raw-", raw}, {"", sh}, {"alone-", al}, {"floor-", fl}} {
 		b.ReportMetric(float64(w.w.server.Microseconds())/float64(w.w.ops), w.prefix+"server-cpu-µs/op")
 		b.ReportMetric(float64(w.w.client.Microseconds())/float64(w.w.ops), w.prefix+"client-cpu-µs/op")
+	}
+}
+
+// receivers counts the messages that raw go-redis subscribers of one
+// channel received, for the floors of the write benchmarks.
+type receivers struct {
+	sent   atomic.Int64   // messages published (counted by the writers)
+	counts []atomic.Int64 // messages each subscriber received
+}
+
+// rawReceivers subscribes n raw go-redis clients to channel; each
+// receives every message (ReceiveMessage, as a hand-written subscriber
+// would) and counts it.
+func rawReceivers(b *testing.B, srv *redistest.Server, channel string, n int) *receivers {
+	b.Helper()
+	r := &receivers{counts: make([]atomic.Int64, n)}
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	subs := make([]*goredis.PubSub, n)
+	// Closing the subscriptions ends the receivers: ReceiveMessage does
+	// not return when its ctx ends while it blocks in a read.
+	b.Cleanup(func() {
+		cancel()
+		for _, ps := range subs {
+			if ps != nil {
+				_ = ps.Close()
+			}
+		}
+		wg.Wait()
+	})
+	for i := range n {
+		ps := rawClient(b, srv).Subscribe(ctx, channel)
+		subs[i] = ps
+		if _, err := ps.Receive(ctx); err != nil { // the subscription's confirmation
+			b.Fatal(err)
+		}
+		wg.Go(func() {
+			for {
+				if _, err := ps.ReceiveMessage(ctx); err != nil {
+					return
+				}
+				r.counts[i].Add(1)
+			}
+		})
+	}
+	return r
+}
+
+// wait returns once every subscriber received every message sent.
+func (r *receivers) wait(b *testing.B) {
+	b.Helper()
+	want := r.sent.Load()
+	deadline := time.Now().Add(time.Minute)
+	for i := range r.counts {
+		for r.counts[i].Load() < want {
+			if time.Now().After(deadline) {
+				b.Fatalf("subscriber %d received %d of %d messages in a minute", i, r.counts[i].Load(), want)
+			}
+			time.Sleep(50 * time.Microsecond) // polling, in a benchmark
+		}
 	}
 }
