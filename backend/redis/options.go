@@ -180,9 +180,16 @@ func safeClientOptions(o *goredis.Options) *goredis.Options {
 // reply through the smaller buffer takes more read calls, not more round
 // trips (see BenchmarkInitialize and BenchmarkLargeTransaction).
 func pipelinesOnMainPool(size *int, readBuf, writeBuf int) {
-	if *size == 0 && readBuf == 0 && writeBuf == 0 {
+	if defaultPipelinePool(*size, readBuf, writeBuf) {
 		*size = -1
 	}
+}
+
+// defaultPipelinePool reports whether go-redis options with these pipeline
+// pool fields leave its dedicated pipeline pool at its defaults: the user
+// chose neither its size (a negative one switches it off) nor its buffers.
+func defaultPipelinePool(size, readBuf, writeBuf int) bool {
+	return size == 0 && readBuf == 0 && writeBuf == 0
 }
 
 // New makes a Backend on a client the caller owns: a *goredis.Client, a

@@ -24,12 +24,16 @@ import (
 func (b *Backend) Load(ctx context.Context, name string) (backend.Snapshot, error) {
 	k := keysOf(name)
 	op := fmt.Sprintf("load %q", name)
-	pipe := b.client.TxPipeline()
+	on, release := pipelinesOn(b.client)
+	defer release()
+	pipe := on.TxPipeline()
 	meta := pipe.HMGet(ctx, k.meta, "epoch", "rev", "codec", "commit", "parent")
 	data := pipe.HGetAll(ctx, k.data)
 	revs := pipe.HGetAll(ctx, k.revs)
 	deadlines := pipe.ZRangeWithScores(ctx, k.expiry, 0, -1)
-	if _, err := pipe.Exec(ctx); err != nil {
+	_, err := pipe.Exec(ctx)
+	release()
+	if err != nil {
 		// A refused command aborts the transaction (EXECABORT); its own
 		// error says why (WRONGTYPE: damage; NOPERM: the ACL).
 		for _, c := range []struct {
@@ -482,8 +486,10 @@ func (b *Backend) GetMany(ctx context.Context, name string, keys []string) ([]ba
 	}
 	redisKeys := []string{k.data, k.revs, k.expiry}
 	var cmds []*goredis.Cmd
+	on, release := pipelinesOn(b.client)
+	defer release()
 	for attempt := 0; ; attempt++ {
-		pipe := b.client.Pipeline()
+		pipe := on.Pipeline()
 		cmds = cmds[:0]
 		for _, part := range parts {
 			cmds = append(cmds, getManyScript.EvalSha(ctx, pipe, redisKeys, part...))
@@ -492,13 +498,14 @@ func (b *Backend) GetMany(ctx context.Context, name string, keys []string) ([]ba
 		// A pipelined EVALSHA has no NOSCRIPT fallback: load the script
 		// and send again, once.
 		if attempt == 0 && slices.ContainsFunc(cmds, func(c *goredis.Cmd) bool { return isNoScript(c.Err()) }) {
-			if err := getManyScript.Load(ctx, b.client).Err(); err != nil {
+			if err := getManyScript.Load(ctx, on).Err(); err != nil {
 				return nil, wrap(ctx, op, err)
 			}
 			continue
 		}
 		break
 	}
+	release()
 	out := make([]backend.Entry, 0, len(keys))
 	at := 0
 	for i, cmd := range cmds {
