@@ -207,6 +207,13 @@ func defaultPipelinePool(size, readBuf, writeBuf int) bool {
 // answered with the original result instead of writing twice. That costs
 // a read and a write more per commit, and a key per commit for that
 // minute.
+//
+// The client's options are left as they are. If they leave go-redis's
+// dedicated pipeline pool at its defaults (a *goredis.Client made without
+// PipelinePoolSize or pipeline buffer sizes), the Backend sends its
+// pipelines (a load, a bulk fetch) on a connection of the main pool, held
+// for the pipeline, instead of having that pool dial a connection with
+// 256 KiB of buffers and keep it.
 func New(client goredis.UniversalClient, opts *Options) (*Backend, error) {
 	if client == nil {
 		return nil, errors.New("redis: New needs a client, got nil")

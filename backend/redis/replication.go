@@ -43,36 +43,40 @@ func (b *Backend) runAndWait(ctx context.Context, s *goredis.Script, keys []stri
 		}
 		client = master
 	}
-	on, release := pipelinesOn(client)
-	defer release()
-	node := on.Pipeline()
-	for attempt := 0; ; attempt++ {
-		// A pipelined EVALSHA has no NOSCRIPT fallback: load and retry.
-		cmd := s.EvalSha(ctx, node, keys, args...)
-		wait := node.Do(ctx, "WAIT", b.opts.WaitReplicas, b.opts.WaitTimeout.Milliseconds())
-		_, _ = node.Exec(ctx)
-		if err := cmd.Err(); attempt == 0 && isNoScript(err) {
-			if err := s.Load(ctx, on).Err(); err != nil {
-				return nil, err
+	var cmd, wait *goredis.Cmd
+	err := withPipelines(ctx, client, func(on pipeliner) error {
+		node := on.Pipeline()
+		for attempt := 0; ; attempt++ {
+			// A pipelined EVALSHA has no NOSCRIPT fallback: load and retry.
+			cmd = s.EvalSha(ctx, node, keys, args...)
+			wait = node.Do(ctx, "WAIT", b.opts.WaitReplicas, b.opts.WaitTimeout.Milliseconds())
+			_, _ = node.Exec(ctx)
+			if attempt == 0 && isNoScript(cmd.Err()) {
+				if err := s.Load(ctx, on).Err(); err != nil {
+					return err
+				}
+				continue
 			}
-			continue
+			return nil
 		}
-		release()
-		if cmd.Err() != nil || isConflictReply(cmd) {
-			return cmd, nil // the script's own answer (a refusal, say)
-		}
-		if err := wait.Err(); err != nil {
-			return nil, fmt.Errorf("WAIT: %w", err)
-		}
-		acked, err := wait.Int64()
-		if err != nil {
-			return nil, fmt.Errorf("WAIT: %w", err)
-		}
-		if acked < int64(b.opts.WaitReplicas) {
-			return nil, fmt.Errorf("%w: %d of %d replicas within %v", ErrNotReplicated, acked, b.opts.WaitReplicas, b.opts.WaitTimeout)
-		}
-		return cmd, nil
+	})
+	if err != nil {
+		return nil, err
 	}
+	if cmd.Err() != nil || isConflictReply(cmd) {
+		return cmd, nil // the script's own answer (a refusal, say)
+	}
+	if err := wait.Err(); err != nil {
+		return nil, fmt.Errorf("WAIT: %w", err)
+	}
+	acked, err := wait.Int64()
+	if err != nil {
+		return nil, fmt.Errorf("WAIT: %w", err)
+	}
+	if acked < int64(b.opts.WaitReplicas) {
+		return nil, fmt.Errorf("%w: %d of %d replicas within %v", ErrNotReplicated, acked, b.opts.WaitReplicas, b.opts.WaitTimeout)
+	}
+	return cmd, nil
 }
 
 // isConflictReply reports the commit script's conflict reply, which
