@@ -86,7 +86,7 @@ func mayResend(client goredis.UniversalClient) bool {
 	return true
 }
 
-// pipeliner sends pipelines: a client, or a Conn of one.
+// pipeliner sends pipelines: a client, or a Tx of one (withPipelines).
 type pipeliner interface {
 	goredis.Scripter
 	Pipeline() goredis.Pipeliner
