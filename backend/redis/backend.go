@@ -86,6 +86,60 @@ func mayResend(client goredis.UniversalClient) bool {
 	return true
 }
 
+// pipeliner sends pipelines: a client, or a Tx of one (withPipelines).
+type pipeliner interface {
+	goredis.Scripter
+	Pipeline() goredis.Pipeliner
+	Pipelined(ctx context.Context, fn func(goredis.Pipeliner) error) ([]goredis.Cmder, error)
+	TxPipeline() goredis.Pipeliner
+}
+
+// withPipelines calls fn, once, with what to send pipelines (or
+// MULTI/EXEC) through on client c, and returns its error. Commands fn
+// sends alongside (a SCRIPT LOAD on NOSCRIPT) go through it as well, so
+// that on a client with a pool of one connection they do not wait for the
+// connection fn holds.
+//
+// On a *goredis.Client (standalone or failover) whose options leave
+// go-redis's dedicated pipeline pool at its defaults, as in a client the
+// user made with go-redis's defaults, that is a Tx without WATCH: one
+// connection of the client's main pool, held while fn runs and given back
+// when it returns (dropped if it broke), whatever way fn ends. go-redis
+// would otherwise dial a connection of its pipeline pool for the first
+// pipeline (a load's MULTI/EXEC, a bulk fetch) and keep it, with 128 KiB
+// read and 128 KiB write buffers, for the few pipelines contextd sends,
+// when a main-pool connection (32 KiB buffers) is idle. Open and OpenURL
+// switch that pool off in the clients they make (pipelinesOnMainPool); a
+// user's client options are not ours to change, so the Backend goes
+// around the pool. A Tx has no pipeline pool (go-redis makes none for
+// it): its pipelines run on its connection, taken from the main pool with
+// the one pool Get a pipeline makes anyway; with no keys to watch, Watch
+// sends nothing, and neither does the Tx's Close. (Client.Conn would do
+// the same, but a Conn shares the client's options without the lock that
+// guards them when a new connection's handshake writes them: the race
+// detector reports it in go-redis v9.23. A Tx takes a copy under that
+// lock.) One difference: a client that retries (MaxRetries) sends a
+// pipeline whose connection broke again on another connection; on a Tx
+// the retry finds the connection gone and fails with the same cause, as
+// on a client without retries, and the Context's own retries (its next
+// catch-up, the caller's next try) take over.
+//
+// A user who sized the pipeline pool or its buffers chose it, and a
+// ClusterClient routes each command of a pipeline to its slot's node and
+// follows redirects, which a Tx of one node would not: their pipelines go
+// through the client.
+func withPipelines(ctx context.Context, c goredis.UniversalClient, fn func(on pipeliner) error) error {
+	cl, ok := c.(*goredis.Client)
+	if !ok {
+		return fn(c)
+	}
+	o := cl.Options()
+	if !defaultPipelinePool(o.PipelinePoolSize, o.PipelineReadBufferSize, o.PipelineWriteBufferSize) {
+		return fn(c)
+	}
+	return cl.Watch(ctx, func(tx *goredis.Tx) error { return fn(tx) })
+}
+
 // newID returns an id unique among all Backends, for commit ids and epoch
 // candidates: the Backend's random prefix and a counter, in lowercase hex
 // of even length, so that events carry it in binary (half its length).

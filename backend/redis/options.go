@@ -180,9 +180,16 @@ func safeClientOptions(o *goredis.Options) *goredis.Options {
 // reply through the smaller buffer takes more read calls, not more round
 // trips (see BenchmarkInitialize and BenchmarkLargeTransaction).
 func pipelinesOnMainPool(size *int, readBuf, writeBuf int) {
-	if *size == 0 && readBuf == 0 && writeBuf == 0 {
+	if defaultPipelinePool(*size, readBuf, writeBuf) {
 		*size = -1
 	}
+}
+
+// defaultPipelinePool reports whether go-redis options with these pipeline
+// pool fields leave its dedicated pipeline pool at its defaults: the user
+// chose neither its size (a negative one switches it off) nor its buffers.
+func defaultPipelinePool(size, readBuf, writeBuf int) bool {
+	return size == 0 && readBuf == 0 && writeBuf == 0
 }
 
 // New makes a Backend on a client the caller owns: a *goredis.Client, a
@@ -200,6 +207,13 @@ func pipelinesOnMainPool(size *int, readBuf, writeBuf int) {
 // answered with the original result instead of writing twice. That costs
 // a read and a write more per commit, and a key per commit for that
 // minute.
+//
+// The client's options are left as they are. If they leave go-redis's
+// dedicated pipeline pool at its defaults (a *goredis.Client made without
+// PipelinePoolSize or pipeline buffer sizes), the Backend sends its
+// pipelines (a load, a bulk fetch) on a connection of the main pool, held
+// for the pipeline, instead of having that pool dial a connection with
+// 256 KiB of buffers and keep it.
 func New(client goredis.UniversalClient, opts *Options) (*Backend, error) {
 	if client == nil {
 		return nil, errors.New("redis: New needs a client, got nil")

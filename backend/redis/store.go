@@ -24,12 +24,21 @@ import (
 func (b *Backend) Load(ctx context.Context, name string) (backend.Snapshot, error) {
 	k := keysOf(name)
 	op := fmt.Sprintf("load %q", name)
-	pipe := b.client.TxPipeline()
-	meta := pipe.HMGet(ctx, k.meta, "epoch", "rev", "codec", "commit", "parent")
-	data := pipe.HGetAll(ctx, k.data)
-	revs := pipe.HGetAll(ctx, k.revs)
-	deadlines := pipe.ZRangeWithScores(ctx, k.expiry, 0, -1)
-	if _, err := pipe.Exec(ctx); err != nil {
+	var (
+		meta       *goredis.SliceCmd
+		data, revs *goredis.MapStringStringCmd
+		deadlines  *goredis.ZSliceCmd
+	)
+	err := withPipelines(ctx, b.client, func(on pipeliner) error {
+		pipe := on.TxPipeline()
+		meta = pipe.HMGet(ctx, k.meta, "epoch", "rev", "codec", "commit", "parent")
+		data = pipe.HGetAll(ctx, k.data)
+		revs = pipe.HGetAll(ctx, k.revs)
+		deadlines = pipe.ZRangeWithScores(ctx, k.expiry, 0, -1)
+		_, err := pipe.Exec(ctx)
+		return err
+	})
+	if err != nil {
 		// A refused command aborts the transaction (EXECABORT); its own
 		// error says why (WRONGTYPE: damage; NOPERM: the ACL).
 		for _, c := range []struct {
@@ -482,22 +491,27 @@ func (b *Backend) GetMany(ctx context.Context, name string, keys []string) ([]ba
 	}
 	redisKeys := []string{k.data, k.revs, k.expiry}
 	var cmds []*goredis.Cmd
-	for attempt := 0; ; attempt++ {
-		pipe := b.client.Pipeline()
-		cmds = cmds[:0]
-		for _, part := range parts {
-			cmds = append(cmds, getManyScript.EvalSha(ctx, pipe, redisKeys, part...))
-		}
-		_, _ = pipe.Exec(ctx)
-		// A pipelined EVALSHA has no NOSCRIPT fallback: load the script
-		// and send again, once.
-		if attempt == 0 && slices.ContainsFunc(cmds, func(c *goredis.Cmd) bool { return isNoScript(c.Err()) }) {
-			if err := getManyScript.Load(ctx, b.client).Err(); err != nil {
-				return nil, wrap(ctx, op, err)
+	err := withPipelines(ctx, b.client, func(on pipeliner) error {
+		for attempt := 0; ; attempt++ {
+			pipe := on.Pipeline()
+			cmds = cmds[:0]
+			for _, part := range parts {
+				cmds = append(cmds, getManyScript.EvalSha(ctx, pipe, redisKeys, part...))
 			}
-			continue
+			_, _ = pipe.Exec(ctx)
+			// A pipelined EVALSHA has no NOSCRIPT fallback: load the script
+			// and send again, once.
+			if attempt == 0 && slices.ContainsFunc(cmds, func(c *goredis.Cmd) bool { return isNoScript(c.Err()) }) {
+				if err := getManyScript.Load(ctx, on).Err(); err != nil {
+					return err
+				}
+				continue
+			}
+			return nil
 		}
-		break
+	})
+	if err != nil {
+		return nil, wrap(ctx, op, err)
 	}
 	out := make([]backend.Entry, 0, len(keys))
 	at := 0

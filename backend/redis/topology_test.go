@@ -124,12 +124,15 @@ func TestClusterSlotMigration(t *testing.T) {
 }
 
 // TestSentinelClient runs contexts over a Sentinel failover client: writes,
-// propagation and locks work through it.
+// propagation and locks work through it, and the load runs on the
+// client's main pool, not its (default) pipeline pool.
 func TestSentinelClient(t *testing.T) {
 	s := redistest.StartSentinel(t)
 	ctx := context.Background()
+	var clients []*goredis.Client
 	newInstance := func() *contextd.Context[string] {
 		client := goredis.NewFailoverClient(&goredis.FailoverOptions{MasterName: s.MasterName(), SentinelAddrs: []string{s.SentinelAddr()}})
+		clients = append(clients, client)
 		t.Cleanup(func() { _ = client.Close() })
 		b, err := redis.New(client, nil)
 		if err != nil {
@@ -162,6 +165,11 @@ func TestSentinelClient(t *testing.T) {
 	}
 	if err := l.Release(ctx); err != nil {
 		t.Fatal(err)
+	}
+	for i, c := range clients {
+		if ps := c.PoolStats().PipelineStats; ps == nil || ps.TotalConns != 0 {
+			t.Errorf("instance %d: pipeline pool %+v; want one with no connection (pipelines on the main pool)", i, ps)
+		}
 	}
 }
 
