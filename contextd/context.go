@@ -81,6 +81,10 @@ type Context[T any] struct {
 
 	// contention remembers the keys whose writes were refused lately.
 	contention contention
+	// reserved holds the places in key queues that contended Modify
+	// commits took for the next Modify of their key (turn.go).
+	reservedMu sync.Mutex
+	reserved   map[string]*reservation
 	// modGroups holds, per key, the Modify calls combined into one
 	// commit (combine.go); modMu guards them and their calls.
 	modMu     sync.Mutex
