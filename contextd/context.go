@@ -300,6 +300,7 @@ func (c *Context[T]) Close() error {
 	}
 	c.lifeMu.Unlock()
 	c.wg.Wait()
+	c.dropReservations()
 	for _, l := range held {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		if err := l.Release(ctx); err != nil && !errors.Is(err, ErrLockLost) {

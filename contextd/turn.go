@@ -197,13 +197,18 @@ func (c *Context[T]) keep(r *reservation) {
 		c.reserved = make(map[string]*reservation)
 	}
 	old := c.reserved[r.key]
-	c.reserved[r.key] = r
-	// Unclaimed for a retry delay: the caller is not coming back soon.
-	r.timer = time.AfterFunc(c.opts.RetryDelay, func() {
-		if r.state.CompareAndSwap(reserveOpen, reserveGone) {
-			c.giveUp(r)
-		}
-	})
+	// Unless its turn came already, and it was given up then.
+	if r.state.Load() == reserveOpen {
+		c.reserved[r.key] = r
+		// Unclaimed for a retry delay: the caller is not coming back soon.
+		r.timer = time.AfterFunc(c.opts.RetryDelay, func() {
+			if r.state.CompareAndSwap(reserveOpen, reserveGone) {
+				c.giveUp(r)
+			}
+		})
+	} else {
+		old = nil
+	}
 	c.reservedMu.Unlock()
 	if old != nil && old.state.CompareAndSwap(reserveOpen, reserveGone) {
 		c.giveUp(old)
@@ -213,14 +218,12 @@ func (c *Context[T]) keep(r *reservation) {
 // claim returns the open reservation of key, claimed, or nil.
 func (c *Context[T]) claim(key string) *reservation {
 	c.reservedMu.Lock()
+	defer c.reservedMu.Unlock()
 	r := c.reserved[key]
-	if r != nil {
-		delete(c.reserved, key)
-	}
-	c.reservedMu.Unlock()
 	if r == nil || !r.state.CompareAndSwap(reserveOpen, reserveClaimed) {
-		return nil
+		return nil // none, or one being given up (giveUp removes it)
 	}
+	delete(c.reserved, key)
 	r.timer.Stop()
 	return r
 }
@@ -234,13 +237,35 @@ func (r *reservation) drop() {
 	}
 }
 
-// giveUp leaves r's place in the background and ends its watch.
+// giveUp leaves r's place in the background and ends its watch. r stays
+// in reserved until it has left, so that a Close meanwhile leaves it too.
 func (c *Context[T]) giveUp(r *reservation) {
-	c.reservedMu.Lock()
-	if c.reserved[r.key] == r {
-		delete(c.reserved, r.key)
-	}
-	c.reservedMu.Unlock()
 	r.stop()
-	c.leaveQueue(r.w, []string{r.key})
+	c.background(func(ctx context.Context) {
+		_ = c.queue.Dequeue(ctx, c.name, r.w, r.key)
+		c.reservedMu.Lock()
+		if c.reserved[r.key] == r {
+			delete(c.reserved, r.key)
+		}
+		c.reservedMu.Unlock()
+	})
+}
+
+// dropReservations leaves the places of the reservations no call
+// claimed, for Close (background does nothing once closed).
+func (c *Context[T]) dropReservations() {
+	c.reservedMu.Lock()
+	rs := c.reserved
+	c.reserved = nil
+	c.reservedMu.Unlock()
+	for _, r := range rs {
+		r.state.Store(reserveGone)
+		if r.timer != nil {
+			r.timer.Stop()
+		}
+		r.stop()
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		_ = c.queue.Dequeue(ctx, c.name, r.w, r.key)
+		cancel()
+	}
 }
