@@ -192,6 +192,9 @@ func (c *Context[T]) reserve(ctx context.Context, key string) *reservation {
 // keep records r as the place of the next Modify of its key, once its
 // commit queued it; it replaces (and gives up) an older one.
 func (c *Context[T]) keep(r *reservation) {
+	// Others were queued for the key: it is contended, and the next call
+	// looks for r (Modify claims only on a key seen contended).
+	c.contention.mark(r.key)
 	c.reservedMu.Lock()
 	if c.reserved == nil {
 		c.reserved = make(map[string]*reservation)

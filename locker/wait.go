@@ -54,7 +54,8 @@ type Policy struct {
 	// its turn before the first attempt instead of making one that would
 	// be refused and queued. The Watcher must notify Queued's turns from
 	// before the place was taken (a TurnWatcher that returns a watch
-	// armed then), or a turn handed on meanwhile waits for a pause.
+	// armed then), or a turn handed on meanwhile waits for a pause. A
+	// wait that ctx ends before any attempt returns ctx.Err() alone.
 	Queued *Waiter
 }
 
