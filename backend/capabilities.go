@@ -82,8 +82,10 @@ type AtomicPublisher interface {
 type TurnFollower interface {
 	// WatchTurnAfter is locker.TurnWatcher's WatchTurn; in addition, before
 	// it notifies w of a turn handed on by a commit, it calls after with
-	// that commit's revision. A turn handed on by a lock release or a
-	// waiter that left calls no after. after must not block.
+	// that commit's revision, and before it notifies w of a turn handed on
+	// to w by name otherwise (a lock release, a waiter that left), it
+	// calls after with 0. A wake-up that names nobody calls no after.
+	// after must not block.
 	WatchTurnAfter(ctx context.Context, name string, w locker.Waiter, after func(rev uint64), keys ...string) (notify <-chan struct{}, stop func(), err error)
 }
 

@@ -130,9 +130,25 @@ type Batch struct {
 	// committed one dequeues it, and wakes the next waiter (ReleaseNotify).
 	// Other stores ignore it.
 	Waiter *locker.Waiter
+	// Requeue, if not nil, asks a fair, lock-aware store to queue
+	// Requeue.Waiter for the batch's keys again once the batch is
+	// committed, behind the waiters queued then, if any are: the writer
+	// expects to write them again soon, and takes its place without a
+	// refused attempt. The store sets Requeue.Queued when it did. A store
+	// without fair, lock-aware commits ignores it.
+	Requeue *Requeue
 	// EventValueLimit bounds the value bytes an event carries: values are
 	// included in op order while their running total stays within the
 	// limit; the others are marked Omitted, and receivers fetch them.
 	// Zero or less carries keys only.
 	EventValueLimit int
+}
+
+// Requeue is a batch's request to be queued again after its commit
+// (Batch.Requeue), and the store's answer.
+type Requeue struct {
+	Waiter locker.Waiter
+	// Queued is set by the store when the waiter was queued: others
+	// waited for a key of the batch after the commit.
+	Queued bool
 }

@@ -81,6 +81,10 @@ type Context[T any] struct {
 
 	// contention remembers the keys whose writes were refused lately.
 	contention contention
+	// reserved holds the places in key queues that contended Modify
+	// commits took for the next Modify of their key (turn.go).
+	reservedMu sync.Mutex
+	reserved   map[string]*reservation
 	// modGroups holds, per key, the Modify calls combined into one
 	// commit (combine.go); modMu guards them and their calls.
 	modMu     sync.Mutex
@@ -296,6 +300,7 @@ func (c *Context[T]) Close() error {
 	}
 	c.lifeMu.Unlock()
 	c.wg.Wait()
+	c.dropReservations()
 	for _, l := range held {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		if err := l.Release(ctx); err != nil && !errors.Is(err, ErrLockLost) {

@@ -7,6 +7,7 @@ import (
 
 	"github.com/contextd-go/contextd/backend"
 	"github.com/contextd-go/contextd/codec"
+	"github.com/contextd-go/contextd/locker"
 )
 
 // Defaults of the original library, kept so its users' tuning still holds.
@@ -169,6 +170,9 @@ type writeOptions struct {
 	// contended, set by Modify (not an option), queues the first attempt:
 	// the key was refused a moment ago (contention).
 	contended bool
+	// queued, set by Modify (not an option), is the place a reservation
+	// holds in the key's queue already (turn.go): the wait starts with it.
+	queued *locker.Waiter
 }
 
 // IfRevision makes the write conditional: it goes through only if every key

@@ -28,6 +28,9 @@ type turnNotes struct {
 	locker.ReleaseWatcher // WatchRelease, for a wait without a queue
 	follower              backend.TurnFollower
 	rev                   atomic.Uint64
+	// pre, if not nil, is the reservation whose turn this call waits
+	// for: its watch was armed before its place was taken.
+	pre *reservation
 }
 
 var _ locker.TurnWatcher = (*turnNotes)(nil)
@@ -43,6 +46,9 @@ func (c *Context[T]) newTurnNotes() *turnNotes {
 
 // WatchTurn watches w's turn as the backend does, noting revisions.
 func (t *turnNotes) WatchTurn(ctx context.Context, name string, w locker.Waiter, keys ...string) (<-chan struct{}, func(), error) {
+	if t.pre != nil && w.ID == t.pre.w.ID {
+		return t.pre.notify, t.pre.stop, nil
+	}
 	return t.follower.WatchTurnAfter(ctx, name, w, t.note, keys...)
 }
 
@@ -132,4 +138,137 @@ func (t *contention) recent(key string) bool {
 	at, ok := t.keys[key]
 	t.mu.Unlock()
 	return ok && now-at <= int64(contendedFor)
+}
+
+// A reservation is a place in a key's queue that a committed Modify took
+// for the next Modify of the key in this Context (backend.Batch.Requeue):
+// under steady contention the next call comes before its turn does, and
+// then waits for that turn without first making an attempt that would be
+// refused and queued — one script per increment instead of two. The turn
+// is watched from before the commit that took the place, so none is
+// missed. A reservation no call claims is given up as soon as its turn
+// comes, or after a retry delay (whichever is first), so it holds nobody
+// up for longer than a lost turn notification of a waiting call would.
+type reservation struct {
+	w      locker.Waiter
+	key    string
+	notify <-chan struct{}
+	stop   func()
+	notes  *turnNotes // the claiming call's; notes the turn's revision
+	state  atomic.Int32
+	timer  *time.Timer
+}
+
+const (
+	reserveOpen    = iota // taken, not yet claimed
+	reserveClaimed        // a call waits with it
+	reserveGone           // given up, or not taken
+)
+
+// reserve arms the turn watch of a new waiter for key, to ask the commit
+// of a contended Modify to queue it again (backend.Batch.Requeue). It
+// returns nil when the backend cannot follow turns.
+func (c *Context[T]) reserve(ctx context.Context, key string) *reservation {
+	if c.follower == nil {
+		return nil
+	}
+	r := &reservation{w: locker.NewWaiter(max(4*c.opts.RetryDelay, 2*time.Second)), key: key}
+	r.notes = &turnNotes{ReleaseWatcher: c.notifier, follower: c.follower, pre: r}
+	notify, stop, err := c.follower.WatchTurnAfter(ctx, c.name, r.w, func(rev uint64) {
+		r.notes.note(rev)
+		// Its turn came and no call claimed it: hand the turn on (not
+		// here: after runs in the backend's reader, which stop waits for).
+		if r.state.CompareAndSwap(reserveOpen, reserveGone) {
+			go c.giveUp(r)
+		}
+	}, key)
+	if err != nil {
+		return nil
+	}
+	r.notify, r.stop = notify, stop
+	return r
+}
+
+// keep records r as the place of the next Modify of its key, once its
+// commit queued it; it replaces (and gives up) an older one.
+func (c *Context[T]) keep(r *reservation) {
+	// Others were queued for the key: it is contended, and the next call
+	// looks for r (Modify claims only on a key seen contended).
+	c.contention.mark(r.key)
+	c.reservedMu.Lock()
+	if c.reserved == nil {
+		c.reserved = make(map[string]*reservation)
+	}
+	old := c.reserved[r.key]
+	// Unless its turn came already, and it was given up then.
+	if r.state.Load() == reserveOpen {
+		c.reserved[r.key] = r
+		// Unclaimed for a retry delay: the caller is not coming back soon.
+		r.timer = time.AfterFunc(c.opts.RetryDelay, func() {
+			if r.state.CompareAndSwap(reserveOpen, reserveGone) {
+				c.giveUp(r)
+			}
+		})
+	} else {
+		old = nil
+	}
+	c.reservedMu.Unlock()
+	if old != nil && old.state.CompareAndSwap(reserveOpen, reserveGone) {
+		c.giveUp(old)
+	}
+}
+
+// claim returns the open reservation of key, claimed, or nil.
+func (c *Context[T]) claim(key string) *reservation {
+	c.reservedMu.Lock()
+	defer c.reservedMu.Unlock()
+	r := c.reserved[key]
+	if r == nil || !r.state.CompareAndSwap(reserveOpen, reserveClaimed) {
+		return nil // none, or one being given up (giveUp removes it)
+	}
+	delete(c.reserved, key)
+	r.timer.Stop()
+	return r
+}
+
+// drop ends reservation r of a call that did not use it to commit: its
+// place, if the store took it, is given up.
+func (r *reservation) drop() {
+	if r != nil {
+		r.state.Store(reserveGone)
+		r.stop()
+	}
+}
+
+// giveUp leaves r's place in the background and ends its watch. r stays
+// in reserved until it has left, so that a Close meanwhile leaves it too.
+func (c *Context[T]) giveUp(r *reservation) {
+	r.stop()
+	c.background(func(ctx context.Context) {
+		_ = c.queue.Dequeue(ctx, c.name, r.w, r.key)
+		c.reservedMu.Lock()
+		if c.reserved[r.key] == r {
+			delete(c.reserved, r.key)
+		}
+		c.reservedMu.Unlock()
+	})
+}
+
+// dropReservations leaves the places of the reservations no call
+// claimed, for Close (background does nothing once closed).
+func (c *Context[T]) dropReservations() {
+	c.reservedMu.Lock()
+	rs := c.reserved
+	c.reserved = nil
+	c.reservedMu.Unlock()
+	for _, r := range rs {
+		r.state.Store(reserveGone)
+		if r.timer != nil {
+			r.timer.Stop()
+		}
+		r.stop()
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		_ = c.queue.Dequeue(ctx, c.name, r.w, r.key)
+		cancel()
+	}
 }

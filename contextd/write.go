@@ -208,6 +208,15 @@ func (c *Context[T]) modify(ctx context.Context, key string, fn func(T, bool) (T
 	// an unqueued one would make first. Only where Modify's attempts
 	// queue (a fair, lock-aware store).
 	o.contended = c.queue != nil && c.caps.LockAwareCommit && c.contention.recent(key)
+	// A place the previous contended call took for this one: wait for
+	// its turn, with no attempt before it.
+	var claimed *reservation
+	if shared && o.contended {
+		if claimed = c.claim(key); claimed != nil {
+			o.turns, o.queued = claimed.notes, &claimed.w
+			defer claimed.drop()
+		}
+	}
 	ended := false // end ran to its end for this call
 	if shared {
 		// A panic (or runtime.Goexit) in this goroutine outside the
@@ -266,9 +275,32 @@ func (c *Context[T]) modify(ctx context.Context, key string, fn func(T, bool) (T
 				// ... but it is, once no call it carries waits for it.
 				cctx, stop = whileAnyWaits(ctx, taken)
 			}
+			// A queued writer of a combinable call takes its place for
+			// the next call of the key now, if others are still queued
+			// after it (turn.go).
+			var next *reservation
+			if w != nil && shared {
+				if next = c.reserve(ctx, key); next != nil {
+					batch.Requeue = &backend.Requeue{Waiter: next.w}
+				}
+			}
 			var err error
 			head, err = c.commit(cctx, batch, []update[T]{up})
 			stop()
+			switch {
+			case next == nil:
+			case err == nil && batch.Requeue.Queued:
+				c.keep(next)
+			case err == nil || errors.Is(err, backend.ErrConflict) || errors.Is(err, backend.ErrLocked):
+				// Not queued: refused before, or nobody else waits.
+				next.state.Store(reserveGone)
+				next.stop()
+			default:
+				// The commit may have queued it.
+				if next.state.CompareAndSwap(reserveOpen, reserveGone) {
+					c.giveUp(next)
+				}
+			}
 			if err == nil {
 				return nil
 			}
@@ -373,6 +405,7 @@ func (c *Context[T]) writeLocked(ctx context.Context, keys []string, held []*Loc
 		policy.Watcher = wo.turns
 	}
 	policy.Contended = wo.contended
+	policy.Queued = wo.queued
 	if c.caps.LockAwareCommit {
 		err := locker.Retry(ctx, c.name, keys, policy, func(ctx context.Context, w *locker.Waiter) error {
 			return attempt(ctx, leases, w)

@@ -375,3 +375,51 @@ func TestRetryContended(t *testing.T) {
 		t.Fatalf("Contended without a queue: attempts %+v, WatchRelease %d; want the unqueued wait", got, w.armed)
 	}
 }
+
+// chanTurns is a TurnWatcher whose notifications the test sends.
+type chanTurns struct {
+	watcher
+	ch    chan struct{}
+	turns []string
+}
+
+func (w *chanTurns) WatchTurn(ctx context.Context, name string, wt locker.Waiter, keys ...string) (<-chan struct{}, func(), error) {
+	w.turns = append(w.turns, wt.ID)
+	return w.ch, func() {}, nil
+}
+
+// TestRetryQueued: a caller that holds its place already (Policy.Queued)
+// waits for its turn before its first attempt, which carries that
+// waiter; a wait that ctx ends before any attempt leaves the queue.
+func TestRetryQueued(t *testing.T) {
+	held := locker.Waiter{ID: "held", Hold: time.Minute}
+	w := &chanTurns{ch: make(chan struct{}, 1)}
+	q := &queue{}
+	p := locker.Policy{RetryDelay: 24 * time.Hour, MaxRetries: 3, Watcher: w, Queue: q, Queued: &held}
+	w.ch <- struct{}{} // the turn, come before the call
+	var got []string
+	err := locker.Retry(context.Background(), "c", []string{"k"}, p, func(_ context.Context, wt *locker.Waiter) error {
+		if len(w.ch) != 0 {
+			t.Error("attempt made before the turn was taken")
+		}
+		if wt == nil {
+			got = append(got, "")
+		} else {
+			got = append(got, wt.ID)
+		}
+		return nil
+	}, busy)
+	if err != nil || len(got) != 1 || got[0] != "held" || len(w.turns) != 1 || w.turns[0] != "held" || len(q.dequeued) != 0 {
+		t.Fatalf("Retry = %v, attempts %v, turns watched %v, dequeued %v; want one attempt as the held waiter, after its turn", err, got, w.turns, q.dequeued)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	got = nil
+	err = locker.Retry(ctx, "c", []string{"k"}, p, func(context.Context, *locker.Waiter) error {
+		got = append(got, "attempt")
+		return errBusy
+	}, busy)
+	if !errors.Is(err, context.Canceled) || len(got) != 0 || len(q.dequeued) != 1 || q.dequeued[0] != "held" {
+		t.Fatalf("cancelled: Retry = %v, attempts %v, dequeued %v; want no attempt and the held waiter dequeued", err, got, q.dequeued)
+	}
+}

@@ -48,6 +48,15 @@ type Policy struct {
 	// a watch is cheap (a subscription already open), so set it only for
 	// keys seen contended recently.
 	Contended bool
+	// Queued, with a Queue and a Watcher, is a place the caller holds in
+	// the queues of keys already (its previous write took it: see
+	// backend.Batch.Requeue). Retry uses it as the waiter, and waits for
+	// its turn before the first attempt instead of making one that would
+	// be refused and queued. The Watcher must notify Queued's turns from
+	// before the place was taken (a TurnWatcher that returns a watch
+	// armed then), or a turn handed on meanwhile waits for a pause. A
+	// wait that ctx ends before any attempt returns ctx.Err() alone.
+	Queued *Waiter
 }
 
 // Retry calls try until it returns nil or an error for which retryable is
@@ -102,7 +111,12 @@ func Retry(ctx context.Context, name string, keys []string, p Policy, try func(c
 		}
 		return w
 	}
-	armFirst := p.Contended && p.Queue != nil && p.Watcher != nil && p.MaxRetries > 0
+	armFirst := (p.Contended || p.Queued != nil) && p.Queue != nil && p.Watcher != nil && p.MaxRetries > 0
+	queued := armFirst && p.Queued != nil
+	if queued {
+		qw := *p.Queued
+		w = &qw
+	}
 	if armFirst {
 		waiter()
 	}
@@ -111,10 +125,10 @@ func Retry(ctx context.Context, name string, keys []string, p Policy, try func(c
 			waiter()
 		}
 		return try(ctx, w)
-	}, retryable, waiter, armFirst)
+	}, retryable, waiter, armFirst, queued)
 }
 
-func retry(ctx context.Context, name string, keys []string, p Policy, try func(context.Context) error, retryable func(error) bool, waiter func() *Waiter, armFirst bool) (err error) {
+func retry(ctx context.Context, name string, keys []string, p Policy, try func(context.Context) error, retryable func(error) bool, waiter func() *Waiter, armFirst, queued bool) (err error) {
 	var notify <-chan struct{}
 	if armFirst {
 		ch, stop, werr := watch(ctx, name, keys, p, waiter)
@@ -127,9 +141,13 @@ func retry(ctx context.Context, name string, keys []string, p Policy, try func(c
 		}
 		// Without a notification the pauses below still bound the wait.
 	}
-	err = try(ctx)
-	if err == nil || !retryable(err) || p.MaxRetries <= 0 {
-		return wrapExhausted(err, retryable, 0)
+	// A caller queued already waits for its turn first: an attempt now
+	// would be refused (others are queued before it).
+	if !queued {
+		err = try(ctx)
+		if err == nil || !retryable(err) || p.MaxRetries <= 0 {
+			return wrapExhausted(err, retryable, 0)
+		}
 	}
 	if p.OnWait != nil {
 		var done func(error)
@@ -156,6 +174,9 @@ func retry(ctx context.Context, name string, keys []string, p Policy, try func(c
 	for pauses := 0; pauses < p.MaxRetries; {
 		select {
 		case <-ctx.Done():
+			if err == nil {
+				return ctx.Err() // queued, and no attempt made yet
+			}
 			return errors.Join(err, ctx.Err())
 		case <-timer.C:
 			pauses++

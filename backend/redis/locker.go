@@ -201,7 +201,8 @@ type releaseWatch struct {
 	notify chan struct{}
 	waiter string // WatchTurn's waiter; "" for WatchRelease
 	// after, if not nil, is told the revision of a commit that handed the
-	// turn on, before the wake-up (WatchTurnAfter).
+	// turn on, or 0 for a turn that names the waiter without a commit,
+	// before the wake-up (WatchTurnAfter).
 	after func(rev uint64)
 }
 
@@ -217,7 +218,7 @@ func (w *releaseWatch) deliver(payload string) {
 	if next != "" && w.waiter != "" && next != w.waiter {
 		return // another waiter's turn
 	}
-	if rev != 0 && w.after != nil {
+	if w.after != nil && (rev != 0 || next != "" && next == w.waiter) {
 		w.after(rev)
 	}
 	w.wake()

@@ -338,7 +338,8 @@ logLen, hold = tonumber(logLen), tonumber(hold)
 local checkLocks, remember, fair = fCheck == '1', fRemember == '1', fFair == '1'
 local codec, commitID, commitWire, originWire = ARGV[2], ARGV[3], ARGV[4], ARGV[5]
 local channel, unlock, waiterID, kinds, ttls = ARGV[6], ARGV[7], ARGV[8], ARGV[9], ARGV[10]
-local opsAt = 11
+local requeueHold, requeueID = string.match(ARGV[11], '^(%d+) (.+)$')
+local opsAt = 12
 local condsAt = opsAt + 2 * nOps
 local leasesAt = condsAt + 2 * nConds
 local lockKeysAt, queueKeysAt, leaseKeysAt = 7, 7, 7
@@ -383,6 +384,7 @@ for i = 0, nLeases - 1 do
 end
 local queued = waiterID ~= '' and fair
 local first -- ops whose queue this waiter is first in
+local busyAfter = false -- a lock or queue key of an op existed
 if checkLocks then
   -- No lock or queue key of any op exists: every key is free, and none
   -- of them needs a closer look.
@@ -393,6 +395,7 @@ if checkLocks then
     if busy > 0 then break end
   end
   local blocked
+  busyAfter = busy > 0
   if busy > 0 then
     local L = locks()
     first = {}
@@ -648,6 +651,22 @@ if first and queued then
       L.wake(unlock, sharded, ARGV[opsAt + 2 * i], (L.queueHead(q, waiters, L.now, i)), rev)
     end
   end
+end
+-- A requeue: the writer expects to write these keys again soon, and
+-- others wait for them: it takes its next place in their queues now,
+-- behind those waiters, instead of with a refused attempt later.
+if requeueID and fair and checkLocks and busyAfter then
+  local L = locks()
+  local n = 0
+  for i = 0, nOps - 1 do
+    local q = KEYS[queueKeysAt + i]
+    if redis.call('ZCARD', q) > 0 then
+      local bad = L.enqueue(q, waiters, meta, requeueID, L.now, tonumber(requeueHold))
+      if bad then return bad end
+      n = n + 1
+    end
+  end
+  if n > 0 then return {epoch, rev, commitID, parent, n} end
 end
 return {epoch, rev, commitID, parent}
 `

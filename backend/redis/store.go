@@ -267,11 +267,15 @@ func (b *Backend) commit(ctx context.Context, name string, bt backend.Batch, cha
 			ttls = appendTTL(ttls, i, o.TTL)
 		}
 	}
+	var requeue string
+	if fair && bt.Requeue != nil && bt.Requeue.Waiter.ID != "" {
+		requeue = strconv.FormatInt(max(bt.Requeue.Waiter.Hold.Milliseconds(), 1), 10) + " " + bt.Requeue.Waiter.ID
+	}
 	header := fmt.Sprintf("%d %d %d %d %d %s%s%s%s", len(bt.Ops), len(bt.Conditions), len(leases), logLen, hold,
 		flag(checkLocks), flag(b.mayResend), flag(fair), flag(b.sharded))
-	args := make([]any, 0, 10+2*len(bt.Ops)+2*len(bt.Conditions)+2*len(leases))
+	args := make([]any, 0, 11+2*len(bt.Ops)+2*len(bt.Conditions)+2*len(leases))
 	args = append(args, header, bt.Codec, id, backend.AppendWireID(nil, id), backend.AppendWireID(nil, bt.Origin),
-		channel, b.unlockChannel(k), waiterID, kinds, ttls)
+		channel, b.unlockChannel(k), waiterID, kinds, ttls, requeue)
 	for _, o := range bt.Ops {
 		if o.Delete {
 			args = append(args, o.Key, "")
@@ -295,6 +299,10 @@ func (b *Backend) commit(ctx context.Context, name string, bt backend.Batch, cha
 	}
 	switch len(res) {
 	case 4:
+	case 5:
+		if bt.Requeue != nil {
+			bt.Requeue.Queued = true
+		}
 	case 3:
 		return backend.Head{}, conflictReply(op, bt, res)
 	default:
