@@ -3,6 +3,7 @@ package redis_test
 import (
 	"fmt"
 	"testing"
+	"time"
 
 	goredis "github.com/redis/go-redis/v9"
 	"github.com/redis/go-redis/v9/auth"
@@ -47,5 +48,56 @@ func TestUserClientStreamingCredentialsLoad(t *testing.T) {
 	}()
 	if err != nil {
 		t.Fatalf("Load on a client with a StreamingCredentialsProvider: %v", err)
+	}
+}
+
+// TestUserClientGetManyRetriesBrokenConn checks that a bulk fetch on a
+// client the user made with go-redis's defaults (MaxRetries 3) survives a
+// connection that breaks after the fetch was sent, as it did when the
+// fetch went through the client: go-redis sends a read-only pipeline
+// again on another connection. The fetch reaches Redis, its reply is held
+// back, and the connection breaks before the reply arrives.
+func TestUserClientGetManyRetriesBrokenConn(t *testing.T) {
+	t.Parallel()
+	srv := redistest.Start(t, nil)
+	proxy := redistest.StartProxy(t, srv.Addr())
+	ctx := faultCtx(t)
+	const name = "pipelines-getmany-retry"
+	client := goredis.NewClient(&goredis.Options{Addr: proxy.Addr(), Password: srv.Password(), ClientName: clientName(t)})
+	be := backendOn(t, client, nil)
+	writer := openInstance[int](t, newBackend(t, srv, nil), name, noResync)
+	if err := writer.UpdateContext(ctx, "a", 1); err != nil {
+		t.Fatal(err)
+	}
+	// Script loaded, connection dialled.
+	if es, err := be.GetMany(ctx, name, []string{"a"}); err != nil || len(es) != 1 {
+		t.Fatalf("GetMany = %+v, %v; want a", es, err)
+	}
+	sent := commandCounts(t, srv)["evalsha"]
+
+	proxy.StallReplies()
+	res := make(chan error, 1)
+	go func() {
+		es, err := be.GetMany(ctx, name, []string{"a"})
+		if err == nil && len(es) != 1 {
+			err = fmt.Errorf("got %+v; want a", es)
+		}
+		res <- err
+	}()
+	eventually(t, "the fetch has run in Redis", func() error {
+		if n := commandCounts(t, srv)["evalsha"]; n <= sent {
+			return fmt.Errorf("%d EVALSHA, %d before", n, sent)
+		}
+		return nil
+	})
+	proxy.Break() // the reply is lost with the connection
+	proxy.Resume()
+	select {
+	case err := <-res:
+		if err != nil {
+			t.Fatalf("GetMany whose connection broke, on a client with MaxRetries %d: %v; want it sent again", client.Options().MaxRetries, err)
+		}
+	case <-time.After(faultWait):
+		t.Fatal("GetMany did not return after its connection broke")
 	}
 }
