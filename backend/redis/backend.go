@@ -137,6 +137,12 @@ func withPipelines(ctx context.Context, c goredis.UniversalClient, fn func(on pi
 	if !defaultPipelinePool(o.PipelinePoolSize, o.PipelineReadBufferSize, o.PipelineWriteBufferSize) {
 		return fn(c)
 	}
+	// go-redis v9.23 makes a Tx without the client's streaming-credentials
+	// manager: a connection the Tx has to dial panics in its handshake
+	// (TestUserClientStreamingCredentialsLoad). Such clients keep the pool.
+	if o.StreamingCredentialsProvider != nil {
+		return fn(c)
+	}
 	return cl.Watch(ctx, func(tx *goredis.Tx) error { return fn(tx) })
 }
 

@@ -210,7 +210,8 @@ func defaultPipelinePool(size, readBuf, writeBuf int) bool {
 //
 // The client's options are left as they are. If they leave go-redis's
 // dedicated pipeline pool at its defaults (a *goredis.Client made without
-// PipelinePoolSize or pipeline buffer sizes), the Backend sends its
+// PipelinePoolSize, pipeline buffer sizes or a
+// StreamingCredentialsProvider), the Backend sends its
 // pipelines (a load, a bulk fetch) on a connection of the main pool, held
 // for the pipeline, instead of having that pool dial a connection with
 // 256 KiB of buffers and keep it.
