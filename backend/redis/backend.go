@@ -86,7 +86,7 @@ func mayResend(client goredis.UniversalClient) bool {
 	return true
 }
 
-// pipeliner sends pipelines: a client, or a Tx of one (withPipelines).
+// pipeliner sends pipelines: a client, or a Tx of one (withLoadConn).
 type pipeliner interface {
 	goredis.Scripter
 	Pipeline() goredis.Pipeliner
@@ -94,11 +94,11 @@ type pipeliner interface {
 	TxPipeline() goredis.Pipeliner
 }
 
-// withPipelines calls fn, once, with what to send pipelines (or
-// MULTI/EXEC) through on client c, and returns its error. Commands fn
-// sends alongside (a SCRIPT LOAD on NOSCRIPT) go through it as well, so
-// that on a client with a pool of one connection they do not wait for the
-// connection fn holds.
+// withLoadConn calls fn, once, with what to send a load's MULTI/EXEC
+// through on client c, and returns its error. Commands fn sends alongside
+// (a SCRIPT LOAD on NOSCRIPT) go through it as well, so that on a client
+// with a pool of one connection they do not wait for the connection fn
+// holds.
 //
 // On a *goredis.Client (standalone or failover) whose options leave
 // go-redis's dedicated pipeline pool at its defaults, as in a client the
@@ -106,29 +106,35 @@ type pipeliner interface {
 // connection of the client's main pool, held while fn runs and given back
 // when it returns (dropped if it broke), whatever way fn ends. go-redis
 // would otherwise dial a connection of its pipeline pool for the first
-// pipeline (a load's MULTI/EXEC, a bulk fetch) and keep it, with 128 KiB
-// read and 128 KiB write buffers, for the few pipelines contextd sends,
-// when a main-pool connection (32 KiB buffers) is idle. Open and OpenURL
+// load and keep it, with 128 KiB read and 128 KiB write buffers, when a
+// main-pool connection (32 KiB buffers) is idle: for a context of 10k
+// keys that is 25 B per key more (docs/benchmarks.md). Open and OpenURL
 // switch that pool off in the clients they make (pipelinesOnMainPool); a
-// user's client options are not ours to change, so the Backend goes
-// around the pool. A Tx has no pipeline pool (go-redis makes none for
-// it): its pipelines run on its connection, taken from the main pool with
-// the one pool Get a pipeline makes anyway; with no keys to watch, Watch
-// sends nothing, and neither does the Tx's Close. (Client.Conn would do
-// the same, but a Conn shares the client's options without the lock that
+// user's client options are not ours to change, so the load goes around
+// the pool. A Tx has no pipeline pool (go-redis makes none for it): its
+// pipelines run on its connection, taken from the main pool with the one
+// pool Get a pipeline makes anyway; with no keys to watch, Watch sends
+// nothing, and neither does the Tx's Close. (Client.Conn would do the
+// same, but a Conn shares the client's options without the lock that
 // guards them when a new connection's handshake writes them: the race
 // detector reports it in go-redis v9.23. A Tx takes a copy under that
-// lock.) One difference: a client that retries (MaxRetries) sends a
-// pipeline whose connection broke again on another connection; on a Tx
-// the retry finds the connection gone and fails with the same cause, as
-// on a client without retries, and the Context's own retries (its next
-// catch-up, the caller's next try) take over.
+// lock.)
+//
+// Only the load goes this way. go-redis retries (MaxRetries) a pipeline
+// whose connection broke on another connection; a Tx's retry finds its
+// connection gone and fails. For a load that costs little — go-redis
+// never resends a MULTI/EXEC whose reply was lost, only one whose write
+// failed, and the Context's catch-up loads again — but bulk fetches, lock
+// listings and commits with WAIT are sent again on a client that retries
+// (a Sentinel failover closes connections in use), so they keep going
+// through the client, pipeline pool and all: the pool is dialled when the
+// first of them runs (TestUserClientGetManyRetriesBrokenConn).
 //
 // A user who sized the pipeline pool or its buffers chose it, and a
 // ClusterClient routes each command of a pipeline to its slot's node and
-// follows redirects, which a Tx of one node would not: their pipelines go
+// follows redirects, which a Tx of one node would not: their loads go
 // through the client.
-func withPipelines(ctx context.Context, c goredis.UniversalClient, fn func(on pipeliner) error) error {
+func withLoadConn(ctx context.Context, c goredis.UniversalClient, fn func(on pipeliner) error) error {
 	cl, ok := c.(*goredis.Client)
 	if !ok {
 		return fn(c)

@@ -52,15 +52,12 @@ func (b *Backend) ListLocks(ctx context.Context, name string) ([]locker.Held, er
 	start := time.Now()
 	gets := make([]*goredis.StringCmd, len(names))
 	ttls := make([]*goredis.DurationCmd, len(names))
-	err := withPipelines(ctx, b.client, func(on pipeliner) error {
-		_, err := on.Pipelined(ctx, func(p goredis.Pipeliner) error {
-			for i, n := range names {
-				gets[i] = p.Get(ctx, n)
-				ttls[i] = p.PTTL(ctx, n)
-			}
-			return nil
-		})
-		return err
+	_, err := b.client.Pipelined(ctx, func(p goredis.Pipeliner) error {
+		for i, n := range names {
+			gets[i] = p.Get(ctx, n)
+			ttls[i] = p.PTTL(ctx, n)
+		}
+		return nil
 	})
 	if err != nil && err != goredis.Nil {
 		return nil, fmt.Errorf("redis: %s: %w", op, err)

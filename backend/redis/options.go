@@ -211,10 +211,12 @@ func defaultPipelinePool(size, readBuf, writeBuf int) bool {
 // The client's options are left as they are. If they leave go-redis's
 // dedicated pipeline pool at its defaults (a *goredis.Client made without
 // PipelinePoolSize, pipeline buffer sizes or a
-// StreamingCredentialsProvider), the Backend sends its
-// pipelines (a load, a bulk fetch) on a connection of the main pool, held
-// for the pipeline, instead of having that pool dial a connection with
-// 256 KiB of buffers and keep it.
+// StreamingCredentialsProvider), the Backend sends its loads (a
+// MULTI/EXEC) on a connection of the main pool, held for the load, instead
+// of having that pool dial a connection with 256 KiB of buffers and keep
+// it. Its other pipelines (bulk fetches, lock listings, commits with WAIT)
+// go through the client, so that go-redis can resend them on another
+// connection if theirs breaks.
 func New(client goredis.UniversalClient, opts *Options) (*Backend, error) {
 	if client == nil {
 		return nil, errors.New("redis: New needs a client, got nil")

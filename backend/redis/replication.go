@@ -33,50 +33,45 @@ func (b *Backend) run(ctx context.Context, s *goredis.Script, keys []string, arg
 }
 
 func (b *Backend) runAndWait(ctx context.Context, s *goredis.Script, keys []string, args []any) (*goredis.Cmd, error) {
-	var client goredis.UniversalClient = b.client
-	if c, ok := b.client.(*goredis.ClusterClient); ok {
+	var node goredis.Pipeliner
+	switch c := b.client.(type) {
+	case *goredis.ClusterClient:
 		// A cluster pipeline may split commands across nodes; pipeline on
 		// the master of the context's slot instead.
 		master, err := c.MasterForKey(ctx, keys[0])
 		if err != nil {
 			return nil, err
 		}
-		client = master
+		node = master.Pipeline()
+	default:
+		node = b.client.Pipeline()
 	}
-	var cmd, wait *goredis.Cmd
-	err := withPipelines(ctx, client, func(on pipeliner) error {
-		node := on.Pipeline()
-		for attempt := 0; ; attempt++ {
-			// A pipelined EVALSHA has no NOSCRIPT fallback: load and retry.
-			cmd = s.EvalSha(ctx, node, keys, args...)
-			wait = node.Do(ctx, "WAIT", b.opts.WaitReplicas, b.opts.WaitTimeout.Milliseconds())
-			_, _ = node.Exec(ctx)
-			if attempt == 0 && isNoScript(cmd.Err()) {
-				if err := s.Load(ctx, on).Err(); err != nil {
-					return err
-				}
-				continue
+	for attempt := 0; ; attempt++ {
+		// A pipelined EVALSHA has no NOSCRIPT fallback: load and retry.
+		cmd := s.EvalSha(ctx, node, keys, args...)
+		wait := node.Do(ctx, "WAIT", b.opts.WaitReplicas, b.opts.WaitTimeout.Milliseconds())
+		_, _ = node.Exec(ctx)
+		if err := cmd.Err(); attempt == 0 && isNoScript(err) {
+			if err := s.Load(ctx, b.client).Err(); err != nil {
+				return nil, err
 			}
-			return nil
+			continue
 		}
-	})
-	if err != nil {
-		return nil, err
+		if cmd.Err() != nil || isConflictReply(cmd) {
+			return cmd, nil // the script's own answer (a refusal, say)
+		}
+		if err := wait.Err(); err != nil {
+			return nil, fmt.Errorf("WAIT: %w", err)
+		}
+		acked, err := wait.Int64()
+		if err != nil {
+			return nil, fmt.Errorf("WAIT: %w", err)
+		}
+		if acked < int64(b.opts.WaitReplicas) {
+			return nil, fmt.Errorf("%w: %d of %d replicas within %v", ErrNotReplicated, acked, b.opts.WaitReplicas, b.opts.WaitTimeout)
+		}
+		return cmd, nil
 	}
-	if cmd.Err() != nil || isConflictReply(cmd) {
-		return cmd, nil // the script's own answer (a refusal, say)
-	}
-	if err := wait.Err(); err != nil {
-		return nil, fmt.Errorf("WAIT: %w", err)
-	}
-	acked, err := wait.Int64()
-	if err != nil {
-		return nil, fmt.Errorf("WAIT: %w", err)
-	}
-	if acked < int64(b.opts.WaitReplicas) {
-		return nil, fmt.Errorf("%w: %d of %d replicas within %v", ErrNotReplicated, acked, b.opts.WaitReplicas, b.opts.WaitTimeout)
-	}
-	return cmd, nil
 }
 
 // isConflictReply reports the commit script's conflict reply, which

@@ -29,7 +29,7 @@ func (b *Backend) Load(ctx context.Context, name string) (backend.Snapshot, erro
 		data, revs *goredis.MapStringStringCmd
 		deadlines  *goredis.ZSliceCmd
 	)
-	err := withPipelines(ctx, b.client, func(on pipeliner) error {
+	err := withLoadConn(ctx, b.client, func(on pipeliner) error {
 		pipe := on.TxPipeline()
 		meta = pipe.HMGet(ctx, k.meta, "epoch", "rev", "codec", "commit", "parent")
 		data = pipe.HGetAll(ctx, k.data)
@@ -499,27 +499,22 @@ func (b *Backend) GetMany(ctx context.Context, name string, keys []string) ([]ba
 	}
 	redisKeys := []string{k.data, k.revs, k.expiry}
 	var cmds []*goredis.Cmd
-	err := withPipelines(ctx, b.client, func(on pipeliner) error {
-		for attempt := 0; ; attempt++ {
-			pipe := on.Pipeline()
-			cmds = cmds[:0]
-			for _, part := range parts {
-				cmds = append(cmds, getManyScript.EvalSha(ctx, pipe, redisKeys, part...))
-			}
-			_, _ = pipe.Exec(ctx)
-			// A pipelined EVALSHA has no NOSCRIPT fallback: load the script
-			// and send again, once.
-			if attempt == 0 && slices.ContainsFunc(cmds, func(c *goredis.Cmd) bool { return isNoScript(c.Err()) }) {
-				if err := getManyScript.Load(ctx, on).Err(); err != nil {
-					return err
-				}
-				continue
-			}
-			return nil
+	for attempt := 0; ; attempt++ {
+		pipe := b.client.Pipeline()
+		cmds = cmds[:0]
+		for _, part := range parts {
+			cmds = append(cmds, getManyScript.EvalSha(ctx, pipe, redisKeys, part...))
 		}
-	})
-	if err != nil {
-		return nil, wrap(ctx, op, err)
+		_, _ = pipe.Exec(ctx)
+		// A pipelined EVALSHA has no NOSCRIPT fallback: load the script
+		// and send again, once.
+		if attempt == 0 && slices.ContainsFunc(cmds, func(c *goredis.Cmd) bool { return isNoScript(c.Err()) }) {
+			if err := getManyScript.Load(ctx, b.client).Err(); err != nil {
+				return nil, wrap(ctx, op, err)
+			}
+			continue
+		}
+		break
 	}
 	out := make([]backend.Entry, 0, len(keys))
 	at := 0
