@@ -155,13 +155,17 @@ func (c *Context[T]) handleMessages(ctx context.Context, msgs []broadcaster.Mess
 // value is decoded once.
 func (c *Context[T]) applyBurst(ctx context.Context, run []broadcaster.Message, dec *backend.EventDecoder) int {
 	var (
-		n       int
-		badErr  error          // the event at n-1 does not decode
-		slow    *backend.Event // the event at n-1 needs a fetch
-		repair  = applied      // what the event at n-1 calls for
-		traced  []uint64       // revisions of other instances applied, for Trace
-		touched bool           // an event was applied (or tried to be)
-		expires int64          // the earliest deadline applied, for the expiry tracker
+		n      int
+		badErr error // the event at n-1 does not decode
+		// slow is the event at n-1 if it needs a fetch (isSlow): a copy,
+		// not a pointer to ev, which would move every event decoded here
+		// to the heap.
+		slow    backend.Event
+		isSlow  bool
+		repair  = applied // what the event at n-1 calls for
+		traced  []uint64  // revisions of other instances applied, for Trace
+		touched bool      // an event was applied (or tried to be)
+		expires int64     // the earliest deadline applied, for the expiry tracker
 	)
 	wantTrace := c.opts.Trace != nil && c.opts.Trace.EventApplied != nil
 	c.cache.lock()
@@ -187,7 +191,7 @@ func (c *Context[T]) applyBurst(ctx context.Context, run []broadcaster.Message, 
 			}
 			if !own {
 				if omits(ev) {
-					slow = &ev
+					slow, isSlow = ev, true
 					break
 				}
 				ups = c.updatesOf(ev, nil)
@@ -224,8 +228,8 @@ func (c *Context[T]) applyBurst(ctx context.Context, run []broadcaster.Message, 
 		c.stats.invalidEvents.Add(1)
 		c.opts.Logger.Warn("contextd: ignoring an invalid event; catching up", "context", c.name, "error", badErr)
 		c.catchUp(ctx, viaLog)
-	case slow != nil:
-		c.applyFetched(ctx, *slow)
+	case isSlow:
+		c.applyFetched(ctx, slow)
 	default:
 		c.repairAfter(ctx, repair)
 	}
