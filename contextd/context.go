@@ -49,6 +49,13 @@ type Context[T any] struct {
 	// as these bytes decodes to exactly the value written (codec.Exact):
 	// the copy then keeps the written value instead of decoding it.
 	exact func([]byte) bool
+	// marshalRef is set when encoding a pointer to a value gives the
+	// value's own encoding: the built-in JSON codec with a type it vouches
+	// for (no marshalling methods, on T or *T). A write then encodes
+	// through a pointer into memory it allocated anyway, sparing the
+	// allocation that putting a T into the codec's interface argument
+	// costs.
+	marshalRef bool
 
 	// expiry tracks the next key to expire (only with an expirer).
 	expiry *expiry
@@ -133,6 +140,7 @@ func New[T any](b backend.Backend, contextKey string, opts *Options) (*Context[T
 	if ex, ok := o.Codec.(codec.Exact); ok {
 		c.exact = ex.Exact(reflect.TypeFor[T]())
 	}
+	c.marshalRef = c.exact != nil && o.Codec == codec.JSON
 	if c.caps.FairLocks && c.caps.ReleaseNotify {
 		// Only the waiter first in a queue may proceed, so the queue needs
 		// release notifications to hand the turn on promptly: with polling

@@ -516,13 +516,17 @@ func (c *Context[T]) removeInflight(seq uint64) {
 // with the same value bytes in the same order, which decode to the same
 // values. An expiry time the event carries (the store's clock) replaces
 // the writer's estimate. ok is false if no commit in flight matches; then
-// the event is decoded as any other.
+// the event is decoded as any other. Without such a time the commit's
+// own slice is returned: it is only read, here and by the commit.
 func (c *Context[T]) ownUpdates(ev backend.Event) ([]update[T], bool) {
 	c.inflightMu.Lock()
 	defer c.inflightMu.Unlock()
 	for _, w := range c.inflight {
 		if !sameOps(w.ops, ev.Changes) {
 			continue
+		}
+		if !slices.ContainsFunc(ev.Changes, func(ch backend.Change) bool { return !ch.Expires.IsZero() }) {
+			return w.ups, true
 		}
 		ups := make([]update[T], len(w.ups))
 		for i, u := range w.ups {
