@@ -85,6 +85,10 @@ type Context[T any] struct {
 	inflightMu sync.Mutex
 	inflight   []ownWrite[T]
 	inflightN  uint64
+	// noEcho is set while the subscription leaves out the events of this
+	// instance's atomically published commits (skipEchoes): a commit
+	// whose outcome is in doubt is then brought in by a catch-up.
+	noEcho atomic.Bool
 
 	// contention remembers the keys whose writes were refused lately.
 	contention contention
@@ -228,6 +232,7 @@ func (c *Context[T]) Initialize(ctx context.Context) error {
 	c.cancel = cancel
 	c.sub = sub
 	c.hushEchoes(sub)
+	c.skipEchoes(sub)
 	c.wg.Add(1)
 	go func() {
 		defer c.wg.Done()

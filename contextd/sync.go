@@ -70,6 +70,29 @@ func (c *Context[T]) hushEchoes(sub broadcaster.Subscription) {
 	})
 }
 
+// echoSkipper is a Subscription that can leave out the events of one
+// origin's atomically published commits (the memory backend's, whose
+// commits are synchronous: their replies always come).
+type echoSkipper interface {
+	SkipOwnEchoes(origin string)
+}
+
+// skipEchoes has sub leave out the echoes of this instance's commits where
+// it can and they are published with the commit (AtomicPublish): the
+// commit's reply applies it, and an echo would only wake the read loop to
+// find it a duplicate, which on the memory backend costs a writer most of
+// what publishing costs it. A commit that fails in doubt is brought in by
+// a catch-up instead (commit).
+func (c *Context[T]) skipEchoes(sub broadcaster.Subscription) {
+	es, ok := sub.(echoSkipper)
+	if !ok || c.atomicPub == nil {
+		c.noEcho.Store(false)
+		return
+	}
+	es.SkipOwnEchoes(c.id)
+	c.noEcho.Store(true)
+}
+
 // readLoop applies the subscription's events until ctx ends. It is the one
 // goroutine that reads the subscription.
 func (c *Context[T]) readLoop(ctx context.Context) {
@@ -285,6 +308,7 @@ func (c *Context[T]) resubscribe(ctx context.Context, old broadcaster.Subscripti
 			}
 			c.sub = sub
 			c.hushEchoes(sub)
+			c.skipEchoes(sub)
 			return sub
 		}
 		c.cache.setDeaf(err)

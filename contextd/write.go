@@ -432,7 +432,12 @@ func (c *Context[T]) commit(ctx context.Context, b backend.Batch, ups []update[T
 	b.EventValueLimit = c.opts.EventValueLimit
 	var head backend.Head
 	var err error
-	seq := c.addInflight(b.Ops, ups)
+	// Without echoes (skipEchoes) there is no echo to beat the reply.
+	noEcho := c.noEcho.Load()
+	var seq uint64
+	if !noEcho {
+		seq = c.addInflight(b.Ops, ups)
+	}
 	if c.atomicPub != nil {
 		head, err = c.atomicPub.CommitAndPublish(ctx, c.name, b, c.opts.Channel)
 	} else {
@@ -443,6 +448,11 @@ func (c *Context[T]) commit(ctx context.Context, b backend.Batch, ups []update[T
 	}
 	if err != nil {
 		c.removeInflight(seq)
+		if noEcho && inDoubt(err) {
+			// Without an echo (skipEchoes) nothing else brings in this
+			// commit if it was made after all: the change log does.
+			c.background(func(ctx context.Context) { _ = c.catchUp(ctx, viaLog) })
+		}
 		return backend.Head{}, err
 	}
 	v := c.cache.applyOwn(head, c.id, ups)
@@ -464,6 +474,12 @@ func (c *Context[T]) commit(ctx context.Context, b backend.Batch, ups []update[T
 		_ = c.catchUp(ctx, replaceAll)
 	}
 	return head, nil
+}
+
+// inDoubt reports whether a commit that failed with err may have been
+// made: anything but a store's refusal.
+func inDoubt(err error) bool {
+	return !errors.Is(err, backend.ErrConflict) && !errors.Is(err, backend.ErrLocked) && !errors.Is(err, locker.ErrNotHeld)
 }
 
 // publish sends a committed batch's event. The commit stands whatever
@@ -491,7 +507,7 @@ type ownWrite[T any] struct {
 }
 
 // addInflight records a commit about to be sent; removeInflight(seq) ends
-// it.
+// it (seq is never 0).
 func (c *Context[T]) addInflight(ops []backend.Op, ups []update[T]) uint64 {
 	c.inflightMu.Lock()
 	defer c.inflightMu.Unlock()
@@ -501,6 +517,9 @@ func (c *Context[T]) addInflight(ops []backend.Op, ups []update[T]) uint64 {
 }
 
 func (c *Context[T]) removeInflight(seq uint64) {
+	if seq == 0 {
+		return // none was added
+	}
 	c.inflightMu.Lock()
 	defer c.inflightMu.Unlock()
 	for i := range c.inflight {

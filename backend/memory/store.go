@@ -251,7 +251,7 @@ func (b *Backend) apply(sp *space, bt backend.Batch, now time.Time, channel stri
 	if publish {
 		b.subMu.Lock()
 		// payload was encoded for this delivery alone.
-		b.deliver(channel, payload, true)
+		b.deliver(channel, payload, true, bt.Origin)
 		b.subMu.Unlock()
 	}
 	return event, nil
