@@ -73,6 +73,17 @@ func (b *Backend) deliver(channel string, payload []byte, owned bool, origin str
 	}
 }
 
+// receives reports whether a commit's event of origin published on channel
+// has a Subscription to go to. b.subMu must be held.
+func (b *Backend) receives(channel, origin string) bool {
+	for _, s := range b.subs[channel] {
+		if origin == "" || s.skipOrigin != origin {
+			return true
+		}
+	}
+	return false
+}
+
 // subscription is the memory Backend's broadcaster.Subscription. Publishers
 // append to its queue and signal ready; its reader takes from the queue
 // and waits on ready when it is empty. No goroutine runs for it.
