@@ -394,8 +394,13 @@ func (d *decoder) wireID() []byte {
 //
 // The zero EventDecoder is ready to use. It is not safe for concurrent use.
 type EventDecoder struct {
-	// ids holds recently decoded ids, replaced round robin.
+	// ids holds recently decoded ids, replaced by the clock (second
+	// chance) rule: an id found again since the hand last passed its slot
+	// (its bit in used) is kept, so the epoch and the origins, found in
+	// every event, outlive the stream of new commit ids instead of being
+	// pushed out by them every few events.
 	ids  [8]string
+	used uint8
 	next int
 	// p and body are the payload of the last DecodeHead and the offset
 	// of its changes (-1 after a failure).
@@ -608,8 +613,9 @@ func (d *decoder) id(limit int) string {
 			return ""
 		}
 		if d.ids != nil {
-			for _, s := range d.ids.ids {
+			for i, s := range d.ids.ids {
 				if s == string(raw) {
+					d.ids.used |= 1 << i
 					return s
 				}
 			}
@@ -625,8 +631,9 @@ func (d *decoder) id(limit int) string {
 		return ""
 	}
 	if d.ids != nil {
-		for _, s := range d.ids.ids {
+		for i, s := range d.ids.ids {
 			if isHexOf(s, raw) {
+				d.ids.used |= 1 << i
 				return s
 			}
 		}
@@ -640,9 +647,15 @@ func (d *decoder) id(limit int) string {
 
 // remember keeps id among the recent ids, if the decoder keeps any.
 func (d *decoder) remember(id string) string {
-	if d.ids != nil {
-		d.ids.ids[d.ids.next] = id
-		d.ids.next = (d.ids.next + 1) % len(d.ids.ids)
+	if ids := d.ids; ids != nil {
+		// The hand clears the bits of the slots it passes: with all of
+		// them set it goes round once and takes the slot it started at.
+		for ids.used&(1<<ids.next) != 0 {
+			ids.used &^= 1 << ids.next
+			ids.next = (ids.next + 1) % len(ids.ids)
+		}
+		ids.ids[ids.next] = id
+		ids.next = (ids.next + 1) % len(ids.ids)
 	}
 	return id
 }

@@ -214,6 +214,12 @@ type cache[T any] struct {
 	// waits. sigMu guards it, and is taken after mu, never before.
 	sigMu     sync.Mutex
 	published chan struct{}
+	// waiting is set, under sigMu, while published is not nil, so that
+	// publishing a view skips sigMu when nobody waits (most of the time):
+	// await sets it before it reads the view again, and unlock reads it
+	// after storing the new view, so either unlock sees it or await sees
+	// the new view.
+	waiting atomic.Bool
 }
 
 func newCache[T any](self string) *cache[T] {
@@ -243,6 +249,7 @@ func (c *cache[T]) await(ctx context.Context, bound time.Duration, reached func(
 		c.sigMu.Lock()
 		if c.published == nil {
 			c.published = make(chan struct{})
+			c.waiting.Store(true)
 		}
 		published := c.published
 		c.sigMu.Unlock()
@@ -271,12 +278,15 @@ func (c *cache[T]) lock() {
 func (c *cache[T]) unlock() {
 	c.cur.Store(&view[T]{entries: c.edit.Map(), live: c.live, epoch: c.epoch, applied: c.applied})
 	c.edit = nil
-	c.sigMu.Lock()
-	if c.published != nil {
-		close(c.published)
-		c.published = nil
+	if c.waiting.Load() {
+		c.sigMu.Lock()
+		if c.published != nil {
+			close(c.published)
+			c.published = nil
+			c.waiting.Store(false)
+		}
+		c.sigMu.Unlock()
 	}
-	c.sigMu.Unlock()
 	if c.pendingReset {
 		for _, w := range c.watchers {
 			w.reset()
@@ -397,9 +407,23 @@ func (c *cache[T]) noteEcho(rev uint64) {
 // read-your-writes, even if earlier revisions have not arrived yet.
 func (c *cache[T]) applyOwn(h backend.Head, origin string, ups []update[T]) verdict {
 	c.lock()
-	defer c.unlock()
+	epoch, applied := c.epoch, c.applied
+	v, changed := c.applyOwnLocked(h, origin, ups)
+	if changed || c.epoch != epoch || c.applied != applied {
+		c.unlock()
+	} else {
+		// Most often the commit's echo was applied first (a duplicate):
+		// the view stays, and nothing waiting for one is woken.
+		c.unlockUnchanged()
+	}
+	return v
+}
+
+// applyOwnLocked is applyOwn inside a change the caller holds; changed
+// reports whether it changed the entries.
+func (c *cache[T]) applyOwnLocked(h backend.Head, origin string, ups []update[T]) (v verdict, changed bool) {
 	if !c.adopt(h.Epoch) {
-		return resync
+		return resync, false
 	}
 	rev := h.Revision
 	c.known = max(c.known, rev)
@@ -411,28 +435,28 @@ func (c *cache[T]) applyOwn(h backend.Head, origin string, ups []update[T]) verd
 		// commit's parent shows it.
 		if _, ok := c.echoed[rev]; ok {
 			delete(c.echoed, rev)
-			return duplicate
+			return duplicate, false
 		}
 		if !c.passed(rev, h.Commit) {
 			// The copy applied another commit at this revision: a history
 			// the store lost. Only a replacement brings this write in.
-			return diverged
+			return diverged, false
 		}
-		return resync
+		return resync, false
 	}
 	if rev == c.applied+1 && !c.follows(h.Parent) {
-		return diverged
+		return diverged, false
 	}
 	// An own commit held until the revisions before it arrive keeps its
 	// changes: watchers get them then, and a replacement re-applies them.
 	changes := c.set(rev, h.Commit, origin, ups, rev != c.applied+1)
 	if rev != c.applied+1 {
 		c.ahead[rev] = own[T]{changes: changes, commit: h.Commit, parent: h.Parent}
-		return applied
+		return applied, true
 	}
 	c.emit(changes)
 	c.setApplied(rev, h.Commit)
-	return c.advance()
+	return c.advance(), true
 }
 
 // set writes ups at rev into entries where they are newer, and returns the

@@ -49,6 +49,13 @@ type Context[T any] struct {
 	// as these bytes decodes to exactly the value written (codec.Exact):
 	// the copy then keeps the written value instead of decoding it.
 	exact func([]byte) bool
+	// marshalRef is set when encoding a pointer to a value gives the
+	// value's own encoding: the built-in JSON codec with a type it vouches
+	// for (no marshalling methods, on T or *T). A write then encodes
+	// through a pointer into memory it allocated anyway, sparing the
+	// allocation that putting a T into the codec's interface argument
+	// costs.
+	marshalRef bool
 
 	// expiry tracks the next key to expire (only with an expirer).
 	expiry *expiry
@@ -78,6 +85,10 @@ type Context[T any] struct {
 	inflightMu sync.Mutex
 	inflight   []ownWrite[T]
 	inflightN  uint64
+	// noEcho is set while the subscription leaves out the events of this
+	// instance's atomically published commits (skipEchoes): a commit
+	// whose outcome is in doubt is then brought in by a catch-up.
+	noEcho atomic.Bool
 
 	// contention remembers the keys whose writes were refused lately.
 	contention contention
@@ -137,6 +148,7 @@ func New[T any](b backend.Backend, contextKey string, opts *Options) (*Context[T
 	if ex, ok := o.Codec.(codec.Exact); ok {
 		c.exact = ex.Exact(reflect.TypeFor[T]())
 	}
+	c.marshalRef = c.exact != nil && o.Codec == codec.JSON
 	if c.caps.FairLocks && c.caps.ReleaseNotify {
 		// Only the waiter first in a queue may proceed, so the queue needs
 		// release notifications to hand the turn on promptly: with polling
@@ -224,6 +236,7 @@ func (c *Context[T]) Initialize(ctx context.Context) error {
 	c.cancel = cancel
 	c.sub = sub
 	c.hushEchoes(sub)
+	c.skipEchoes(sub)
 	c.wg.Add(1)
 	go func() {
 		defer c.wg.Done()

@@ -145,8 +145,9 @@ func (c *Context[T]) local(key string, v T, b []byte) (T, error) {
 	return c.decode(key, b)
 }
 
-// encode turns a T into bytes; its error names the key.
-func (c *Context[T]) encode(key string, v T) ([]byte, error) {
+// encode turns a T into bytes (v is a T, or a *T where marshalRef says
+// that encodes the same); its error names the key.
+func (c *Context[T]) encode(key string, v any) ([]byte, error) {
 	b, err := c.opts.Codec.Marshal(v)
 	if err != nil {
 		return nil, fmt.Errorf("encode %q with %s: %w: %w", key, c.opts.Codec.Name(), ErrInvalid, err)

@@ -70,6 +70,29 @@ func (c *Context[T]) hushEchoes(sub broadcaster.Subscription) {
 	})
 }
 
+// echoSkipper is a Subscription that can leave out the events of one
+// origin's atomically published commits (the memory backend's, whose
+// commits are synchronous: their replies always come).
+type echoSkipper interface {
+	SkipOwnEchoes(origin string)
+}
+
+// skipEchoes has sub leave out the echoes of this instance's commits where
+// it can and they are published with the commit (AtomicPublish): the
+// commit's reply applies it, and an echo would only wake the read loop to
+// find it a duplicate, which on the memory backend costs a writer most of
+// what publishing costs it. A commit that fails in doubt is brought in by
+// a catch-up instead (commit).
+func (c *Context[T]) skipEchoes(sub broadcaster.Subscription) {
+	es, ok := sub.(echoSkipper)
+	if !ok || c.atomicPub == nil {
+		c.noEcho.Store(false)
+		return
+	}
+	es.SkipOwnEchoes(c.id)
+	c.noEcho.Store(true)
+}
+
 // readLoop applies the subscription's events until ctx ends. It is the one
 // goroutine that reads the subscription.
 func (c *Context[T]) readLoop(ctx context.Context) {
@@ -155,13 +178,17 @@ func (c *Context[T]) handleMessages(ctx context.Context, msgs []broadcaster.Mess
 // value is decoded once.
 func (c *Context[T]) applyBurst(ctx context.Context, run []broadcaster.Message, dec *backend.EventDecoder) int {
 	var (
-		n       int
-		badErr  error          // the event at n-1 does not decode
-		slow    *backend.Event // the event at n-1 needs a fetch
-		repair  = applied      // what the event at n-1 calls for
-		traced  []uint64       // revisions of other instances applied, for Trace
-		touched bool           // an event was applied (or tried to be)
-		expires int64          // the earliest deadline applied, for the expiry tracker
+		n      int
+		badErr error // the event at n-1 does not decode
+		// slow is the event at n-1 if it needs a fetch (isSlow): a copy,
+		// not a pointer to ev, which would move every event decoded here
+		// to the heap.
+		slow    backend.Event
+		isSlow  bool
+		repair  = applied // what the event at n-1 calls for
+		traced  []uint64  // revisions of other instances applied, for Trace
+		touched bool      // an event was applied (or tried to be)
+		expires int64     // the earliest deadline applied, for the expiry tracker
 	)
 	wantTrace := c.opts.Trace != nil && c.opts.Trace.EventApplied != nil
 	c.cache.lock()
@@ -187,7 +214,7 @@ func (c *Context[T]) applyBurst(ctx context.Context, run []broadcaster.Message, 
 			}
 			if !own {
 				if omits(ev) {
-					slow = &ev
+					slow, isSlow = ev, true
 					break
 				}
 				ups = c.updatesOf(ev, nil)
@@ -224,8 +251,8 @@ func (c *Context[T]) applyBurst(ctx context.Context, run []broadcaster.Message, 
 		c.stats.invalidEvents.Add(1)
 		c.opts.Logger.Warn("contextd: ignoring an invalid event; catching up", "context", c.name, "error", badErr)
 		c.catchUp(ctx, viaLog)
-	case slow != nil:
-		c.applyFetched(ctx, *slow)
+	case isSlow:
+		c.applyFetched(ctx, slow)
 	default:
 		c.repairAfter(ctx, repair)
 	}
@@ -281,6 +308,7 @@ func (c *Context[T]) resubscribe(ctx context.Context, old broadcaster.Subscripti
 			}
 			c.sub = sub
 			c.hushEchoes(sub)
+			c.skipEchoes(sub)
 			return sub
 		}
 		c.cache.setDeaf(err)

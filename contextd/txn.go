@@ -172,7 +172,17 @@ func (c *Context[T]) commitOps(ctx context.Context, ops []txnOp[T], conds []txnC
 		if ttl != 0 && !c.caps.Expiry {
 			return 0, fmt.Errorf("WithTTL: the backend does not expire keys: %w", errors.ErrUnsupported)
 		}
-		b, err := c.encode(op.key, op.value)
+		var b []byte
+		var err error
+		if c.marshalRef {
+			// Through a pointer to the update, which is on the heap
+			// already: op.value itself would be copied there to fit the
+			// codec's argument.
+			ups[i].value = op.value
+			b, err = c.encode(op.key, &ups[i].value)
+		} else {
+			b, err = c.encode(op.key, op.value)
+		}
 		if err != nil {
 			return 0, err
 		}

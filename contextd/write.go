@@ -465,7 +465,12 @@ func (c *Context[T]) commit(ctx context.Context, b backend.Batch, ups []update[T
 	b.EventValueLimit = c.opts.EventValueLimit
 	var head backend.Head
 	var err error
-	seq := c.addInflight(b.Ops, ups)
+	// Without echoes (skipEchoes) there is no echo to beat the reply.
+	noEcho := c.noEcho.Load()
+	var seq uint64
+	if !noEcho {
+		seq = c.addInflight(b.Ops, ups)
+	}
 	if c.atomicPub != nil {
 		head, err = c.atomicPub.CommitAndPublish(ctx, c.name, b, c.opts.Channel)
 	} else {
@@ -476,6 +481,11 @@ func (c *Context[T]) commit(ctx context.Context, b backend.Batch, ups []update[T
 	}
 	if err != nil {
 		c.removeInflight(seq)
+		if noEcho && inDoubt(err) {
+			// Without an echo (skipEchoes) nothing else brings in this
+			// commit if it was made after all: the change log does.
+			c.background(func(ctx context.Context) { _ = c.catchUp(ctx, viaLog) })
+		}
 		return backend.Head{}, err
 	}
 	v := c.cache.applyOwn(head, c.id, ups)
@@ -497,6 +507,12 @@ func (c *Context[T]) commit(ctx context.Context, b backend.Batch, ups []update[T
 		_ = c.catchUp(ctx, replaceAll)
 	}
 	return head, nil
+}
+
+// inDoubt reports whether a commit that failed with err may have been
+// made: anything but a store's refusal.
+func inDoubt(err error) bool {
+	return !errors.Is(err, backend.ErrConflict) && !errors.Is(err, backend.ErrLocked) && !errors.Is(err, locker.ErrNotHeld)
 }
 
 // publish sends a committed batch's event. The commit stands whatever
@@ -524,7 +540,7 @@ type ownWrite[T any] struct {
 }
 
 // addInflight records a commit about to be sent; removeInflight(seq) ends
-// it.
+// it (seq is never 0).
 func (c *Context[T]) addInflight(ops []backend.Op, ups []update[T]) uint64 {
 	c.inflightMu.Lock()
 	defer c.inflightMu.Unlock()
@@ -534,6 +550,9 @@ func (c *Context[T]) addInflight(ops []backend.Op, ups []update[T]) uint64 {
 }
 
 func (c *Context[T]) removeInflight(seq uint64) {
+	if seq == 0 {
+		return // none was added
+	}
 	c.inflightMu.Lock()
 	defer c.inflightMu.Unlock()
 	for i := range c.inflight {
@@ -549,13 +568,17 @@ func (c *Context[T]) removeInflight(seq uint64) {
 // with the same value bytes in the same order, which decode to the same
 // values. An expiry time the event carries (the store's clock) replaces
 // the writer's estimate. ok is false if no commit in flight matches; then
-// the event is decoded as any other.
+// the event is decoded as any other. Without such a time the commit's
+// own slice is returned: it is only read, here and by the commit.
 func (c *Context[T]) ownUpdates(ev backend.Event) ([]update[T], bool) {
 	c.inflightMu.Lock()
 	defer c.inflightMu.Unlock()
 	for _, w := range c.inflight {
 		if !sameOps(w.ops, ev.Changes) {
 			continue
+		}
+		if !slices.ContainsFunc(ev.Changes, func(ch backend.Change) bool { return !ch.Expires.IsZero() }) {
+			return w.ups, true
 		}
 		ups := make([]update[T], len(w.ups))
 		for i, u := range w.ups {

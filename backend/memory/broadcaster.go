@@ -22,7 +22,7 @@ func (b *Backend) Publish(ctx context.Context, channel string, payload []byte) e
 	if b.closed {
 		return errClosed(op)
 	}
-	b.deliver(channel, payload, false)
+	b.deliver(channel, payload, false, "")
 	return nil
 }
 
@@ -56,9 +56,14 @@ func (b *Backend) Subscribe(ctx context.Context, channel string) (broadcaster.Su
 // Backend's own (a commit's event, encoded for this delivery and kept by
 // nobody else): one subscriber takes it as it is, sparing a copy, and the
 // others get copies, so that no reader sees another's changes to its
-// message.
-func (b *Backend) deliver(channel string, payload []byte, owned bool) {
+// message. origin is the origin of a commit's event, which subscriptions
+// that skip that origin's echoes (SkipOwnEchoes) do not get; "" for a
+// payload published with Publish.
+func (b *Backend) deliver(channel string, payload []byte, owned bool, origin string) {
 	for _, s := range b.subs[channel] {
+		if origin != "" && s.skipOrigin == origin {
+			continue
+		}
 		if owned {
 			s.push(payload, false)
 			owned = false
@@ -68,6 +73,17 @@ func (b *Backend) deliver(channel string, payload []byte, owned bool) {
 	}
 }
 
+// receives reports whether a commit's event of origin published on channel
+// has a Subscription to go to. b.subMu must be held.
+func (b *Backend) receives(channel, origin string) bool {
+	for _, s := range b.subs[channel] {
+		if origin == "" || s.skipOrigin != origin {
+			return true
+		}
+	}
+	return false
+}
+
 // subscription is the memory Backend's broadcaster.Subscription. Publishers
 // append to its queue and signal ready; its reader takes from the queue
 // and waits on ready when it is empty. No goroutine runs for it.
@@ -75,6 +91,9 @@ type subscription struct {
 	b       *Backend
 	channel string
 	limit   int // most unread messages before an overflow
+	// skipOrigin is the origin whose commits' events this subscription
+	// does not get (SkipOwnEchoes); "" for none. Guarded by b.subMu.
+	skipOrigin string
 
 	mu sync.Mutex
 	// queue[head:] are the unread payloads, oldest first. The reader
@@ -118,6 +137,21 @@ func (s *subscription) push(payload []byte, clone bool) {
 	}
 	s.queue = append(s.queue, payload)
 	s.wakeLocked()
+}
+
+// SkipOwnEchoes makes the subscription leave out the events of the commits
+// that CommitAndPublish makes for batches whose Origin is origin (not
+// payloads sent with Publish): for a committer that subscribes for others'
+// changes and applies its own commits from their replies. On this Backend
+// a commit is synchronous, so its reply is never lost to the network as a
+// Redis reply can be; a committer that still gets an error it cannot
+// trust (a wrapper's, say) must catch up from the change log instead of
+// waiting for the echo. Delivering an echo costs the reader's wake-up,
+// most of what publishing costs a writer.
+func (s *subscription) SkipOwnEchoes(origin string) {
+	s.b.subMu.Lock()
+	defer s.b.subMu.Unlock()
+	s.skipOrigin = origin
 }
 
 // dropLocked drops the unread messages and flags the loss. s.mu must be

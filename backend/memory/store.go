@@ -219,9 +219,17 @@ func (b *Backend) apply(sp *space, bt backend.Batch, now time.Time, channel stri
 	event.ExpiresAt(bt, now)
 	var payload []byte
 	if publish {
-		var err error
-		if payload, err = backend.EncodeEvent(event); err != nil {
-			return backend.Event{}, err
+		b.subMu.Lock()
+		defer b.subMu.Unlock()
+		// Encoded only for someone: a Context alone on its channel skips
+		// its own echoes (SkipOwnEchoes). The ids EncodeEvent checks are
+		// this store's own, always short enough, so skipping it refuses
+		// nothing it would have accepted.
+		if b.receives(channel, bt.Origin) {
+			var err error
+			if payload, err = backend.EncodeEvent(event); err != nil {
+				return backend.Event{}, err
+			}
 		}
 	}
 	if sp.data == nil {
@@ -248,11 +256,9 @@ func (b *Backend) apply(sp *space, bt backend.Batch, now time.Time, channel stri
 	if d.log != nil {
 		d.log.append(event)
 	}
-	if publish {
-		b.subMu.Lock()
-		// payload was encoded for this delivery alone.
-		b.deliver(channel, payload, true)
-		b.subMu.Unlock()
+	if payload != nil {
+		// payload was encoded for this delivery alone (b.subMu is held).
+		b.deliver(channel, payload, true, bt.Origin)
 	}
 	return event, nil
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"regexp"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -421,4 +422,38 @@ func TestCommitAndPublishRacesWithSubscribers(t *testing.T) {
 		}
 	}()
 	wg.Wait()
+}
+
+// TestSkipOwnEchoes: a subscription that skips an origin's echoes gets
+// every other commit's event, those Published with that origin's bytes
+// included, in order; other subscriptions get them all.
+func TestSkipOwnEchoes(t *testing.T) {
+	ctx := context.Background()
+	b := newBackend(t, nil)
+	mine, other := mustSubscribe(t, b, "ch"), mustSubscribe(t, b, "ch")
+	mine.(interface{ SkipOwnEchoes(string) }).SkipOwnEchoes("me")
+	var heads []backend.Head
+	for i, origin := range []string{"me", "you", "me", ""} {
+		bt := put("k", strconv.Itoa(i))
+		bt.Origin = origin
+		h, err := b.CommitAndPublish(ctx, "c", bt, "ch")
+		if err != nil {
+			t.Fatal(err)
+		}
+		heads = append(heads, h)
+	}
+	publish(t, b, "ch", "published")
+	for _, want := range []int{1, 3} {
+		if e, err := backend.DecodeEvent(next(t, mine).Payload); err != nil || e.Head != heads[want] {
+			t.Fatalf("skipping subscription: event %+v (%v), want the head of commit %d, %+v", e, err, want, heads[want])
+		}
+	}
+	expectPayload(t, mine, "published")
+	expectNothing(t, mine)
+	for i := range heads {
+		if e, err := backend.DecodeEvent(next(t, other).Payload); err != nil || e.Head != heads[i] {
+			t.Fatalf("other subscription: event %+v (%v), want commit %d's", e, err, i)
+		}
+	}
+	expectPayload(t, other, "published")
 }
