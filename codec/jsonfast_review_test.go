@@ -248,3 +248,40 @@ func TestJSONFastConcurrentTypes(t *testing.T) {
 		t.Error(e)
 	}
 }
+
+// Invalid UTF-8 must come out as encoding/json writes it: as the escape
+// \ufffd by default, as raw U+FFFD when encoding/json is backed by v2
+// (GOEXPERIMENT=jsonv2).
+func TestJSONFastInvalidUTF8(t *testing.T) {
+	for _, s := range []string{"\xff", "a\xc0\xafb", "\xe2\x80", "\xed\xa0\x80", "<\xff>"} {
+		sameAsJSON(t, s)
+		sameAsJSON(t, struct{ S [1]string }{[1]string{s}})
+	}
+}
+
+// A named pointer type encodes as its pointee.
+func TestJSONFastNamedPointer(t *testing.T) {
+	type pp *plainPoint
+	sameAsJSON(t, pp(&plainPoint{1, 2}))
+	sameAsJSON(t, pp(nil))
+}
+
+// A small value written after a large one of the same type must not come
+// back in a buffer the size of the large one: json.Marshal returns a
+// buffer of about its length, and the caller may keep what it gets (a
+// store, a queue of pending writes), or at least pays for allocating and
+// zeroing the whole capacity on every such write.
+func TestJSONFastSmallAfterLargeCapacity(t *testing.T) {
+	type doc struct{ S string }
+	if _, err := codec.JSON.Marshal(doc{S: strings.Repeat("x", 1<<20)}); err != nil {
+		t.Fatal(err)
+	}
+	b, err := codec.JSON.Marshal(doc{S: "y"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, _ := json.Marshal(doc{S: "y"})
+	if cap(b) > 4096 {
+		t.Fatalf("Marshal of a %d-byte encoding returned a buffer of capacity %d (json.Marshal: %d)", len(b), cap(b), cap(want))
+	}
+}
