@@ -208,7 +208,8 @@ func appendJSONFloat(b []byte, f float64, bits int) ([]byte, bool) {
 
 // appendJSONString writes s quoted as encoding/json does by default:
 // with <, > and & escaped for HTML, U+2028 and U+2029 escaped, and each
-// byte of invalid UTF-8 replaced by \ufffd.
+// byte of invalid UTF-8 replaced by U+FFFD, escaped or not as
+// encoding/json writes it (jsonReplacement).
 func appendJSONString(b []byte, s string) []byte {
 	b = append(b, '"')
 	start := 0
@@ -243,7 +244,7 @@ func appendJSONString(b []byte, s string) []byte {
 		switch {
 		case r == utf8.RuneError && size == 1:
 			b = append(b, s[start:i]...)
-			b = append(b, `\ufffd`...)
+			b = append(b, jsonReplacement...)
 		case r == '\u2028' || r == '\u2029':
 			b = append(b, s[start:i]...)
 			b = append(b, '\\', 'u', '2', '0', '2', hexDigits[r&0xF])
