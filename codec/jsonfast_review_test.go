@@ -285,3 +285,79 @@ func TestJSONFastSmallAfterLargeCapacity(t *testing.T) {
 		t.Fatalf("Marshal of a %d-byte encoding returned a buffer of capacity %d (json.Marshal: %d)", len(b), cap(b), cap(want))
 	}
 }
+
+// BenchmarkJSONFastReview compares codec.JSON with json.Marshal on a
+// larger exact struct, a string with escapes, a type the fast path
+// refuses (its cost there is pure overhead), two types alternating (the
+// last-plan cache misses every time), and in parallel.
+func BenchmarkJSONFastReview(b *testing.B) {
+	kinds := randomKinds(rand.New(rand.NewPCG(1, 2)))
+	str := struct{ S string }{strings.Repeat("abc<def>\u00e9", 10)}
+	refused := map[string]int{"a": 1, "b": 2}
+	alt := []any{plainPoint{1, 2}, kinds}
+	type user struct {
+		ID     int64  `json:"id"`
+		Name   string `json:"name"`
+		Email  string `json:"email,omitempty"`
+		Count  int    `json:"count"`
+		Active bool   `json:"active"`
+		Score  float64
+	}
+	typical := user{ID: 123456, Name: "Ada Lovelace", Email: "ada@example.com", Count: 42, Active: true, Score: 97.5}
+	for _, bc := range []struct {
+		name string
+		vals []any
+	}{{"typical", []any{typical}}, {"allKinds", []any{kinds}}, {"string", []any{str}}, {"refused-map", []any{refused}}, {"alternating", alt}} {
+		for _, impl := range []struct {
+			name string
+			f    func(any) ([]byte, error)
+		}{{"encoding-json", json.Marshal}, {"codec", codec.JSON.Marshal}} {
+			b.Run(bc.name+"/"+impl.name, func(b *testing.B) {
+				b.ReportAllocs()
+				i := 0
+				for b.Loop() {
+					if _, err := impl.f(bc.vals[i%len(bc.vals)]); err != nil {
+						b.Fatal(err)
+					}
+					i++
+				}
+			})
+			b.Run(bc.name+"/"+impl.name+"/parallel", func(b *testing.B) {
+				b.ReportAllocs()
+				b.RunParallel(func(pb *testing.PB) {
+					i := 0
+					for pb.Next() {
+						if _, err := impl.f(bc.vals[i%len(bc.vals)]); err != nil {
+							b.Error(err)
+							return
+						}
+						i++
+					}
+				})
+			})
+		}
+	}
+}
+
+// BenchmarkJSONFastMixedSizes writes values of one type whose encodings
+// alternate between 64 KiB and a few bytes: each small one starts from
+// the capacity of the large one before it.
+func BenchmarkJSONFastMixedSizes(b *testing.B) {
+	type doc struct{ S string }
+	vals := []any{doc{S: strings.Repeat("x", 64<<10)}, doc{S: "y"}, doc{S: "z"}, doc{S: "w"}}
+	for _, impl := range []struct {
+		name string
+		f    func(any) ([]byte, error)
+	}{{"encoding-json", json.Marshal}, {"codec", codec.JSON.Marshal}} {
+		b.Run(impl.name, func(b *testing.B) {
+			b.ReportAllocs()
+			i := 0
+			for b.Loop() {
+				if _, err := impl.f(vals[i%len(vals)]); err != nil {
+					b.Fatal(err)
+				}
+				i++
+			}
+		})
+	}
+}
