@@ -344,20 +344,26 @@ func BenchmarkJSONFastReview(b *testing.B) {
 // the capacity of the large one before it.
 func BenchmarkJSONFastMixedSizes(b *testing.B) {
 	type doc struct{ S string }
-	vals := []any{doc{S: strings.Repeat("x", 64<<10)}, doc{S: "y"}, doc{S: "z"}, doc{S: "w"}}
+	large := doc{S: strings.Repeat("x", 64<<10)}
 	for _, impl := range []struct {
 		name string
 		f    func(any) ([]byte, error)
 	}{{"encoding-json", json.Marshal}, {"codec", codec.JSON.Marshal}} {
-		b.Run(impl.name, func(b *testing.B) {
-			b.ReportAllocs()
-			i := 0
-			for b.Loop() {
-				if _, err := impl.f(vals[i%len(vals)]); err != nil {
-					b.Fatal(err)
+		for _, mix := range []struct {
+			name string
+			vals []any
+		}{{"mixed", []any{large, doc{S: "y"}, doc{S: "z"}, doc{S: "w"}}}, {"large", []any{large}}, {"4KiB", []any{doc{S: strings.Repeat("x", 4<<10)}}}} {
+			vals := mix.vals
+			b.Run(mix.name+"/"+impl.name, func(b *testing.B) {
+				b.ReportAllocs()
+				i := 0
+				for b.Loop() {
+					if _, err := impl.f(vals[i%len(vals)]); err != nil {
+						b.Fatal(err)
+					}
+					i++
 				}
-				i++
-			}
-		})
+			})
+		}
 	}
 }
