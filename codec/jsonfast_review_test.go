@@ -295,6 +295,7 @@ func BenchmarkJSONFastReview(b *testing.B) {
 	str := struct{ S string }{strings.Repeat("abc<def>\u00e9", 10)}
 	refused := map[string]int{"a": 1, "b": 2}
 	alt := []any{plainPoint{1, 2}, kinds}
+	pt := plainPoint{1, 2} // and &pt: contextd encodes a T in Update, a *T in Set
 	type user struct {
 		ID     int64  `json:"id"`
 		Name   string `json:"name"`
@@ -307,7 +308,7 @@ func BenchmarkJSONFastReview(b *testing.B) {
 	for _, bc := range []struct {
 		name string
 		vals []any
-	}{{"typical", []any{typical}}, {"allKinds", []any{kinds}}, {"string", []any{str}}, {"refused-map", []any{refused}}, {"alternating", alt}} {
+	}{{"point", []any{pt}}, {"point-and-ptr", []any{pt, &pt}}, {"typical", []any{typical}}, {"allKinds", []any{kinds}}, {"string", []any{str}}, {"refused-map", []any{refused}}, {"alternating", alt}} {
 		for _, impl := range []struct {
 			name string
 			f    func(any) ([]byte, error)
