@@ -28,10 +28,17 @@ type jsonFast struct {
 	fn  jsonFastFn
 	ptr bool // t is a pointer to the planned type
 	// size is the length of the last encoding, the capacity the next one
-	// starts with: a type's values mostly encode to about one size, so
-	// the result is one allocation of about its size, as json.Marshal's.
+	// starts with (up to jsonFastMaxHint): a type's values mostly encode
+	// to about one size, so the result is one allocation of about its
+	// size, as json.Marshal's.
 	size atomic.Int64
 }
+
+// jsonFastMaxHint bounds the capacity an encoding starts with, so that
+// one large value does not make the next small one allocate, zero and
+// return a buffer of the large one's size. Larger encodings grow by
+// append, which copies no more than json.Marshal's final copy does.
+const jsonFastMaxHint = 4 << 10
 
 var (
 	jsonFastPlans sync.Map // reflect.Type → *jsonFast
@@ -66,11 +73,16 @@ func marshalFast(v any) ([]byte, bool) {
 		}
 		rv = rv.Elem()
 	}
-	b, ok := plan.fn(make([]byte, 0, max(8, plan.size.Load())), rv)
+	hint := plan.size.Load()
+	b, ok := plan.fn(make([]byte, 0, min(max(8, hint), jsonFastMaxHint)), rv)
 	if !ok {
 		return nil, false
 	}
-	plan.size.Store(int64(len(b)))
+	if n := int64(len(b)); n != hint {
+		// Store only on a change: goroutines writing one type would
+		// otherwise all write this cache line on every encoding.
+		plan.size.Store(n)
+	}
 	return b, true
 }
 
@@ -208,7 +220,8 @@ func appendJSONFloat(b []byte, f float64, bits int) ([]byte, bool) {
 
 // appendJSONString writes s quoted as encoding/json does by default:
 // with <, > and & escaped for HTML, U+2028 and U+2029 escaped, and each
-// byte of invalid UTF-8 replaced by \ufffd.
+// byte of invalid UTF-8 replaced by U+FFFD, escaped or not as
+// encoding/json writes it (jsonReplacement).
 func appendJSONString(b []byte, s string) []byte {
 	b = append(b, '"')
 	start := 0
@@ -243,7 +256,7 @@ func appendJSONString(b []byte, s string) []byte {
 		switch {
 		case r == utf8.RuneError && size == 1:
 			b = append(b, s[start:i]...)
-			b = append(b, `\ufffd`...)
+			b = append(b, jsonReplacement...)
 		case r == '\u2028' || r == '\u2029':
 			b = append(b, s[start:i]...)
 			b = append(b, '\\', 'u', '2', '0', '2', hexDigits[r&0xF])
