@@ -1,0 +1,185 @@
+package redis_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"testing"
+	"time"
+
+	goredis "github.com/redis/go-redis/v9"
+
+	"github.com/contextd-go/contextd/backend"
+	"github.com/contextd-go/contextd/backend/redis"
+	"github.com/contextd-go/contextd/contextd"
+	"github.com/contextd-go/contextd/internal/redistest"
+	"github.com/contextd-go/contextd/locker"
+)
+
+// hookedBackend is a Backend whose atomic commits a test can step into:
+// commit, if set before the Context is used, runs each one (run is the
+// real commit).
+type hookedBackend struct {
+	*redis.Backend
+	commit func(bt backend.Batch, run func() (backend.Head, error)) (backend.Head, error)
+}
+
+func (h *hookedBackend) CommitAndPublish(ctx context.Context, name string, bt backend.Batch, channel string) (backend.Head, error) {
+	run := func() (backend.Head, error) { return h.Backend.CommitAndPublish(ctx, name, bt, channel) }
+	if h.commit == nil {
+		return run()
+	}
+	return h.commit(bt, run)
+}
+
+// queueMembers returns the waiter ids queued for key of context name.
+func queueMembers(ctx context.Context, t *testing.T, srv *redistest.Server, name, key string) []string {
+	t.Helper()
+	v, err := srv.Do(ctx, "ZRANGE", "{contextd:"+name+"}:queue:"+key, "0", "-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ids []string
+	vs, _ := v.([]any)
+	for _, x := range vs {
+		s, _ := x.(string)
+		ids = append(ids, s)
+	}
+	return ids
+}
+
+// TestReviewReservationLeftOnClose makes a contended Modify commit take a
+// reservation (backend.Batch.Requeue) while another waiter, w2, stays
+// queued behind it, then closes the Context: a closed Context must leave
+// no place of its own in the key's queue (w2 alone is left), or the
+// others wait for that place's hold — here minutes, as the Context's
+// RetryDelay is long; at least 2 s with any options.
+//
+//   - plain: Close after Modify returned (the reservation is given up by
+//     Close, or by its timer before);
+//   - closed-mid-commit: Close while the commit that took the place is
+//     under way (an application shutting down with calls in flight): the
+//     reservation is recorded after Close dropped the others, and its
+//     timer's give-up does nothing once closed;
+//   - reply-lost: the commit's reply is lost with its connection, and the
+//     client (go-redis with retries, Backend.mayResend) sends it again;
+//     the script recognises the resend and replies with the original head
+//     — without the fifth element, so the Context believes no place was
+//     taken and never gives it up.
+func TestReviewReservationLeftOnClose(t *testing.T) {
+	for _, tc := range []string{"plain", "closed-mid-commit", "reply-lost"} {
+		t.Run(tc, func(t *testing.T) {
+			srv := redistest.Start(t, nil)
+			ctx := faultCtx(t)
+			name, key := "review-reserve-"+tc, "k"
+			var proxy *redistest.Proxy
+			var hb *hookedBackend
+			if tc == "reply-lost" {
+				proxy = redistest.StartProxy(t, srv.Addr())
+				// A client built by the user, with go-redis's default
+				// retries: it resends a command whose connection broke.
+				hb = &hookedBackend{Backend: clientBackend(t, goredis.Options{Addr: proxy.Addr(), Password: srv.Password()}, nil)}
+			} else {
+				hb = &hookedBackend{Backend: newBackend(t, srv, nil)}
+			}
+			holder := newBackend(t, srv, nil)
+			lease, err := holder.TryAcquire(ctx, name, key, time.Minute)
+			if err != nil {
+				t.Fatal(err)
+			}
+			// A long RetryDelay: no pause ends the waits below, and the
+			// places live for minutes (hold 4 × RetryDelay).
+			c := openInstance[int](t, hb, name, &contextd.Options{ResyncInterval: -1, RetryDelay: time.Minute})
+			// released is closed once the holder let the lock go: the
+			// commit after it is the one that goes through.
+			released := make(chan struct{})
+			requeued := 0
+			hb.commit = func(bt backend.Batch, run func() (backend.Head, error)) (backend.Head, error) {
+				select {
+				case <-released:
+				default:
+					return run()
+				}
+				if bt.Requeue == nil {
+					return run()
+				}
+				switch tc {
+				case "closed-mid-commit":
+					h, err := run()
+					if err == nil && bt.Requeue.Queued {
+						requeued++
+					}
+					if err := c.Close(); err != nil {
+						t.Errorf("Close: %v", err)
+					}
+					return h, err
+				case "reply-lost":
+					proxy.StallReplies()
+					type result struct {
+						h   backend.Head
+						err error
+					}
+					res := make(chan result, 1)
+					go func() {
+						h, err := run()
+						res <- result{h, err}
+					}()
+					for deadline := time.Now().Add(faultWait); ; {
+						if r, _ := metaField(ctx, srv, name, "rev"); r == "1" {
+							break
+						}
+						if time.Now().After(deadline) {
+							t.Error("the commit did not run in Redis")
+							break
+						}
+						time.Sleep(2 * time.Millisecond) // polling a condition, with a deadline
+					}
+					proxy.Break() // the reply is lost with the connection
+					proxy.Resume()
+					r := <-res
+					if r.err == nil {
+						requeued++ // the place was taken by the first run
+					}
+					return r.h, r.err
+				}
+				h, err := run()
+				if err == nil && bt.Requeue.Queued {
+					requeued++
+				}
+				return h, err
+			}
+			done := make(chan error, 1)
+			go func() {
+				_, err := c.Modify(ctx, key, func(cur int, _ bool) (int, error) { return cur + 1, nil })
+				done <- err
+			}()
+			eventually(t, "the Modify is queued", func() error {
+				if q := queueMembers(ctx, t, srv, name, key); len(q) != 1 {
+					return fmt.Errorf("queue %v", q)
+				}
+				return nil
+			})
+			w2 := locker.Waiter{ID: "w2", Hold: 10 * time.Minute}
+			if _, err := holder.TryAcquireQueued(ctx, name, key, time.Minute, w2); !errors.Is(err, locker.ErrNotAcquired) {
+				t.Fatalf("TryAcquireQueued of w2 = %v, want it queued", err)
+			}
+			close(released)
+			if err := holder.Release(ctx, lease); err != nil {
+				t.Fatal(err)
+			}
+			if err := <-done; err != nil {
+				t.Fatalf("Modify: %v", err)
+			}
+			if requeued != 1 {
+				t.Fatalf("%d commits took a reservation, want 1", requeued)
+			}
+			if err := c.Close(); err != nil {
+				t.Fatal(err)
+			}
+			if q := queueMembers(ctx, t, srv, name, key); !slices.Equal(q, []string{"w2"}) {
+				t.Errorf("after Close the queue holds %v, want [w2] alone: a place the closed Context took is left for its hold", q)
+			}
+		})
+	}
+}
