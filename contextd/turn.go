@@ -200,8 +200,11 @@ func (c *Context[T]) keep(r *reservation) {
 		c.reserved = make(map[string]*reservation)
 	}
 	old := c.reserved[r.key]
-	// Unless its turn came already, and it was given up then.
-	if r.state.Load() == reserveOpen {
+	// Unless its turn came already, and it was given up then; or the
+	// Context is closed, and Close has left (or will leave) only the
+	// places it found here.
+	closed := c.closed.Load()
+	if r.state.Load() == reserveOpen && !closed {
 		c.reserved[r.key] = r
 		// Unclaimed for a retry delay: the caller is not coming back soon.
 		r.timer = time.AfterFunc(c.opts.RetryDelay, func() {
@@ -215,6 +218,9 @@ func (c *Context[T]) keep(r *reservation) {
 	c.reservedMu.Unlock()
 	if old != nil && old.state.CompareAndSwap(reserveOpen, reserveGone) {
 		c.giveUp(old)
+	}
+	if closed && r.state.CompareAndSwap(reserveOpen, reserveGone) {
+		c.giveUp(r)
 	}
 }
 
@@ -241,17 +247,26 @@ func (r *reservation) drop() {
 }
 
 // giveUp leaves r's place in the background and ends its watch. r stays
-// in reserved until it has left, so that a Close meanwhile leaves it too.
+// in reserved until it has left, so that a Close meanwhile (which ends
+// the background Dequeue) leaves it too. Once closed, it leaves at once:
+// Close may have left the others already.
 func (c *Context[T]) giveUp(r *reservation) {
 	r.stop()
-	c.background(func(ctx context.Context) {
-		_ = c.queue.Dequeue(ctx, c.name, r.w, r.key)
+	ran := c.background(func(ctx context.Context) {
+		if c.queue.Dequeue(ctx, c.name, r.w, r.key) != nil {
+			return // still in reserved, for Close
+		}
 		c.reservedMu.Lock()
 		if c.reserved[r.key] == r {
 			delete(c.reserved, r.key)
 		}
 		c.reservedMu.Unlock()
 	})
+	if !ran {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		_ = c.queue.Dequeue(ctx, c.name, r.w, r.key)
+		cancel()
+	}
 }
 
 // dropReservations leaves the places of the reservations no call
