@@ -253,8 +253,8 @@ func (r *reservation) drop() {
 func (c *Context[T]) giveUp(r *reservation) {
 	r.stop()
 	ran := c.background(func(ctx context.Context) {
-		if c.queue.Dequeue(ctx, c.name, r.w, r.key) != nil {
-			return // still in reserved, for Close
+		if c.queue.Dequeue(ctx, c.name, r.w, r.key) != nil && c.closed.Load() {
+			return // ended by Close: still in reserved, for it
 		}
 		c.reservedMu.Lock()
 		if c.reserved[r.key] == r {
