@@ -1,10 +1,14 @@
 package redis_test
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"slices"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -181,5 +185,127 @@ func TestReviewReservationLeftOnClose(t *testing.T) {
 				t.Errorf("after Close the queue holds %v, want [w2] alone: a place the closed Context took is left for its hold", q)
 			}
 		})
+	}
+}
+
+// tapDialer dials real connections to Redis and, once stalled, holds back
+// what Redis sends on the connections that subscribed (pub/sub), until
+// the test ends: commands go on as usual, but no subscription is ever
+// confirmed.
+type tapDialer struct {
+	stalled atomic.Bool
+	end     chan struct{}
+	mu      sync.Mutex
+	subs    []*tapConn
+}
+
+type tapConn struct {
+	net.Conn
+	d      *tapDialer
+	sub    atomic.Bool
+	closed chan struct{}
+	once   sync.Once
+}
+
+func (d *tapDialer) dial(ctx context.Context, network, addr string) (net.Conn, error) {
+	var nd net.Dialer
+	c, err := nd.DialContext(ctx, network, addr)
+	if err != nil {
+		return nil, err
+	}
+	return &tapConn{Conn: c, d: d, closed: make(chan struct{})}, nil
+}
+
+// subscribed returns the connections that subscribed so far.
+func (d *tapDialer) subscribed() []*tapConn {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return slices.Clone(d.subs)
+}
+
+func (c *tapConn) Write(b []byte) (int, error) {
+	if bytes.Contains(bytes.ToLower(b), []byte("subscribe")) && !c.sub.Swap(true) {
+		c.d.mu.Lock()
+		c.d.subs = append(c.d.subs, c)
+		c.d.mu.Unlock()
+	}
+	return c.Conn.Write(b)
+}
+
+func (c *tapConn) Read(b []byte) (int, error) {
+	if c.sub.Load() && c.d.stalled.Load() {
+		select {
+		case <-c.d.end:
+		case <-c.closed:
+			return 0, net.ErrClosed
+		}
+	}
+	return c.Conn.Read(b)
+}
+
+func (c *tapConn) Close() error {
+	c.once.Do(func() { close(c.closed) })
+	return c.Conn.Close()
+}
+
+// TestReviewReserveWaitsForSubscription: a contended Modify whose turn
+// has come (the lock it waited for is released, it is first in the
+// queue) must commit although the pub/sub connection is down: taking a
+// reservation (contextd.reserve → WatchTurnAfter → hub.join) must not
+// wait for a subscription that is not confirmed. The waiter holds the
+// head of the key's queue meanwhile, so every other instance waits too.
+//
+// The pub/sub connection of the instance is broken and its replacement
+// never answers. With the default PingInterval and StallTimeout the join
+// waits 3 s per contended commit; here they are long, so that the wait
+// outlasts the call's ctx and shows as an error rather than as time.
+func TestReviewReserveWaitsForSubscription(t *testing.T) {
+	srv := redistest.Start(t, nil)
+	ctx := faultCtx(t)
+	const name, key = "review-reserve-sub", "k"
+	d := &tapDialer{end: make(chan struct{})}
+	t.Cleanup(func() { close(d.end) })
+	b := clientBackend(t, goredis.Options{Addr: srv.Addr(), Password: srv.Password(), Dialer: d.dial},
+		&redis.Options{PingInterval: time.Minute, StallTimeout: time.Minute})
+	holder := newBackend(t, srv, nil)
+	lease, err := holder.TryAcquire(ctx, name, key, time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Short pauses: with no notifications, a pause ends the wait.
+	c := openInstance[int](t, b, name, &contextd.Options{ResyncInterval: -1, RetryDelay: 20 * time.Millisecond, MaxRetries: 100000})
+	mctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() {
+		_, err := c.Modify(mctx, key, func(cur int, _ bool) (int, error) { return cur + 1, nil })
+		done <- err
+	}()
+	eventually(t, "the Modify is queued", func() error {
+		if q := queueMembers(ctx, t, srv, name, key); len(q) != 1 {
+			return fmt.Errorf("queue %v", q)
+		}
+		return nil
+	})
+	// Another waiter behind it, so that its commit asks for a place.
+	if _, err := holder.TryAcquireQueued(ctx, name, key, time.Minute, locker.Waiter{ID: "w2", Hold: 10 * time.Minute}); !errors.Is(err, locker.ErrNotAcquired) {
+		t.Fatalf("TryAcquireQueued of w2 = %v, want it queued", err)
+	}
+	d.stalled.Store(true)
+	before := d.subscribed()
+	for _, s := range before {
+		_ = s.Close()
+	}
+	eventually(t, "the subscription is made again (and never confirmed)", func() error {
+		if n := len(d.subscribed()); n <= len(before) {
+			return fmt.Errorf("%d subscribing connections", n)
+		}
+		return nil
+	})
+	if err := holder.Release(ctx, lease); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-done; err != nil {
+		t.Fatalf("Modify, first in the queue of a free key, failed: %v", err)
 	}
 }
