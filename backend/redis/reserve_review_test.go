@@ -232,7 +232,12 @@ func (c *tapConn) Write(b []byte) (int, error) {
 	return c.Conn.Write(b)
 }
 
+// Read withholds what it read once the connection subscribed and the
+// dialer is stalled: a read under way when the SUBSCRIBE went out (for
+// the PONG of the connection's first PING) must not pass the
+// confirmation on either.
 func (c *tapConn) Read(b []byte) (int, error) {
+	n, err := c.Conn.Read(b)
 	if c.sub.Load() && c.d.stalled.Load() {
 		select {
 		case <-c.d.end:
@@ -240,7 +245,7 @@ func (c *tapConn) Read(b []byte) (int, error) {
 			return 0, net.ErrClosed
 		}
 	}
-	return c.Conn.Read(b)
+	return n, err
 }
 
 func (c *tapConn) Close() error {
@@ -273,7 +278,15 @@ func TestReviewReserveWaitsForSubscription(t *testing.T) {
 		t.Fatal(err)
 	}
 	// Short pauses: with no notifications, a pause ends the wait.
-	c := openInstance[int](t, b, name, &contextd.Options{ResyncInterval: -1, RetryDelay: 20 * time.Millisecond, MaxRetries: 100000})
+	hb := &hookedBackend{Backend: b}
+	hb.commit = func(bt backend.Batch, run func() (backend.Head, error)) (backend.Head, error) {
+		h, err := run()
+		if bt.Requeue != nil {
+			t.Logf("commit with a requeue request: %v, queued %v, subscribing conns %d", err, bt.Requeue.Queued, len(d.subscribed()))
+		}
+		return h, err
+	}
+	c := openInstance[int](t, hb, name, &contextd.Options{ResyncInterval: -1, RetryDelay: 20 * time.Millisecond, MaxRetries: 100000})
 	mctx, cancel := context.WithTimeout(ctx, 20*time.Second)
 	defer cancel()
 	done := make(chan error, 1)
