@@ -174,7 +174,14 @@ func (c *Context[T]) reserve(ctx context.Context, key string) *reservation {
 	}
 	r := &reservation{w: locker.NewWaiter(max(4*c.opts.RetryDelay, 2*time.Second)), key: key}
 	r.notes = &turnNotes{ReleaseWatcher: c.notifier, follower: c.follower, pre: r}
-	notify, stop, err := c.follower.WatchTurnAfter(ctx, c.name, r.w, func(rev uint64) {
+	// The commit waits for this, first in the queue: the watch is armed
+	// only if it is at hand (the channel the committing waiter watches
+	// is subscribed), not when the subscription must be made or
+	// confirmed again (a pub/sub connection being replaced), which can
+	// take seconds. The reservation is only a shortcut.
+	actx, cancel := context.WithTimeout(ctx, reserveArm)
+	defer cancel()
+	notify, stop, err := c.follower.WatchTurnAfter(actx, c.name, r.w, func(rev uint64) {
 		r.notes.note(rev)
 		// Its turn came and no call claimed it: hand the turn on (not
 		// here: after runs in the backend's reader, which stop waits for).
@@ -188,6 +195,9 @@ func (c *Context[T]) reserve(ctx context.Context, key string) *reservation {
 	r.notify, r.stop = notify, stop
 	return r
 }
+
+// reserveArm bounds how long reserve waits for its watch to be armed.
+const reserveArm = turnCatchUp
 
 // keep records r as the place of the next Modify of its key, once its
 // commit queued it; it replaces (and gives up) an older one.
