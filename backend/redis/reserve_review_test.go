@@ -322,3 +322,86 @@ func TestReviewReserveWaitsForSubscription(t *testing.T) {
 		t.Fatalf("Modify, first in the queue of a free key, failed: %v", err)
 	}
 }
+
+// TestReviewClaimedWaitCancelledError: two Modify calls wait behind the
+// same queued waiter, one with a reservation its Context's previous
+// commit took (it waits before any attempt), one without (its attempt was
+// refused and queued); both ctxs end. Callers tell a lock wait that ended
+// from other failures by ErrLockNotAcquired: both errors should say the
+// same. Found: the call with the reservation returns ctx.Err() alone
+// (locker.Policy.Queued: "A wait that ctx ends before any attempt
+// returns ctx.Err() alone"), the other ErrLockNotAcquired joined with it.
+func TestReviewClaimedWaitCancelledError(t *testing.T) {
+	srv := redistest.Start(t, nil)
+	ctx := faultCtx(t)
+	const name, key = "review-claimed-cancel", "k"
+	inc := func(cur int, _ bool) (int, error) { return cur + 1, nil }
+	waits := make(chan struct{}, 8)
+	trace := &contextd.Trace{LockWaitStart: func(ctx context.Context, key string) (context.Context, func(error)) {
+		waits <- struct{}{}
+		return ctx, func(error) {}
+	}}
+	holder := newBackend(t, srv, nil)
+	lease, err := holder.TryAcquire(ctx, name, key, time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A long RetryDelay: the reservation is not given up by its timer,
+	// and no pause ends the waits.
+	opts := &contextd.Options{ResyncInterval: -1, RetryDelay: time.Minute, Trace: trace}
+	b := openInstance[int](t, newBackend(t, srv, nil), name, opts)
+	c := openInstance[int](t, newBackend(t, srv, nil), name, opts)
+	done := make(chan error, 1)
+	go func() {
+		_, err := b.Modify(ctx, key, inc)
+		done <- err
+	}()
+	<-waits
+	eventually(t, "the Modify is queued", func() error {
+		if q := queueMembers(ctx, t, srv, name, key); len(q) != 1 {
+			return fmt.Errorf("queue %v", q)
+		}
+		return nil
+	})
+	if _, err := holder.TryAcquireQueued(ctx, name, key, time.Minute, locker.Waiter{ID: "w2", Hold: 10 * time.Minute}); !errors.Is(err, locker.ErrNotAcquired) {
+		t.Fatalf("TryAcquireQueued of w2 = %v, want it queued", err)
+	}
+	if err := holder.Release(ctx, lease); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if q := queueMembers(ctx, t, srv, name, key); len(q) != 2 || q[0] != "w2" {
+		t.Fatalf("queue %v, want w2 and b's reservation", q)
+	}
+	wait := func(x *contextd.Context[int]) (cancel func() error) {
+		wctx, stop := context.WithCancel(ctx)
+		res := make(chan error, 1)
+		go func() {
+			_, err := x.Modify(wctx, key, inc)
+			res <- err
+		}()
+		<-waits
+		return func() error {
+			stop()
+			return <-res
+		}
+	}
+	claimed := wait(b) // waits for its reservation's turn
+	plain := wait(c)
+	eventually(t, "c's Modify is queued", func() error {
+		if q := queueMembers(ctx, t, srv, name, key); len(q) != 3 {
+			return fmt.Errorf("queue %v", q)
+		}
+		return nil
+	})
+	errClaimed, errPlain := claimed(), plain()
+	t.Logf("with a reservation: %v; without: %v", errClaimed, errPlain)
+	if !errors.Is(errClaimed, context.Canceled) || !errors.Is(errPlain, context.Canceled) {
+		t.Fatalf("errors %v and %v, want both to match context.Canceled", errClaimed, errPlain)
+	}
+	if a, p := errors.Is(errClaimed, contextd.ErrLockNotAcquired), errors.Is(errPlain, contextd.ErrLockNotAcquired); a != p {
+		t.Errorf("a lock wait ended by its ctx matches ErrLockNotAcquired: %v with a reservation, %v without", a, p)
+	}
+}
