@@ -336,12 +336,13 @@ func (c *Context[T]) lockPolicy(delay time.Duration, retries int, key string) lo
 }
 
 // background runs f in a goroutine of the Context, with a ctx that ends
-// after 5 s or at Close, which waits for it. After Close it does nothing.
-func (c *Context[T]) background(f func(context.Context)) {
+// after 5 s or at Close, which waits for it. After Close it does nothing,
+// and reports false.
+func (c *Context[T]) background(f func(context.Context)) bool {
 	c.lifeMu.Lock()
 	defer c.lifeMu.Unlock()
 	if c.closed.Load() || c.cancel == nil {
-		return
+		return false
 	}
 	c.wg.Add(1)
 	go func() {
@@ -363,6 +364,7 @@ func (c *Context[T]) background(f func(context.Context)) {
 		close(finished)
 		watch.Wait()
 	}()
+	return true
 }
 
 // usable reports why the Context cannot be used now, if it cannot.

@@ -174,7 +174,14 @@ func (c *Context[T]) reserve(ctx context.Context, key string) *reservation {
 	}
 	r := &reservation{w: locker.NewWaiter(max(4*c.opts.RetryDelay, 2*time.Second)), key: key}
 	r.notes = &turnNotes{ReleaseWatcher: c.notifier, follower: c.follower, pre: r}
-	notify, stop, err := c.follower.WatchTurnAfter(ctx, c.name, r.w, func(rev uint64) {
+	// The commit waits for this, first in the queue: the watch is armed
+	// only if it is at hand (the channel the committing waiter watches
+	// is subscribed), not when the subscription must be made or
+	// confirmed again (a pub/sub connection being replaced), which can
+	// take seconds. The reservation is only a shortcut.
+	actx, cancel := context.WithTimeout(ctx, reserveArm)
+	defer cancel()
+	notify, stop, err := c.follower.WatchTurnAfter(actx, c.name, r.w, func(rev uint64) {
 		r.notes.note(rev)
 		// Its turn came and no call claimed it: hand the turn on (not
 		// here: after runs in the backend's reader, which stop waits for).
@@ -189,6 +196,9 @@ func (c *Context[T]) reserve(ctx context.Context, key string) *reservation {
 	return r
 }
 
+// reserveArm bounds how long reserve waits for its watch to be armed.
+const reserveArm = turnCatchUp
+
 // keep records r as the place of the next Modify of its key, once its
 // commit queued it; it replaces (and gives up) an older one.
 func (c *Context[T]) keep(r *reservation) {
@@ -200,8 +210,11 @@ func (c *Context[T]) keep(r *reservation) {
 		c.reserved = make(map[string]*reservation)
 	}
 	old := c.reserved[r.key]
-	// Unless its turn came already, and it was given up then.
-	if r.state.Load() == reserveOpen {
+	// Unless its turn came already, and it was given up then; or the
+	// Context is closed, and Close has left (or will leave) only the
+	// places it found here.
+	closed := c.closed.Load()
+	if r.state.Load() == reserveOpen && !closed {
 		c.reserved[r.key] = r
 		// Unclaimed for a retry delay: the caller is not coming back soon.
 		r.timer = time.AfterFunc(c.opts.RetryDelay, func() {
@@ -215,6 +228,9 @@ func (c *Context[T]) keep(r *reservation) {
 	c.reservedMu.Unlock()
 	if old != nil && old.state.CompareAndSwap(reserveOpen, reserveGone) {
 		c.giveUp(old)
+	}
+	if closed && r.state.CompareAndSwap(reserveOpen, reserveGone) {
+		c.giveUp(r)
 	}
 }
 
@@ -241,17 +257,26 @@ func (r *reservation) drop() {
 }
 
 // giveUp leaves r's place in the background and ends its watch. r stays
-// in reserved until it has left, so that a Close meanwhile leaves it too.
+// in reserved until it has left, so that a Close meanwhile (which ends
+// the background Dequeue) leaves it too. Once closed, it leaves at once:
+// Close may have left the others already.
 func (c *Context[T]) giveUp(r *reservation) {
 	r.stop()
-	c.background(func(ctx context.Context) {
-		_ = c.queue.Dequeue(ctx, c.name, r.w, r.key)
+	ran := c.background(func(ctx context.Context) {
+		if c.queue.Dequeue(ctx, c.name, r.w, r.key) != nil && c.closed.Load() {
+			return // ended by Close: still in reserved, for it
+		}
 		c.reservedMu.Lock()
 		if c.reserved[r.key] == r {
 			delete(c.reserved, r.key)
 		}
 		c.reservedMu.Unlock()
 	})
+	if !ran {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		_ = c.queue.Dequeue(ctx, c.name, r.w, r.key)
+		cancel()
+	}
 }
 
 // dropReservations leaves the places of the reservations no call

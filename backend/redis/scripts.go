@@ -354,17 +354,31 @@ if bad then return bad end
 local storedCodec, epoch = m[1], m[2]
 -- listed: meta says the deadline index may hold keys (doc.go).
 local listed = m[9] ~= false
+local resent -- the reply to a resend of a commit made already
 if m[4] == commitID and epoch then
-  return {epoch, tonumber(m[3]), commitID, m[5] or ''}
-end
-if remember then
+  resent = {epoch, tonumber(m[3]), commitID, m[5] or ''}
+elseif remember then
   local seen = redis.pcall('GET', KEYS[leaseKeysAt + nLeases])
   if type(seen) == 'table' then return failed(seen, 'commit') end
   if seen then
     local e, r, p = string.match(seen, '^(%S+) (%d+) (%S*)$')
     if not e then return corrupt('commit') end
-    return {e, tonumber(r), commitID, p}
+    resent = {e, tonumber(r), commitID, p}
   end
+end
+if resent then
+  -- The first run may have queued the requeue waiter (below): the
+  -- writer must learn so from this reply too, or it would never leave.
+  if requeueID and fair and checkLocks then
+    for i = 0, nOps - 1 do
+      local s = redis.pcall('ZSCORE', KEYS[queueKeysAt + i], requeueID)
+      if s and type(s) ~= 'table' then
+        resent[5] = 1
+        break
+      end
+    end
+  end
+  return resent
 end
 local parent = m[4] or ''
 if not epoch then parent = '' end
