@@ -419,7 +419,7 @@ func TestRetryQueued(t *testing.T) {
 		got = append(got, "attempt")
 		return errBusy
 	}, busy)
-	if !errors.Is(err, context.Canceled) || len(got) != 0 || len(q.dequeued) != 1 || q.dequeued[0] != "held" {
-		t.Fatalf("cancelled: Retry = %v, attempts %v, dequeued %v; want no attempt and the held waiter dequeued", err, got, q.dequeued)
+	if !errors.Is(err, context.Canceled) || !errors.Is(err, locker.ErrNotAcquired) || len(got) != 0 || len(q.dequeued) != 1 || q.dequeued[0] != "held" {
+		t.Fatalf("cancelled: Retry = %v, attempts %v, dequeued %v; want ErrNotAcquired and context.Canceled, no attempt and the held waiter dequeued", err, got, q.dequeued)
 	}
 }

@@ -55,14 +55,16 @@ type Policy struct {
 	// be refused and queued. The Watcher must notify Queued's turns from
 	// before the place was taken (a TurnWatcher that returns a watch
 	// armed then), or a turn handed on meanwhile waits for a pause. A
-	// wait that ctx ends before any attempt returns ctx.Err() alone.
+	// wait that ctx ends before any attempt returns ErrNotAcquired joined
+	// with ctx.Err().
 	Queued *Waiter
 }
 
 // Retry calls try until it returns nil or an error for which retryable is
 // false (Retry returns that result), the retries of p are exhausted (Retry
 // returns the last error, wrapped), or ctx is done (Retry returns the last
-// error joined with ctx.Err()).
+// error joined with ctx.Err(), or ErrNotAcquired joined with it when ctx
+// ended before the first attempt of a queued or contended wait).
 //
 // The first attempt is made before any notification is armed, so an
 // uncontended caller pays nothing extra. After a failed first attempt Retry
@@ -137,7 +139,9 @@ func retry(ctx context.Context, name string, keys []string, p Policy, try func(c
 			defer stop()
 			notify = ch
 		case ctx.Err() != nil:
-			return errors.Join(werr, ctx.Err())
+			// No attempt made: the lock was not acquired, as a wait that
+			// ctx ends after attempts reports it (through their refusal).
+			return errors.Join(ErrNotAcquired, werr, ctx.Err())
 		}
 		// Without a notification the pauses below still bound the wait.
 	}
@@ -174,8 +178,8 @@ func retry(ctx context.Context, name string, keys []string, p Policy, try func(c
 	for pauses := 0; pauses < p.MaxRetries; {
 		select {
 		case <-ctx.Done():
-			if err == nil {
-				return ctx.Err() // queued, and no attempt made yet
+			if err == nil { // queued, and no attempt made yet
+				return errors.Join(ErrNotAcquired, ctx.Err())
 			}
 			return errors.Join(err, ctx.Err())
 		case <-timer.C:
