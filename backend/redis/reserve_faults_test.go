@@ -53,7 +53,7 @@ func queueMembers(ctx context.Context, t *testing.T, srv *redistest.Server, name
 	return ids
 }
 
-// TestReviewReservationLeftOnClose makes a contended Modify commit take a
+// TestReservationLeftNoPlaceAfterClose makes a contended Modify commit take a
 // reservation (backend.Batch.Requeue) while another waiter, w2, stays
 // queued behind it, then closes the Context: a closed Context must leave
 // no place of its own in the key's queue (w2 alone is left), or the
@@ -71,7 +71,7 @@ func queueMembers(ctx context.Context, t *testing.T, srv *redistest.Server, name
 //     the script recognises the resend and replies with the original head
 //     — without the fifth element, so the Context believes no place was
 //     taken and never gives it up.
-func TestReviewReservationLeftOnClose(t *testing.T) {
+func TestReservationLeftNoPlaceAfterClose(t *testing.T) {
 	for _, tc := range []string{"plain", "closed-mid-commit", "reply-lost"} {
 		t.Run(tc, func(t *testing.T) {
 			srv := redistest.Start(t, nil)
@@ -253,7 +253,7 @@ func (c *tapConn) Close() error {
 	return c.Conn.Close()
 }
 
-// TestReviewReserveWaitsForSubscription: a contended Modify whose turn
+// TestReserveDoesNotWaitForSubscription: a contended Modify whose turn
 // has come (the lock it waited for is released, it is first in the
 // queue) must commit although the pub/sub connection is down: taking a
 // reservation (contextd.reserve → WatchTurnAfter → hub.join) must not
@@ -264,7 +264,7 @@ func (c *tapConn) Close() error {
 // never answers. With the default PingInterval and StallTimeout the join
 // waits 3 s per contended commit; here they are long, so that the wait
 // outlasts the call's ctx and shows as an error rather than as time.
-func TestReviewReserveWaitsForSubscription(t *testing.T) {
+func TestReserveDoesNotWaitForSubscription(t *testing.T) {
 	srv := redistest.Start(t, nil)
 	ctx := faultCtx(t)
 	const name, key = "review-reserve-sub", "k"
@@ -323,7 +323,7 @@ func TestReviewReserveWaitsForSubscription(t *testing.T) {
 	}
 }
 
-// TestReviewClaimedWaitCancelledError: two Modify calls wait behind the
+// TestReservedWaitCancelledIsNotAcquired: two Modify calls wait behind the
 // same queued waiter, one with a reservation its Context's previous
 // commit took (it waits before any attempt), one without (its attempt was
 // refused and queued); both ctxs end. Callers tell a lock wait that ended
@@ -331,7 +331,7 @@ func TestReviewReserveWaitsForSubscription(t *testing.T) {
 // same. Found: the call with the reservation returns ctx.Err() alone
 // (locker.Policy.Queued: "A wait that ctx ends before any attempt
 // returns ctx.Err() alone"), the other ErrLockNotAcquired joined with it.
-func TestReviewClaimedWaitCancelledError(t *testing.T) {
+func TestReservedWaitCancelledIsNotAcquired(t *testing.T) {
 	srv := redistest.Start(t, nil)
 	ctx := faultCtx(t)
 	const name, key = "review-claimed-cancel", "k"

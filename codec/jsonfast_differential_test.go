@@ -286,11 +286,11 @@ func TestJSONFastSmallAfterLargeCapacity(t *testing.T) {
 	}
 }
 
-// BenchmarkJSONFastReview compares codec.JSON with json.Marshal on a
+// BenchmarkJSONFastVsMarshal compares codec.JSON with json.Marshal on a
 // larger exact struct, a string with escapes, a type the fast path
 // refuses (its cost there is pure overhead), two types alternating (the
 // last-plan cache misses every time), and in parallel.
-func BenchmarkJSONFastReview(b *testing.B) {
+func BenchmarkJSONFastVsMarshal(b *testing.B) {
 	kinds := randomKinds(rand.New(rand.NewPCG(1, 2)))
 	str := struct{ S string }{strings.Repeat("abc<def>\u00e9", 10)}
 	refused := map[string]int{"a": 1, "b": 2}
