@@ -143,7 +143,6 @@ func TestReviewOthersEventBeforeOwnReplyWatch(t *testing.T) {
 	}
 }
 
-
 // TestReviewInDoubtCommitLandingAfterCatchUp: the commit's error comes
 // before the commit itself is made (a wrapper that gives up waiting for a
 // call it leaves running, as timeout wrappers do). The one catch-up the
