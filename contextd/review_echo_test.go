@@ -308,3 +308,38 @@ func (f *firstSubBroken) Subscribe(ctx context.Context, ch string) (broadcaster.
 	cs.fail = first
 	return cs, nil
 }
+
+// TestReviewInDoubtCommitThenRollbackReadYourWrites: a commit whose reply
+// was lost is brought in by a catch-up (its event noted as an echo, whose
+// reply never comes); the store then goes back before it (a failover to a
+// replica that missed it) and hands the same revision to the next write,
+// whose reply is taken for that old echo's (a duplicate): the write that
+// just returned is not in the copy. Not new with skipped echoes: an echo
+// delivered for the in-doubt commit was noted the same way.
+func TestReviewInDoubtCommitThenRollbackReadYourWrites(t *testing.T) {
+	w := &hookedCommits{Backend: newMemory(t, nil)}
+	w.hook = func(_ context.Context, n int32, do func() (backend.Head, error)) (backend.Head, error) {
+		h, err := do()
+		if n == 2 && err == nil {
+			return backend.Head{}, errReplyLost
+		}
+		return h, err
+	}
+	a := open[int](t, w, "ctx", &contextd.Options{ResyncInterval: -1})
+	ctx := context.Background()
+	if err := a.UpdateContext(ctx, "k", 1); err != nil {
+		t.Fatal(err)
+	}
+	restore := w.Checkpoint("ctx")
+	if err := a.UpdateContext(ctx, "k", 2); !errors.Is(err, errReplyLost) {
+		t.Fatalf("UpdateContext = %v", err)
+	}
+	eventually(t, "the in-doubt commit reached the copy", func() bool { return a.Revision() == 2 })
+	restore()
+	if err := a.UpdateContext(ctx, "j", 3); err != nil {
+		t.Fatal(err)
+	}
+	if v, ok, err := a.Get(ctx, "j"); err != nil || !ok || v != 3 {
+		t.Fatalf("j = %d, %v, %v right after its write returned, want 3 (read your writes)", v, ok, err)
+	}
+}
