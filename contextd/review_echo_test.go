@@ -6,6 +6,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/contextd-go/contextd/backend"
 	"github.com/contextd-go/contextd/backend/memory"
@@ -341,5 +342,39 @@ func TestReviewInDoubtCommitThenRollbackReadYourWrites(t *testing.T) {
 	}
 	if v, ok, err := a.Get(ctx, "j"); err != nil || !ok || v != 3 {
 		t.Fatalf("j = %d, %v, %v right after its write returned, want 3 (read your writes)", v, ok, err)
+	}
+}
+
+// TestReviewReapBeforeOwnCommitReachesWriter: a write that finds an expired
+// key makes the store delete it first, in a commit of its own with no
+// origin: that event is still delivered to the writer (only its own commit
+// is skipped), and its watch sees the delete, then its write, in order.
+func TestReviewReapBeforeOwnCommitReachesWriter(t *testing.T) {
+	var now atomic.Int64
+	now.Store(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC).UnixNano())
+	m := newMemory(t, &memory.Options{Clock: func() time.Time { return time.Unix(0, now.Load()) }})
+	a := open[int](t, m, "ctx", &contextd.Options{ResyncInterval: -1})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	if err := a.UpdateContext(ctx, "k", 1, contextd.WithTTL(time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	watch := a.Watch(ctx)
+	now.Add(int64(2 * time.Hour))
+	if err := a.UpdateContext(ctx, "j", 2); err != nil {
+		t.Fatal(err)
+	}
+	if ch := next(t, watch); ch.Key != "k" || !ch.Deleted || ch.Revision != 2 || ch.Origin != "" {
+		t.Fatalf("watch: %+v, want the store's delete of k at revision 2", ch)
+	}
+	if ch := next(t, watch); ch.Key != "j" || ch.Value != 2 || ch.Revision != 3 {
+		t.Fatalf("watch: %+v, want j = 2 at revision 3", ch)
+	}
+	eventually(t, "revision 3", func() bool { return a.Revision() == 3 })
+	if _, ok, _ := a.Get(ctx, "k"); ok {
+		t.Fatal("k still in the copy")
+	}
+	if s := a.Stats(); s.Gaps != 0 {
+		t.Fatalf("stats %+v", s)
 	}
 }
