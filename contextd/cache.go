@@ -176,8 +176,9 @@ type cache[T any] struct {
 	// are delivered to watchers once the revisions before them arrive.
 	ahead map[uint64]own[T]
 	// echoed holds revisions of this instance's commits whose events were
-	// applied before the commit returned.
-	echoed map[uint64]struct{}
+	// applied before the commit returned, with the commit ids of those
+	// events: an echo stands only for the commit that made it.
+	echoed map[uint64]string
 	// history holds the commit ids of the last revisions applied, by
 	// revision modulo its length, so a snapshot at a revision the copy
 	// has passed can still be checked against the copy's history. It
@@ -226,7 +227,7 @@ func newCache[T any](self string) *cache[T] {
 	c := &cache[T]{
 		self:   self,
 		ahead:  make(map[uint64]own[T]),
-		echoed: make(map[uint64]struct{}),
+		echoed: make(map[uint64]string),
 	}
 	c.cur.Store(&view[T]{})
 	return c
@@ -372,7 +373,7 @@ func (c *cache[T]) applyEventLocked(h backend.Head, origin string, ups []update[
 	c.emit(c.set(h.Revision, h.Commit, origin, ups, false))
 	c.setApplied(h.Revision, h.Commit)
 	if origin == c.self {
-		c.noteEcho(h.Revision)
+		c.noteEcho(h.Revision, h.Commit)
 	}
 	return c.advance()
 }
@@ -391,7 +392,7 @@ func (c *cache[T]) holdsLocked(h backend.Head) bool {
 // event before the commit's reply, so applyOwn can tell it from a reused
 // revision. Entries whose reply never came (the caller gave up) are pruned.
 // Callers hold mu.
-func (c *cache[T]) noteEcho(rev uint64) {
+func (c *cache[T]) noteEcho(rev uint64, commit string) {
 	const keep = 1024
 	if len(c.echoed) >= keep {
 		for r := range c.echoed {
@@ -400,7 +401,7 @@ func (c *cache[T]) noteEcho(rev uint64) {
 			}
 		}
 	}
-	c.echoed[rev] = struct{}{}
+	c.echoed[rev] = commit
 }
 
 // applyOwn applies a commit this instance made, at once, for
@@ -433,9 +434,14 @@ func (c *cache[T]) applyOwnLocked(h backend.Head, origin string, ups []update[T]
 		// writer's history, which the store has since lost (it went back in
 		// time): a snapshot tells, and if the histories differ the next
 		// commit's parent shows it.
-		if _, ok := c.echoed[rev]; ok {
+		if commit, ok := c.echoed[rev]; ok {
 			delete(c.echoed, rev)
-			return duplicate, false
+			if commit == h.Commit || commit == "" || h.Commit == "" {
+				return duplicate, false
+			}
+			// The echo of another commit of this instance at rev, one whose
+			// reply never came (in doubt), which the store has since lost
+			// and whose revision it handed out again: not this commit's.
 		}
 		if !c.passed(rev, h.Commit) {
 			// The copy applied another commit at this revision: a history
