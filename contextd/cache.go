@@ -325,6 +325,17 @@ func (c *cache[T]) adoptable() bool {
 	return c.epoch == "" && c.applied == 0 && len(c.ahead) == 0 && n == 0
 }
 
+// unreadEvent sets lastEvent back to last if the event at rev was the
+// last read: that event is handled again (awaitOwnBelow), and must not
+// look like the store going back in time.
+func (c *cache[T]) unreadEvent(rev, last uint64) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.lastEvent == rev {
+		c.lastEvent = last
+	}
+}
+
 // adopt reports whether a change of epoch can be applied to the cache: it
 // is the cache's epoch, or the cache has seen no data and takes it.
 // Callers hold mu.

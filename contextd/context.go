@@ -89,6 +89,14 @@ type Context[T any] struct {
 	// instance's atomically published commits (skipEchoes): a commit
 	// whose outcome is in doubt is then brought in by a catch-up.
 	noEcho atomic.Bool
+	// ownPending counts this instance's commits under way while noEcho is
+	// set, from before the store is called until the reply is applied or
+	// the commit failed: the read loop waits for their replies when an
+	// event arrives above a hole (awaitOwnBelow).
+	ownPending atomic.Int64
+	// awaitingOwn, for tests, is called when the read loop starts waiting
+	// for own replies below an event.
+	awaitingOwn func()
 
 	// contention remembers the keys whose writes were refused lately.
 	contention contention

@@ -14,3 +14,8 @@ func ModifyWithdrawn[T any](c *Context[T], key string) bool {
 	}
 	return false
 }
+
+// SetAwaitingOwnReply has c call f when its read loop starts waiting for
+// the replies of its own commits below another instance's event. Set it
+// before c is used.
+func SetAwaitingOwnReply[T any](c *Context[T], f func()) { c.awaitingOwn = f }

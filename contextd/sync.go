@@ -169,7 +169,9 @@ func (c *Context[T]) handleMessages(ctx context.Context, msgs []broadcaster.Mess
 // work that must not hold the copy locked: a catch-up (an invalid event, a
 // gap, another epoch or history) or a fetch of values the event left out.
 // It does that work after publishing what it applied, and returns how
-// many events it consumed (at least one).
+// many events it consumed: at least one, or none when the first event
+// found a hole below it that own commits' replies have filled meanwhile
+// (awaitOwnBelow), so that it is handled again.
 //
 // Each event is classified by its head first, as it would be alone: an
 // event the copy already has (the echo of an own commit whose reply came
@@ -185,10 +187,12 @@ func (c *Context[T]) applyBurst(ctx context.Context, run []broadcaster.Message, 
 		// to the heap.
 		slow    backend.Event
 		isSlow  bool
-		repair  = applied // what the event at n-1 calls for
-		traced  []uint64  // revisions of other instances applied, for Trace
-		touched bool      // an event was applied (or tried to be)
-		expires int64     // the earliest deadline applied, for the expiry tracker
+		repair  = applied    // what the event at n-1 calls for
+		traced  []uint64     // revisions of other instances applied, for Trace
+		touched bool         // an event was applied (or tried to be)
+		expires int64        // the earliest deadline applied, for the expiry tracker
+		gapAt   backend.Head // the head of the event that found a gap below it
+		gapLast uint64       // the copy's lastEvent before that event was read
 	)
 	wantTrace := c.opts.Trace != nil && c.opts.Trace.EventApplied != nil
 	c.cache.lock()
@@ -199,6 +203,7 @@ func (c *Context[T]) applyBurst(ctx context.Context, run []broadcaster.Message, 
 			badErr = err
 			break
 		}
+		lastEvent := c.cache.lastEvent
 		v := c.cache.classifyLocked(ev.Head, c.caps.AtomicPublish)
 		if v == applied {
 			ev.Changes = dec.DecodeChanges()
@@ -229,6 +234,9 @@ func (c *Context[T]) applyBurst(ctx context.Context, run []broadcaster.Message, 
 			}
 		}
 		if v != applied && v != duplicate {
+			if v == gap {
+				gapAt, gapLast = ev.Head, lastEvent
+			}
 			c.logNotApplied("event", ev, v)
 			repair = v
 			break
@@ -253,10 +261,41 @@ func (c *Context[T]) applyBurst(ctx context.Context, run []broadcaster.Message, 
 		c.catchUp(ctx, viaLog)
 	case isSlow:
 		c.applyFetched(ctx, slow)
+	case repair == gap && c.noEcho.Load() && c.awaitOwnBelow(ctx, gapAt):
+		// The hole was own commits whose replies came after the event:
+		// handle the event again, now in order, as not read yet.
+		c.cache.unreadEvent(gapAt.Revision, gapLast)
+		return n - 1
 	default:
 		c.repairAfter(ctx, repair)
 	}
 	return n
+}
+
+// ownReplyWait bounds how long the read loop waits for the replies of own
+// commits below an event (awaitOwnBelow) before it takes the hole for a
+// loss and repairs it.
+const ownReplyWait = time.Second
+
+// awaitOwnBelow reports whether the copy reaches the revision before h,
+// waiting for it while own commits are under way. Without own echoes
+// (skipEchoes), on a subscription that delivers in order and reports
+// losses, a revision missing below an event is no lost event: it is an own
+// commit whose reply its writer has not applied yet (another instance's
+// event can overtake it: the store publishes before it replies), or one
+// whose reply was lost, which the catch-up its writer starts brings in.
+// Taking the hole for a gap would repair what needs no repair and, where
+// the repair is a snapshot (no change log), hide revisions from watchers.
+func (c *Context[T]) awaitOwnBelow(ctx context.Context, h backend.Head) bool {
+	bound := ownReplyWait
+	if c.ownPending.Load() == 0 {
+		bound = 0 // no reply to come: look once
+	} else if c.awaitingOwn != nil {
+		c.awaitingOwn()
+	}
+	return c.cache.await(ctx, bound, func(v *view[T]) bool {
+		return v.epoch == h.Epoch && v.applied+1 >= h.Revision
+	})
 }
 
 // omits reports whether an event leaves values out.

@@ -470,6 +470,12 @@ func (c *Context[T]) commit(ctx context.Context, b backend.Batch, ups []update[T
 	var seq uint64
 	if !noEcho {
 		seq = c.addInflight(b.Ops, ups)
+	} else {
+		// Done once the reply is applied, or the commit failed: a read
+		// loop that finds a hole below another instance's event waits
+		// for it (awaitOwnBelow).
+		c.ownPending.Add(1)
+		defer c.ownPending.Add(-1)
 	}
 	if c.atomicPub != nil {
 		head, err = c.atomicPub.CommitAndPublish(ctx, c.name, b, c.opts.Channel)

@@ -9,11 +9,11 @@ import (
 	"github.com/contextd-go/contextd/contextd"
 )
 
-// TestReviewConcurrentWritersNoSpuriousGaps: two instances on one memory
+// TestEchoSkipConcurrentWritersNoSpuriousGaps: two instances on one memory
 // backend, each writing from two goroutines: no event is lost, so neither
 // should count a gap or catch up (before the change, every own commit's
 // echo kept its place in the subscription).
-func TestReviewConcurrentWritersNoSpuriousGaps(t *testing.T) {
+func TestEchoSkipConcurrentWritersNoSpuriousGaps(t *testing.T) {
 	m := newMemory(t, nil)
 	opts := &contextd.Options{ResyncInterval: -1}
 	a := open[int](t, m, "ctx", opts)
@@ -43,13 +43,13 @@ func TestReviewConcurrentWritersNoSpuriousGaps(t *testing.T) {
 	}
 }
 
-// TestReviewConcurrentWritersWatchSeesEveryRevision: the same without a
+// TestEchoSkipConcurrentWritersWatchSeesEveryRevision: the same without a
 // change log, watching on each instance: every revision reaches both
 // watches, the writer's own among them (one key per write, so revision r
 // is one change). A spurious gap is repaired by a snapshot there, which
 // leaves out the writer's own revision that the skipped echo would have
 // brought.
-func TestReviewConcurrentWritersWatchSeesEveryRevision(t *testing.T) {
+func TestEchoSkipConcurrentWritersWatchSeesEveryRevision(t *testing.T) {
 	// A buffer that cannot overflow: no event is lost.
 	m := newMemory(t, &memory.Options{DisableChangeLog: true, SubscriberBuffer: 1 << 16})
 	const n = 300
@@ -85,10 +85,10 @@ func TestReviewConcurrentWritersWatchSeesEveryRevision(t *testing.T) {
 	}
 }
 
-// TestReviewConcurrentModifyWatchContiguous: combined Modify calls from two
+// TestEchoSkipConcurrentModifyWatchContiguous: combined Modify calls from two
 // instances and several goroutines each: every increment lands once, and
 // with the change log every revision reaches the writers' watches in order.
-func TestReviewConcurrentModifyWatchContiguous(t *testing.T) {
+func TestEchoSkipConcurrentModifyWatchContiguous(t *testing.T) {
 	m := newMemory(t, &memory.Options{SubscriberBuffer: 1 << 16})
 	const n, workers = 100, 6
 	opts := &contextd.Options{ResyncInterval: -1, WatchBuffer: 4 * n * workers}

@@ -39,7 +39,7 @@ type countingSub struct {
 
 func (s *countingSub) Next(ctx context.Context) (broadcaster.Message, error) {
 	if s.nexts.Add(1) == 1 && s.fail {
-		return broadcaster.Message{}, errors.New("review: subscription broken")
+		return broadcaster.Message{}, errors.New("test: subscription broken")
 	}
 	m, err := s.Subscription.Next(ctx)
 	if err == nil && m.Payload != nil {
@@ -71,8 +71,9 @@ func (n *nextCounting) sub(i int) *countingSub {
 }
 
 // raceOthersEvent opens a and b on one memory backend (a subscribes
-// first) and makes a's first commit let b commit, and a's read loop
-// handle b's event, before a's commit returns its reply.
+// first) and makes a's first commit let b commit, and a's read loop take
+// b's event and either handle it or wait for a's reply, before a's commit
+// returns its reply.
 func raceOthersEvent(t *testing.T, mopts *memory.Options) (a, b *contextd.Context[int], write func(key string, v int)) {
 	t.Helper()
 	w := &hookedCommits{Backend: newMemory(t, mopts)}
@@ -80,6 +81,8 @@ func raceOthersEvent(t *testing.T, mopts *memory.Options) (a, b *contextd.Contex
 	opts := &contextd.Options{ResyncInterval: -1}
 	a = open[int](t, nb, "ctx", opts)
 	b = open[int](t, nb, "ctx", opts)
+	var waiting atomic.Bool
+	contextd.SetAwaitingOwnReply(a, func() { waiting.Store(true) })
 	ctx := context.Background()
 	w.hook = func(_ context.Context, n int32, do func() (backend.Head, error)) (backend.Head, error) {
 		if n != 1 {
@@ -93,9 +96,12 @@ func raceOthersEvent(t *testing.T, mopts *memory.Options) (a, b *contextd.Contex
 			t.Errorf("b: UpdateContext: %v", err)
 			return h, err
 		}
-		// a's read loop took b's event and asked for the next one: it
-		// has done with it, whatever it made of it.
-		eventually(t, "a's read loop handled b's event", func() bool { return nb.sub(0).nexts.Load() >= 2 })
+		// a's read loop took b's event and waits for a's reply below it,
+		// or asked for the next message: it has done with b's event,
+		// whatever it made of it.
+		eventually(t, "a's read loop handled b's event or waits for a's reply", func() bool {
+			return waiting.Load() || nb.sub(0).nexts.Load() >= 2
+		})
 		return h, nil
 	}
 	return a, b, func(key string, v int) {
@@ -105,12 +111,12 @@ func raceOthersEvent(t *testing.T, mopts *memory.Options) (a, b *contextd.Contex
 	}
 }
 
-// TestReviewOthersEventBeforeOwnReplyIsNoGap: with its own echo left out,
+// TestEchoSkipOthersEventBeforeOwnReplyIsNoGap: with its own echo left out,
 // a writer whose read loop gets another instance's event at N+1 before its
 // own commit's reply at N has applied N finds a revision gap that is none,
 // counts it (Stats.Gaps, Trace.Gap "gap") and catches up from the log.
 // Before the change the echo of N came first in the subscription.
-func TestReviewOthersEventBeforeOwnReplyIsNoGap(t *testing.T) {
+func TestEchoSkipOthersEventBeforeOwnReplyIsNoGap(t *testing.T) {
 	a, _, write := raceOthersEvent(t, nil)
 	write("k", 1)
 	eventually(t, "a has b's write", func() bool { return a.Revision() == 2 })
@@ -122,12 +128,12 @@ func TestReviewOthersEventBeforeOwnReplyIsNoGap(t *testing.T) {
 	}
 }
 
-// TestReviewOthersEventBeforeOwnReplyWatch: the same race without a change
+// TestEchoSkipOthersEventBeforeOwnReplyWatch: the same race without a change
 // log: the spurious gap is repaired by a snapshot, which collapses the
 // writer's own revision, so a Watch on the writer misses its own write,
 // and the writer's reply then finds its revision passed without an echo
 // (resync) and loads a second snapshot.
-func TestReviewOthersEventBeforeOwnReplyWatch(t *testing.T) {
+func TestEchoSkipOthersEventBeforeOwnReplyWatch(t *testing.T) {
 	a, _, write := raceOthersEvent(t, &memory.Options{DisableChangeLog: true})
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -144,13 +150,13 @@ func TestReviewOthersEventBeforeOwnReplyWatch(t *testing.T) {
 	}
 }
 
-// TestReviewInDoubtCommitLandingAfterCatchUp: the commit's error comes
-// before the commit itself is made (a wrapper that gives up waiting for a
-// call it leaves running, as timeout wrappers do). The one catch-up the
-// error starts finds nothing, and with its echo skipped nothing else ever
-// brings the write in (no periodic check here): the copy stays behind the
-// store for good. Before the change the echo brought it in.
-func TestReviewInDoubtCommitLandingAfterCatchUp(t *testing.T) {
+// TestInDoubtCommitLandingLateReachesCopyByResync: the commit's error
+// comes before the commit itself is made (a wrapper that gives up waiting
+// for a call it leaves running, as timeout wrappers do). The one catch-up
+// the error starts finds nothing, and with its echo skipped on the memory
+// backend nothing but the periodic check brings the write in (Options.
+// ResyncInterval says so); on a store that sends echoes the echo does.
+func TestInDoubtCommitLandingLateReachesCopyByResync(t *testing.T) {
 	gate, landed := make(chan struct{}), make(chan error, 1)
 	w := &hookedCommits{Backend: newMemory(t, nil)}
 	w.hook = func(_ context.Context, n int32, do func() (backend.Head, error)) (backend.Head, error) {
@@ -164,7 +170,7 @@ func TestReviewInDoubtCommitLandingAfterCatchUp(t *testing.T) {
 		}()
 		return backend.Head{}, errReplyLost
 	}
-	a := open[int](t, w, "ctx", &contextd.Options{ResyncInterval: -1})
+	a := open[int](t, w, "ctx", &contextd.Options{ResyncInterval: 20 * time.Millisecond})
 	ctx := context.Background()
 	if err := a.UpdateContext(ctx, "k", 1); err != nil {
 		t.Fatal(err)
@@ -183,11 +189,11 @@ func TestReviewInDoubtCommitLandingAfterCatchUp(t *testing.T) {
 	})
 }
 
-// TestReviewOwnRepliesOutOfOrder: two writes of one instance whose replies
+// TestEchoSkipOwnRepliesOutOfOrder: two writes of one instance whose replies
 // come back in the other order: the later one is read at once (read your
 // writes), but the copy's revision and its watchers wait for the earlier
 // one, and then see both in order.
-func TestReviewOwnRepliesOutOfOrder(t *testing.T) {
+func TestEchoSkipOwnRepliesOutOfOrder(t *testing.T) {
 	second := make(chan error, 1)
 	var a *contextd.Context[int]
 	ctx := context.Background()
@@ -230,11 +236,11 @@ func TestReviewOwnRepliesOutOfOrder(t *testing.T) {
 	}
 }
 
-// TestReviewInDoubtThenLaterOwnCommit: a commit made whose reply is lost,
+// TestEchoSkipInDoubtThenLaterOwnCommit: a commit made whose reply is lost,
 // then another commit of the same instance whose reply comes: the later
 // one waits (held ahead) for the catch-up to bring the first in, and the
 // watch sees both in order.
-func TestReviewInDoubtThenLaterOwnCommit(t *testing.T) {
+func TestEchoSkipInDoubtThenLaterOwnCommit(t *testing.T) {
 	w := &hookedCommits{Backend: newMemory(t, nil)}
 	w.hook = func(_ context.Context, n int32, do func() (backend.Head, error)) (backend.Head, error) {
 		h, err := do()
@@ -262,10 +268,10 @@ func TestReviewInDoubtThenLaterOwnCommit(t *testing.T) {
 	eventually(t, "revision 2", func() bool { return a.Revision() == 2 })
 }
 
-// TestReviewSkipSurvivesResubscribe: after its subscription fails and the
+// TestEchoSkipSkipSurvivesResubscribe: after its subscription fails and the
 // read loop subscribes again, a Context still gets no echo of its own
 // commits, and still gets the others'.
-func TestReviewSkipSurvivesResubscribe(t *testing.T) {
+func TestEchoSkipSkipSurvivesResubscribe(t *testing.T) {
 	w := &hookedCommits{Backend: newMemory(t, nil)}
 	w.hook = func(_ context.Context, _ int32, do func() (backend.Head, error)) (backend.Head, error) { return do() }
 	nb := &firstSubBroken{nextCounting: nextCounting{hookedCommits: w}}
@@ -310,14 +316,14 @@ func (f *firstSubBroken) Subscribe(ctx context.Context, ch string) (broadcaster.
 	return cs, nil
 }
 
-// TestReviewInDoubtCommitThenRollbackReadYourWrites: a commit whose reply
+// TestEchoSkipInDoubtCommitThenRollbackReadYourWrites: a commit whose reply
 // was lost is brought in by a catch-up (its event noted as an echo, whose
 // reply never comes); the store then goes back before it (a failover to a
 // replica that missed it) and hands the same revision to the next write,
 // whose reply is taken for that old echo's (a duplicate): the write that
 // just returned is not in the copy. Not new with skipped echoes: an echo
 // delivered for the in-doubt commit was noted the same way.
-func TestReviewInDoubtCommitThenRollbackReadYourWrites(t *testing.T) {
+func TestEchoSkipInDoubtCommitThenRollbackReadYourWrites(t *testing.T) {
 	w := &hookedCommits{Backend: newMemory(t, nil)}
 	w.hook = func(_ context.Context, n int32, do func() (backend.Head, error)) (backend.Head, error) {
 		h, err := do()
@@ -345,11 +351,11 @@ func TestReviewInDoubtCommitThenRollbackReadYourWrites(t *testing.T) {
 	}
 }
 
-// TestReviewReapBeforeOwnCommitReachesWriter: a write that finds an expired
+// TestEchoSkipReapBeforeOwnCommitReachesWriter: a write that finds an expired
 // key makes the store delete it first, in a commit of its own with no
 // origin: that event is still delivered to the writer (only its own commit
 // is skipped), and its watch sees the delete, then its write, in order.
-func TestReviewReapBeforeOwnCommitReachesWriter(t *testing.T) {
+func TestEchoSkipReapBeforeOwnCommitReachesWriter(t *testing.T) {
 	var now atomic.Int64
 	now.Store(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC).UnixNano())
 	m := newMemory(t, &memory.Options{Clock: func() time.Time { return time.Unix(0, now.Load()) }})
