@@ -300,7 +300,10 @@ func (c *Context[T]) end(key string, g *modGroup[T], shared bool, own *modCall[T
 	}
 	c.modMu.Lock()
 	defer c.modMu.Unlock()
-	exhausted := errors.Is(err, ErrLockNotAcquired)
+	// A lock wait that the leader's ctx ended (its error is joined to
+	// ErrLockNotAcquired then) was not spent: the others' wait goes on
+	// under the next leader.
+	exhausted := errors.Is(err, ErrLockNotAcquired) && !endedBy(own.ctx, err)
 	for _, call := range taken {
 		if call == own || call.finished {
 			continue
@@ -333,6 +336,13 @@ func (c *Context[T]) end(key string, g *modGroup[T], shared bool, own *modCall[T
 	next := g.calls[0]
 	next.lead = true
 	close(next.done)
+}
+
+// endedBy reports whether err is (or carries) the error of ctx, which
+// has ended.
+func endedBy(ctx context.Context, err error) bool {
+	cerr := ctx.Err()
+	return cerr != nil && errors.Is(err, cerr)
 }
 
 // settle sets the call's outcome from its attempt's: its function's

@@ -227,6 +227,47 @@ func TestModifyCombinedCancel(t *testing.T) {
 			t.Errorf("%d commits, want 1", commits)
 		}
 	})
+	// The leader's refused attempts carried the others before its ctx
+	// ended (the subtest above leaves that to chance): its lock wait,
+	// ended by its ctx, was not spent, so theirs goes on.
+	t.Run("leader after carrying the others", func(t *testing.T) {
+		a, start, release := blockedModify(t)
+		ctx := context.Background()
+		cctx, cancel := context.WithCancel(ctx)
+		before := a.Revision()
+		var tried atomic.Int64
+		r1 := start(cctx, increment)
+		r2 := start(ctx, increment)
+		r3 := start(ctx, func(cur int, ok bool) (int, error) {
+			tried.Add(1)
+			return increment(cur, ok)
+		})
+		eventually(t, "an attempt carried the last call", func() bool { return tried.Load() > 0 })
+		cancel()
+		if r := result(t, r1); !errors.Is(r.err, context.Canceled) {
+			t.Errorf("the cancelled leader got %+v; want context.Canceled", r)
+		}
+		// The others are tried again under a new leader; none returns
+		// while the lock is held.
+		want := tried.Load() + 2
+		eventually(t, "the last call was tried twice more", func() bool {
+			for _, ch := range []<-chan modResult{r2, r3} {
+				select {
+				case r := <-ch:
+					t.Fatalf("a call that joined returned while the lock was held: %v (%v)", r.v, r.err)
+				default:
+				}
+			}
+			return tried.Load() >= want
+		})
+		release()
+		if r2, r3 := result(t, r2), result(t, r3); r2.err != nil || r3.err != nil || r2.v != 1 || r3.v != 2 {
+			t.Errorf("the calls that joined got %v (%v), %v (%v); want 1 and 2", r2.v, r2.err, r3.v, r3.err)
+		}
+		if commits := a.Revision() - before; commits != 1 {
+			t.Errorf("%d commits, want 1", commits)
+		}
+	})
 }
 
 // TestModifyCombinedLosesNoIncrement: instances with many goroutines each
