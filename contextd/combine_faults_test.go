@@ -495,9 +495,18 @@ func TestModifyNilContext(t *testing.T) {
 // another holder keeps locked give up together when the leader's lock
 // wait (MaxRetries pauses of RetryDelay) is spent: a call that waited
 // through it is not handed a budget of its own, which would make the k-th
-// call wait k budgets.
+// call wait k budgets. The leader's retries wait until every call has
+// joined (a commit hook), so however slow the machine, all of them wait
+// within the first budget.
 func TestModifyCombinedLockWaitOneBudget(t *testing.T) {
-	mem := newMemory(t, nil)
+	w := &hookedCommits{Backend: newMemory(t, nil)}
+	allJoined := make(chan struct{})
+	w.hook = func(_ context.Context, n int32, do func() (backend.Head, error)) (backend.Head, error) {
+		if n >= 2 { // a retry: only once every call waits with the leader
+			<-allJoined
+		}
+		return do()
+	}
 	var waits atomic.Int32
 	waiting := make(chan struct{}, 1)
 	trace := &contextd.Trace{LockWaitStart: func(ctx context.Context, key string) (context.Context, func(error)) {
@@ -508,9 +517,8 @@ func TestModifyCombinedLockWaitOneBudget(t *testing.T) {
 		}
 		return ctx, func(error) {}
 	}}
-	// A budget (about 2 s) long enough for every call to join the first's.
-	a := open[int](t, mem, "ctx", &contextd.Options{RetryDelay: 20 * time.Millisecond, MaxRetries: 100, Trace: trace})
-	b := open[int](t, mem, "ctx", nil)
+	a := open[int](t, w, "ctx", &contextd.Options{RetryDelay: 5 * time.Millisecond, MaxRetries: 20, Trace: trace})
+	b := open[int](t, w.Backend, "ctx", nil)
 	bg := context.Background()
 	if _, err := b.AcquireLock(bg, contextd.LockOptions{Key: "n", LockTimeout: time.Hour}); err != nil {
 		t.Fatal(err)
@@ -528,14 +536,13 @@ func TestModifyCombinedLockWaitOneBudget(t *testing.T) {
 			eventually(t, "joined", func() bool { return a.Stats().ModifyJoined == uint64(i) })
 		}
 	}
+	close(allJoined)
 	for range n {
 		if err := <-res; !errors.Is(err, contextd.ErrLockNotAcquired) {
 			t.Errorf("err %v; want ErrLockNotAcquired", err)
 		}
 	}
-	// The first leader's wait; a second only for calls that joined after
-	// its last attempt (none, unless the machine stalled for seconds).
-	if w := waits.Load(); w > 2 {
-		t.Errorf("%d lock waits for %d calls that waited together; want at most 2", w, n)
+	if w := waits.Load(); w != 1 {
+		t.Errorf("%d lock waits for %d calls that waited together; want 1", w, n)
 	}
 }
