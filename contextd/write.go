@@ -110,7 +110,9 @@ func (c *Context[T]) traced(ctx context.Context, keys int, write func(context.Co
 // DeleteKey, which makes Modify delete the key. Modify waits for locks like
 // UpdateContext and accepts the same options: with IfRevision it runs fn
 // only if the key is at that revision, and fails with ErrConflict instead
-// of trying again; WithTTL makes the new value expire.
+// of trying again; WithTTL makes the new value expire. Modify returns the
+// value written; with an error, the value is meaningless (it may be what
+// fn returned on an attempt that was not committed).
 //
 // Concurrent Modify calls of the same key on one Context, made without
 // options, are combined into one commit: their functions run one after
