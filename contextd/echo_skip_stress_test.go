@@ -20,20 +20,7 @@ func TestEchoSkipConcurrentWritersNoSpuriousGaps(t *testing.T) {
 	b := open[int](t, m, "ctx", opts)
 	ctx := context.Background()
 	const n = 300
-	var wg sync.WaitGroup
-	for _, c := range []*contextd.Context[int]{a, b, a, b} {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for i := range n {
-				if err := c.UpdateContext(ctx, "k", i); err != nil {
-					t.Error(err)
-					return
-				}
-			}
-		}()
-	}
-	wg.Wait()
+	writeConcurrently(t, ctx, n, a, b, a, b)
 	eventually(t, "both at the last revision", func() bool { return a.Revision() == 4*n && b.Revision() == 4*n })
 	sa, sb := a.Stats(), b.Stats()
 	t.Logf("a: %+v", sa)
@@ -59,20 +46,7 @@ func TestEchoSkipConcurrentWritersWatchSeesEveryRevision(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	watches := []<-chan contextd.Change[int]{a.Watch(ctx), b.Watch(ctx)}
-	var wg sync.WaitGroup
-	for _, c := range []*contextd.Context[int]{a, b, a, b} {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for i := range n {
-				if err := c.UpdateContext(ctx, "k", i); err != nil {
-					t.Error(err)
-					return
-				}
-			}
-		}()
-	}
-	wg.Wait()
+	writeConcurrently(t, ctx, n, a, b, a, b)
 	for i, w := range watches {
 		var last uint64
 		for last < 4*n {
@@ -135,4 +109,22 @@ func TestEchoSkipConcurrentModifyWatchContiguous(t *testing.T) {
 			t.Fatalf("n = %d, %v; want %d", v, err, n*workers)
 		}
 	}
+}
+
+// writeConcurrently writes key k n times from each of cs (a Context
+// listed twice writes from two goroutines) and returns when all are done.
+func writeConcurrently(t *testing.T, ctx context.Context, n int, cs ...*contextd.Context[int]) {
+	t.Helper()
+	var wg sync.WaitGroup
+	for _, c := range cs {
+		wg.Go(func() {
+			for i := range n {
+				if err := c.UpdateContext(ctx, "k", i); err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
 }

@@ -153,21 +153,7 @@ func TestReservationLeftNoPlaceAfterClose(t *testing.T) {
 				}
 				return h, err
 			}
-			done := make(chan error, 1)
-			go func() {
-				_, err := c.Modify(ctx, key, func(cur int, _ bool) (int, error) { return cur + 1, nil })
-				done <- err
-			}()
-			eventually(t, "the Modify is queued", func() error {
-				if q := queueMembers(ctx, t, srv, name, key); len(q) != 1 {
-					return fmt.Errorf("queue %v", q)
-				}
-				return nil
-			})
-			w2 := locker.Waiter{ID: "w2", Hold: 10 * time.Minute}
-			if _, err := holder.TryAcquireQueued(ctx, name, key, time.Minute, w2); !errors.Is(err, locker.ErrNotAcquired) {
-				t.Fatalf("TryAcquireQueued of w2 = %v, want it queued", err)
-			}
+			done := modifyQueuedWithOneBehind(ctx, ctx, t, srv, holder, c, name, key, nil)
 			close(released)
 			if err := holder.Release(ctx, lease); err != nil {
 				t.Fatal(err)
@@ -289,21 +275,7 @@ func TestReserveDoesNotWaitForSubscription(t *testing.T) {
 	c := openInstance[int](t, hb, name, &contextd.Options{ResyncInterval: -1, RetryDelay: 20 * time.Millisecond, MaxRetries: 100000})
 	mctx, cancel := context.WithTimeout(ctx, 20*time.Second)
 	defer cancel()
-	done := make(chan error, 1)
-	go func() {
-		_, err := c.Modify(mctx, key, func(cur int, _ bool) (int, error) { return cur + 1, nil })
-		done <- err
-	}()
-	eventually(t, "the Modify is queued", func() error {
-		if q := queueMembers(ctx, t, srv, name, key); len(q) != 1 {
-			return fmt.Errorf("queue %v", q)
-		}
-		return nil
-	})
-	// Another waiter behind it, so that its commit asks for a place.
-	if _, err := holder.TryAcquireQueued(ctx, name, key, time.Minute, locker.Waiter{ID: "w2", Hold: 10 * time.Minute}); !errors.Is(err, locker.ErrNotAcquired) {
-		t.Fatalf("TryAcquireQueued of w2 = %v, want it queued", err)
-	}
+	done := modifyQueuedWithOneBehind(ctx, mctx, t, srv, holder, c, name, key, nil)
 	d.stalled.Store(true)
 	before := d.subscribed()
 	for _, s := range before {
@@ -351,21 +323,7 @@ func TestReservedWaitCancelledIsNotAcquired(t *testing.T) {
 	opts := &contextd.Options{ResyncInterval: -1, RetryDelay: time.Minute, Trace: trace}
 	b := openInstance[int](t, newBackend(t, srv, nil), name, opts)
 	c := openInstance[int](t, newBackend(t, srv, nil), name, opts)
-	done := make(chan error, 1)
-	go func() {
-		_, err := b.Modify(ctx, key, inc)
-		done <- err
-	}()
-	<-waits
-	eventually(t, "the Modify is queued", func() error {
-		if q := queueMembers(ctx, t, srv, name, key); len(q) != 1 {
-			return fmt.Errorf("queue %v", q)
-		}
-		return nil
-	})
-	if _, err := holder.TryAcquireQueued(ctx, name, key, time.Minute, locker.Waiter{ID: "w2", Hold: 10 * time.Minute}); !errors.Is(err, locker.ErrNotAcquired) {
-		t.Fatalf("TryAcquireQueued of w2 = %v, want it queued", err)
-	}
+	done := modifyQueuedWithOneBehind(ctx, ctx, t, srv, holder, b, name, key, func() { <-waits })
 	if err := holder.Release(ctx, lease); err != nil {
 		t.Fatal(err)
 	}
@@ -404,4 +362,30 @@ func TestReservedWaitCancelledIsNotAcquired(t *testing.T) {
 	if a, p := errors.Is(errClaimed, contextd.ErrLockNotAcquired), errors.Is(errPlain, contextd.ErrLockNotAcquired); a != p {
 		t.Errorf("a lock wait ended by its ctx matches ErrLockNotAcquired: %v with a reservation, %v without", a, p)
 	}
+}
+
+// modifyQueuedWithOneBehind starts a Modify (an increment) of key on c
+// with mctx while holder keeps the key locked, waits until it is queued
+// (after started, if given, returns), and queues waiter w2 behind it, so
+// that its commit asks for a place; it returns the Modify's outcome.
+func modifyQueuedWithOneBehind(ctx, mctx context.Context, t *testing.T, srv *redistest.Server, holder *redis.Backend, c *contextd.Context[int], name, key string, started func()) <-chan error {
+	t.Helper()
+	done := make(chan error, 1)
+	go func() {
+		_, err := c.Modify(mctx, key, func(cur int, _ bool) (int, error) { return cur + 1, nil })
+		done <- err
+	}()
+	if started != nil {
+		started()
+	}
+	eventually(t, "the Modify is queued", func() error {
+		if q := queueMembers(ctx, t, srv, name, key); len(q) != 1 {
+			return fmt.Errorf("queue %v", q)
+		}
+		return nil
+	})
+	if _, err := holder.TryAcquireQueued(ctx, name, key, time.Minute, locker.Waiter{ID: "w2", Hold: 10 * time.Minute}); !errors.Is(err, locker.ErrNotAcquired) {
+		t.Fatalf("TryAcquireQueued of w2 = %v, want it queued", err)
+	}
+	return done
 }
