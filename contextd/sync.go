@@ -293,9 +293,15 @@ func (c *Context[T]) awaitOwnBelow(ctx context.Context, h backend.Head) bool {
 	} else if c.awaitingOwn != nil {
 		c.awaitingOwn()
 	}
-	return c.cache.await(ctx, bound, func(v *view[T]) bool {
-		return v.epoch == h.Epoch && v.applied+1 >= h.Revision
+	// A copy that left the event's epoch meanwhile (a catch-up after a
+	// wipe or failover) has no hole to fill: stop waiting, or the read
+	// loop stalls for the whole bound.
+	moved := false
+	reached := c.cache.await(ctx, bound, func(v *view[T]) bool {
+		moved = v.epoch != h.Epoch
+		return moved || v.applied+1 >= h.Revision
 	})
+	return reached && !moved
 }
 
 // omits reports whether an event leaves values out.
