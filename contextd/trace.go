@@ -21,6 +21,9 @@ type Trace struct {
 	// wait for a lock held by another (its first attempt was refused),
 	// with the key (the first key, for a write of several); done is called
 	// when the wait ends: err is nil when the lock or write went through.
+	// The ctx it returns is the wait's: it should be ctx or derive from
+	// it without ending sooner (a span's ctx), since a wait it ends counts
+	// as given up, for the calls combined with it too.
 	LockWaitStart func(ctx context.Context, key string) (context.Context, func(err error))
 
 	// SnapshotStart is called before a snapshot is loaded (Initialize,
