@@ -210,6 +210,33 @@ func (q *queue) Dequeue(_ context.Context, _ string, w locker.Waiter, _ ...strin
 	return nil
 }
 
+// TestRetryPanicGivesPlaceUp: an attempt that panics after an earlier one
+// was refused and queued (a Modify function that panics) leaves the
+// queue on its way out, and the panic reaches the caller.
+func TestRetryPanicGivesPlaceUp(t *testing.T) {
+	q := &queue{}
+	p := locker.Policy{RetryDelay: time.Millisecond, MaxRetries: 3, Queue: q}
+	attempts := 0
+	func() {
+		defer func() {
+			if r := recover(); r != "boom" {
+				t.Errorf("recovered %v; want the attempt's panic", r)
+			}
+		}()
+		_ = locker.Retry(context.Background(), "c", []string{"k"}, p, func(context.Context, *locker.Waiter) error {
+			if attempts++; attempts == 2 {
+				panic("boom")
+			}
+			return errBusy
+		}, busy)
+	}()
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if attempts != 2 || len(q.dequeued) != 1 {
+		t.Fatalf("%d attempts, dequeued %v; want the waiter of the second attempt dequeued after its panic", attempts, q.dequeued)
+	}
+}
+
 // TestRetryWithAQueue: every attempt of one wait carries the same waiter,
 // with a hold of at least two seconds; a wait that fails gives its place
 // up (through Leave when set, else Dequeue), and one that succeeds does not.

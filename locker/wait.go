@@ -79,7 +79,7 @@ type Policy struct {
 // the fair locker queues when it refuses it, and a p.Watcher that is a
 // TurnWatcher wakes the pause only when it is that waiter's turn (the
 // pauses still end after about p.RetryDelay, so a lost notification costs
-// latency, never the wait); when Retry returns an error,
+// latency, never the wait); when Retry returns an error, or try panics,
 // the waiter is dequeued from keys (the store dequeues it itself on
 // success). Without a queue, w is nil and waiting is jittered polling,
 // with no bound on how often one waiter can lose to others.
@@ -90,9 +90,13 @@ func Retry(ctx context.Context, name string, keys []string, p Policy, try func(c
 	// (one attempt) takes no place in a queue at all.
 	var w *Waiter
 	attempts := 0
+	// returned is false while a panic in try unwinds Retry: the place is
+	// given up then too (a waiter left queued would hold the others up
+	// for its Hold), and the panic goes on.
+	returned := false
 	defer func() {
 		switch {
-		case err == nil || w == nil:
+		case (returned && err == nil) || w == nil:
 		case p.Leave != nil:
 			p.Leave(*w, keys)
 		default:
@@ -122,12 +126,14 @@ func Retry(ctx context.Context, name string, keys []string, p Policy, try func(c
 	if armFirst {
 		waiter()
 	}
-	return retry(ctx, name, keys, p, func(ctx context.Context) error {
+	err = retry(ctx, name, keys, p, func(ctx context.Context) error {
 		if attempts++; attempts == 2 {
 			waiter()
 		}
 		return try(ctx, w)
 	}, retryable, waiter, armFirst, queued)
+	returned = true
+	return err
 }
 
 func retry(ctx context.Context, name string, keys []string, p Policy, try func(context.Context) error, retryable func(error) bool, waiter func() *Waiter, armFirst, queued bool) (err error) {
