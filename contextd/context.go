@@ -42,7 +42,8 @@ type Context[T any] struct {
 	queue    locker.FairLocker
 	expirer  backend.Expirer
 	// leaveQueue gives a waiter's place up in the background (with a
-	// queue), made once so that a write does not allocate it.
+	// queue; once closed, in the caller's goroutine), made once so that a
+	// write does not allocate it.
 	leaveQueue func(locker.Waiter, []string)
 
 	// exact, if set, reports that the codec vouches that a value written
@@ -163,7 +164,15 @@ func New[T any](b backend.Backend, contextKey string, opts *Options) (*Context[T
 		// alone every turn would cost a retry pause.
 		c.queue = b.(locker.FairLocker)
 		c.leaveQueue = func(w locker.Waiter, keys []string) {
-			c.background(func(ctx context.Context) { _ = c.queue.Dequeue(ctx, c.name, w, keys...) })
+			leave := func(ctx context.Context) { _ = c.queue.Dequeue(ctx, c.name, w, keys...) }
+			if !c.background(leave) {
+				// Closed: no background work any more, and a place left
+				// queued would hold the others up for its hold. Leave
+				// now, in the goroutine of the wait that ends.
+				ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+				defer cancel()
+				leave(ctx)
+			}
 		}
 		if f, ok := b.(backend.TurnFollower); ok && c.caps.LockAwareCommit {
 			c.follower = f
@@ -294,7 +303,10 @@ func (c *Context[T]) Lag() uint64 {
 // Close stops the background work and waits for it, closes Watch channels,
 // and releases the locks taken through this Context that are still held. It
 // does not close the backend. Close is idempotent; afterwards every
-// operation returns ErrClosed.
+// operation returns ErrClosed. Calls under way are not cut short by Close
+// (a write waiting for a lock waits on, within its ctx and retries); one
+// that gives its place in a lock queue up after Close does so before it
+// returns.
 func (c *Context[T]) Close() error {
 	if c == nil {
 		return c.errorf("close", errNilContext)

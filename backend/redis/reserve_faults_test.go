@@ -389,3 +389,46 @@ func modifyQueuedWithOneBehind(ctx, mctx context.Context, t *testing.T, srv *red
 	}
 	return done
 }
+
+// TestWaitEndedAfterCloseLeavesQueue: a write that waits in a key's queue
+// and ends (its ctx) after its Context was closed gives its place up: a
+// closed Context does no background work, so the place is left at once,
+// in the write's goroutine, not to its hold (here 40 s: four times the
+// long retry delay, which no pause ends either).
+func TestWaitEndedAfterCloseLeavesQueue(t *testing.T) {
+	t.Parallel()
+	srv := redistest.Start(t, nil)
+	ctx := faultCtx(t)
+	const name, key = "wait-close", "k"
+	holder := newBackend(t, srv, nil)
+	if _, err := holder.TryAcquire(ctx, name, key, time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	c, err := contextd.New[int](newBackend(t, srv, nil), name, &contextd.Options{ResyncInterval: -1, RetryDelay: 10 * time.Second, MaxRetries: 100})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Initialize(ctx); err != nil {
+		t.Fatal(err)
+	}
+	wctx, stop := context.WithCancel(ctx)
+	defer stop()
+	done := make(chan error, 1)
+	go func() { done <- c.UpdateContext(wctx, key, 1) }()
+	eventually(t, "the write is queued", func() error {
+		if q := queueMembers(ctx, t, srv, name, key); len(q) != 1 {
+			return fmt.Errorf("queue %v", q)
+		}
+		return nil
+	})
+	if err := c.Close(); err != nil {
+		t.Fatal(err)
+	}
+	stop()
+	if err := <-done; !errors.Is(err, context.Canceled) {
+		t.Fatalf("the write whose ctx ended: %v; want context.Canceled", err)
+	}
+	if q := queueMembers(ctx, t, srv, name, key); len(q) != 0 {
+		t.Fatalf("after Close and the write's return the queue holds %v; want it empty", q)
+	}
+}
