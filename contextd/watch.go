@@ -248,8 +248,13 @@ func (w *watcher[T]) run(ctx context.Context, done <-chan struct{}, backfill fun
 // Options.WatchBuffer changes; a reader that falls further behind does not
 // hold the Context up: the changes it missed are replaced by one Change with
 // Reset set, followed by fresh changes. A Reset is also sent when the
-// instance had to replace its whole copy. Watch on a closed (or nil) Context
-// returns a closed channel.
+// instance had to replace its whole copy. When the instance catches up by
+// a snapshot that continues its copy (events were lost and the store keeps
+// no change log, or not far enough back), the watcher gets, without a
+// Reset, each changed key's latest value at the revision that wrote it
+// (and each key gone, at the snapshot's revision), in revision order:
+// values a key held only in between are not delivered, and revisions are
+// skipped. Watch on a closed (or nil) Context returns a closed channel.
 func (c *Context[T]) Watch(ctx context.Context, opts ...WatchOption) <-chan Change[T] {
 	if c == nil {
 		closed := make(chan Change[T])
