@@ -247,26 +247,7 @@ func TestModifyCombinedCancel(t *testing.T) {
 		if r := result(t, r1); !errors.Is(r.err, context.Canceled) {
 			t.Errorf("the cancelled leader got %+v; want context.Canceled", r)
 		}
-		// The others are tried again under a new leader; none returns
-		// while the lock is held.
-		want := tried.Load() + 2
-		eventually(t, "the last call was tried twice more", func() bool {
-			for _, ch := range []<-chan modResult{r2, r3} {
-				select {
-				case r := <-ch:
-					t.Fatalf("a call that joined returned while the lock was held: %v (%v)", r.v, r.err)
-				default:
-				}
-			}
-			return tried.Load() >= want
-		})
-		release()
-		if r2, r3 := result(t, r2), result(t, r3); r2.err != nil || r3.err != nil || r2.v != 1 || r3.v != 2 {
-			t.Errorf("the calls that joined got %v (%v), %v (%v); want 1 and 2", r2.v, r2.err, r3.v, r3.err)
-		}
-		if commits := a.Revision() - before; commits != 1 {
-			t.Errorf("%d commits, want 1", commits)
-		}
+		othersLedAgain(t, a, before, release, &tried, r2, r3)
 	})
 }
 
@@ -333,4 +314,31 @@ func TestModifyCombinedLosesNoIncrement(t *testing.T) {
 		joined += c.Stats().ModifyJoined
 	}
 	t.Logf("%d increments, %d calls joined another's", acked.Load(), joined-uint64(joinedBefore.Load()))
+}
+
+// othersLedAgain checks what follows a leader that left its lock wait
+// early (its ctx ended): the calls that joined it, r2 and r3 (whose
+// function counts its runs in tried), are tried again under a new leader
+// and none returns while the lock is held; once release frees the key,
+// they get 1 and 2, in one commit after before.
+func othersLedAgain(t *testing.T, a *contextd.Context[int], before uint64, release func(), tried *atomic.Int64, r2, r3 <-chan modResult) {
+	t.Helper()
+	want := tried.Load() + 2
+	eventually(t, "the last call was tried twice more under a new leader", func() bool {
+		for _, ch := range []<-chan modResult{r2, r3} {
+			select {
+			case r := <-ch:
+				t.Fatalf("a call that joined returned while the lock was held: %v (%v)", r.v, r.err)
+			default:
+			}
+		}
+		return tried.Load() >= want
+	})
+	release()
+	if r2, r3 := result(t, r2), result(t, r3); r2.err != nil || r3.err != nil || r2.v != 1 || r3.v != 2 {
+		t.Errorf("the calls that joined got %v (%v), %v (%v); want 1 and 2", r2.v, r2.err, r3.v, r3.err)
+	}
+	if commits := a.Revision() - before; commits != 1 {
+		t.Errorf("%d commits, want 1", commits)
+	}
 }
