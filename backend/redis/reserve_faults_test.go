@@ -53,6 +53,17 @@ func queueMembers(ctx context.Context, t *testing.T, srv *redistest.Server, name
 	return ids
 }
 
+// queuedAlone waits until the queue of key holds one waiter.
+func queuedAlone(ctx context.Context, t *testing.T, srv *redistest.Server, name, key string) {
+	t.Helper()
+	eventually(t, "one waiter is queued", func() error {
+		if q := queueMembers(ctx, t, srv, name, key); len(q) != 1 {
+			return fmt.Errorf("queue %v", q)
+		}
+		return nil
+	})
+}
+
 // TestReservationLeftNoPlaceAfterClose makes a contended Modify commit take a
 // reservation (backend.Batch.Requeue) while another waiter, w2, stays
 // queued behind it, then closes the Context: a closed Context must leave
@@ -378,12 +389,7 @@ func modifyQueuedWithOneBehind(ctx, mctx context.Context, t *testing.T, srv *red
 	if started != nil {
 		started()
 	}
-	eventually(t, "the Modify is queued", func() error {
-		if q := queueMembers(ctx, t, srv, name, key); len(q) != 1 {
-			return fmt.Errorf("queue %v", q)
-		}
-		return nil
-	})
+	queuedAlone(ctx, t, srv, name, key)
 	if _, err := holder.TryAcquireQueued(ctx, name, key, time.Minute, locker.Waiter{ID: "w2", Hold: 10 * time.Minute}); !errors.Is(err, locker.ErrNotAcquired) {
 		t.Fatalf("TryAcquireQueued of w2 = %v, want it queued", err)
 	}
@@ -415,12 +421,7 @@ func TestWaitEndedAfterCloseLeavesQueue(t *testing.T) {
 	defer stop()
 	done := make(chan error, 1)
 	go func() { done <- c.UpdateContext(wctx, key, 1) }()
-	eventually(t, "the write is queued", func() error {
-		if q := queueMembers(ctx, t, srv, name, key); len(q) != 1 {
-			return fmt.Errorf("queue %v", q)
-		}
-		return nil
-	})
+	queuedAlone(ctx, t, srv, name, key)
 	if err := c.Close(); err != nil {
 		t.Fatal(err)
 	}
