@@ -164,14 +164,8 @@ func New[T any](b backend.Backend, contextKey string, opts *Options) (*Context[T
 		// alone every turn would cost a retry pause.
 		c.queue = b.(locker.FairLocker)
 		c.leaveQueue = func(w locker.Waiter, keys []string) {
-			leave := func(ctx context.Context) { _ = c.queue.Dequeue(ctx, c.name, w, keys...) }
-			if !c.background(leave) {
-				// Closed: no background work any more, and a place left
-				// queued would hold the others up for its hold. Leave
-				// now, in the goroutine of the wait that ends.
-				ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-				defer cancel()
-				leave(ctx)
+			if !c.background(func(ctx context.Context) { _ = c.queue.Dequeue(ctx, c.name, w, keys...) }) {
+				c.leaveNow(w, keys...) // closed: in the goroutine of the wait that ends
 			}
 		}
 		if f, ok := b.(backend.TurnFollower); ok && c.caps.LockAwareCommit {

@@ -172,7 +172,7 @@ func (c *Context[T]) reserve(ctx context.Context, key string) *reservation {
 	if c.follower == nil {
 		return nil
 	}
-	r := &reservation{w: locker.NewWaiter(max(4*c.opts.RetryDelay, 2*time.Second)), key: key}
+	r := &reservation{w: locker.Policy{RetryDelay: c.opts.RetryDelay}.NewWaiter(), key: key}
 	r.notes = &turnNotes{ReleaseWatcher: c.notifier, follower: c.follower, pre: r}
 	// The commit waits for this, first in the queue: the watch is armed
 	// only if it is at hand (the channel the committing waiter watches
@@ -273,9 +273,7 @@ func (c *Context[T]) giveUp(r *reservation) {
 		c.reservedMu.Unlock()
 	})
 	if !ran {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		_ = c.queue.Dequeue(ctx, c.name, r.w, r.key)
-		cancel()
+		c.leaveNow(r.w, r.key)
 	}
 }
 
@@ -292,8 +290,15 @@ func (c *Context[T]) dropReservations() {
 			r.timer.Stop()
 		}
 		r.stop()
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		_ = c.queue.Dequeue(ctx, c.name, r.w, r.key)
-		cancel()
+		c.leaveNow(r.w, r.key)
 	}
+}
+
+// leaveNow gives waiter w's place up in the caller's goroutine, for when
+// background work has stopped (Close): a place left queued would hold the
+// others up for its hold.
+func (c *Context[T]) leaveNow(w locker.Waiter, keys ...string) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	_ = c.queue.Dequeue(ctx, c.name, w, keys...)
 }

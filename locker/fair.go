@@ -49,10 +49,11 @@ func NewWaiter(hold time.Duration) Waiter {
 	return Waiter{ID: hex.EncodeToString(b[:]), Hold: hold}
 }
 
-// holdFor is how long a waiter of policy p keeps its place between
-// attempts: a few retry delays, and at least two seconds, so that a waiter
-// on a loaded machine (whose next attempt runs late) does not lose its
-// place, while one whose process died stops blocking the queue soon.
-func holdFor(p Policy) time.Duration {
-	return max(4*p.RetryDelay, 2*time.Second)
+// NewWaiter returns a Waiter for a wait under p, as Retry makes them: it
+// keeps its place for a few retry delays, and at least two seconds, so
+// that a waiter on a loaded machine (whose next attempt runs late) does
+// not lose its place, while one whose process died stops blocking the
+// queue soon.
+func (p Policy) NewWaiter() Waiter {
+	return NewWaiter(max(4*p.RetryDelay, 2*time.Second))
 }

@@ -112,7 +112,7 @@ func Retry(ctx context.Context, name string, keys []string, p Policy, try func(c
 	// watch for — and queued by the attempt that follows.
 	waiter := func() *Waiter {
 		if w == nil && p.Queue != nil {
-			waiter := NewWaiter(holdFor(p))
+			waiter := p.NewWaiter()
 			w = &waiter
 		}
 		return w
