@@ -246,8 +246,7 @@ func (c *Context[T]) Initialize(ctx context.Context) error {
 	run, cancel := context.WithCancel(context.Background())
 	c.cancel = cancel
 	c.sub = sub
-	c.hushEchoes(sub)
-	c.skipEchoes(sub)
+	c.ownEchoes(sub)
 	c.wg.Add(1)
 	go func() {
 		defer c.wg.Done()

@@ -78,19 +78,30 @@ type echoSkipper interface {
 }
 
 // skipEchoes has sub leave out the echoes of this instance's commits where
-// it can and they are published with the commit (AtomicPublish): the
-// commit's reply applies it, and an echo would only wake the read loop to
-// find it a duplicate, which on the memory backend costs a writer most of
-// what publishing costs it. A commit that fails in doubt is brought in by
-// a catch-up instead (commit).
-func (c *Context[T]) skipEchoes(sub broadcaster.Subscription) {
+// it can and they are published with the commit (AtomicPublish), and
+// reports whether it does: the commit's reply applies it, and an echo
+// would only wake the read loop to find it a duplicate, which on the
+// memory backend costs a writer most of what publishing costs it. A
+// commit that fails in doubt is brought in by a catch-up instead
+// (commit).
+func (c *Context[T]) skipEchoes(sub broadcaster.Subscription) bool {
 	es, ok := sub.(echoSkipper)
 	if !ok || c.atomicPub == nil {
 		c.noEcho.Store(false)
-		return
+		return false
 	}
 	es.SkipOwnEchoes(c.id)
 	c.noEcho.Store(true)
+	return true
+}
+
+// ownEchoes sets how sub treats the echoes of this instance's commits, for
+// each subscription the Context makes: left out where it can
+// (skipEchoes), else queued quietly where it can (hushEchoes).
+func (c *Context[T]) ownEchoes(sub broadcaster.Subscription) {
+	if !c.skipEchoes(sub) {
+		c.hushEchoes(sub)
+	}
 }
 
 // readLoop applies the subscription's events until ctx ends. It is the one
@@ -352,8 +363,7 @@ func (c *Context[T]) resubscribe(ctx context.Context, old broadcaster.Subscripti
 				return nil
 			}
 			c.sub = sub
-			c.hushEchoes(sub)
-			c.skipEchoes(sub)
+			c.ownEchoes(sub)
 			return sub
 		}
 		c.cache.setDeaf(err)
