@@ -397,8 +397,7 @@ for i = 0, nLeases - 1 do
   leased[ARGV[leasesAt + 2 * i]] = true
 end
 local queued = waiterID ~= '' and fair
-local first -- ops whose queue this waiter is first in
-local busyAfter = false -- a lock or queue key of an op existed
+local first -- ops whose queue this waiter is first in (set when a lock or queue key of an op exists)
 if checkLocks then
   -- No lock or queue key of any op exists: every key is free, and none
   -- of them needs a closer look.
@@ -409,7 +408,6 @@ if checkLocks then
     if busy > 0 then break end
   end
   local blocked
-  busyAfter = busy > 0
   if busy > 0 then
     local L = locks()
     first = {}
@@ -669,7 +667,7 @@ end
 -- A requeue: the writer expects to write these keys again soon, and
 -- others wait for them: it takes its next place in their queues now,
 -- behind those waiters, instead of with a refused attempt later.
-if requeueID and fair and checkLocks and busyAfter then
+if requeueID and fair and first then
   local L = locks()
   local n = 0
   for i = 0, nOps - 1 do
