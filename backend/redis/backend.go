@@ -86,19 +86,8 @@ func mayResend(client goredis.UniversalClient) bool {
 	return true
 }
 
-// pipeliner sends pipelines: a client, or a Tx of one (withLoadConn).
-type pipeliner interface {
-	goredis.Scripter
-	Pipeline() goredis.Pipeliner
-	Pipelined(ctx context.Context, fn func(goredis.Pipeliner) error) ([]goredis.Cmder, error)
-	TxPipeline() goredis.Pipeliner
-}
-
-// withLoadConn calls fn, once, with what to send a load's MULTI/EXEC
-// through on client c, and returns its error. Commands fn sends alongside
-// (a SCRIPT LOAD on NOSCRIPT) go through it as well, so that on a client
-// with a pool of one connection they do not wait for the connection fn
-// holds.
+// execLoad sends a load's MULTI/EXEC on client c: queue adds its commands
+// to the transaction, whose Exec error execLoad returns.
 //
 // On a *goredis.Client (standalone or failover) whose options leave
 // go-redis's dedicated pipeline pool at its defaults, as in a client the
@@ -134,22 +123,25 @@ type pipeliner interface {
 // ClusterClient routes each command of a pipeline to its slot's node and
 // follows redirects, which a Tx of one node would not: their loads go
 // through the client.
-func withLoadConn(ctx context.Context, c goredis.UniversalClient, fn func(on pipeliner) error) error {
+func execLoad(ctx context.Context, c goredis.UniversalClient, queue func(pipe goredis.Pipeliner)) error {
+	exec := func(on interface{ TxPipeline() goredis.Pipeliner }) error {
+		pipe := on.TxPipeline()
+		queue(pipe)
+		_, err := pipe.Exec(ctx)
+		return err
+	}
 	cl, ok := c.(*goredis.Client)
 	if !ok {
-		return fn(c)
+		return exec(c)
 	}
 	o := cl.Options()
-	if !defaultPipelinePool(o.PipelinePoolSize, o.PipelineReadBufferSize, o.PipelineWriteBufferSize) {
-		return fn(c)
-	}
 	// go-redis v9.23 makes a Tx without the client's streaming-credentials
 	// manager: a connection the Tx has to dial panics in its handshake
 	// (TestUserClientStreamingCredentialsLoad). Such clients keep the pool.
-	if o.StreamingCredentialsProvider != nil {
-		return fn(c)
+	if !defaultPipelinePool(o.PipelinePoolSize, o.PipelineReadBufferSize, o.PipelineWriteBufferSize) || o.StreamingCredentialsProvider != nil {
+		return exec(c)
 	}
-	return cl.Watch(ctx, func(tx *goredis.Tx) error { return fn(tx) })
+	return cl.Watch(ctx, func(tx *goredis.Tx) error { return exec(tx) })
 }
 
 // newID returns an id unique among all Backends, for commit ids and epoch

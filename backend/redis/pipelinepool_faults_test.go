@@ -23,7 +23,7 @@ func (p staticStreamingCredentials) Subscribe(auth.CredentialsListener) (auth.Cr
 // TestUserClientStreamingCredentialsLoad checks that a load on a client
 // the user made with a StreamingCredentialsProvider (and go-redis's
 // default pipeline pool) works when the load has to dial its connection:
-// the Tx that withLoadConn runs the load in initialises a new connection
+// the Tx that execLoad runs the load in initialises a new connection
 // with its own baseClient, which go-redis makes without the client's
 // streaming-credentials manager.
 func TestUserClientStreamingCredentialsLoad(t *testing.T) {

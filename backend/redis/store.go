@@ -29,14 +29,11 @@ func (b *Backend) Load(ctx context.Context, name string) (backend.Snapshot, erro
 		data, revs *goredis.MapStringStringCmd
 		deadlines  *goredis.ZSliceCmd
 	)
-	err := withLoadConn(ctx, b.client, func(on pipeliner) error {
-		pipe := on.TxPipeline()
+	err := execLoad(ctx, b.client, func(pipe goredis.Pipeliner) {
 		meta = pipe.HMGet(ctx, k.meta, "epoch", "rev", "codec", "commit", "parent")
 		data = pipe.HGetAll(ctx, k.data)
 		revs = pipe.HGetAll(ctx, k.revs)
 		deadlines = pipe.ZRangeWithScores(ctx, k.expiry, 0, -1)
-		_, err := pipe.Exec(ctx)
-		return err
 	})
 	if err != nil {
 		// A refused command aborts the transaction (EXECABORT); its own
