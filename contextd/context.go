@@ -86,6 +86,14 @@ type Context[T any] struct {
 	inflightMu sync.Mutex
 	inflight   []ownWrite[T]
 	inflightN  uint64
+	// inflightCount is len(inflight), read without inflightMu by the
+	// subscription's quiet function (hushEchoes).
+	inflightCount atomic.Int64
+	// hushed is set while the subscription queues own echoes quietly
+	// (hushEchoes): an echo that beats its commit's reply may then wait
+	// unread, so a commit whose outcome is in doubt is brought in by a
+	// catch-up, as with noEcho.
+	hushed atomic.Bool
 	// noEcho is set while the subscription leaves out the events of this
 	// instance's atomically published commits (skipEchoes): a commit
 	// whose outcome is in doubt is then brought in by a catch-up.

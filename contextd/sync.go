@@ -39,16 +39,22 @@ type quietSubscription interface {
 	SetQuiet(quiet func(payload []byte) bool)
 }
 
-// hushEchoes makes sub queue the echo of an own commit that the copy holds
-// already (the commit's reply came first and applied it) without waking
-// the read loop: the event changes nothing, and is still classified, in
-// order, with the next event that wakes the loop. On Redis most echoes
-// come after the reply, and the wake-up was most of what one cost.
+// hushEchoes makes sub queue the echo of an own commit without waking the
+// read loop when the commit's reply applies it: the copy holds it already
+// (the reply came first), or a commit of this instance awaits its reply
+// (the echo came first; on Redis most do, as the server writes to the
+// subscriber before it answers the writer). The event changes nothing the
+// reply does not, and is still classified, in order, with the next event
+// that wakes the loop; a wake-up per write cost the writer about a tenth
+// of its write (docs/benchmarks.md). If the reply never comes (a commit in
+// doubt), commit has the change log bring the commit in.
 func (c *Context[T]) hushEchoes(sub broadcaster.Subscription) {
 	qs, ok := sub.(quietSubscription)
 	if !ok {
+		c.hushed.Store(false)
 		return
 	}
+	c.hushed.Store(true)
 	self := backend.AppendWireID(nil, c.id)
 	// The wire form of the copy's epoch, made again when it changes; only
 	// the quiet function, called by one goroutine at a time, uses them.
@@ -60,7 +66,7 @@ func (c *Context[T]) hushEchoes(sub broadcaster.Subscription) {
 			return false
 		}
 		v := c.cache.current()
-		if v.applied == 0 || rev > v.applied {
+		if v.applied == 0 || rev > v.applied && c.inflightCount.Load() == 0 {
 			return false
 		}
 		if v.epoch != epoch || epochWire == nil {
@@ -99,7 +105,9 @@ func (c *Context[T]) skipEchoes(sub broadcaster.Subscription) bool {
 // each subscription the Context makes: left out where it can
 // (skipEchoes), else queued quietly where it can (hushEchoes).
 func (c *Context[T]) ownEchoes(sub broadcaster.Subscription) {
-	if !c.skipEchoes(sub) {
+	if c.skipEchoes(sub) {
+		c.hushed.Store(false)
+	} else {
 		c.hushEchoes(sub)
 	}
 }

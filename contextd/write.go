@@ -489,9 +489,10 @@ func (c *Context[T]) commit(ctx context.Context, b backend.Batch, ups []update[T
 	}
 	if err != nil {
 		c.removeInflight(seq)
-		if noEcho && inDoubt(err) {
-			// Without an echo (skipEchoes) nothing else brings in this
-			// commit if it was made after all: the change log does.
+		if (noEcho || c.hushed.Load()) && inDoubt(err) {
+			// Without an echo (skipEchoes), or with one that may wait
+			// unread (hushEchoes), nothing else brings in this commit
+			// soon if it was made after all: the change log does.
 			c.background(func(ctx context.Context) { _ = c.catchUp(ctx, viaLog) })
 		}
 		return backend.Head{}, err
@@ -554,6 +555,7 @@ func (c *Context[T]) addInflight(ops []backend.Op, ups []update[T]) uint64 {
 	defer c.inflightMu.Unlock()
 	c.inflightN++
 	c.inflight = append(c.inflight, ownWrite[T]{seq: c.inflightN, ops: ops, ups: ups})
+	c.inflightCount.Add(1)
 	return c.inflightN
 }
 
@@ -566,6 +568,7 @@ func (c *Context[T]) removeInflight(seq uint64) {
 	for i := range c.inflight {
 		if c.inflight[i].seq == seq {
 			c.inflight = slices.Delete(c.inflight, i, i+1)
+			c.inflightCount.Add(-1)
 			return
 		}
 	}

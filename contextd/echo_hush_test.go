@@ -1,0 +1,159 @@
+package contextd_test
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/contextd-go/contextd/backend"
+	"github.com/contextd-go/contextd/broadcaster"
+	"github.com/contextd-go/contextd/contextd"
+)
+
+// On a backend whose subscription can hold a payload without waking its
+// reader (SetQuiet, the Redis backend's) but cannot leave out own echoes,
+// the echo of an own commit that arrives before the commit's reply is held
+// quietly too: the reply applies the write. If the reply never comes, the
+// change log must bring the commit in, as nothing else would.
+
+// hushingBackend is a memory backend whose subscriptions hold quiet
+// payloads as the Redis backend's do, and report each quiet decision.
+type hushingBackend struct {
+	*hookedCommits
+	decisions chan bool
+}
+
+func (h *hushingBackend) Subscribe(ctx context.Context, channel string) (broadcaster.Subscription, error) {
+	sub, err := h.hookedCommits.Subscribe(ctx, channel)
+	if err != nil {
+		return nil, err
+	}
+	// Only the quiet interface: the memory subscription's SkipOwnEchoes is
+	// not offered, so the Context hushes its echoes instead.
+	return &holdingSubscription{inner: sub, decisions: h.decisions}, nil
+}
+
+// holdingSubscription queues a payload its quiet function calls quiet and
+// delivers it, in order, with the next payload that is not.
+type holdingSubscription struct {
+	inner     broadcaster.Subscription
+	decisions chan<- bool
+	mu        sync.Mutex
+	quiet     func([]byte) bool
+	held      []broadcaster.Message
+	ready     []broadcaster.Message
+}
+
+func (s *holdingSubscription) SetQuiet(q func([]byte) bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.quiet = q
+}
+
+func (s *holdingSubscription) Next(ctx context.Context) (broadcaster.Message, error) {
+	for len(s.ready) == 0 {
+		m, err := s.inner.Next(ctx)
+		if err != nil {
+			return m, err
+		}
+		s.mu.Lock()
+		q := s.quiet
+		s.mu.Unlock()
+		if q != nil && !m.Loss && !m.Interrupted {
+			quiet := q(m.Payload)
+			s.decisions <- quiet
+			if quiet {
+				s.held = append(s.held, m)
+				continue
+			}
+		}
+		s.ready = append(s.held, m)
+		s.held = nil
+	}
+	m := s.ready[0]
+	s.ready = s.ready[1:]
+	return m, nil
+}
+
+func (s *holdingSubscription) Close() error { return s.inner.Close() }
+
+// hushing returns a Context on a hushingBackend whose commit n is made by
+// reply(n, do) once the echo's quiet decision is known; decided[n] is it.
+func hushing(t *testing.T, reply func(n int32, do func() (backend.Head, error)) (backend.Head, error)) (*contextd.Context[int], *sync.Map) {
+	t.Helper()
+	hb := &hushingBackend{hookedCommits: &hookedCommits{Backend: newMemory(t, nil)}, decisions: make(chan bool, 64)}
+	var decided sync.Map
+	hb.hook = func(_ context.Context, n int32, do func() (backend.Head, error)) (backend.Head, error) {
+		return reply(n, func() (backend.Head, error) {
+			h, err := do()
+			if err != nil {
+				return h, err
+			}
+			// The memory store has delivered the echo: wait for the read
+			// loop to have decided on it, before the reply is applied.
+			select {
+			case q := <-hb.decisions:
+				decided.Store(n, q)
+			case <-time.After(time.Minute):
+				t.Errorf("commit %d: no quiet decision on its echo", n)
+			}
+			return h, nil
+		})
+	}
+	// No periodic check: only the echo or a catch-up brings a write in.
+	return open[int](t, hb, "ctx", &contextd.Options{ResyncInterval: -1}), &decided
+}
+
+func TestOwnEchoBeforeReplyIsQuiet(t *testing.T) {
+	a, decided := hushing(t, func(_ int32, do func() (backend.Head, error)) (backend.Head, error) { return do() })
+	ctx := context.Background()
+	for i := 1; i <= 5; i++ {
+		if err := a.UpdateContext(ctx, "k", i); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The first write's echo meets an empty copy (revision 0), which
+	// takes every event loud; from then on each echo is quiet.
+	for n := int32(2); n <= 5; n++ {
+		if q, _ := decided.Load(n); q != true {
+			t.Errorf("the echo of commit %d, arriving before its reply, woke the read loop", n)
+		}
+	}
+	if v, _, err := a.Get(ctx, "k"); err != nil || v != 5 || a.Revision() != 5 {
+		t.Fatalf("k = %d (%v) at revision %d, want 5 at 5", v, err, a.Revision())
+	}
+}
+
+func TestInDoubtCommitWithHushedEchoReachesTheCopy(t *testing.T) {
+	a, decided := hushing(t, func(n int32, do func() (backend.Head, error)) (backend.Head, error) {
+		h, err := do()
+		if n == 3 && err == nil {
+			return backend.Head{}, errReplyLost
+		}
+		return h, err
+	})
+	ctx := context.Background()
+	for i := 1; i <= 2; i++ {
+		if err := a.UpdateContext(ctx, "k", i); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := a.UpdateContext(ctx, "k", 3); !errors.Is(err, errReplyLost) {
+		t.Fatalf("UpdateContext = %v, want the lost reply's error", err)
+	}
+	if q, _ := decided.Load(int32(3)); q != true {
+		t.Fatal("the echo of the commit whose reply is lost was not held quietly; the test proves nothing")
+	}
+	eventually(t, "the copy holds the commit whose reply was lost", func() bool {
+		v, ok, err := a.Get(ctx, "k")
+		return err == nil && ok && v == 3
+	})
+	if err := a.UpdateContext(ctx, "k", 4); err != nil {
+		t.Fatal(err)
+	}
+	if v, _, err := a.Get(ctx, "k"); err != nil || v != 4 || a.Revision() != 4 {
+		t.Fatalf("k = %d (%v) at revision %d, want 4 at 4", v, err, a.Revision())
+	}
+}
