@@ -3,6 +3,7 @@ package redis_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -69,6 +70,14 @@ func TestUserClientTxKeepsClientSettings(t *testing.T) {
 	if err := cx.UpdateContext(ctx, "a", 1); !errors.Is(err, redis.ErrNotReplicated) {
 		t.Fatalf("UpdateContext with WAIT after SCRIPT FLUSH on a pool of one: %v; want ErrNotReplicated", err)
 	}
+	// A failed commit may have been made (here it was): the Context
+	// brings it in from the change log, on the pool's one connection.
+	eventually(t, "the catch-up after the failed commit", func() error {
+		if v, ok, err := cx.Get(ctx, "a"); err != nil || !ok || v != 1 || cx.Stats().LogCatchUps == 0 {
+			return fmt.Errorf("a = %d, %v, %v; %d catch-ups", v, ok, err, cx.Stats().LogCatchUps)
+		}
+		return nil
+	})
 	// The write (applied, not replicated) is in DB 3, and a load on
 	// the Tx reads it from there.
 	snap, err := be.Load(ctx, name)
