@@ -185,12 +185,19 @@ func TestSnapshotAtTheCopysRevisionWithOtherContents(t *testing.T) {
 	if got := c.applySnapshot(backend.Head{Epoch: "e1", Revision: 2, Commit: "c2"}, "e1", 2, same, false); got != snapshotCovered {
 		t.Fatalf("a snapshot equal to the copy: %s, want covered", got)
 	}
-	// The store's history at 2 never had the write of k at 1 the copy has.
+	// A key the copy deleted at or below the snapshot's revision is not
+	// one the snapshot lacks.
+	c.applyEvent(backend.Head{Epoch: "e1", Revision: 3, Commit: "c3", Parent: "c2"}, "other", []update[int]{{key: "gone", value: 3}})
+	c.applyEvent(backend.Head{Epoch: "e1", Revision: 4, Commit: "c4", Parent: "c3"}, "other", []update[int]{{key: "gone", deleted: true}})
+	if got := c.applySnapshot(backend.Head{Epoch: "e1", Revision: 4, Commit: "c4"}, "e1", 4, same, false); got != snapshotCovered {
+		t.Fatalf("a snapshot without a key the copy deleted: %s, want covered", got)
+	}
+	// The store's history at 4 never had the write of k at 1 the copy has.
 	other := []snapshotEntry[int]{{update: update[int]{key: "j", value: 2}, rev: 2, commit: "c2"}}
-	if got := c.applySnapshot(backend.Head{Epoch: "e1", Revision: 2, Commit: "c2"}, "e1", 2, other, false); got != replacedContradicted {
+	if got := c.applySnapshot(backend.Head{Epoch: "e1", Revision: 4, Commit: "c4"}, "e1", 4, other, false); got != replacedContradicted {
 		t.Fatalf("a snapshot at the copy's revision without its k: %s, want a replacement", got)
 	}
-	if _, ok := c.lookup("k"); ok || c.applied != 2 {
+	if _, ok := c.lookup("k"); ok || c.applied != 4 {
 		t.Errorf("after the replacement k is still there (applied %d)", c.applied)
 	}
 }
