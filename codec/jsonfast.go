@@ -42,9 +42,11 @@ const jsonFastMaxHint = 4 << 10
 
 var (
 	jsonFastPlans sync.Map // reflect.Type → *jsonFast
-	// jsonFastLast is the plan used last: a program mostly writes one or
-	// a few types, and comparing a type is cheaper than a map lookup.
-	jsonFastLast atomic.Pointer[jsonFast]
+	// jsonFastLast holds the two plans used last, the latest first: a
+	// program mostly writes one or a few types, and comparing a type is
+	// cheaper than a map lookup. Two, because contextd encodes a T in
+	// UpdateContext and a *T in Set: a writer of both alternates.
+	jsonFastLast [2]atomic.Pointer[jsonFast]
 )
 
 // marshalFast encodes v directly if its type has a plan; ok is false
@@ -54,14 +56,19 @@ func marshalFast(v any) ([]byte, bool) {
 	if t == nil {
 		return nil, false
 	}
-	plan := jsonFastLast.Load()
+	plan := jsonFastLast[0].Load()
 	if plan == nil || plan.t != t {
-		p, found := jsonFastPlans.Load(t)
-		if !found {
-			p, _ = jsonFastPlans.LoadOrStore(t, planJSONFast(t))
+		if plan = jsonFastLast[1].Load(); plan == nil || plan.t != t {
+			p, found := jsonFastPlans.Load(t)
+			if !found {
+				p, _ = jsonFastPlans.LoadOrStore(t, planJSONFast(t))
+			}
+			plan = p.(*jsonFast)
+			// The older of the two makes room. (Racing writers may
+			// leave any two plans here: each is right for its type.)
+			jsonFastLast[1].Store(jsonFastLast[0].Load())
+			jsonFastLast[0].Store(plan)
 		}
-		plan = p.(*jsonFast)
-		jsonFastLast.Store(plan)
 	}
 	if plan.fn == nil {
 		return nil, false
