@@ -195,9 +195,8 @@ func (b *Backend) CommitAndPublish(ctx context.Context, name string, bt backend.
 }
 
 func (b *Backend) commit(ctx context.Context, name string, bt backend.Batch, channel string) (backend.Head, error) {
-	op := fmt.Sprintf("commit to %q", name)
 	if err := validBatch(bt); err != nil {
-		return backend.Head{}, fmt.Errorf("redis: %s: %w", op, err)
+		return backend.Head{}, fmt.Errorf("redis: %s: %w", commitOp(name), err)
 	}
 	k := keysOf(name)
 	checkLocks := !b.opts.DisableLockAwareCommit
@@ -268,8 +267,7 @@ func (b *Backend) commit(ctx context.Context, name string, bt backend.Batch, cha
 	if fair && bt.Requeue != nil && bt.Requeue.Waiter.ID != "" {
 		requeue = strconv.FormatInt(max(bt.Requeue.Waiter.Hold.Milliseconds(), 1), 10) + " " + bt.Requeue.Waiter.ID
 	}
-	header := fmt.Sprintf("%d %d %d %d %d %s%s%s%s", len(bt.Ops), len(bt.Conditions), len(leases), logLen, hold,
-		flag(checkLocks), flag(b.mayResend), flag(fair), flag(b.sharded))
+	header := commitHeader(len(bt.Ops), len(bt.Conditions), len(leases), logLen, hold, checkLocks, b.mayResend, fair, b.sharded)
 	args := make([]any, 0, 11+2*len(bt.Ops)+2*len(bt.Conditions)+2*len(leases))
 	args = append(args, header, bt.Codec, id, backend.AppendWireID(nil, id), backend.AppendWireID(nil, bt.Origin),
 		channel, b.unlockChannel(k), waiterID, kinds, ttls, requeue)
@@ -292,7 +290,7 @@ func (b *Backend) commit(ctx context.Context, name string, bt backend.Batch, cha
 	}
 	res, err := b.run(ctx, commitScript, redisKeys, args...).Slice()
 	if err != nil {
-		return backend.Head{}, b.commitError(ctx, name, op, bt, leases, lockKeys, err)
+		return backend.Head{}, b.commitError(ctx, name, commitOp(name), bt, leases, lockKeys, err)
 	}
 	switch len(res) {
 	case 4:
@@ -301,18 +299,38 @@ func (b *Backend) commit(ctx context.Context, name string, bt backend.Batch, cha
 			bt.Requeue.Queued = true
 		}
 	case 3:
-		return backend.Head{}, conflictReply(op, bt, res)
+		return backend.Head{}, conflictReply(commitOp(name), bt, res)
 	default:
-		return backend.Head{}, fmt.Errorf("redis: %s: script returned %d elements", op, len(res))
+		return backend.Head{}, fmt.Errorf("redis: %s: script returned %d elements", commitOp(name), len(res))
 	}
 	var h backend.Head
 	h.Epoch, _ = res[0].(string)
 	h.Commit, _ = res[2].(string)
 	h.Parent, _ = res[3].(string)
 	if h.Revision, err = parseUint(res[1]); err != nil {
-		return backend.Head{}, fmt.Errorf("redis: %s: %w", op, err)
+		return backend.Head{}, fmt.Errorf("redis: %s: %w", commitOp(name), err)
 	}
 	return h, nil
+}
+
+// commitOp names a commit to context name in its errors; it is made only
+// when one is returned, not on every commit.
+func commitOp(name string) string { return fmt.Sprintf("commit to %q", name) }
+
+// commitHeader is the commit script's first argument (commitScript):
+// "<#ops> <#conditions> <#leases> <log length> <hold ms> <flags>", made
+// without fmt, which costs every write an allocation per number.
+func commitHeader(ops, conds, leases, logLen int, hold int64, checkLocks, remember, fair, sharded bool) string {
+	b := make([]byte, 0, 48)
+	for _, n := range [...]int64{int64(ops), int64(conds), int64(leases), int64(logLen), hold} {
+		b = strconv.AppendInt(b, n, 10)
+		b = append(b, ' ')
+	}
+	b = append(b, flag(checkLocks)...)
+	b = append(b, flag(remember)...)
+	b = append(b, flag(fair)...)
+	b = append(b, flag(sharded)...)
+	return string(b)
 }
 
 // appendTTL appends op index i and its TTL in whole milliseconds, rounded
