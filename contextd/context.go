@@ -94,6 +94,10 @@ type Context[T any] struct {
 	// unread, so a commit whose outcome is in doubt is brought in by a
 	// catch-up, as with noEcho.
 	hushed atomic.Bool
+	// lastDoubt is when (Unix nanoseconds) a commit last failed in doubt,
+	// 0 if none has: for a while after, own echoes above the copy's
+	// revision wake the read loop again (hushInflight).
+	lastDoubt atomic.Int64
 	// noEcho is set while the subscription leaves out the events of this
 	// instance's atomically published commits (skipEchoes): a commit
 	// whose outcome is in doubt is then brought in by a catch-up.

@@ -157,3 +157,47 @@ func TestInDoubtCommitWithHushedEchoReachesTheCopy(t *testing.T) {
 		t.Fatalf("k = %d (%v) at revision %d, want 4 at 4", v, err, a.Revision())
 	}
 }
+
+// TestLateInDoubtCommitEchoIsNotHeld: a commit fails in doubt before it
+// lands, its catch-up finds nothing, and it lands later, while another
+// commit of the instance awaits its reply. Its echo is then the only
+// carrier of its write, and must not be held: the other commit's reply
+// would otherwise sit above a hole (values visible, revision and watchers
+// stuck) until the next event.
+func TestLateInDoubtCommitEchoIsNotHeld(t *testing.T) {
+	var late func() (backend.Head, error)
+	a, decided := hushing(t, func(n int32, do func() (backend.Head, error)) (backend.Head, error) {
+		switch n {
+		case 3:
+			late = do // sent, not landed yet
+			return backend.Head{}, errReplyLost
+		case 4:
+			if _, err := late(); err != nil { // lands now, at revision 3
+				return backend.Head{}, err
+			}
+		}
+		return do()
+	})
+	ctx := context.Background()
+	for i := 1; i <= 2; i++ {
+		if err := a.UpdateContext(ctx, "k", i); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := a.UpdateContext(ctx, "k", 3); !errors.Is(err, errReplyLost) {
+		t.Fatalf("UpdateContext = %v, want the lost reply's error", err)
+	}
+	// The catch-up the failure started has run, before the commit landed.
+	eventually(t, "the catch-up after the commit in doubt", func() bool { return a.Stats().LogCatchUps > 0 })
+	if err := a.UpdateContext(ctx, "j", 4); err != nil {
+		t.Fatal(err)
+	}
+	if q, _ := decided.Load(int32(3)); q != false {
+		t.Error("the echo of the commit that landed after failing in doubt was held quietly")
+	}
+	eventually(t, "the copy at revision 4 with both writes", func() bool {
+		k, _, _ := a.Get(ctx, "k")
+		j, _, _ := a.Get(ctx, "j")
+		return a.Revision() == 4 && k == 3 && j == 4
+	})
+}

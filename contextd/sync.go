@@ -66,7 +66,7 @@ func (c *Context[T]) hushEchoes(sub broadcaster.Subscription) {
 			return false
 		}
 		v := c.cache.current()
-		if v.applied == 0 || rev > v.applied && c.inflightCount.Load() == 0 {
+		if v.applied == 0 || rev > v.applied && !c.hushInflight() {
 			return false
 		}
 		if v.epoch != epoch || epochWire == nil {
@@ -74,6 +74,24 @@ func (c *Context[T]) hushEchoes(sub broadcaster.Subscription) {
 		}
 		return bytes.Equal(e, epochWire)
 	})
+}
+
+// doubtWindow is how long after a commit failed in doubt own echoes above
+// the copy's revision wake the read loop: such a commit may still land (a
+// server working off a backlog), and its echo is then the only carrier of
+// its write; held quietly behind another commit in flight, it would leave
+// a hole below that commit's reply until the next event or periodic check.
+const doubtWindow = 10 * time.Second
+
+// hushInflight reports whether an own echo above the copy's revision may
+// be held quietly: a commit of this instance awaits its reply, which will
+// apply it, and none failed in doubt lately (doubtWindow).
+func (c *Context[T]) hushInflight() bool {
+	if c.inflightCount.Load() == 0 {
+		return false
+	}
+	d := c.lastDoubt.Load()
+	return d == 0 || time.Since(time.Unix(0, d)) > doubtWindow
 }
 
 // echoSkipper is a Subscription that can leave out the events of one

@@ -489,6 +489,9 @@ func (c *Context[T]) commit(ctx context.Context, b backend.Batch, ups []update[T
 	}
 	if err != nil {
 		c.removeInflight(seq)
+		if inDoubt(err) {
+			c.lastDoubt.Store(time.Now().UnixNano())
+		}
 		if (noEcho || c.hushed.Load()) && inDoubt(err) {
 			// Without an echo (skipEchoes), or with one that may wait
 			// unread (hushEchoes), nothing else brings in this commit
