@@ -89,11 +89,10 @@ type Context[T any] struct {
 	// inflightCount is len(inflight), read without inflightMu by the
 	// subscription's quiet function (hushEchoes).
 	inflightCount atomic.Int64
-	// hushed is set while the subscription queues own echoes quietly
-	// (hushEchoes): an echo that beats its commit's reply may then wait
-	// unread, so a commit whose outcome is in doubt is brought in by a
-	// catch-up, as with noEcho.
-	hushed atomic.Bool
+	// hushing is the subscription while it queues own echoes quietly
+	// (hushEchoes), else nil: an echo that beat its commit's reply may
+	// wait there unread, so a commit whose outcome is in doubt wakes it.
+	hushing atomic.Pointer[hushedSubscription]
 	// lastDoubt is when (Unix nanoseconds) a commit last failed in doubt,
 	// 0 if none has: for a while after, own echoes above the copy's
 	// revision wake the read loop again (hushInflight).

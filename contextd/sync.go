@@ -37,7 +37,13 @@ const maxBurst = 32
 // next one that does wake it.
 type quietSubscription interface {
 	SetQuiet(quiet func(payload []byte) bool)
+	// Wake has the reader read what is queued quietly now.
+	Wake()
 }
+
+// hushedSubscription is the quietSubscription a Context hushes its echoes
+// on (Context.hushing).
+type hushedSubscription struct{ quietSubscription }
 
 // hushEchoes makes sub queue the echo of an own commit without waking the
 // read loop when the commit's reply applies it: the copy holds it already
@@ -47,14 +53,15 @@ type quietSubscription interface {
 // reply does not, and is still classified, in order, with the next event
 // that wakes the loop; a wake-up per write cost the writer about a tenth
 // of its write (docs/benchmarks.md). If the reply never comes (a commit in
-// doubt), commit has the change log bring the commit in.
+// doubt), commit wakes the reader, and for a while after, such echoes wake
+// it again (hushInflight): the echo then brings the commit in.
 func (c *Context[T]) hushEchoes(sub broadcaster.Subscription) {
 	qs, ok := sub.(quietSubscription)
 	if !ok {
-		c.hushed.Store(false)
+		c.hushing.Store(nil)
 		return
 	}
-	c.hushed.Store(true)
+	c.hushing.Store(&hushedSubscription{qs})
 	self := backend.AppendWireID(nil, c.id)
 	// The wire form of the copy's epoch, made again when it changes; only
 	// the quiet function, called by one goroutine at a time, uses them.
@@ -124,7 +131,7 @@ func (c *Context[T]) skipEchoes(sub broadcaster.Subscription) bool {
 // (skipEchoes), else queued quietly where it can (hushEchoes).
 func (c *Context[T]) ownEchoes(sub broadcaster.Subscription) {
 	if c.skipEchoes(sub) {
-		c.hushed.Store(false)
+		c.hushing.Store(nil)
 	} else {
 		c.hushEchoes(sub)
 	}

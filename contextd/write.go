@@ -491,12 +491,17 @@ func (c *Context[T]) commit(ctx context.Context, b backend.Batch, ups []update[T
 		c.removeInflight(seq)
 		if inDoubt(err) {
 			c.lastDoubt.Store(time.Now().UnixNano())
-		}
-		if (noEcho || c.hushed.Load()) && inDoubt(err) {
-			// Without an echo (skipEchoes), or with one that may wait
-			// unread (hushEchoes), nothing else brings in this commit
-			// soon if it was made after all: the change log does.
-			c.background(func(ctx context.Context) { _ = c.catchUp(ctx, viaLog) })
+			if h := c.hushing.Load(); h != nil {
+				// Its echo may wait unread (hushEchoes), the only carrier
+				// of the write if the commit was made: read it now. (After
+				// lastDoubt: an echo queued after this wakes the reader.)
+				h.Wake()
+			} else if noEcho {
+				// Without an echo (skipEchoes) nothing else brings in
+				// this commit if it was made after all: the change log
+				// does.
+				c.background(func(ctx context.Context) { _ = c.catchUp(ctx, viaLog) })
+			}
 		}
 		return backend.Head{}, err
 	}

@@ -125,12 +125,12 @@ func (s *subscription) deliver(payload string) {
 
 // SetQuiet makes the subscription queue a payload for which quiet reports
 // true without waking a Next (or NextBatch) that waits: it is delivered,
-// in order, with the next payload or notice that does wake it, or once 16
+// in order, with the next payload or notice that does wake it, once 16
 // are queued or half of Options.SubscriberBuffer is used (so that quiet
-// payloads never overflow it). contextd uses it for the echo of its own
-// commit that the commit's reply has applied already: the event changes
-// nothing, and waking the read loop for it would cost a goroutine wake-up
-// per write.
+// payloads never overflow it), or when Wake is called. contextd uses it
+// for the echo of its own commit that the commit's reply applies (already
+// applied, or awaited): the event changes nothing, and waking the read
+// loop for it would cost a goroutine wake-up per write.
 // quiet is called by one goroutine at a time, with the Backend's pub/sub
 // lock held: it must be quick, must not block, and must not keep or
 // change payload. Call it before the first Next.
@@ -138,6 +138,19 @@ func (s *subscription) SetQuiet(quiet func(payload []byte) bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.quiet = quiet
+}
+
+// Wake wakes a Next (or NextBatch) that waits while payloads are queued
+// quietly (SetQuiet), so that they are read now. contextd calls it when a
+// commit of its own fails in doubt: the echo of that commit, held quietly
+// for the reply that never came, is then the only carrier of its write.
+// A payload queued after Wake returns is decided by quiet as usual.
+func (s *subscription) Wake() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !s.closed && s.head < len(s.queue) {
+		s.wakeLocked()
+	}
 }
 
 // interrupt queues an Interrupted notice. Unread notices after the last

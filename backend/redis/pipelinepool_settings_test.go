@@ -70,11 +70,11 @@ func TestUserClientTxKeepsClientSettings(t *testing.T) {
 	if err := cx.UpdateContext(ctx, "a", 1); !errors.Is(err, redis.ErrNotReplicated) {
 		t.Fatalf("UpdateContext with WAIT after SCRIPT FLUSH on a pool of one: %v; want ErrNotReplicated", err)
 	}
-	// A failed commit may have been made (here it was): the Context
-	// brings it in from the change log, on the pool's one connection.
-	eventually(t, "the catch-up after the failed commit", func() error {
-		if v, ok, err := cx.Get(ctx, "a"); err != nil || !ok || v != 1 || cx.Stats().LogCatchUps == 0 {
-			return fmt.Errorf("a = %d, %v, %v; %d catch-ups", v, ok, err, cx.Stats().LogCatchUps)
+	// A failed commit may have been made (here it was): its echo, held
+	// while the commit was under way, brings it in, with no command.
+	eventually(t, "the failed commit in the copy", func() error {
+		if v, ok, err := cx.Get(ctx, "a"); err != nil || !ok || v != 1 {
+			return fmt.Errorf("a = %d, %v, %v", v, ok, err)
 		}
 		return nil
 	})

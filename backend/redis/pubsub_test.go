@@ -904,6 +904,43 @@ func TestQuietPayloadsKeepTheirPlace(t *testing.T) {
 	}
 }
 
+// TestQuietPayloadsReadOnWake: a reader waiting while quiet payloads are
+// queued gets them once Wake is called (contextd wakes it when a commit
+// whose echo it may hold fails in doubt), not only with a later payload.
+func TestQuietPayloadsReadOnWake(t *testing.T) {
+	t.Parallel()
+	srv := redistest.Start(t, nil)
+	ctx := faultCtx(t)
+	pub := newBackend(t, srv, nil)
+	b := newBackend(t, srv, nil)
+	qs := quietSubscription(t, b, "quiet-wake")
+	// A second Subscription of the same Backend, not quiet: once it has a
+	// payload, the quiet one has it queued too (one delivery to both).
+	witness := subscribe(t, b, "quiet-wake")
+	got := make(chan []string, 1)
+	go func() { got <- readPayloadsOrNotice(ctx, qs, 2) }()
+	for _, p := range []string{"q0", "q1"} {
+		if err := pub.Publish(ctx, "quiet-wake", []byte(p)); err != nil {
+			t.Fatal(err)
+		}
+		expectMessage(t, witness, p, "the witness")
+	}
+	select {
+	case g := <-got:
+		t.Fatalf("the reader got %q before Wake", g)
+	default:
+	}
+	qs.Wake()
+	select {
+	case g := <-got:
+		if fmt.Sprint(g) != "[q0 q1]" {
+			t.Fatalf("got %q, want [q0 q1]", g)
+		}
+	case <-time.After(time.Minute):
+		t.Fatal("the quiet payloads were not read a minute after Wake")
+	}
+}
+
 // TestQuietPayloadsDoNotOverflow checks that quiet payloads wake a waiting
 // reader once half of a small buffer (15, less than the 16 that wake it
 // anyway) is used, before they could overflow it: 40 quiet payloads
@@ -963,6 +1000,7 @@ func readPayloadsOrNotice(ctx context.Context, qs quieter, n int) []string {
 // broadcaster.Subscription, for contextd's read loop.
 type quieter interface {
 	SetQuiet(func([]byte) bool)
+	Wake()
 	NextBatch(context.Context, []broadcaster.Message, int) ([]broadcaster.Message, error)
 }
 
@@ -973,7 +1011,7 @@ func quietSubscription(t *testing.T, b *redis.Backend, channel string) quieter {
 	sub := subscribe(t, b, channel)
 	qs, ok := sub.(quieter)
 	if !ok {
-		t.Fatalf("%T has no SetQuiet and NextBatch", sub)
+		t.Fatalf("%T has no SetQuiet, Wake and NextBatch", sub)
 	}
 	qs.SetQuiet(func(p []byte) bool { return p[0] == 'q' })
 	return qs
