@@ -93,10 +93,10 @@ type Context[T any] struct {
 	// (hushEchoes), else nil: an echo that beat its commit's reply may
 	// wait there unread, so a commit whose outcome is in doubt wakes it.
 	hushing atomic.Pointer[hushedSubscription]
-	// lastDoubt is when (Unix nanoseconds) a commit last failed in doubt,
-	// 0 if none has: for a while after, own echoes above the copy's
-	// revision wake the read loop again (hushInflight).
-	lastDoubt atomic.Int64
+	// heldTop is the revision of the latest own echo found above the copy
+	// by the quiet function (hushEchoes), 0 once a commit has woken the
+	// subscription for it (wakeHeld).
+	heldTop atomic.Uint64
 	// noEcho is set while the subscription leaves out the events of this
 	// instance's atomically published commits (skipEchoes): a commit
 	// whose outcome is in doubt is then brought in by a catch-up.

@@ -47,12 +47,10 @@ type Options struct {
 	Codec codec.Codec
 
 	// ResyncInterval is how often the instance checks the store's revision
-	// and catches up if events went missing without a loss signal, or if
-	// a commit that failed in doubt was made only later: on a store that
-	// leaves out an instance's own echoes (the memory backend), after the
-	// catch-up its failure started; on one that holds them quietly while
-	// the instance's commits await replies (Redis), more than 10 s after
-	// it failed, with another commit of the instance under way. Zero
+	// and catches up if events went missing without a loss signal, or (on
+	// a store that leaves out an instance's own echoes, the memory
+	// backend) if a commit that failed in doubt was made after the
+	// catch-up its failure started. Zero
 	// means DefaultResyncInterval (5 s); a negative value turns the check
 	// off. (A catch-up that failed is retried with backoff either way.)
 	ResyncInterval time.Duration

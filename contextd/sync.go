@@ -51,10 +51,12 @@ type hushedSubscription struct{ quietSubscription }
 // (the echo came first; on Redis most do, as the server writes to the
 // subscriber before it answers the writer). The event changes nothing the
 // reply does not, and is still classified, in order, with the next event
-// that wakes the loop; a wake-up per write cost the writer about a tenth
-// of its write (docs/benchmarks.md). If the reply never comes (a commit in
-// doubt), commit wakes the reader, and for a while after, such echoes wake
-// it again (hushInflight): the echo then brings the commit in.
+// that wakes the loop; a wake-up per write cost the writer a fifth to a
+// half of a raw HSET (docs/benchmarks.md, "Held echoes"). An echo held
+// above the copy may be another commit's than the one awaited — one that
+// failed and was made all the same (in doubt, or landing late) — and is
+// then the only carrier of its write: every commit, when done, wakes the
+// subscription if such an echo still lies above the copy (wakeHeld).
 func (c *Context[T]) hushEchoes(sub broadcaster.Subscription) {
 	qs, ok := sub.(quietSubscription)
 	if !ok {
@@ -73,32 +75,43 @@ func (c *Context[T]) hushEchoes(sub broadcaster.Subscription) {
 			return false
 		}
 		v := c.cache.current()
-		if v.applied == 0 || rev > v.applied && !c.hushInflight() {
+		if v.applied == 0 {
 			return false
 		}
 		if v.epoch != epoch || epochWire == nil {
 			epoch, epochWire = v.epoch, backend.AppendWireID(epochWire[:0], v.epoch)
 		}
-		return bytes.Equal(e, epochWire)
+		if !bytes.Equal(e, epochWire) {
+			return false
+		}
+		if rev <= v.applied {
+			return true
+		}
+		// Recorded before the commits under way are counted: a commit
+		// that ends after this count sees the record (wakeHeld), and
+		// one that ended before it leaves a count that may be zero.
+		c.heldTop.Store(rev)
+		return c.inflightCount.Load() > 0
 	})
 }
 
-// doubtWindow is how long after a commit failed in doubt own echoes above
-// the copy's revision wake the read loop: such a commit may still land (a
-// server working off a backlog), and its echo is then the only carrier of
-// its write; held quietly behind another commit in flight, it would leave
-// a hole below that commit's reply until the next event or periodic check.
-const doubtWindow = 10 * time.Second
-
-// hushInflight reports whether an own echo above the copy's revision may
-// be held quietly: a commit of this instance awaits its reply, which will
-// apply it, and none failed in doubt lately (doubtWindow).
-func (c *Context[T]) hushInflight() bool {
-	if c.inflightCount.Load() == 0 {
-		return false
+// wakeHeld has the subscription read the own echoes it holds quietly if
+// one lies above the copy (hushEchoes), for commit once a commit of this
+// instance is done (applied, or failed) and out of inflight. The echo
+// held for this commit's reply is at or below the copy once the reply
+// applied it, so a write that succeeds wakes nothing.
+func (c *Context[T]) wakeHeld() {
+	h := c.hushing.Load()
+	if h == nil {
+		return
 	}
-	d := c.lastDoubt.Load()
-	return d == 0 || time.Since(time.Unix(0, d)) > doubtWindow
+	top := c.heldTop.Load()
+	if top == 0 || top <= c.cache.current().applied {
+		return
+	}
+	h.Wake()
+	// A newer record stays, for the commit that ends after it.
+	c.heldTop.CompareAndSwap(top, 0)
 }
 
 // echoSkipper is a Subscription that can leave out the events of one

@@ -489,19 +489,13 @@ func (c *Context[T]) commit(ctx context.Context, b backend.Batch, ups []update[T
 	}
 	if err != nil {
 		c.removeInflight(seq)
-		if inDoubt(err) {
-			c.lastDoubt.Store(time.Now().UnixNano())
-			if h := c.hushing.Load(); h != nil {
-				// Its echo may wait unread (hushEchoes), the only carrier
-				// of the write if the commit was made: read it now. (After
-				// lastDoubt: an echo queued after this wakes the reader.)
-				h.Wake()
-			} else if noEcho {
-				// Without an echo (skipEchoes) nothing else brings in
-				// this commit if it was made after all: the change log
-				// does.
-				c.background(func(ctx context.Context) { _ = c.catchUp(ctx, viaLog) })
-			}
+		// Its echo may be held (hushEchoes), the only carrier of the
+		// write if the commit was made after all.
+		c.wakeHeld()
+		if noEcho && inDoubt(err) {
+			// Without an echo (skipEchoes) nothing else brings in this
+			// commit if it was made after all: the change log does.
+			c.background(func(ctx context.Context) { _ = c.catchUp(ctx, viaLog) })
 		}
 		return backend.Head{}, err
 	}
@@ -509,6 +503,8 @@ func (c *Context[T]) commit(ctx context.Context, b backend.Batch, ups []update[T
 	// Only now: an echo that finds the commit gone from inflight finds it
 	// in the copy (prepare).
 	c.removeInflight(seq)
+	// An echo held above the copy now is another commit's (hushEchoes).
+	c.wakeHeld()
 	c.sawExpiries(ups)
 	if v != applied && v != duplicate {
 		c.opts.Logger.Debug("contextd: own commit does not apply", "context", c.name, "epoch", head.Epoch, "revision", head.Revision,

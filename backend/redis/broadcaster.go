@@ -142,9 +142,10 @@ func (s *subscription) SetQuiet(quiet func(payload []byte) bool) {
 
 // Wake wakes a Next (or NextBatch) that waits while payloads are queued
 // quietly (SetQuiet), so that they are read now. contextd calls it when a
-// commit of its own fails in doubt: the echo of that commit, held quietly
-// for the reply that never came, is then the only carrier of its write.
-// A payload queued after Wake returns is decided by quiet as usual.
+// commit of its own is done and an own echo it held lies above its copy:
+// the echo of a commit that failed but was made all the same, held for a
+// reply that never came, is then the only carrier of its write. A payload
+// queued after Wake returns is decided by quiet as usual.
 func (s *subscription) Wake() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
