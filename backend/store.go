@@ -75,7 +75,7 @@ type Snapshot struct {
 	Head
 	// Codec is the codec name recorded with the context, empty if none.
 	Codec string
-	// Entries holds every live key, in no particular order.
+	// Entries holds every live key once, in no particular order.
 	Entries []Entry
 }
 
