@@ -182,14 +182,7 @@ func TestInDoubtCommitWithHushedEchoReachesTheCopy(t *testing.T) {
 		return h, err
 	})
 	ctx := context.Background()
-	for i := 1; i <= 2; i++ {
-		if err := a.UpdateContext(ctx, "k", i); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := a.UpdateContext(ctx, "k", 3); !errors.Is(err, errReplyLost) {
-		t.Fatalf("UpdateContext = %v, want the lost reply's error", err)
-	}
+	writeTwoThenLoseThird(t, a)
 	if q, _ := decided.Load(int32(3)); q != true {
 		t.Fatal("the echo of the commit whose reply is lost was not held quietly; the test proves nothing")
 	}
@@ -227,14 +220,7 @@ func TestLateInDoubtCommitEchoIsRead(t *testing.T) {
 		return do()
 	})
 	ctx := context.Background()
-	for i := 1; i <= 2; i++ {
-		if err := a.UpdateContext(ctx, "k", i); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := a.UpdateContext(ctx, "k", 3); !errors.Is(err, errReplyLost) {
-		t.Fatalf("UpdateContext = %v, want the lost reply's error", err)
-	}
+	writeTwoThenLoseThird(t, a)
 	if err := a.UpdateContext(ctx, "j", 4); err != nil {
 		t.Fatal(err)
 	}
@@ -243,4 +229,19 @@ func TestLateInDoubtCommitEchoIsRead(t *testing.T) {
 		j, _, _ := a.Get(ctx, "j")
 		return a.Revision() == 4 && k == 3 && j == 4
 	})
+}
+
+// writeTwoThenLoseThird writes k = 1 and 2, then 3, whose commit's reply
+// the test's hook loses.
+func writeTwoThenLoseThird(t *testing.T, a *contextd.Context[int]) {
+	t.Helper()
+	ctx := context.Background()
+	for i := 1; i <= 2; i++ {
+		if err := a.UpdateContext(ctx, "k", i); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := a.UpdateContext(ctx, "k", 3); !errors.Is(err, errReplyLost) {
+		t.Fatalf("UpdateContext = %v, want the lost reply's error", err)
+	}
 }
