@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -24,6 +25,7 @@ import (
 type hushingBackend struct {
 	*hookedCommits
 	decisions chan bool
+	wakes     atomic.Int64 // Wake calls on its subscriptions
 }
 
 func (h *hushingBackend) Subscribe(ctx context.Context, channel string) (broadcaster.Subscription, error) {
@@ -33,7 +35,7 @@ func (h *hushingBackend) Subscribe(ctx context.Context, channel string) (broadca
 	}
 	// Only the quiet interface: the memory subscription's SkipOwnEchoes is
 	// not offered, so the Context hushes its echoes instead.
-	s := &holdingSubscription{inner: sub, decisions: h.decisions, signal: make(chan struct{}, 1)}
+	s := &holdingSubscription{inner: sub, decisions: h.decisions, wakes: &h.wakes, signal: make(chan struct{}, 1)}
 	go s.pump()
 	return s, nil
 }
@@ -45,6 +47,7 @@ func (h *hushingBackend) Subscribe(ctx context.Context, channel string) (broadca
 type holdingSubscription struct {
 	inner     broadcaster.Subscription
 	decisions chan<- bool
+	wakes     *atomic.Int64
 	signal    chan struct{} // a pending wake-up for Next
 	mu        sync.Mutex
 	quiet     func([]byte) bool
@@ -60,6 +63,7 @@ func (s *holdingSubscription) SetQuiet(q func([]byte) bool) {
 }
 
 func (s *holdingSubscription) Wake() {
+	s.wakes.Add(1)
 	s.mu.Lock()
 	s.ready, s.held = append(s.ready, s.held...), nil
 	s.mu.Unlock()
@@ -130,6 +134,14 @@ func (s *holdingSubscription) Close() error { return s.inner.Close() }
 // reply(n, do) once the echo's quiet decision is known; decided[n] is it.
 func hushing(t *testing.T, reply func(n int32, do func() (backend.Head, error)) (backend.Head, error)) (*contextd.Context[int], *sync.Map) {
 	t.Helper()
+	a, decided, _ := hushingCounted(t, reply)
+	return a, decided
+}
+
+// hushingCounted is hushing, and also returns the count of Wake calls on
+// the Context's subscriptions.
+func hushingCounted(t *testing.T, reply func(n int32, do func() (backend.Head, error)) (backend.Head, error)) (*contextd.Context[int], *sync.Map, *atomic.Int64) {
+	t.Helper()
 	hb := &hushingBackend{hookedCommits: &hookedCommits{Backend: newMemory(t, nil)}, decisions: make(chan bool, 64)}
 	var decided sync.Map
 	hb.hook = func(_ context.Context, n int32, do func() (backend.Head, error)) (backend.Head, error) {
@@ -150,7 +162,7 @@ func hushing(t *testing.T, reply func(n int32, do func() (backend.Head, error)) 
 		})
 	}
 	// No periodic check: only the echo or a catch-up brings a write in.
-	return open[int](t, hb, "ctx", &contextd.Options{ResyncInterval: -1}), &decided
+	return open[int](t, hb, "ctx", &contextd.Options{ResyncInterval: -1}), &decided, &hb.wakes
 }
 
 func TestOwnEchoBeforeReplyIsQuiet(t *testing.T) {
@@ -243,5 +255,139 @@ func writeTwoThenLoseThird(t *testing.T, a *contextd.Context[int]) {
 	}
 	if err := a.UpdateContext(ctx, "k", 3); !errors.Is(err, errReplyLost) {
 		t.Fatalf("UpdateContext = %v, want the lost reply's error", err)
+	}
+}
+
+// TestLateInDoubtCommitEchoAboveTwoCommitsIsRead: a commit fails in doubt
+// before it lands, and lands later, above two commits of the instance
+// that are in flight and land before it: its echo is held, and neither
+// reply leaves a hole (each applies in order). Once both are done the
+// echo is the only carrier of its write and must be read. (A wake rule
+// that spares a commit whose reply applied in order while another is
+// under way must still wake when the last one is done.)
+func TestLateInDoubtCommitEchoAboveTwoCommitsIsRead(t *testing.T) {
+	var late func() (backend.Head, error)
+	in4, in5 := make(chan struct{}), make(chan struct{})
+	landed4, landedX := make(chan struct{}), make(chan struct{})
+	doneA := make(chan struct{})
+	a, decided := hushing(t, func(n int32, do func() (backend.Head, error)) (backend.Head, error) {
+		switch n {
+		case 3:
+			late = do // sent, not landed yet
+			return backend.Head{}, errReplyLost
+		case 4:
+			close(in4)
+			<-in5
+			h, err := do() // lands at 3
+			close(landed4)
+			<-landedX
+			return h, err
+		case 5:
+			close(in5)
+			<-landed4
+			h, err := do() // lands at 4
+			if err != nil {
+				return h, err
+			}
+			if _, err := late(); err != nil { // lands now, at revision 5
+				return backend.Head{}, err
+			}
+			close(landedX)
+			<-doneA
+			return h, nil
+		}
+		return do()
+	})
+	ctx := context.Background()
+	writeTwoThenLoseThird(t, a)
+	errA, errB := make(chan error, 1), make(chan error, 1)
+	go func() {
+		err := a.UpdateContext(ctx, "a", 4)
+		close(doneA)
+		errA <- err
+	}()
+	<-in4
+	go func() { errB <- a.UpdateContext(ctx, "b", 5) }()
+	if err := <-errA; err != nil {
+		t.Fatal(err)
+	}
+	if err := <-errB; err != nil {
+		t.Fatal(err)
+	}
+	if q, _ := decided.Load(int32(3)); q != true {
+		t.Fatal("the late commit's echo was not held quietly; the test proves nothing")
+	}
+	eventually(t, "the copy at revision 5 with all three writes", func() bool {
+		k, _, _ := a.Get(ctx, "k")
+		av, _, _ := a.Get(ctx, "a")
+		bv, _, _ := a.Get(ctx, "b")
+		return a.Revision() == 5 && k == 3 && av == 4 && bv == 5
+	})
+}
+
+// TestConcurrentSuccessfulWritesDoNotWake: two commits of one instance
+// (two goroutines) are in flight at once, both land, and both echoes come
+// before the replies and are held quietly. The first reply applies its
+// own revision in order; the second commit's echo, one above the copy, is
+// then awaited by its reply, which does apply it. Nothing failed, so no
+// held echo is the only carrier of a write: waking the subscription is a
+// read-loop wake-up for nothing (design-notes: "A successful write wakes
+// nothing"). With several writers per instance on Redis this happens for
+// about one commit in ten (2/4/8 goroutines: 95/220/78 wakes per 2,000
+// commits).
+func TestConcurrentSuccessfulWritesDoNotWake(t *testing.T) {
+	in3, in4 := make(chan struct{}), make(chan struct{})
+	landed3, landed4 := make(chan struct{}), make(chan struct{})
+	doneA := make(chan struct{})
+	a, decided, wakes := hushingCounted(t, func(n int32, do func() (backend.Head, error)) (backend.Head, error) {
+		switch n {
+		case 3:
+			close(in3)
+			<-in4
+			h, err := do() // lands at 3, its echo decided with both in flight
+			close(landed3)
+			<-landed4
+			return h, err
+		case 4:
+			close(in4)
+			<-landed3
+			h, err := do() // lands at 4, its echo decided with both in flight
+			close(landed4)
+			<-doneA // the reply comes after the first commit is done
+			return h, err
+		}
+		return do()
+	})
+	ctx := context.Background()
+	for i := 1; i <= 2; i++ {
+		if err := a.UpdateContext(ctx, "k", i); err != nil {
+			t.Fatal(err)
+		}
+	}
+	before := wakes.Load()
+	errA, errB := make(chan error, 1), make(chan error, 1)
+	go func() {
+		err := a.UpdateContext(ctx, "a", 3)
+		close(doneA)
+		errA <- err
+	}()
+	<-in3
+	go func() { errB <- a.UpdateContext(ctx, "b", 4) }()
+	if err := <-errA; err != nil {
+		t.Fatal(err)
+	}
+	if err := <-errB; err != nil {
+		t.Fatal(err)
+	}
+	for n := int32(3); n <= 4; n++ {
+		if q, _ := decided.Load(n); q != true {
+			t.Fatalf("the echo of commit %d was not held quietly; the test proves nothing", n)
+		}
+	}
+	if a.Revision() != 4 {
+		t.Fatalf("revision %d, want 4", a.Revision())
+	}
+	if n := wakes.Load() - before; n != 0 {
+		t.Errorf("two successful concurrent writes woke the subscription %d times, want 0", n)
 	}
 }

@@ -97,21 +97,34 @@ func (c *Context[T]) hushEchoes(sub broadcaster.Subscription) {
 
 // wakeHeld has the subscription read the own echoes it holds quietly if
 // one lies above the copy (hushEchoes), for commit once a commit of this
-// instance is done (applied, or failed) and out of inflight. The echo
-// held for this commit's reply is at or below the copy once the reply
-// applied it, so a write that succeeds wakes nothing.
-func (c *Context[T]) wakeHeld() {
+// instance is done (applied, or failed) and out of inflight. A failed
+// commit looks always (always): its held echo may be the only carrier of
+// its write. A successful one only if its reply waits above a hole, or
+// no other commit is under way: an echo above the copy is then another
+// commit's, one that failed (a commit still under way ends later and
+// looks again, and one that began after the echo was held lands above it,
+// so its reply waits above the hole). A steady writer, whose echo its own
+// reply applies, wakes nothing; nor do concurrent writes that all succeed.
+func (c *Context[T]) wakeHeld(always bool) {
 	h := c.hushing.Load()
 	if h == nil {
 		return
 	}
-	top := c.heldTop.Load()
-	if top == 0 || top <= c.cache.current().applied {
-		return
+	for {
+		top := c.heldTop.Load()
+		if top == 0 || top <= c.cache.current().applied {
+			return
+		}
+		if !always && c.inflightCount.Load() > 0 {
+			return
+		}
+		// Cleared before the wake-up: a record made after it (even of
+		// the same revision) stays, for the commit that ends after it.
+		if c.heldTop.CompareAndSwap(top, 0) {
+			h.Wake()
+			return
+		}
 	}
-	h.Wake()
-	// A newer record stays, for the commit that ends after it.
-	c.heldTop.CompareAndSwap(top, 0)
 }
 
 // echoSkipper is a Subscription that can leave out the events of one

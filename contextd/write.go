@@ -491,7 +491,7 @@ func (c *Context[T]) commit(ctx context.Context, b backend.Batch, ups []update[T
 		c.removeInflight(seq)
 		// Its echo may be held (hushEchoes), the only carrier of the
 		// write if the commit was made after all.
-		c.wakeHeld()
+		c.wakeHeld(true)
 		if noEcho && inDoubt(err) {
 			// Without an echo (skipEchoes) nothing else brings in this
 			// commit if it was made after all: the change log does.
@@ -504,7 +504,7 @@ func (c *Context[T]) commit(ctx context.Context, b backend.Batch, ups []update[T
 	// in the copy (prepare).
 	c.removeInflight(seq)
 	// An echo held above the copy now is another commit's (hushEchoes).
-	c.wakeHeld()
+	c.wakeHeld(v == applied && c.cache.current().applied < head.Revision)
 	c.sawExpiries(ups)
 	if v != applied && v != duplicate {
 		c.opts.Logger.Debug("contextd: own commit does not apply", "context", c.name, "epoch", head.Epoch, "revision", head.Revision,
