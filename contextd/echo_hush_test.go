@@ -300,20 +300,7 @@ func TestLateInDoubtCommitEchoAboveTwoCommitsIsRead(t *testing.T) {
 	})
 	ctx := context.Background()
 	writeTwoThenLoseThird(t, a)
-	errA, errB := make(chan error, 1), make(chan error, 1)
-	go func() {
-		err := a.UpdateContext(ctx, "a", 4)
-		close(doneA)
-		errA <- err
-	}()
-	<-in4
-	go func() { errB <- a.UpdateContext(ctx, "b", 5) }()
-	if err := <-errA; err != nil {
-		t.Fatal(err)
-	}
-	if err := <-errB; err != nil {
-		t.Fatal(err)
-	}
+	writeAThenB(t, a, 4, 5, in4, doneA)
 	if q, _ := decided.Load(int32(3)); q != true {
 		t.Fatal("the late commit's echo was not held quietly; the test proves nothing")
 	}
@@ -365,20 +352,7 @@ func TestConcurrentSuccessfulWritesDoNotWake(t *testing.T) {
 		}
 	}
 	before := wakes.Load()
-	errA, errB := make(chan error, 1), make(chan error, 1)
-	go func() {
-		err := a.UpdateContext(ctx, "a", 3)
-		close(doneA)
-		errA <- err
-	}()
-	<-in3
-	go func() { errB <- a.UpdateContext(ctx, "b", 4) }()
-	if err := <-errA; err != nil {
-		t.Fatal(err)
-	}
-	if err := <-errB; err != nil {
-		t.Fatal(err)
-	}
+	writeAThenB(t, a, 3, 4, in3, doneA)
 	for n := int32(3); n <= 4; n++ {
 		if q, _ := decided.Load(n); q != true {
 			t.Fatalf("the echo of commit %d was not held quietly; the test proves nothing", n)
@@ -389,5 +363,27 @@ func TestConcurrentSuccessfulWritesDoNotWake(t *testing.T) {
 	}
 	if n := wakes.Load() - before; n != 0 {
 		t.Errorf("two successful concurrent writes woke the subscription %d times, want 0", n)
+	}
+}
+
+// writeAThenB writes a = av in one goroutine and, once first is closed
+// (that commit is under way), b = bv in another; doneA is closed when the
+// first write returns. Both must succeed.
+func writeAThenB(t *testing.T, a *contextd.Context[int], av, bv int, first <-chan struct{}, doneA chan struct{}) {
+	t.Helper()
+	ctx := context.Background()
+	errA, errB := make(chan error, 1), make(chan error, 1)
+	go func() {
+		err := a.UpdateContext(ctx, "a", av)
+		close(doneA)
+		errA <- err
+	}()
+	<-first
+	go func() { errB <- a.UpdateContext(ctx, "b", bv) }()
+	if err := <-errA; err != nil {
+		t.Fatal(err)
+	}
+	if err := <-errB; err != nil {
+		t.Fatal(err)
 	}
 }
