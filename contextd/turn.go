@@ -278,27 +278,38 @@ func (c *Context[T]) giveUp(r *reservation) {
 }
 
 // dropReservations leaves the places of the reservations no call
-// claimed, for Close (background does nothing once closed).
+// claimed, for Close (background does nothing once closed), all within
+// one leaveWithin: with the store unreachable, a bound each would make
+// Close wait for one after the other.
 func (c *Context[T]) dropReservations() {
 	c.reservedMu.Lock()
 	rs := c.reserved
 	c.reserved = nil
 	c.reservedMu.Unlock()
+	if len(rs) == 0 {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), leaveWithin)
+	defer cancel()
 	for _, r := range rs {
 		r.state.Store(reserveGone)
 		if r.timer != nil {
 			r.timer.Stop()
 		}
 		r.stop()
-		c.leaveNow(r.w, r.key)
+		_ = c.queue.Dequeue(ctx, c.name, r.w, r.key)
 	}
 }
 
+// leaveWithin bounds how long giving a place up may take once background
+// work has stopped (Close), when a place left queued would hold the others
+// up for its hold.
+const leaveWithin = 5 * time.Second
+
 // leaveNow gives waiter w's place up in the caller's goroutine, for when
-// background work has stopped (Close): a place left queued would hold the
-// others up for its hold.
+// background work has stopped (Close).
 func (c *Context[T]) leaveNow(w locker.Waiter, keys ...string) {
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), leaveWithin)
 	defer cancel()
 	_ = c.queue.Dequeue(ctx, c.name, w, keys...)
 }

@@ -23,10 +23,19 @@ import (
 
 // hookedBackend is a Backend whose atomic commits a test can step into:
 // commit, if set before the Context is used, runs each one (run is the
-// real commit).
+// real commit); dequeue, if set, replaces the Backend's Dequeue (set it
+// only while nothing else runs).
 type hookedBackend struct {
 	*redis.Backend
-	commit func(bt backend.Batch, run func() (backend.Head, error)) (backend.Head, error)
+	commit  func(bt backend.Batch, run func() (backend.Head, error)) (backend.Head, error)
+	dequeue func(ctx context.Context) error
+}
+
+func (h *hookedBackend) Dequeue(ctx context.Context, name string, w locker.Waiter, keys ...string) error {
+	if h.dequeue != nil {
+		return h.dequeue(ctx)
+	}
+	return h.Backend.Dequeue(ctx, name, w, keys...)
 }
 
 func (h *hookedBackend) CommitAndPublish(ctx context.Context, name string, bt backend.Batch, channel string) (backend.Head, error) {
@@ -381,6 +390,14 @@ func TestReservedWaitCancelledIsNotAcquired(t *testing.T) {
 // that its commit asks for a place; it returns the Modify's outcome.
 func modifyQueuedWithOneBehind(ctx, mctx context.Context, t *testing.T, srv *redistest.Server, holder *redis.Backend, c *contextd.Context[int], name, key string, started func()) <-chan error {
 	t.Helper()
+	return modifyQueuedWith(ctx, mctx, t, srv, holder, c, name, key, "w2", started)
+}
+
+// modifyQueuedWith is modifyQueuedWithOneBehind with waiter behind instead
+// of w2 (a waiter keeps its ticket in every queue it joins: one queued
+// earlier elsewhere would go ahead of the Modify).
+func modifyQueuedWith(ctx, mctx context.Context, t *testing.T, srv *redistest.Server, holder *redis.Backend, c *contextd.Context[int], name, key, behind string, started func()) <-chan error {
+	t.Helper()
 	done := make(chan error, 1)
 	go func() {
 		_, err := c.Modify(mctx, key, func(cur int, _ bool) (int, error) { return cur + 1, nil })
@@ -390,8 +407,8 @@ func modifyQueuedWithOneBehind(ctx, mctx context.Context, t *testing.T, srv *red
 		started()
 	}
 	queuedAlone(ctx, t, srv, name, key)
-	if _, err := holder.TryAcquireQueued(ctx, name, key, time.Minute, locker.Waiter{ID: "w2", Hold: 10 * time.Minute}); !errors.Is(err, locker.ErrNotAcquired) {
-		t.Fatalf("TryAcquireQueued of w2 = %v, want it queued", err)
+	if _, err := holder.TryAcquireQueued(ctx, name, key, time.Minute, locker.Waiter{ID: behind, Hold: 10 * time.Minute}); !errors.Is(err, locker.ErrNotAcquired) {
+		t.Fatalf("TryAcquireQueued of %s = %v, want it queued", behind, err)
 	}
 	return done
 }
@@ -431,5 +448,58 @@ func TestWaitEndedAfterCloseLeavesQueue(t *testing.T) {
 	}
 	if q := queueMembers(ctx, t, srv, name, key); len(q) != 0 {
 		t.Fatalf("after Close and the write's return the queue holds %v; want it empty", q)
+	}
+}
+
+// TestCloseLeavesReservationsWithinOneBound: Close gives up the places of
+// the reservations no call claimed (contended Modify calls on two keys left
+// one each) within one time bound, not one each: with Redis unreachable,
+// each would otherwise wait its own 5 s, one after the other. Here the
+// Dequeues fail at once, and each reports the deadline it was given.
+func TestCloseLeavesReservationsWithinOneBound(t *testing.T) {
+	t.Parallel()
+	srv := redistest.Start(t, nil)
+	ctx := faultCtx(t)
+	const name = "reserve-close-bound"
+	hb := &hookedBackend{Backend: newBackend(t, srv, nil)}
+	holder := newBackend(t, srv, nil)
+	// A long RetryDelay: the places live for minutes, unclaimed.
+	c := openInstance[int](t, hb, name, &contextd.Options{ResyncInterval: -1, RetryDelay: time.Minute})
+	for _, key := range []string{"k1", "k2"} {
+		lease, err := holder.TryAcquire(ctx, name, key, time.Minute)
+		if err != nil {
+			t.Fatal(err)
+		}
+		done := modifyQueuedWith(ctx, ctx, t, srv, holder, c, name, key, "behind-"+key, nil)
+		if err := holder.Release(ctx, lease); err != nil {
+			t.Fatal(err)
+		}
+		if err := <-done; err != nil {
+			t.Fatalf("Modify of %s: %v", key, err)
+		}
+		if q := queueMembers(ctx, t, srv, name, key); len(q) != 2 || q[0] != "behind-"+key {
+			t.Fatalf("queue of %s holds %v, want behind-%s and the Context's place behind it", key, q, key)
+		}
+	}
+	var mu sync.Mutex
+	var deadlines []time.Time
+	hb.dequeue = func(ctx context.Context) error {
+		d, ok := ctx.Deadline()
+		if !ok {
+			t.Error("a Dequeue at Close without a deadline")
+		}
+		mu.Lock()
+		deadlines = append(deadlines, d)
+		mu.Unlock()
+		return errors.New("unreachable")
+	}
+	if err := c.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if len(deadlines) != 2 {
+		t.Fatalf("Close made %d Dequeues, want 2 (one per place)", len(deadlines))
+	}
+	if !deadlines[0].Equal(deadlines[1]) {
+		t.Errorf("the places were left within bounds of their own (deadlines %v, %v), not one", deadlines[0].Format(time.StampMicro), deadlines[1].Format(time.StampMicro))
 	}
 }
