@@ -8,13 +8,13 @@ import (
 	"github.com/contextd-go/contextd/backend"
 )
 
-// TestEchoSkipEventDecoderInterningMatchesDecodeEvent: a long stream of
+// TestEventDecoderInterningMatchesDecodeEvent: a long stream of
 // events from a varying number of writers, epochs, hex and non-hex ids,
 // and both wire versions, decoded with one EventDecoder (kept ids, the
 // clock rule), gives exactly what DecodeEvent gives each event alone, and
 // the ids it returns do not change when the payloads are overwritten
 // afterwards (no aliasing of the payload buffers).
-func TestEchoSkipEventDecoderInterningMatchesDecodeEvent(t *testing.T) {
+func TestEventDecoderInterningMatchesDecodeEvent(t *testing.T) {
 	rng := rand.New(rand.NewPCG(1, 2))
 	pick := func(pool []string) string { return pool[rng.IntN(len(pool))] }
 	hexID := func() string { return fmt.Sprintf("%016x", rng.Uint64()) }
