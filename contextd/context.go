@@ -86,12 +86,9 @@ type Context[T any] struct {
 	inflightMu sync.Mutex
 	inflight   []ownWrite[T]
 	inflightN  uint64
-	// inflightCount is len(inflight), read without inflightMu by the
-	// subscription's quiet function (hushEchoes).
-	inflightCount atomic.Int64
 	// hushing is the subscription while it queues own echoes quietly
-	// (hushEchoes), else nil: an echo that beat its commit's reply may
-	// wait there unread, so a commit whose outcome is in doubt wakes it.
+	// (hushEchoes), else nil: an echo held above the copy whose commit's
+	// reply will not apply it is read when a commit ends (wakeHeld).
 	hushing atomic.Pointer[hushedSubscription]
 	// heldTop is the revision of the latest own echo found above the copy
 	// by the quiet function (hushEchoes), 0 once a commit has woken the
@@ -101,10 +98,12 @@ type Context[T any] struct {
 	// instance's atomically published commits (skipEchoes): a commit
 	// whose outcome is in doubt is then brought in by a catch-up.
 	noEcho atomic.Bool
-	// ownPending counts this instance's commits under way while noEcho is
-	// set, from before the store is called until the reply is applied or
-	// the commit failed: the read loop waits for their replies when an
-	// event arrives above a hole (awaitOwnBelow).
+	// ownPending counts this instance's commits under way, from before
+	// the store is called until the reply is applied or the commit
+	// failed. While any are, the quiet function holds an own echo above
+	// the copy (hushEchoes), and, without echoes (noEcho), the read loop
+	// waits for their replies when an event arrives above a hole
+	// (awaitOwnBelow).
 	ownPending atomic.Int64
 	// awaitingOwn, for tests, is called when the read loop starts waiting
 	// for own replies below an event.

@@ -91,13 +91,13 @@ func (c *Context[T]) hushEchoes(sub broadcaster.Subscription) {
 		// that ends after this count sees the record (wakeHeld), and
 		// one that ended before it leaves a count that may be zero.
 		c.heldTop.Store(rev)
-		return c.inflightCount.Load() > 0
+		return c.ownPending.Load() > 0
 	})
 }
 
 // wakeHeld has the subscription read the own echoes it holds quietly if
 // one lies above the copy (hushEchoes), for commit once a commit of this
-// instance is done (applied, or failed) and out of inflight. A failed
+// instance is done (applied, or failed) and out of ownPending. A failed
 // commit looks always (always): its held echo may be the only carrier of
 // its write. A successful one only if its reply waits above a hole, or
 // no other commit is under way: an echo above the copy is then another
@@ -115,7 +115,7 @@ func (c *Context[T]) wakeHeld(always bool) {
 		if top == 0 || top <= c.cache.current().applied {
 			return
 		}
-		if !always && c.inflightCount.Load() > 0 {
+		if !always && c.ownPending.Load() > 0 {
 			return
 		}
 		// Cleared before the wake-up: a record made after it (even of

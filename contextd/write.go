@@ -472,13 +472,8 @@ func (c *Context[T]) commit(ctx context.Context, b backend.Batch, ups []update[T
 	var seq uint64
 	if !noEcho {
 		seq = c.addInflight(b.Ops, ups)
-	} else {
-		// Done once the reply is applied, or the commit failed: a read
-		// loop that finds a hole below another instance's event waits
-		// for it (awaitOwnBelow).
-		c.ownPending.Add(1)
-		defer c.ownPending.Add(-1)
 	}
+	c.ownPending.Add(1)
 	if c.atomicPub != nil {
 		head, err = c.atomicPub.CommitAndPublish(ctx, c.name, b, c.opts.Channel)
 	} else {
@@ -489,6 +484,7 @@ func (c *Context[T]) commit(ctx context.Context, b backend.Batch, ups []update[T
 	}
 	if err != nil {
 		c.removeInflight(seq)
+		c.ownPending.Add(-1)
 		// Its echo may be held (hushEchoes), the only carrier of the
 		// write if the commit was made after all.
 		c.wakeHeld(true)
@@ -503,6 +499,7 @@ func (c *Context[T]) commit(ctx context.Context, b backend.Batch, ups []update[T
 	// Only now: an echo that finds the commit gone from inflight finds it
 	// in the copy (prepare).
 	c.removeInflight(seq)
+	c.ownPending.Add(-1)
 	// An echo held above the copy now is another commit's (hushEchoes).
 	c.wakeHeld(v == applied && c.cache.current().applied < head.Revision)
 	c.sawExpiries(ups)
@@ -559,7 +556,6 @@ func (c *Context[T]) addInflight(ops []backend.Op, ups []update[T]) uint64 {
 	defer c.inflightMu.Unlock()
 	c.inflightN++
 	c.inflight = append(c.inflight, ownWrite[T]{seq: c.inflightN, ops: ops, ups: ups})
-	c.inflightCount.Add(1)
 	return c.inflightN
 }
 
@@ -572,7 +568,6 @@ func (c *Context[T]) removeInflight(seq uint64) {
 	for i := range c.inflight {
 		if c.inflight[i].seq == seq {
 			c.inflight = slices.Delete(c.inflight, i, i+1)
-			c.inflightCount.Add(-1)
 			return
 		}
 	}
