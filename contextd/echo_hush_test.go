@@ -193,21 +193,11 @@ func TestInDoubtCommitWithHushedEchoReachesTheCopy(t *testing.T) {
 		}
 		return h, err
 	})
-	ctx := context.Background()
 	writeTwoThenLoseThird(t, a)
 	if q, _ := decided.Load(int32(3)); q != true {
 		t.Fatal("the echo of the commit whose reply is lost was not held quietly; the test proves nothing")
 	}
-	eventually(t, "the copy holds the commit whose reply was lost", func() bool {
-		v, ok, err := a.Get(ctx, "k")
-		return err == nil && ok && v == 3
-	})
-	if err := a.UpdateContext(ctx, "k", 4); err != nil {
-		t.Fatal(err)
-	}
-	if v, _, err := a.Get(ctx, "k"); err != nil || v != 4 || a.Revision() != 4 {
-		t.Fatalf("k = %d (%v) at revision %d, want 4 at 4", v, err, a.Revision())
-	}
+	lostWriteReachesTheCopy(t, a, 3)
 }
 
 // TestLateInDoubtCommitEchoIsRead: a commit fails in doubt before it

@@ -35,16 +35,25 @@ func TestInDoubtCommitWithoutEchoReachesTheCopy(t *testing.T) {
 	if err := a.UpdateContext(ctx, "k", 2); !errors.Is(err, errReplyLost) {
 		t.Fatalf("UpdateContext = %v, want the lost reply's error", err)
 	}
+	lostWriteReachesTheCopy(t, a, 2)
+}
+
+// lostWriteReachesTheCopy waits until a's copy holds k = lost, the write
+// at revision lost whose commit's reply was lost, and checks that the copy
+// goes on from there: a later write applies in order.
+func lostWriteReachesTheCopy(t *testing.T, a *contextd.Context[int], lost int) {
+	t.Helper()
+	ctx := context.Background()
 	eventually(t, "the copy holds the commit whose reply was lost", func() bool {
 		v, ok, err := a.Get(ctx, "k")
-		return err == nil && ok && v == 2
+		return err == nil && ok && v == lost
 	})
-	// The copy goes on from there: a later write applies in order.
-	if err := a.UpdateContext(ctx, "k", 3); err != nil {
+	next := lost + 1
+	if err := a.UpdateContext(ctx, "k", next); err != nil {
 		t.Fatal(err)
 	}
-	if v, _, err := a.Get(ctx, "k"); err != nil || v != 3 || a.Revision() != 3 {
-		t.Fatalf("k = %d (%v) at revision %d, want 3 at 3", v, err, a.Revision())
+	if v, _, err := a.Get(ctx, "k"); err != nil || v != next || a.Revision() != uint64(next) {
+		t.Fatalf("k = %d (%v) at revision %d, want %d at %d", v, err, a.Revision(), next, next)
 	}
 }
 
